@@ -1,0 +1,95 @@
+"""Exceptions raised or reported by ikisocket.
+
+Errors split the way h11's do: :class:`LocalProtocolError` means *this* program
+misused the API and is raised at once; :class:`RemoteProtocolError` means the
+peer broke the protocol and is never raised out of a ``receive_*`` input: it is
+reported through the ``error`` event and ends the connection with its close
+code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionClosed",
+    "DuplicateUUID",
+    "IkisocketError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "UnknownConnection",
+]
+
+
+class IkisocketError(Exception):
+    """Base class of every exception ikisocket defines."""
+
+
+class LocalProtocolError(IkisocketError):
+    """The application used the API in a way it does not allow.
+
+    Raised immediately from the call that misused it (wrong state, bad
+    argument, unknown connection).
+    """
+
+
+class RemoteProtocolError(IkisocketError):
+    """The peer broke the WebSocket or HTTP protocol.
+
+    Never raised from ``receive_*`` inputs; it travels on ``error`` and
+    ``disconnect`` events. ``close_code`` is the RFC 6455 section 7.4.1 code the
+    server answers with (e.g. 1002, 1007, 1009) and ``status_hint`` the HTTP
+    status used while the request is still in its HTTP phase.
+
+    Args:
+        message: What went wrong, for people.
+        close_code: The close code the connection is closed with.
+        status_hint: The HTTP status to answer with before the upgrade.
+    """
+
+    def __init__(self, message: str, *, close_code: int = 1002, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.status_hint = status_hint
+
+
+class UnknownConnection(LocalProtocolError, KeyError):
+    """No live connection has this UUID (the seed's ``ErrorInvalidConnection``).
+
+    Args:
+        uuid: The UUID that was looked up.
+    """
+
+    def __init__(self, uuid: str) -> None:
+        super().__init__(uuid)
+        self.uuid = uuid
+
+    def __str__(self) -> str:
+        return f"no live connection with uuid {self.uuid!r}"
+
+
+class DuplicateUUID(LocalProtocolError):
+    """Another live connection already uses this UUID.
+
+    Args:
+        uuid: The UUID that is taken.
+    """
+
+    def __init__(self, uuid: str) -> None:
+        super().__init__(f"uuid {uuid!r} is already used by another connection")
+        self.uuid = uuid
+
+
+class ConnectionClosed(IkisocketError):
+    """Why a connection ended; the ``error`` of ``disconnect`` and ``close`` payloads.
+
+    Args:
+        code: The close code (RFC 6455 section 7.4); 1006 when the transport
+            went away without a close frame.
+        reason: The close reason sent with the code, possibly empty.
+        cause: The error that made the connection end, if any.
+    """
+
+    def __init__(self, code: int, reason: str = "", cause: BaseException | None = None) -> None:
+        super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
+        self.cause = cause

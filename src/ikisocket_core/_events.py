@@ -1,0 +1,113 @@
+"""Event names, message kinds and the payload handed to listeners."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._websocket import Websocket
+
+__all__ = [
+    "BINARY",
+    "EVENT_CLOSE",
+    "EVENT_CONNECT",
+    "EVENT_DISCONNECT",
+    "EVENT_ERROR",
+    "EVENT_MESSAGE",
+    "EVENT_PING",
+    "EVENT_PONG",
+    "RESERVED_EVENTS",
+    "TEXT",
+    "EventPayload",
+    "MessageKind",
+]
+
+#: A text or binary message arrived.
+EVENT_MESSAGE = "message"
+#: A ping frame arrived (the pong is sent for you).
+EVENT_PING = "ping"
+#: A pong frame arrived.
+EVENT_PONG = "pong"
+#: The peer went away: it closed, the transport dropped, it timed out or broke the protocol.
+EVENT_DISCONNECT = "disconnect"
+#: The connection was accepted; fired right after the route callback.
+EVENT_CONNECT = "connect"
+#: The server closed the connection (``kws.close()``, ``hub.close_all()``, a policy).
+EVENT_CLOSE = "close"
+#: Something went wrong: a listener raised, or the peer misbehaved.
+EVENT_ERROR = "error"
+
+#: The built-in event names; any other name is a custom event.
+RESERVED_EVENTS = frozenset(
+    {
+        EVENT_MESSAGE,
+        EVENT_PING,
+        EVENT_PONG,
+        EVENT_DISCONNECT,
+        EVENT_CONNECT,
+        EVENT_CLOSE,
+        EVENT_ERROR,
+    }
+)
+
+
+class MessageKind(enum.IntEnum):
+    """How a message travels: a text frame or a binary frame.
+
+    The values are the RFC 6455 opcodes (section 5.2), as in gorilla/websocket's
+    ``TextMessage`` and ``BinaryMessage``.
+    """
+
+    TEXT = 1
+    BINARY = 2
+
+
+#: A text message (UTF-8).
+TEXT = MessageKind.TEXT
+#: A binary message.
+BINARY = MessageKind.BINARY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventPayload:
+    """What a listener receives: the event and the connection it concerns.
+
+    Attributes:
+        kws: The connection's handle; answer through it (``ep.kws.emit(...)``).
+        name: The event name (``"message"``, ``"connect"``, a custom name...).
+        socket_uuid: The connection's UUID when the event fired.
+        socket_attributes: A read-only snapshot of the connection's attributes
+            when the event fired; later ``set_attribute`` calls do not change it.
+        error: The exception for ``error``, ``disconnect`` and ``close`` events.
+        data: The message or custom-event data (bytes; UTF-8 for text).
+        kind: ``TEXT`` or ``BINARY``: how the message arrived.
+    """
+
+    kws: Websocket
+    name: str
+    socket_uuid: str
+    socket_attributes: Mapping[str, Any]
+    error: BaseException | None = None
+    data: bytes = b""
+    kind: MessageKind = field(default=MessageKind.TEXT)
+
+    @property
+    def text(self) -> str:
+        """The data decoded as UTF-8.
+
+        Raises:
+            UnicodeDecodeError: The data is not valid UTF-8.
+        """
+        return self.data.decode("utf-8")
+
+    def json(self) -> Any:
+        """The data parsed as JSON.
+
+        Raises:
+            ValueError: The data is not valid JSON (``json.JSONDecodeError``).
+        """
+        return json.loads(self.data)

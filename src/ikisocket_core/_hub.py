@@ -1,0 +1,813 @@
+"""The hub: connections, listeners, rooms, and the routing of messages into actions.
+
+The hub is pure. Drivers (adapters, the protocol engine, the test client)
+feed it inputs (:meth:`Hub.open`, :meth:`Hub.receive_message`,
+:meth:`Hub.receive_disconnect`, :meth:`Hub.tick` ...) and take what it wants
+done with :meth:`Hub.drain_actions`. Listeners run synchronously inside those
+inputs; an ``async def`` listener's awaitable is handed out as a
+:class:`RunHandler` action for the driver to await.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid as _uuid
+from collections.abc import Awaitable, Callable, Iterable
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar, overload
+
+from ._actions import Accept, Action, Close, Reject, RunHandler, Send, _check_close
+from ._errors import ConnectionClosed, DuplicateUUID, LocalProtocolError, UnknownConnection
+from ._events import (
+    EVENT_CLOSE,
+    EVENT_CONNECT,
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    EVENT_MESSAGE,
+    EVENT_PING,
+    EVENT_PONG,
+    EventPayload,
+    MessageKind,
+)
+from ._routing import Match, Request, Router
+from ._state import ConnectionState, StateInput, transition
+from ._websocket import Websocket
+
+__all__ = ["BeforeUpgrade", "Hub", "Listener", "Room", "RouteCallback"]
+
+logger = logging.getLogger("ikisocket")
+
+#: A listener: called with the event's payload; may be ``async def``.
+Listener = Callable[[EventPayload], Awaitable[None] | None]
+#: A route callback (the seed's ``ikisocket.New`` callback); may be ``async def``.
+RouteCallback = Callable[[Websocket], Awaitable[None] | None]
+#: The ``before_upgrade`` hook: ``None``/``True`` accepts, ``False`` refuses with 403.
+BeforeUpgrade = Callable[[Request], "bool | Accept | Reject | None"]
+
+L = TypeVar("L", bound=Listener)
+R = TypeVar("R", bound=RouteCallback)
+
+_OPEN = ConnectionState.OPEN
+_TEXT = MessageKind.TEXT
+
+
+def _payload(data: bytes | str, kind: MessageKind) -> bytes:
+    """Normalise outbound data to bytes, refusing text that is not UTF-8."""
+    if data.__class__ is str:
+        return data.encode("utf-8")
+    if data.__class__ is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"message data is bytes or str, not {type(data).__name__}")
+        data = bytes(data)
+    if kind == _TEXT and not data.isascii():
+        data.decode("utf-8")  # raises UnicodeDecodeError
+    return data
+
+
+class Room:
+    """A named group of connections, from :meth:`Hub.to` or :meth:`Websocket.to`.
+
+    Args:
+        hub: The hub the room lives in.
+        name: The room name.
+        exclude: A connection that this view never sends to (the sender).
+    """
+
+    __slots__ = ("_exclude", "_hub", "name")
+
+    def __init__(self, hub: Hub, name: str, exclude: Websocket | None = None) -> None:
+        self._hub = hub
+        self.name = name
+        self._exclude = exclude
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        """The UUIDs of the room's members, in joining order."""
+        return tuple(k.uuid for k in self._hub._room_members(self.name))
+
+    def __len__(self) -> int:
+        return len(self._hub._room_members(self.name))
+
+    def emit(self, data: bytes | str, kind: MessageKind = MessageKind.TEXT) -> None:
+        """Send a message to every member (but the excluded one).
+
+        Args:
+            data: Bytes or text.
+            kind: ``TEXT`` or ``BINARY``.
+        """
+        members = self._hub._room_members(self.name)
+        targets = tuple(k for k in members if k is not self._exclude)
+        self._hub._send(targets, data, kind)
+
+    def fire(self, event: str, data: bytes | str = b"") -> None:
+        """Run ``event``'s listeners once for each member (but the excluded one).
+
+        Args:
+            event: The event name.
+            data: The payload's data.
+        """
+        for kws in tuple(self._hub._room_members(self.name)):
+            if kws is not self._exclude:
+                self._hub._fire_one(kws, event, data)
+
+
+class Hub:
+    """Connections, listeners, rooms and routing: the state of one ikisocket application.
+
+    Args:
+        uuid_factory: Makes connection UUIDs (default: random ``uuid4`` strings).
+        on_listener_error: What happens to a connection whose listener raised:
+            ``"keep"`` it open (default) or ``"close"`` it with 1011. Either way
+            the exception reaches the ``error`` listeners.
+        allowed_origins: If given, browsers from any other ``Origin`` are
+            refused with 403 (cross-site WebSocket hijacking protection).
+            Requests without an ``Origin`` header (non-browser clients) pass.
+        subprotocols: Subprotocols the server speaks, preferred first.
+        idle_timeout: Close connections with 1001 after this many seconds
+            without a message (measured by :meth:`tick`); ``None`` disables it.
+    """
+
+    def __init__(
+        self,
+        *,
+        uuid_factory: Callable[[], str] | None = None,
+        on_listener_error: Literal["keep", "close"] = "keep",
+        allowed_origins: Iterable[str] | None = None,
+        subprotocols: Iterable[str] = (),
+        idle_timeout: float | None = None,
+    ) -> None:
+        if on_listener_error not in ("keep", "close"):
+            raise LocalProtocolError("on_listener_error is 'keep' or 'close'")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise LocalProtocolError("idle_timeout must be positive")
+        self._uuid_factory = uuid_factory or (lambda: str(_uuid.uuid4()))
+        self.on_listener_error = on_listener_error
+        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.subprotocols = tuple(subprotocols)
+        self.idle_timeout = idle_timeout
+        self._router = Router()
+        self._before_upgrade: BeforeUpgrade | None = None
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
+        self._conns: dict[str, Websocket] = {}
+        self._all: tuple[Websocket, ...] | None = None
+        self._rooms: dict[str, dict[Websocket, None]] = {}
+        self._accepting = True
+        self._now = 0.0
+        self._queue: list[Action] = []
+        self._depth = 0
+        self._wakeup: Callable[[], None] | None = None
+        self._wakeup_pending = False
+
+    def __repr__(self) -> str:
+        return f"<Hub {len(self._conns)} connections, {len(self._router.routes)} routes>"
+
+    # -- registration ----------------------------------------------------------------------
+
+    @overload
+    def on(self, event: str, callback: None = None) -> Callable[[L], L]: ...
+    @overload
+    def on(self, event: str, callback: L) -> L: ...
+    def on(self, event: str, callback: L | None = None) -> L | Callable[[L], L]:
+        """Add a listener for an event (the seed's ``ikisocket.On``); many per event.
+
+        Usable as ``hub.on("message", fn)`` or as ``@hub.on("message")``.
+
+        Args:
+            event: ``EVENT_MESSAGE``, ``EVENT_CONNECT``... or a custom name.
+            callback: The listener, sync or ``async def``.
+
+        Returns:
+            The listener, or a decorator when ``callback`` is omitted.
+        """
+        if not isinstance(event, str) or not event:
+            raise LocalProtocolError("an event name is a non-empty string")
+        if callback is None:
+            return lambda fn: self.on(event, fn)
+        if not callable(callback):
+            raise LocalProtocolError(f"a listener must be callable, not {callback!r}")
+        self._listeners[event] = (*self._listeners.get(event, ()), callback)
+        return callback
+
+    def off(self, event: str, callback: Listener | None = None) -> None:
+        """Remove a listener, or every listener of ``event``.
+
+        Args:
+            event: The event name.
+            callback: The listener to remove; all of ``event``'s when omitted.
+        """
+        if callback is None:
+            self._listeners.pop(event, None)
+            return
+        remaining = tuple(fn for fn in self._listeners.get(event, ()) if fn != callback)
+        if remaining:
+            self._listeners[event] = remaining
+        else:
+            self._listeners.pop(event, None)
+
+    @overload
+    def websocket(self, path: str, callback: None = None) -> Callable[[R], R]: ...
+    @overload
+    def websocket(self, path: str, callback: R) -> R: ...
+    def websocket(self, path: str, callback: R | None = None) -> R | Callable[[R], R]:
+        """Mount a WebSocket route and its callback (the seed's ``ikisocket.New``).
+
+        The callback runs first for every new connection on the route, already
+        registered (it can emit and be emitted to), before ``connect``.
+
+        Args:
+            path: ``/ws/:id``, ``/ws/{id}``, optional ``:id?``, trailing ``*``.
+            callback: The route callback, sync or ``async def``.
+
+        Returns:
+            The callback, or a decorator when ``callback`` is omitted.
+        """
+        if callback is None:
+            return lambda fn: self.websocket(path, fn)
+        self._router.add(path, callback)
+        return callback
+
+    def before_upgrade(self, hook: BeforeUpgrade) -> BeforeUpgrade:
+        """Set the hook that sees each matching request before it is accepted.
+
+        The hook returns ``None`` or ``True`` to accept, ``False`` to refuse with
+        403, a :class:`Reject` for another status, or an :class:`Accept` that
+        also picks the UUID, initial attributes or subprotocol. Usable as a
+        decorator.
+
+        Args:
+            hook: The hook.
+
+        Returns:
+            The hook.
+        """
+        self._before_upgrade = hook
+        return hook
+
+    def match(self, path: str) -> Match | None:
+        """Find the route for a path (drivers use it to answer 404 or 426).
+
+        Args:
+            path: A percent-decoded request path.
+
+        Returns:
+            The match, or ``None``.
+        """
+        return self._router.match(path)
+
+    # -- looking connections up -----------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[str, ...]:
+        """The UUIDs of the live connections."""
+        return tuple(self._conns)
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self._conns
+
+    def get(self, uuid: str) -> Websocket:
+        """The live connection with this UUID.
+
+        Args:
+            uuid: The UUID.
+
+        Returns:
+            Its handle.
+
+        Raises:
+            UnknownConnection: No live connection has it.
+        """
+        try:
+            return self._conns[uuid]
+        except KeyError:
+            raise UnknownConnection(uuid) from None
+
+    @property
+    def rooms(self) -> dict[str, tuple[str, ...]]:
+        """Every non-empty room and its members' UUIDs."""
+        return {name: tuple(k.uuid for k in m) for name, m in self._rooms.items()}
+
+    # -- commands -------------------------------------------------------------------------
+
+    def emit_to(self, uuid: str, data: bytes | str, kind: MessageKind = _TEXT) -> None:
+        """Send a message to one connection (the seed's ``EmitTo``).
+
+        Args:
+            uuid: The target's UUID.
+            data: Bytes or text.
+            kind: ``TEXT`` or ``BINARY``.
+
+        Raises:
+            UnknownConnection: No live connection has that UUID.
+        """
+        self._send((self.get(uuid),), data, kind)
+
+    def emit_to_list(
+        self, uuids: Iterable[str], data: bytes | str, kind: MessageKind = _TEXT
+    ) -> None:
+        """Send a message to each live connection listed; unknown UUIDs are ignored.
+
+        Args:
+            uuids: Target UUIDs (a duplicate is sent to once).
+            data: Bytes or text.
+            kind: ``TEXT`` or ``BINARY``.
+        """
+        conns = self._conns
+        targets = {conns[u]: None for u in uuids if u in conns}
+        self._send(tuple(targets), data, kind)
+
+    def broadcast(
+        self,
+        data: bytes | str,
+        kind: MessageKind = _TEXT,
+        *,
+        exclude: Websocket | str | None = None,
+    ) -> None:
+        """Send a message to every live connection (the seed's ``Broadcast``).
+
+        Args:
+            data: Bytes or text.
+            kind: ``TEXT`` or ``BINARY``.
+            exclude: A connection (or its UUID) to skip.
+        """
+        targets = self._all
+        if targets is None:
+            targets = self._all = tuple(self._conns.values())
+        if exclude is not None:
+            skip = self._conns.get(exclude) if isinstance(exclude, str) else exclude
+            if skip is not None and skip.state is _OPEN:
+                listed = list(targets)
+                listed.remove(skip)
+                targets = tuple(listed)
+        self._send(targets, data, kind)
+
+    def fire(self, event: str, data: bytes | str = b"") -> None:
+        """Run ``event``'s listeners once per live connection (the seed's ``Fire``).
+
+        Args:
+            event: The event name, usually a custom one.
+            data: The payload's data.
+        """
+        self._depth += 1
+        try:
+            for kws in tuple(self._conns.values()):
+                self._fire_one(kws, event, data)
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def to(self, room: str) -> Room:
+        """A view of a room to emit or fire to.
+
+        Args:
+            room: The room name.
+
+        Returns:
+            The room view.
+        """
+        return Room(self, room)
+
+    def close(self, uuid: str, code: int = 1000, reason: str = "") -> None:
+        """Close one connection from the server (fires its ``close`` event).
+
+        Args:
+            uuid: The connection's UUID.
+            code: The close code.
+            reason: The close reason.
+
+        Raises:
+            UnknownConnection: No live connection has that UUID.
+        """
+        self._server_close(self.get(uuid), code, reason)
+
+    def close_all(self, code: int = 1001, reason: str = "") -> None:
+        """Close every connection from the server, e.g. when shutting down.
+
+        Args:
+            code: The close code (1001 "going away" by default).
+            reason: The close reason.
+        """
+        _check_close(code, reason)
+        for kws in tuple(self._conns.values()):
+            self._server_close(kws, code, reason)
+
+    def stop_accepting(self) -> None:
+        """Enter the draining state: new connections get 503, existing ones carry on."""
+        self._accepting = False
+
+    def resume_accepting(self) -> None:
+        """Leave the draining state."""
+        self._accepting = True
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new connections are accepted (``False`` while draining)."""
+        return self._accepting
+
+    # -- driver inputs -------------------------------------------------------------------
+
+    def open(self, request: Request, *, conn: Any = None) -> Websocket | Reject:
+        """A WebSocket request arrived: route it, run the hooks, and accept or refuse it.
+
+        When accepted, the connection is registered, its route callback runs,
+        then the ``connect`` listeners. After calling this, the driver sends its
+        handshake answer (101 or the rejection) and then must drain actions.
+
+        Args:
+            request: The request.
+            conn: The driver's object for this connection, kept as ``kws.conn``.
+
+        Returns:
+            The new connection's handle, or the :class:`Reject` to answer with.
+        """
+        if not self._accepting:
+            return Reject(status=503, reason="the server is not accepting connections")
+        match = self._router.match(request.path)
+        if match is None:
+            return Reject(status=404, reason="no WebSocket route for this path")
+        if self.allowed_origins is not None:
+            origin = request.origin
+            if origin is not None and origin not in self.allowed_origins:
+                return Reject(status=403, reason="origin not allowed")
+        offered = request.subprotocols
+        subprotocol = next((p for p in self.subprotocols if p in offered), None)
+        uuid: str | None = None
+        attributes: Any = None
+        if self._before_upgrade is not None:
+            verdict = self._before_upgrade(request)
+            if verdict is False:
+                return Reject(status=403, reason="forbidden")
+            if isinstance(verdict, Reject):
+                return verdict
+            if isinstance(verdict, Accept):
+                uuid, attributes = verdict.uuid, verdict.attributes
+                if verdict.subprotocol is not None:
+                    if verdict.subprotocol not in offered:
+                        raise LocalProtocolError(
+                            f"subprotocol {verdict.subprotocol!r} was not offered by the client"
+                        )
+                    subprotocol = verdict.subprotocol
+            elif verdict not in (None, True):
+                raise LocalProtocolError(
+                    f"before_upgrade returns None, a bool, Accept or Reject, not {verdict!r}"
+                )
+        if uuid is None:
+            uuid = self._uuid_factory()
+            if uuid in self._conns:
+                raise DuplicateUUID(uuid)
+        elif uuid in self._conns:
+            return Reject(status=409, reason="this uuid is already connected")
+        kws = Websocket(
+            self, uuid, request, match.params, attributes=attributes, subprotocol=subprotocol
+        )
+        kws.conn = conn
+        kws.state = transition(kws.state, StateInput.ACCEPT)
+        kws.last_activity = self._now
+        self._conns[uuid] = kws
+        self._all = None
+        self._depth += 1
+        try:
+            self._run_route(match.route.callback, kws)
+        finally:
+            self._depth -= 1
+        return kws
+
+    def receive_message(self, kws: Websocket, data: bytes | str, kind: MessageKind = _TEXT) -> None:
+        """A whole message arrived on ``kws``: run the ``message`` listeners.
+
+        Ignored when the connection is no longer open. After calling this, you
+        must drain actions.
+
+        Args:
+            kws: The connection.
+            data: The message (text may be given as ``str``).
+            kind: ``TEXT`` or ``BINARY``: how it arrived.
+        """
+        if kws.state is not _OPEN:
+            return
+        if data.__class__ is str:
+            data = data.encode("utf-8")
+        kws.last_activity = self._now
+        self._depth += 1
+        try:
+            self._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+
+    def receive_ping(self, kws: Websocket, data: bytes = b"") -> None:
+        """A ping arrived (the driver answers it): run the ``ping`` listeners.
+
+        After calling this, you must drain actions.
+
+        Args:
+            kws: The connection.
+            data: The ping's application data.
+        """
+        self._input_event(kws, EVENT_PING, data)
+
+    def receive_pong(self, kws: Websocket, data: bytes = b"") -> None:
+        """A pong arrived: run the ``pong`` listeners.
+
+        After calling this, you must drain actions.
+
+        Args:
+            kws: The connection.
+            data: The pong's application data.
+        """
+        self._input_event(kws, EVENT_PONG, data)
+
+    def receive_error(self, kws: Websocket, error: BaseException, data: bytes = b"") -> None:
+        """Something went wrong on ``kws`` (e.g. the peer broke the protocol).
+
+        Runs the ``error`` listeners; it does not end the connection (report
+        that with :meth:`receive_disconnect`). After calling this, you must
+        drain actions.
+
+        Args:
+            kws: The connection.
+            error: What went wrong.
+            data: Data related to the error, if any.
+        """
+        if kws.state is ConnectionState.CLOSED:
+            return
+        self._depth += 1
+        try:
+            self._dispatch(kws, EVENT_ERROR, data, _TEXT, error)
+        finally:
+            self._depth -= 1
+
+    def receive_disconnect(
+        self,
+        kws: Websocket,
+        code: int = 1006,
+        reason: str = "",
+        error: BaseException | None = None,
+    ) -> None:
+        """The connection ended: the peer closed it, the transport dropped, or it timed out.
+
+        For an open connection this fires ``disconnect`` once, after removing it
+        from routing. For one the server was closing it just completes the
+        close. Later calls are ignored. After calling this, you must drain
+        actions.
+
+        Args:
+            kws: The connection.
+            code: The close code received (1006 when there was none).
+            reason: The close reason received.
+            error: What caused the end, if it was an error.
+        """
+        state = kws.state
+        if state is ConnectionState.CLOSED:
+            return
+        kws.state = transition(state, StateInput.PEER_GONE)
+        if state is not _OPEN:
+            return
+        self._unregister(kws)
+        self._depth += 1
+        try:
+            self._dispatch(kws, EVENT_DISCONNECT, b"", _TEXT, ConnectionClosed(code, reason, error))
+        finally:
+            self._depth -= 1
+            self._forget(kws)
+
+    def tick(self, now: float) -> None:
+        """Tell the hub the time (seconds, any monotonic origin) and run its timers.
+
+        Closes connections idle for longer than ``idle_timeout``. After calling
+        this, you must drain actions.
+
+        Args:
+            now: The current monotonic time.
+        """
+        self._now = now
+        if self.idle_timeout is None:
+            return
+        limit = now - self.idle_timeout
+        self._depth += 1
+        try:
+            for kws in tuple(self._conns.values()):
+                if kws.last_activity <= limit and kws.state is _OPEN:
+                    self._server_close(kws, 1001, "idle timeout")
+        finally:
+            self._depth -= 1
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work to do, or ``None`` if never.
+
+        Returns:
+            A time on the clock :meth:`tick` is given.
+        """
+        if self.idle_timeout is None or not self._conns:
+            return None
+        return min(k.last_activity for k in self._conns.values()) + self.idle_timeout
+
+    # -- driver outputs ------------------------------------------------------------------
+
+    def drain_actions(self) -> list[Action]:
+        """Take every queued action, oldest first, and clear the queue.
+
+        Returns:
+            The actions to perform, in order.
+        """
+        queue = self._queue
+        self._queue = []
+        self._wakeup_pending = False
+        return queue
+
+    def set_wakeup(self, callback: Callable[[], None] | None) -> None:
+        """Register what to call when actions are queued outside an input call.
+
+        Commands from background jobs (``hub.broadcast`` from a timer) and from
+        ``async def`` listeners queue actions while the driver is not in an
+        input call; the hub then calls ``callback`` once, until the next
+        :meth:`drain_actions`, so the driver can schedule a drain. The callback
+        must not drain synchronously.
+
+        Args:
+            callback: A plain function, or ``None`` to remove it.
+        """
+        self._wakeup = callback
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _push(self, action: Action) -> None:
+        self._queue.append(action)
+        if self._depth == 0:
+            self._flush_outside()
+
+    def _flush_outside(self) -> None:
+        if self._queue and not self._wakeup_pending and self._depth == 0 and self._wakeup:
+            self._wakeup_pending = True
+            self._wakeup()
+
+    def _send(self, targets: tuple[Websocket, ...], data: bytes | str, kind: MessageKind) -> None:
+        if kind.__class__ is not MessageKind:
+            kind = MessageKind(kind)
+        payload = _payload(data, kind)
+        if targets:
+            self._push(Send(targets=targets, data=payload, kind=kind))
+
+    def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
+        if kws.state is not _OPEN:
+            return
+        self._depth += 1
+        try:
+            self._dispatch(kws, name, data, _TEXT)
+        finally:
+            self._depth -= 1
+
+    def _fire_one(self, kws: Websocket, event: str, data: bytes | str) -> None:
+        if kws.state is not _OPEN:
+            return
+        if data.__class__ is str:
+            data = data.encode("utf-8")
+        self._depth += 1
+        try:
+            self._dispatch(kws, event, data, _TEXT)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def _dispatch(
+        self,
+        kws: Websocket,
+        name: str,
+        data: bytes,
+        kind: MessageKind,
+        error: BaseException | None = None,
+    ) -> None:
+        listeners = self._listeners.get(name, ())
+        local = kws._listeners.get(name, ()) if kws._listeners else ()
+        if not listeners and not local:
+            if name == EVENT_ERROR and error is not None:
+                logger.error("error on connection %s (no error listener)", kws.uuid, exc_info=error)
+            return
+        ep = EventPayload(
+            kws=kws,
+            name=name,
+            socket_uuid=kws._uuid,
+            socket_attributes=MappingProxyType(kws._attributes),
+            error=error,
+            data=data,
+            kind=kind,
+        )
+        for fn in listeners:
+            self._call(fn, ep)
+        for fn in local:
+            self._call(fn, ep)
+
+    def _call(self, fn: Listener, ep: EventPayload) -> None:
+        try:
+            result = fn(ep)
+        except Exception as exc:
+            self._listener_failed(ep, exc)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._push(RunHandler(target=ep.kws, awaitable=self._guard(ep, result)))
+
+    async def _guard(self, ep: EventPayload, awaitable: Awaitable[Any]) -> None:
+        try:
+            await awaitable
+        except Exception as exc:
+            self._listener_failed(ep, exc)
+
+    async def _guard_route(self, ep: EventPayload, awaitable: Awaitable[Any]) -> None:
+        await self._guard(ep, awaitable)
+        if ep.kws.state is _OPEN:
+            self._fire_one(ep.kws, EVENT_CONNECT, b"")
+
+    def _run_route(self, callback: RouteCallback, kws: Websocket) -> None:
+        ep = EventPayload(
+            kws=kws,
+            name=EVENT_CONNECT,
+            socket_uuid=kws.uuid,
+            socket_attributes=MappingProxyType(kws._attributes),
+        )
+        try:
+            result = callback(kws)
+        except Exception as exc:
+            self._listener_failed(ep, exc)
+            result = None
+        if result is not None and inspect.isawaitable(result):
+            self._push(RunHandler(target=kws, awaitable=self._guard_route(ep, result)))
+        elif kws.state is _OPEN:
+            self._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
+
+    def _listener_failed(self, ep: EventPayload, exc: Exception) -> None:
+        kws = ep.kws
+        if ep.name == EVENT_ERROR:
+            logger.error("error listener failed on connection %s", kws.uuid, exc_info=exc)
+            return
+        self._depth += 1
+        try:
+            self._dispatch(kws, EVENT_ERROR, ep.data, ep.kind, exc)
+            if self.on_listener_error == "close" and kws.state is _OPEN:
+                self._server_close(kws, 1011, "internal error")
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def _server_close(self, kws: Websocket, code: int, reason: str) -> None:
+        _check_close(code, reason)
+        if kws.state is not _OPEN:
+            return
+        kws.state = transition(kws.state, StateInput.SERVER_CLOSE)
+        self._unregister(kws)
+        self._depth += 1
+        try:
+            self._queue.append(Close(target=kws, code=code, reason=reason))
+            self._dispatch(kws, EVENT_CLOSE, b"", _TEXT, ConnectionClosed(code, reason))
+        finally:
+            self._depth -= 1
+            self._forget(kws)
+            self._flush_outside()
+
+    def _unregister(self, kws: Websocket) -> None:
+        del self._conns[kws._uuid]
+        self._all = None
+        for room in kws._rooms:
+            members = self._rooms[room]
+            del members[kws]
+            if not members:
+                del self._rooms[room]
+
+    def _forget(self, kws: Websocket) -> None:
+        # Terminal listeners could still read rooms and listeners; now drop them.
+        kws._rooms = {}
+        kws._listeners = None
+
+    def _rekey(self, kws: Websocket, new: str) -> None:
+        old = kws._uuid
+        if new == old:
+            return
+        if kws.state is not _OPEN:
+            kws._uuid = new
+            return
+        if new in self._conns:
+            raise DuplicateUUID(new)
+        del self._conns[old]
+        self._conns[new] = kws
+        kws._uuid = new
+        self._all = None
+
+    def _join(self, kws: Websocket, room: str) -> None:
+        if kws.state is not _OPEN or room in kws._rooms:
+            return
+        kws._rooms[room] = None
+        self._rooms.setdefault(room, {})[kws] = None
+
+    def _leave(self, kws: Websocket, room: str) -> None:
+        if room not in kws._rooms:
+            return
+        del kws._rooms[room]
+        if kws.state is _OPEN:
+            members = self._rooms[room]
+            del members[kws]
+            if not members:
+                del self._rooms[room]
+
+    def _room_members(self, room: str) -> dict[Websocket, None]:
+        return self._rooms.get(room, {})
