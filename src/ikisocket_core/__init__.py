@@ -15,6 +15,7 @@ from ._errors import (
     IkisocketError,
     LocalProtocolError,
     RemoteProtocolError,
+    SlowConsumer,
     UnknownConnection,
 )
 from ._events import (
@@ -92,6 +93,7 @@ __all__ = [
     "Router",
     "RunHandler",
     "Send",
+    "SlowConsumer",
     "StateInput",
     "UnknownConnection",
     "Websocket",

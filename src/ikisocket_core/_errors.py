@@ -15,6 +15,7 @@ __all__ = [
     "IkisocketError",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "SlowConsumer",
     "UnknownConnection",
 ]
 
@@ -93,3 +94,20 @@ class ConnectionClosed(IkisocketError):
         self.code = code
         self.reason = reason
         self.cause = cause
+
+
+class SlowConsumer(IkisocketError):
+    """A connection's outbound buffer passed ``max_queue`` because its peer reads too slowly.
+
+    Reported through the ``error`` event. With the ``drop`` policy the message
+    was not queued for that connection; with ``close`` the connection was closed.
+
+    Args:
+        buffered: Bytes waiting for the peer when it happened.
+        limit: The configured ``max_queue``.
+    """
+
+    def __init__(self, buffered: int, limit: int) -> None:
+        super().__init__(f"outbound buffer of {buffered} bytes passed max_queue={limit}")
+        self.buffered = buffered
+        self.limit = limit

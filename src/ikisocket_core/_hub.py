@@ -18,7 +18,14 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send, _check_close
-from ._errors import ConnectionClosed, DuplicateUUID, LocalProtocolError, UnknownConnection
+from ._errors import (
+    ConnectionClosed,
+    DuplicateUUID,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SlowConsumer,
+    UnknownConnection,
+)
 from ._events import (
     EVENT_CLOSE,
     EVENT_CONNECT,
@@ -683,7 +690,13 @@ class Hub:
         local = kws._listeners.get(name, ()) if kws._listeners else ()
         if not listeners and not local:
             if name == EVENT_ERROR and error is not None:
-                logger.error("error on connection %s (no error listener)", kws.uuid, exc_info=error)
+                if isinstance(error, (RemoteProtocolError, SlowConsumer)):
+                    # The peer's fault, not the application's: no traceback.
+                    logger.info("connection %s: %s", kws.uuid, error)
+                else:
+                    logger.error(
+                        "error on connection %s (no error listener)", kws.uuid, exc_info=error
+                    )
             return
         ep = EventPayload(
             kws=kws,

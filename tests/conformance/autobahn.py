@@ -564,7 +564,16 @@ def run_fuzzingclient(
         tail = "\n".join(lines[-20:])
         msg = f"wstest exited with status {proc.returncode} (results: {index}); see {log}:\n{tail}"
         raise AutobahnRunError(msg)
-    return parse_index(index, agent)
+    try:
+        return parse_index(index, agent)
+    except AutobahnRunError as exc:
+        failures = [
+            line
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+            if "failed" in line.lower()
+        ]
+        hint = f"; wstest said: {failures[-1]}" if failures else f"; see {log}"
+        raise AutobahnRunError(f"{exc}{hint}") from exc
 
 
 def _url_address(url: str) -> tuple[str, int]:
@@ -712,17 +721,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        wstest = ensure_wstest()
-        if args.setup_only:
-            print(wstest)
-            return 0
+    if not args.setup_only:
         if not args.url or not args.agent:
             parser.error("--url and --agent are required (unless --setup-only)")
         try:
             _url_address(args.url)
         except ValueError as exc:
             parser.error(str(exc))
+    try:
+        wstest = ensure_wstest()
+        if args.setup_only:
+            print(wstest)
+            return 0
         outdir: Path = args.outdir or autobahn_home() / "runs" / args.agent
         outdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
