@@ -190,14 +190,15 @@ class Route:
             if name in names:
                 raise LocalProtocolError(f"route {self.pattern!r} repeats parameter {name!r}")
             names.add(name)
-            group = "wild" if name == "*" else name
+            # Prefixed so a parameter named like the wildcard's group cannot clash.
+            group = "w" if name == "*" else f"p_{name}"
             if m.group(4):
                 parts.append(re.escape(literal) + f"(?P<{group}>.*)")
             elif m.group(2) and literal.endswith("/"):
                 # ``/ws/:id?`` also matches ``/ws`` (Fiber's optional parameter).
                 parts.append(re.escape(literal[:-1]) + f"(?:/(?P<{group}>[^/]+))?")
             else:
-                optional = "?" if m.group(2) else "+"
+                optional = "*" if m.group(2) else "+"
                 parts.append(re.escape(literal) + f"(?P<{group}>[^/]{optional})")
             pos = m.end()
         parts.append(re.escape(self.pattern[pos:]))
@@ -215,7 +216,7 @@ class Route:
         m = self.regex.match(path)
         if m is None:
             return None
-        return {("*" if k == "wild" else k): (v or "") for k, v in m.groupdict().items()}
+        return {("*" if k == "w" else k[2:]): (v or "") for k, v in m.groupdict().items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,8 @@ class WebSocketTestSession:
 
     @property
     def pending(self) -> int:
-        """How many received messages are waiting."""
+        """How many received messages are waiting (after performing queued actions)."""
+        self._client.pump()
         return len(self._inbox)
 
     def __enter__(self) -> WebSocketTestSession:
