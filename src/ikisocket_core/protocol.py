@@ -409,7 +409,10 @@ class Server:
                     conn.state = ConnectionState.CLOSED
                     self._close_transport(conn)
             elif state is ConnectionState.CLOSING:
-                if conn._deadline is not None and now >= conn._deadline:
+                if conn._deadline is None:
+                    # Stamped here: the engine only knows the time when it is told.
+                    conn._deadline = now + cfg.close_timeout
+                elif now >= conn._deadline:
                     self.stats.close_timeouts += 1
                     self._end(conn, 1006, "close timeout", None)
                     self._close_transport(conn)
@@ -444,7 +447,7 @@ class Server:
                 else:
                     due = conn._next_ping if conn._next_ping is not None else self._now
             else:
-                due = conn._deadline
+                due = conn._deadline if conn._deadline is not None else self._now
             if due is not None and (best is None or due < best):
                 best = due
         return best
@@ -673,8 +676,7 @@ class Server:
                 hub.receive_ping(kws, bytes(event.payload))
             elif isinstance(event, Pong):
                 conn._pong_due = None
-                if self.config.ping_interval is not None:
-                    conn._next_ping = self._now + self.config.ping_interval
+                conn._next_ping = None  # the next tick schedules the next ping
                 hub.receive_pong(kws, bytes(event.payload))
             elif isinstance(event, CloseConnection):
                 self._peer_closed(conn, event)
@@ -834,4 +836,4 @@ class Server:
             return
         self._write(conn, conn._ws.send(CloseConnection(code=action.code, reason=action.reason)))
         conn.state = ConnectionState.CLOSING
-        conn._deadline = self._now + self.config.close_timeout
+        conn._deadline = None  # the next tick starts the close_timeout
