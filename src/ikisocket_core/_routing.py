@@ -202,7 +202,7 @@ class Route:
                 parts.append(re.escape(literal) + f"(?P<{group}>[^/]{optional})")
             pos = m.end()
         parts.append(re.escape(self.pattern[pos:]))
-        object.__setattr__(self, "regex", re.compile("".join(parts) + r"\Z"))
+        object.__setattr__(self, "regex", re.compile("".join(parts) + r"\Z", re.DOTALL))
 
     def match(self, path: str) -> dict[str, str] | None:
         """Match ``path`` against this route.

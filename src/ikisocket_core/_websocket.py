@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import LocalProtocolError
 from ._events import MessageKind
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._routing import Headers, Request
 
 __all__ = ["Websocket"]
+
+_L = TypeVar("_L", bound="Listener")
 
 
 class Websocket:
@@ -158,7 +160,11 @@ class Websocket:
 
     # -- listeners on this connection only -----------------------------------------------
 
-    def on(self, event: str, callback: Listener | None = None) -> Any:
+    @overload
+    def on(self, event: str, callback: None = None) -> Callable[[_L], _L]: ...
+    @overload
+    def on(self, event: str, callback: _L) -> _L: ...
+    def on(self, event: str, callback: _L | None = None) -> _L | Callable[[_L], _L]:
         """Add a listener that runs only for this connection (after the hub's).
 
         Usable as ``kws.on("message", fn)`` or as a decorator.
@@ -168,7 +174,7 @@ class Websocket:
             callback: The listener.
 
         Returns:
-            The listener (so it works as a decorator).
+            The listener, or a decorator when ``callback`` is omitted.
         """
         if callback is None:
             return lambda fn: self.on(event, fn)

@@ -1,0 +1,81 @@
+"""The exception hierarchy and what each exception carries."""
+
+from __future__ import annotations
+
+import pytest
+
+from ikisocket_core import (
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    ConnectionClosed,
+    DuplicateUUID,
+    EventPayload,
+    Hub,
+    IkisocketError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    UnknownConnection,
+)
+from ikisocket_core.testing import TestClient
+
+
+def test_hierarchy() -> None:
+    for local in (UnknownConnection, DuplicateUUID):
+        assert issubclass(local, LocalProtocolError)
+    for error in (LocalProtocolError, RemoteProtocolError, ConnectionClosed):
+        assert issubclass(error, IkisocketError)
+    assert issubclass(IkisocketError, Exception)
+    assert issubclass(UnknownConnection, KeyError)  # a lookup that failed
+    assert not issubclass(RemoteProtocolError, LocalProtocolError)
+
+
+def test_unknown_connection() -> None:
+    error = UnknownConnection("abc")
+    assert error.uuid == "abc"
+    assert str(error) == "no live connection with uuid 'abc'"
+    with pytest.raises(KeyError):
+        raise error
+
+
+def test_duplicate_uuid() -> None:
+    error = DuplicateUUID("abc")
+    assert error.uuid == "abc"
+    assert "'abc'" in str(error)
+
+
+def test_remote_protocol_error_hints() -> None:
+    default = RemoteProtocolError("bad")
+    assert (str(default), default.close_code, default.status_hint) == ("bad", 1002, 400)
+    custom = RemoteProtocolError("too big", close_code=1009, status_hint=431)
+    assert (custom.close_code, custom.status_hint) == (1009, 431)
+
+
+def test_connection_closed() -> None:
+    cause = RemoteProtocolError("bad utf-8", close_code=1007)
+    plain = ConnectionClosed(1000)
+    assert (plain.code, plain.reason, plain.cause) == (1000, "", None)
+    assert str(plain) == "connection closed with code 1000"
+    detailed = ConnectionClosed(1007, "invalid text", cause)
+    assert str(detailed) == "connection closed with code 1007: invalid text"
+    assert detailed.cause is cause
+
+
+def test_errors_travel_on_events_and_are_not_raised() -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    seen: list[tuple[str, BaseException | None]] = []
+
+    def log(ep: EventPayload) -> None:
+        seen.append((ep.name, ep.error))
+
+    hub.on(EVENT_ERROR, log)
+    hub.on(EVENT_DISCONNECT, log)
+    ws = TestClient(hub).websocket_connect("/ws")
+    problem = RemoteProtocolError("bad frame", close_code=1002)
+    hub.receive_error(ws.kws, problem)
+    hub.receive_disconnect(ws.kws, 1002, "protocol error", problem)
+    (error_name, error), (gone_name, closed) = seen
+    assert (error_name, error) == (EVENT_ERROR, problem)
+    assert gone_name == EVENT_DISCONNECT
+    assert isinstance(closed, ConnectionClosed)
+    assert (closed.code, closed.reason, closed.cause) == (1002, "protocol error", problem)
