@@ -1,0 +1,287 @@
+"""The ``ikisocket`` command: run an application's hub, or the chat demo.
+
+::
+
+    ikisocket run myapp.realtime:hub --adapter asyncio --host 127.0.0.1 --port 8000
+    ikisocket demo --port 3000
+
+SIGINT and SIGTERM close every client with 1001, wait for them (bounded by
+``close_timeout``) and exit with status 0. Errors the user can fix (a bad
+import string, a busy port, a missing TLS file) are one line on stderr and
+exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ikisocket_core import Hub
+
+__all__ = ["CLIError", "load_hub", "main"]
+
+ADAPTERS = ("asyncio", "trio", "anyio")
+
+
+class CLIError(Exception):
+    """A problem the user can fix; reported as one line."""
+
+
+def load_hub(spec: str) -> Hub:
+    """Import ``package.module:attribute`` and return the hub it names.
+
+    The attribute may also be a zero-argument factory returning a hub.
+
+    Args:
+        spec: The import string.
+
+    Returns:
+        The hub.
+
+    Raises:
+        CLIError: The string is malformed, the import fails, or it is not a hub.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CLIError(f"import string {spec!r} must look like 'package.module:hub'")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the working directory is importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CLIError(f"cannot import {module_name!r}: {exc}") from None
+    return _hub_from(module, attr, spec)
+
+
+def _hub_from(module: ModuleType, attr: str, spec: str) -> Hub:
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"{spec!r}: module has no attribute {attr!r}") from None
+    if not isinstance(obj, Hub) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Hub):
+        raise CLIError(f"{spec!r} is a {type(obj).__name__}, not an ikisocket_core.Hub")
+    return obj
+
+
+def _demo_app() -> ModuleType:
+    """Load the chat example (shipped in the wheel, or from the source tree)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (
+        here / "_examples" / "chat" / "app.py",
+        here.parents[1] / "examples" / "chat" / "app.py",
+    ):
+        if candidate.is_file():
+            spec = importlib.util.spec_from_file_location("ikisocket_chat_demo", candidate)
+            assert spec is not None
+            assert spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return module
+    raise CLIError("the chat example is not installed (examples/chat/app.py not found)")
+
+
+def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if certfile is None:
+        if keyfile is not None:
+            raise CLIError("--keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CLIError(f"cannot load the TLS certificate: {exc}") from None
+    return context
+
+
+def _announce(scheme: str, host: str, port: int, what: str) -> None:
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    print(f"ikisocket {what}: listening on {scheme}://{shown}:{port}", flush=True)
+
+
+def _run_asyncio(
+    hub: Hub,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    limits: dict[str, Any],
+    on_ready: Callable[[int], None],
+    use_uvloop: bool,
+) -> None:
+    import asyncio  # noqa: PLC0415 (only the chosen backend is imported)
+
+    from .asyncio import start_server  # noqa: PLC0415
+
+    async def run() -> None:
+        server = await start_server(hub, host, port, ssl_context=ssl_context, **limits)
+        on_ready(server.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: PLC0415
+        except ImportError:
+            raise CLIError("--uvloop needs the uvloop package (pip install uvloop)") from None
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+
+
+def _run_structured(
+    backend: str,
+    hub: Hub,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    limits: dict[str, Any],
+    on_ready: Callable[[int], None],
+) -> None:
+    import anyio  # noqa: PLC0415
+
+    if backend == "trio":
+        from .trio import serve  # noqa: PLC0415
+    else:
+        from .anyio import serve  # type: ignore[assignment]  # noqa: PLC0415
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            started = await tg.start(
+                lambda task_status: serve(
+                    hub, host, port, ssl_context=ssl_context, task_status=task_status, **limits
+                )
+            )
+            on_ready(int(started.port))
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+    anyio.run(run, backend="trio" if backend == "trio" else "asyncio")
+
+
+def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]) -> None:
+    ssl_context = _ssl_context(args.certfile, args.keyfile)
+    scheme = "wss" if ssl_context else "ws"
+
+    def on_ready(port: int) -> None:
+        _announce(scheme, args.host, port, what)
+        if what == "demo":
+            print(f"ikisocket demo: open http://{args.host}:{port}", flush=True)
+
+    try:
+        if args.adapter == "asyncio":
+            _run_asyncio(
+                hub,
+                host=args.host,
+                port=args.port,
+                ssl_context=ssl_context,
+                limits=limits,
+                on_ready=on_ready,
+                use_uvloop=args.uvloop,
+            )
+        else:
+            if args.uvloop:
+                raise CLIError("--uvloop applies to --adapter asyncio only")
+            _run_structured(
+                args.adapter,
+                hub,
+                host=args.host,
+                port=args.port,
+                ssl_context=ssl_context,
+                limits=limits,
+                on_ready=on_ready,
+            )
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ikisocket", description="Serve realtime events over WebSocket."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, port: int) -> None:
+        p.add_argument("--adapter", choices=ADAPTERS, default="asyncio")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")
+        p.add_argument("--certfile", help="serve wss:// with this certificate (PEM)")
+        p.add_argument("--keyfile", help="the certificate's private key (PEM)")
+        p.add_argument(
+            "--log-level",
+            default="warning",
+            choices=("debug", "info", "warning", "error"),
+        )
+        p.add_argument("--max-message-size", type=int, default=None, help="bytes (1 MiB)")
+        p.add_argument("--ping-interval", type=float, default=None, help="seconds (20)")
+
+    run = sub.add_parser("run", help="serve the hub named by an import string")
+    run.add_argument("app", help="package.module:hub")
+    common(run, 8000)
+    demo = sub.add_parser("demo", help="serve the chat demo with its web page")
+    common(demo, 3000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    limits: dict[str, Any] = {}
+    if args.max_message_size is not None:
+        limits["max_message_size"] = args.max_message_size
+    if args.ping_interval is not None:
+        limits["ping_interval"] = args.ping_interval or None
+    try:
+        if args.command == "demo":
+            module = _demo_app()
+            hub = _hub_from(module, "hub", "examples/chat/app.py:hub")
+            static = getattr(module, "static", None)
+            if callable(static):
+                limits["static"] = static()
+            _serve(args, hub, "demo", limits)
+        else:
+            _serve(args, load_hub(args.app), "run", limits)
+    except CLIError as exc:
+        print(f"ikisocket: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
