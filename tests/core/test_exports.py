@@ -1,0 +1,143 @@
+"""The package's public surface: ``__all__`` everywhere, re-exports, docstrings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
+
+import pytest
+
+import ikisocket_core
+from ikisocket_core.testing import TestClient
+
+MODULES = sorted(
+    info.name for info in pkgutil.iter_modules(ikisocket_core.__path__) if not info.ispkg
+)
+PRIVATE = [name for name in MODULES if name.startswith("_")]
+PUBLIC = [name for name in MODULES if not name.startswith("_")]
+
+#: Bound to ``default_hub``: the seed's package-level functions.
+ALIASES = {"on", "off", "new", "emit_to", "emit_to_list", "broadcast", "fire", "default_hub"}
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(f"ikisocket_core.{name}")
+
+
+def test_the_core_modules_are_all_found() -> None:
+    assert {"_actions", "_errors", "_events", "_hub", "_routing", "_state", "_websocket"} <= set(
+        PRIVATE
+    )
+    assert "testing" in PUBLIC
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_each_module_declares_all_and_every_name_resolves(name: str) -> None:
+    module = load(name)
+    names = module.__dict__.get("__all__")
+    assert isinstance(names, list), f"{name} has no __all__"
+    assert len(names) == len(set(names)), f"{name}.__all__ repeats a name"
+    for exported in names:
+        assert hasattr(module, exported), f"{name}.__all__ lists missing {exported!r}"
+
+
+def test_the_package_reexports_the_private_modules() -> None:
+    union = {exported for name in PRIVATE for exported in load(name).__all__}
+    package = set(ikisocket_core.__all__)
+    assert union <= package
+    assert package - union == ALIASES
+    for exported in package:
+        assert hasattr(ikisocket_core, exported)
+    for name in PRIVATE:
+        for exported in load(name).__all__:
+            assert getattr(ikisocket_core, exported) is getattr(load(name), exported)
+
+
+def test_aliases_are_bound_to_the_default_hub() -> None:
+    hub = ikisocket_core.default_hub
+    assert isinstance(hub, ikisocket_core.Hub)
+    assert ikisocket_core.on == hub.on
+    assert ikisocket_core.off == hub.off
+    assert ikisocket_core.new == hub.websocket
+    assert ikisocket_core.emit_to == hub.emit_to
+    assert ikisocket_core.emit_to_list == hub.emit_to_list
+    assert ikisocket_core.broadcast == hub.broadcast
+    assert ikisocket_core.fire == hub.fire
+
+
+def test_the_design_names_are_public() -> None:
+    for exported in (
+        "Hub",
+        "Websocket",
+        "EventPayload",
+        "EVENT_MESSAGE",
+        "EVENT_PING",
+        "EVENT_PONG",
+        "EVENT_DISCONNECT",
+        "EVENT_CONNECT",
+        "EVENT_CLOSE",
+        "EVENT_ERROR",
+        "TEXT",
+        "BINARY",
+        "UnknownConnection",
+    ):
+        assert exported in ikisocket_core.__all__
+    assert TestClient.__module__ == "ikisocket_core.testing"
+
+
+def own_doc(obj: object) -> str | None:
+    """The docstring written for ``obj`` itself (not inherited, not generated)."""
+    doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    if isinstance(obj, type) and doc and doc.startswith(f"{obj.__name__}("):
+        return None  # the signature dataclasses write when there is no docstring
+    return doc if isinstance(doc, str) and doc.strip() else None
+
+
+def public_objects() -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = [("ikisocket_core", ikisocket_core)]
+    for name in MODULES:
+        module = load(name)
+        found.append((module.__name__, module))
+        for exported in module.__all__:
+            obj = getattr(module, exported)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue  # constants and type aliases are documented with ``#:`` comments
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue  # a re-export: checked where it is defined
+            found.append((f"{module.__name__}.{exported}", obj))
+            if not inspect.isclass(obj):
+                continue
+            for attr, member in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                function = (
+                    member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                )
+                if inspect.isfunction(function) or isinstance(function, property):
+                    found.append((f"{module.__name__}.{exported}.{attr}", function))
+    return found
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    missing = [name for name, obj in public_objects() if own_doc(obj) is None]
+    assert missing == []
+
+
+def test_the_docstring_check_can_fail() -> None:
+    @dataclass
+    class Undocumented:
+        x: int
+
+        def method(self) -> None:
+            pass
+
+    class Documented:
+        """Has one."""
+
+    assert own_doc(Undocumented) is None
+    assert own_doc(Undocumented.method) is None
+    assert own_doc(Documented) == "Has one."
+    assert len(public_objects()) > 100
