@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from ikisocket_core import (
@@ -14,6 +16,7 @@ from ikisocket_core import (
     IkisocketError,
     LocalProtocolError,
     RemoteProtocolError,
+    SlowConsumer,
     UnknownConnection,
 )
 from ikisocket_core.testing import TestClient
@@ -22,7 +25,7 @@ from ikisocket_core.testing import TestClient
 def test_hierarchy() -> None:
     for local in (UnknownConnection, DuplicateUUID):
         assert issubclass(local, LocalProtocolError)
-    for error in (LocalProtocolError, RemoteProtocolError, ConnectionClosed):
+    for error in (LocalProtocolError, RemoteProtocolError, ConnectionClosed, SlowConsumer):
         assert issubclass(error, IkisocketError)
     assert issubclass(IkisocketError, Exception)
     assert issubclass(UnknownConnection, KeyError)  # a lookup that failed
@@ -79,3 +82,32 @@ def test_errors_travel_on_events_and_are_not_raised() -> None:
     assert gone_name == EVENT_DISCONNECT
     assert isinstance(closed, ConnectionClosed)
     assert (closed.code, closed.reason, closed.cause) == (1002, "protocol error", problem)
+
+
+def test_slow_consumer() -> None:
+    error = SlowConsumer(5_000_000, 4_194_304)
+    assert (error.buffered, error.limit) == (5_000_000, 4_194_304)
+    assert str(error) == "outbound buffer of 5000000 bytes passed max_queue=4194304"
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "traceback"),
+    [
+        (RemoteProtocolError("bad frame"), logging.INFO, False),
+        (SlowConsumer(10, 5), logging.INFO, False),
+        (RuntimeError("application bug"), logging.ERROR, True),
+    ],
+)
+def test_errors_without_error_listener_are_logged(
+    caplog: pytest.LogCaptureFixture, error: Exception, level: int, traceback: bool
+) -> None:
+    """The peer's faults are logged quietly; the application's with a traceback."""
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    ws = TestClient(hub).websocket_connect("/ws")
+    with caplog.at_level(logging.DEBUG, logger="ikisocket"):
+        hub.receive_error(ws.kws, error)
+    (entry,) = caplog.records
+    assert entry.levelno == level
+    assert str(error) in entry.getMessage() or entry.exc_info is not None
+    assert (entry.exc_info is not None) == traceback

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -76,6 +76,12 @@ def boom(_: object) -> None:
 def state(kws: Websocket) -> ConnectionState:
     """Read the state anew (mypy would narrow ``kws.state`` after an assert)."""
     return kws.state
+
+
+def run_to_end(awaitable: Awaitable[None]) -> None:
+    """Await something that never suspends, as a driver would."""
+    with pytest.raises(StopIteration):
+        awaitable.__await__().send(None)
 
 
 def inbox(ws: WebSocketTestSession) -> list[str]:
@@ -227,7 +233,7 @@ def test_async_listener_is_handed_out_as_a_run_handler() -> None:
     assert action.target is kws
     # Nothing has run yet: awaiting is the driver's job.
     assert hub.drain_actions() == []
-    TestClient(hub)._run_async(action.awaitable)  # the loop-free runner
+    run_to_end(action.awaitable)
     (send,) = hub.drain_actions()
     assert isinstance(send, Send)
     assert send.data == b"async: hi"
@@ -1006,7 +1012,7 @@ def test_wakeup_once_outside_inputs_and_again_after_a_drain() -> None:
     hub.on("JOB", lambda ep: ep.kws.emit("job"))
     kws = open_direct(hub)
     wakeups: list[int] = []
-    hub.set_wakeup(lambda: wakeups.append(len(hub._queue)))
+    hub.set_wakeup(lambda: wakeups.append(1))
     hub.drain_actions()
 
     hub.receive_message(kws, "during an input")
@@ -1032,6 +1038,25 @@ def test_wakeup_once_outside_inputs_and_again_after_a_drain() -> None:
     assert wakeups == [1, 1, 1]
 
 
+def test_no_wakeup_during_any_input() -> None:
+    hub = Hub(uuid_factory=counter(), idle_timeout=5)
+    hub.websocket("/ws", lambda kws: kws.broadcast("hello", except_self=False))
+    for event in (EVENT_CONNECT, EVENT_PING, EVENT_PONG, EVENT_ERROR, EVENT_DISCONNECT):
+        hub.on(event, lambda ep: hub.broadcast(ep.name))
+    hub.on(EVENT_CLOSE, lambda ep: hub.broadcast("closed"))
+    wakeups: list[int] = []
+    hub.set_wakeup(lambda: wakeups.append(1))
+    a, b = open_direct(hub), open_direct(hub)
+    hub.receive_ping(a)
+    hub.receive_pong(a)
+    hub.receive_error(a, RuntimeError("x"))
+    hub.receive_disconnect(a)
+    hub.tick(10)  # closes b as idle
+    assert not b.is_alive
+    assert wakeups == []
+    assert hub.drain_actions() != []
+
+
 def test_wakeup_for_work_queued_by_an_async_listener() -> None:
     hub = make_hub()
 
@@ -1046,7 +1071,7 @@ def test_wakeup_for_work_queued_by_an_async_listener() -> None:
     (handler,) = hub.drain_actions()
     assert wakeups == []
     assert isinstance(handler, RunHandler)
-    TestClient(hub)._run_async(handler.awaitable)
+    run_to_end(handler.awaitable)
     assert wakeups == ["wake"]
 
 
