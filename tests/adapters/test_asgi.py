@@ -1,0 +1,778 @@
+"""The ASGI adapter driven by fake ASGI ``receive``/``send`` callables, on asyncio and trio."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyio.abc import TaskGroup
+
+from ikisocket_adapters.asgi import ASGIApp, asgi_app
+from ikisocket_core import (
+    BINARY,
+    EVENT_CLOSE,
+    EVENT_CONNECT,
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    EVENT_MESSAGE,
+    ConnectionClosed,
+    EventPayload,
+    Hub,
+    Reject,
+    RemoteProtocolError,
+    Request,
+    SlowConsumer,
+    Websocket,
+)
+
+Message = MutableMapping[str, Any]
+
+pytestmark = pytest.mark.anyio
+
+#: Every wait in these tests is bounded by this many seconds.
+LIMIT = 5.0
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Box:
+    """An unbounded mailbox between the test and the app."""
+
+    def __init__(self) -> None:
+        self.items: deque[Message] = deque()
+        self._changed = anyio.Event()
+
+    def put(self, message: Message) -> None:
+        self.items.append(message)
+        self._changed.set()
+
+    async def get(self) -> Message:
+        while not self.items:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+        return self.items.popleft()
+
+
+class Peer:
+    """The server side of one ASGI connection, played by the test."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+        self._in = Box()
+        self._out = Box()
+        #: While set, ``websocket.send`` messages block the app (a client that stops reading).
+        self.stalled = False
+        self._unstall = anyio.Event()
+        self.send_error: Exception | None = None
+        self.finished = anyio.Event()
+
+    async def receive(self) -> Message:
+        return await self._in.get()
+
+    async def send(self, message: Message) -> None:
+        if self.send_error is not None and message["type"] == "websocket.send":
+            raise self.send_error
+        if self.stalled and message["type"] == "websocket.send":
+            await self._unstall.wait()
+        self._out.put(dict(message))
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    def unstall(self) -> None:
+        self.stalled = False
+        self._unstall.set()
+
+    async def put(self, message: Message) -> None:
+        self._in.put(message)
+        await anyio.lowlevel.checkpoint()
+
+    async def text(self, text: str) -> None:
+        await self.put({"type": "websocket.receive", "text": text})
+
+    async def binary(self, data: bytes) -> None:
+        await self.put({"type": "websocket.receive", "bytes": data})
+
+    async def disconnect(self, code: int = 1000) -> None:
+        await self.put({"type": "websocket.disconnect", "code": code})
+
+    async def get(self) -> Message:
+        with anyio.fail_after(LIMIT):
+            return await self._out.get()
+
+    async def get_text(self) -> str:
+        message = await self.get()
+        assert message["type"] == "websocket.send", message
+        text = message.get("text")
+        assert isinstance(text, str), message
+        return text
+
+    def pending(self) -> list[Message]:
+        got = list(self._out.items)
+        self._out.items.clear()
+        return got
+
+    async def connect(self) -> Message:
+        await self.put({"type": "websocket.connect"})
+        return await self.get()
+
+    async def wait_finished(self) -> None:
+        with anyio.fail_after(LIMIT):
+            await self.finished.wait()
+
+
+def ws_scope(
+    path: str = "/ws/alice",
+    *,
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    root_path: str = "",
+    response_extension: bool = True,
+    kind: str = "websocket",
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "scheme": "ws" if kind == "websocket" else "http",
+        "path": root_path + path,
+        "raw_path": (root_path + path).encode(),
+        "root_path": root_path,
+        "query_string": query,
+        "headers": headers or [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50123),
+        "server": ("127.0.0.1", 8000),
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}} if response_extension else {},
+    }
+
+
+class Harness:
+    """Runs ASGI calls of one app in a task group."""
+
+    def __init__(self, app: ASGIApp, tg: TaskGroup) -> None:
+        self.app = app
+        self.tg = tg
+
+    def start(self, scope: dict[str, Any]) -> Peer:
+        peer = Peer(scope)
+
+        async def run() -> None:
+            try:
+                await self.app(peer.scope, peer.receive, peer.send)
+            finally:
+                peer.finished.set()
+
+        self.tg.start_soon(run)
+        return peer
+
+    async def open(self, path: str = "/ws/alice", **kw: Any) -> Peer:
+        peer = self.start(ws_scope(path, **kw))
+        accept = await peer.connect()
+        assert accept["type"] == "websocket.accept", accept
+        return peer
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[Harness]:
+    with anyio.fail_after(LIMIT * 3):
+        async with anyio.create_task_group() as tg:
+            yield Harness(app, tg)
+            tg.cancel_scope.cancel()
+
+
+def chat_hub(**options: Any) -> Hub:
+    """The seed's chat, reduced: welcome, broadcast of newcomers, echo."""
+    hub = Hub(**options)
+
+    @hub.websocket("/ws/:id")
+    def on_open(kws: Websocket) -> None:
+        kws.set_attribute("user_id", kws.params["id"])
+        kws.broadcast(f"New user connected: {kws.params['id']}", except_self=True)
+        kws.emit(f"Hello user: {kws.params['id']}")
+
+    @hub.on(EVENT_MESSAGE)
+    def echo(ep: EventPayload) -> None:
+        ep.kws.emit(ep.data, ep.kind)
+
+    return hub
+
+
+def log_events(hub: Hub, *events: str) -> list[tuple[str, str, BaseException | None]]:
+    log: list[tuple[str, str, BaseException | None]] = []
+
+    def listener(ep: EventPayload) -> None:
+        log.append((ep.name, str(ep.socket_attributes.get("user_id")), ep.error))
+
+    for event in events:
+        hub.on(event, listener)
+    return log
+
+
+def close_message(code: int, reason: str) -> Message:
+    return {"type": "websocket.close", "code": code, "reason": reason}
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(LIMIT):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+# -- the connection's life ---------------------------------------------------------------
+
+
+async def test_accept_welcome_broadcast_and_echo_keep_the_message_kind() -> None:
+    hub = chat_hub()
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        bob = await h.open("/ws/bob")
+        assert await bob.get_text() == "Hello user: bob"
+        assert await alice.get_text() == "New user connected: bob"
+        await alice.text("héllo")
+        assert await alice.get() == {"type": "websocket.send", "text": "héllo"}
+        await alice.binary(b"\x00\xff")
+        assert await alice.get() == {"type": "websocket.send", "bytes": b"\x00\xff"}
+        assert bob.pending() == []
+        assert app.stats.connections == 2
+        assert app.stats.messages_in == 2
+
+
+async def test_request_details_reach_the_connection() -> None:
+    hub = Hub(subprotocols=["chat.v1"])
+    seen: list[Websocket] = []
+    hub.websocket("/ws/:id", seen.append)
+    async with serving(asgi_app(hub)) as h:
+        headers = [
+            (b"host", b"testserver"),
+            (b"cookie", b"session=abc; theme=dark"),
+            (b"x-token", b"t1"),
+            (b"sec-websocket-protocol", b"chat.v2, chat.v1"),
+        ]
+        peer = h.start(ws_scope("/ws/caf%C3%A9", query=b"room=1&room=2", headers=headers))
+        # The server decoded the path already; it must not be decoded again.
+        peer.scope["path"] = "/ws/a%41"
+        accept = await peer.connect()
+    assert accept == {"type": "websocket.accept", "subprotocol": "chat.v1"}
+    (kws,) = seen
+    assert kws.params == {"id": "a%41"}
+    assert kws.query == {"room": "1"}
+    assert kws.cookies == {"session": "abc", "theme": "dark"}
+    assert kws.headers["X-Token"] == "t1"
+    assert kws.request.client == ("127.0.0.1", 50123)
+
+
+async def test_routes_below_a_mount_point_match_without_the_root_path() -> None:
+    hub = chat_hub()
+    async with serving(asgi_app(hub)) as h:
+        peer = await h.open("/ws/alice", root_path="/realtime")
+        assert await peer.get_text() == "Hello user: alice"
+
+
+async def test_peer_disconnect_fires_disconnect_once_with_its_code_and_ends_the_call() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_CONNECT, EVENT_DISCONNECT, EVENT_CLOSE)
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        await alice.disconnect(4001)
+        await alice.wait_finished()
+    assert [(name, user) for name, user, _ in log] == [
+        ("connect", "alice"),
+        ("disconnect", "alice"),
+    ]
+    error = log[1][2]
+    assert isinstance(error, ConnectionClosed)
+    assert error.code == 4001
+    assert len(hub) == 0
+
+
+async def test_server_close_sends_the_close_fires_close_and_ends_the_call() -> None:
+    hub = Hub()
+
+    @hub.websocket("/bye")
+    def on_open(kws: Websocket) -> None:
+        kws.emit("bye")
+        kws.close(4002, "server says bye")
+
+    log = log_events(hub, EVENT_DISCONNECT, EVENT_CLOSE)
+    async with serving(asgi_app(hub)) as h:
+        peer = await h.open("/bye")
+        assert await peer.get_text() == "bye"
+        assert await peer.get() == {
+            "type": "websocket.close",
+            "code": 4002,
+            "reason": "server says bye",
+        }
+        await peer.wait_finished()
+    assert [name for name, _, _ in log] == ["close"]
+    assert len(hub) == 0
+
+
+async def test_send_failure_is_not_fatal_and_the_disconnect_still_arrives() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_DISCONNECT)
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        await peer.put({"type": "websocket.connect"})
+        assert (await peer.get())["type"] == "websocket.accept"
+        peer.send_error = OSError("client gone")
+        await peer.text("lost")
+        await peer.disconnect(1006)
+        await peer.wait_finished()
+    assert [name for name, _, _ in log] == ["disconnect"]
+
+
+async def test_cancelling_the_call_still_ends_the_connection_in_the_hub() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_DISCONNECT)
+    app = asgi_app(hub)
+    async with anyio.create_task_group() as tg:
+        peer = Peer(ws_scope("/ws/alice"))
+
+        async def run() -> None:
+            with anyio.CancelScope() as scope:
+                scopes.append(scope)
+                await app(peer.scope, peer.receive, peer.send)
+
+        scopes: list[anyio.CancelScope] = []
+        tg.start_soon(run)
+        assert (await peer.connect())["type"] == "websocket.accept"
+        scopes[0].cancel()
+    assert [name for name, _, _ in log] == ["disconnect"]
+    assert len(hub) == 0
+
+
+# -- refusing ------------------------------------------------------------------------------
+
+
+async def test_unknown_path_gets_a_real_404_when_the_server_allows_http_responses() -> None:
+    app = asgi_app(chat_hub())
+    async with serving(app) as h:
+        peer = h.start(ws_scope("/nope"))
+        start = await peer.connect()
+        body = await peer.get()
+    assert start["type"] == "websocket.http.response.start"
+    assert start["status"] == 404
+    assert (b"content-type", b"text/plain; charset=utf-8") in start["headers"]
+    assert body == {
+        "type": "websocket.http.response.body",
+        "body": b"no WebSocket route for this path",
+    }
+    assert app.stats.rejected == 1
+
+
+async def test_refusal_without_the_extension_closes_before_accepting() -> None:
+    hub = chat_hub()
+    hub.before_upgrade(lambda request: Reject(status=401, reason="token required"))
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice", response_extension=False))
+        assert (await peer.connect())["type"] == "websocket.close"
+        await peer.wait_finished()
+    assert len(hub) == 0
+
+
+async def test_before_upgrade_status_headers_and_body_are_sent() -> None:
+    hub = chat_hub()
+
+    @hub.before_upgrade
+    def check(request: Request) -> Reject | None:
+        if request.headers.get("x-token") != "secret":
+            return Reject(status=401, reason="token required", headers=(("x-why", "token"),))
+        return None
+
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        start = await peer.connect()
+        assert start["status"] == 401
+        assert (b"x-why", b"token") in start["headers"]
+        assert (await peer.get())["body"] == b"token required"
+        ok = await h.open("/ws/alice", headers=[(b"x-token", b"secret")])
+        assert await ok.get_text() == "Hello user: alice"
+
+
+async def test_a_failing_before_upgrade_hook_answers_500(caplog: pytest.LogCaptureFixture) -> None:
+    hub = chat_hub()
+
+    @hub.before_upgrade
+    def broken(request: Request) -> None:
+        raise RuntimeError("hook bug")
+
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        with caplog.at_level(logging.ERROR, logger="ikisocket"):
+            start = await peer.connect()
+    assert start["status"] == 500
+    assert "hook bug" in caplog.text
+
+
+# -- plain HTTP, the fallback app and the lifespan ----------------------------------------
+
+
+async def call_http(app: ASGIApp, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(dict(message))
+
+    with anyio.fail_after(LIMIT):
+        await app(ws_scope(path, kind="http"), receive, send)
+    start, body = sent
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+async def test_http_requests_get_426_on_websocket_routes_and_404_elsewhere() -> None:
+    app = asgi_app(chat_hub())
+    status, headers, _ = await call_http(app, "/ws/alice")
+    assert status == 426
+    assert headers[b"upgrade"] == b"websocket"
+    status, _, body = await call_http(app, "/index.html")
+    assert (status, body) == (404, b"Not Found\n")
+
+
+async def test_the_fallback_app_gets_everything_that_is_not_a_hub_route() -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        calls.append((scope["type"], scope.get("path", "")))
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"from the host app"})
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": "host socket"})
+
+    app = asgi_app(chat_hub(), fallback=fallback)
+    assert await call_http(app, "/") == (200, {}, b"from the host app")
+    status, _, _ = await call_http(app, "/ws/alice")
+    assert status == 426
+    async with serving(app) as h:
+        other = await h.open("/other")
+        assert await other.get_text() == "host socket"
+        mine = await h.open("/ws/alice")
+        assert await mine.get_text() == "Hello user: alice"
+    assert calls == [("http", "/"), ("websocket", "/other")]
+
+
+async def run_lifespan(app: ASGIApp, body: Callable[[], Awaitable[None]]) -> list[str]:
+    """Run a lifespan: startup, ``body``, shutdown; returns what the app sent."""
+    to_app = Box()
+    sent: list[str] = []
+    started = anyio.Event()
+    done = anyio.Event()
+
+    async def send(message: Message) -> None:
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+        if message["type"] == "lifespan.shutdown.complete":
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        tg.start_soon(app, scope, to_app.get, send)
+        with anyio.fail_after(LIMIT):
+            to_app.put({"type": "lifespan.startup"})
+            await started.wait()
+        await body()
+        with anyio.fail_after(LIMIT):
+            to_app.put({"type": "lifespan.shutdown"})
+            await done.wait()
+    return sent
+
+
+async def test_lifespan_shutdown_closes_every_connection_with_1001() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_CLOSE)
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        peers: list[Peer] = []
+
+        async def body() -> None:
+            peers.append(await h.open("/ws/alice"))
+
+        sent = await run_lifespan(app, body)
+        (alice,) = peers
+        assert await alice.get_text() == "Hello user: alice"
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "server shutting down",
+        }
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert [name for name, _, _ in log] == ["close"]
+
+
+async def test_lifespan_is_relayed_to_the_fallback_app() -> None:
+    seen: list[str] = []
+
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    hub = chat_hub()
+    app = asgi_app(hub, fallback=fallback)
+
+    async def body() -> None:
+        hub.broadcast("nobody listens")
+
+    sent = await run_lifespan(app, body)
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+# -- async listeners and work from outside -------------------------------------------------
+
+
+def gated_hub() -> tuple[Hub, anyio.Event]:
+    """``/gate``: an async listener that waits for a message on ``/opener``."""
+    hub = Hub()
+    gate = anyio.Event()
+
+    @hub.websocket("/gate")
+    def gated(kws: Websocket) -> None:
+        async def wait(ep: EventPayload) -> None:
+            await gate.wait()
+            ep.kws.emit(b"after the gate: " + ep.data)
+
+        kws.on(EVENT_MESSAGE, wait)
+
+    @hub.websocket("/opener")
+    def opener(kws: Websocket) -> None:
+        def open_gate(ep: EventPayload) -> None:
+            gate.set()
+            ep.kws.emit("opened")
+
+        kws.on(EVENT_MESSAGE, open_gate)
+
+    return hub, gate
+
+
+async def test_an_async_listener_holds_its_connection_but_not_the_others() -> None:
+    hub, _ = gated_hub()
+    async with serving(asgi_app(hub)) as h:
+        waiting = await h.open("/gate")
+        await waiting.text("one")
+        await waiting.text("two")
+        opener = await h.open("/opener")
+        # If the waiting listener blocked every connection, this would never arrive.
+        await opener.text("open")
+        assert await opener.get_text() == "opened"
+        assert await waiting.get_text() == "after the gate: one"
+        assert await waiting.get_text() == "after the gate: two"
+
+
+async def test_async_terminal_listeners_run_to_completion() -> None:
+    hub = chat_hub()
+    finished: list[str] = []
+
+    @hub.on(EVENT_DISCONNECT)
+    async def slow_cleanup(ep: EventPayload) -> None:
+        await anyio.sleep(0.01)
+        finished.append(ep.socket_attributes["user_id"])
+
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        await alice.disconnect()
+        await alice.wait_finished()
+        assert finished == ["alice"]
+
+
+async def test_an_async_route_callback_runs_before_connect_and_before_messages() -> None:
+    hub = Hub()
+    order: list[str] = []
+
+    @hub.websocket("/slow-open")
+    async def slow_open(kws: Websocket) -> None:
+        await anyio.sleep(0.01)
+        order.append("route")
+        kws.emit("ready")
+
+    hub.on(EVENT_CONNECT, lambda ep: order.append("connect"))
+    hub.on(EVENT_MESSAGE, lambda ep: order.append("message"))
+    async with serving(asgi_app(hub)) as h:
+        peer = await h.open("/slow-open")
+        await peer.text("early")
+        assert await peer.get_text() == "ready"
+        await until(lambda: len(order) == 3)
+    assert order == ["route", "connect", "message"]
+
+
+@pytest.mark.parametrize("with_lifespan", [False, True], ids=["in-connection", "in-lifespan"])
+async def test_emits_from_background_tasks_are_delivered(with_lifespan: bool) -> None:
+    hub = chat_hub()
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        peers: list[Peer] = []
+
+        async def body() -> None:
+            alice = await h.open("/ws/alice")
+            assert await alice.get_text() == "Hello user: alice"
+            # Outside any input call: only the wakeup makes the adapter drain.
+            hub.broadcast("tick")
+            hub.fire(EVENT_MESSAGE, "fired")
+            assert await alice.get_text() == "tick"
+            assert await alice.get_text() == "fired"
+            peers.append(alice)
+
+        if with_lifespan:
+            await run_lifespan(app, body)
+        else:
+            await body()
+            # The service moves to another connection when its host leaves.
+            bob = await h.open("/ws/bob")
+            assert await bob.get_text() == "Hello user: bob"
+            await peers[0].disconnect()
+            await peers[0].wait_finished()
+            hub.emit_to_list(hub.connections, "still delivered")
+            assert await bob.get_text() == "still delivered"
+
+
+async def test_the_lifespan_context_manager_hosts_the_service() -> None:
+    hub = chat_hub(idle_timeout=0.2)
+    app = asgi_app(hub)
+    async with serving(app) as h, app.lifespan():
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "idle timeout",
+        }
+
+
+async def test_idle_connections_are_closed_by_the_timer() -> None:
+    hub = chat_hub(idle_timeout=0.2)
+    log = log_events(hub, EVENT_CLOSE)
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "idle timeout",
+        }
+        await alice.wait_finished()
+    assert [name for name, _, _ in log] == ["close"]
+
+
+# -- limits and backpressure ----------------------------------------------------------------
+
+
+async def test_a_message_over_max_message_size_closes_with_1009() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_ERROR, EVENT_CLOSE)
+    async with serving(asgi_app(hub, max_message_size=10)) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        await alice.text("0123456789")
+        assert await alice.get_text() == "0123456789"
+        await alice.text("0123456789+")
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1009,
+            "reason": "message too big",
+        }
+    assert [name for name, _, _ in log] == ["error", "close"]
+    error = log[0][2]
+    assert isinstance(error, RemoteProtocolError)
+    assert error.close_code == 1009
+
+
+async def test_drop_policy_drops_for_the_slow_client_only_and_reports_once() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_ERROR)
+    app = asgi_app(hub, max_queue=1000, backpressure="drop")
+    async with serving(app) as h:
+        fast = await h.open("/ws/fast")
+        slow = await h.open("/ws/slow")
+        assert await fast.get_text() == "Hello user: fast"
+        assert await fast.get_text() == "New user connected: slow"
+        assert await slow.get_text() == "Hello user: slow"
+        slow.stall()
+        for i in range(30):
+            hub.broadcast(f"{i:03d}" + "x" * 97)
+            # The fast client reads each one; only the stalled one falls behind.
+            assert (await fast.get_text())[:3] == f"{i:03d}"
+        assert app.stats.dropped_messages > 0
+        assert [(name, user) for name, user, _ in log] == [("error", "slow")]
+        assert isinstance(log[0][2], SlowConsumer)
+        slow.unstall()
+        got = [
+            m["text"][:3]
+            for m in [await slow.get() for _ in range(30 - app.stats.dropped_messages)]
+        ]
+        # What was kept arrives in order, and the connection stays open.
+        assert got == sorted(got)
+        assert slow.pending() == []
+        assert len(hub) == 2
+
+
+async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is_stuck() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_ERROR, EVENT_CLOSE)
+    app = asgi_app(hub, max_queue=1000, backpressure="close")
+    async with serving(app) as h:
+        fast = await h.open("/ws/fast")
+        slow = await h.open("/ws/slow")
+        assert await slow.get_text() == "Hello user: slow"
+        assert await fast.get_text() == "Hello user: fast"
+        assert await fast.get_text() == "New user connected: slow"
+        slow.stall()
+        for i in range(30):
+            hub.broadcast(f"{i:03d}" + "x" * 97)
+            assert (await fast.get_text())[:3] == f"{i:03d}"
+        # The stuck send was abandoned; the close went out instead.
+        assert await slow.get() == {
+            "type": "websocket.close",
+            "code": 1013,
+            "reason": "slow consumer",
+        }
+        await slow.wait_finished()
+    assert [(name, user) for name, user, _ in log] == [("error", "slow"), ("close", "slow")]
+    assert isinstance(log[0][2], SlowConsumer)
+    assert app.stats.overflow_closes == 1
+    assert hub.connections == ()
+
+
+async def test_a_single_message_larger_than_max_queue_is_still_sent() -> None:
+    hub = chat_hub()
+    async with serving(asgi_app(hub, max_queue=10)) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        hub.emit_to(hub.connections[0], b"\x01" * 100, BINARY)
+        assert await alice.get() == {"type": "websocket.send", "bytes": b"\x01" * 100}
+
+
+def test_options_are_checked() -> None:
+    hub = Hub()
+    with pytest.raises(ValueError, match="backpressure"):
+        asgi_app(hub, backpressure="block")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_queue"):
+        asgi_app(hub, max_queue=0)
+    with pytest.raises(ValueError, match="max_message_size"):
+        asgi_app(hub, max_message_size=0)
+
+
+def test_apps_of_one_hub_share_one_driver() -> None:
+    hub = Hub()
+    assert asgi_app(hub).stats is asgi_app(hub).stats
+    assert asgi_app(hub).stats is not asgi_app(Hub()).stats
