@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 EXTRAS ?= test,trio,anyio,redis,uvloop
 
-.PHONY: demo test lint typecheck check matrix conformance clean
+.PHONY: demo test lint typecheck matrix conformance clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required")'
@@ -36,6 +36,10 @@ typecheck: $(STAMP)
 matrix: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'nox>=2024.4'
 	$(BIN)/nox
+
+# RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).
+conformance: $(STAMP)
+	$(BIN)/python tests/conformance/matrix.py --adapters all --cases all
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
