@@ -12,6 +12,7 @@ from ._actions import Accept, Action, Close, Reject, RunHandler, Send
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
+    IdleTimeout,
     IkisocketError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -79,6 +80,7 @@ __all__ = [
     "EventPayload",
     "Headers",
     "Hub",
+    "IdleTimeout",
     "IkisocketError",
     "Listener",
     "LocalProtocolError",

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConnectionClosed",
     "DuplicateUUID",
+    "IdleTimeout",
     "IkisocketError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -111,3 +112,15 @@ class SlowConsumer(IkisocketError):
         super().__init__(f"outbound buffer of {buffered} bytes passed max_queue={limit}")
         self.buffered = buffered
         self.limit = limit
+
+
+class IdleTimeout(IkisocketError):
+    """The peer sent no message for ``idle_timeout`` seconds; the ``cause`` of its disconnect.
+
+    Args:
+        timeout: The configured idle timeout.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no message for {timeout:g} s")
+        self.timeout = timeout

@@ -21,6 +21,7 @@ from ._actions import Accept, Action, Close, Reject, RunHandler, Send, _check_cl
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
+    IdleTimeout,
     LocalProtocolError,
     RemoteProtocolError,
     SlowConsumer,
@@ -132,7 +133,9 @@ class Hub:
             Requests without an ``Origin`` header (non-browser clients) pass.
         subprotocols: Subprotocols the server speaks, preferred first.
         idle_timeout: Close connections with 1001 after this many seconds
-            without a message (measured by :meth:`tick`); ``None`` disables it.
+            without a message (measured by :meth:`tick`); they get a
+            ``disconnect`` event whose error's ``cause`` is an
+            :class:`IdleTimeout`. ``None`` disables it.
     """
 
     def __init__(
@@ -345,7 +348,7 @@ class Hub:
             targets = self._all = tuple(self._conns.values())
         if exclude is not None:
             skip = self._conns.get(exclude) if isinstance(exclude, str) else exclude
-            if skip is not None and skip.state is _OPEN:
+            if skip is not None and self._conns.get(skip._uuid) is skip:
                 listed = list(targets)
                 listed.remove(skip)
                 targets = tuple(listed)
@@ -444,7 +447,11 @@ class Hub:
         uuid: str | None = None
         attributes: Any = None
         if self._before_upgrade is not None:
-            verdict = self._before_upgrade(request)
+            try:
+                verdict = self._before_upgrade(request)
+            except Exception:
+                logger.exception("before_upgrade failed for %s", request.path)
+                return Reject(status=500, reason="internal server error")
             if verdict is False:
                 return Reject(status=403, reason="forbidden")
             if isinstance(verdict, Reject):
@@ -583,7 +590,8 @@ class Hub:
     def tick(self, now: float) -> None:
         """Tell the hub the time (seconds, any monotonic origin) and run its timers.
 
-        Closes connections idle for longer than ``idle_timeout``. After calling
+        Closes connections idle for longer than ``idle_timeout`` (1001, with a
+        ``disconnect`` event: the peer timed out). After calling
         this, you must drain actions.
 
         Args:
@@ -597,7 +605,7 @@ class Hub:
         try:
             for kws in tuple(self._conns.values()):
                 if kws.last_activity <= limit and kws.state is _OPEN:
-                    self._server_close(kws, 1001, "idle timeout")
+                    self._server_close(kws, 1001, "idle timeout", IdleTimeout(self.idle_timeout))
         finally:
             self._depth -= 1
 
@@ -763,7 +771,14 @@ class Hub:
             self._depth -= 1
             self._flush_outside()
 
-    def _server_close(self, kws: Websocket, code: int, reason: str) -> None:
+    def _server_close(
+        self,
+        kws: Websocket,
+        code: int,
+        reason: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        # With a cause the peer is at fault (it timed out): that is a ``disconnect``.
         _check_close(code, reason)
         if kws.state is not _OPEN:
             return
@@ -772,7 +787,8 @@ class Hub:
         self._depth += 1
         try:
             self._queue.append(Close(target=kws, code=code, reason=reason))
-            self._dispatch(kws, EVENT_CLOSE, b"", _TEXT, ConnectionClosed(code, reason))
+            event = EVENT_CLOSE if cause is None else EVENT_DISCONNECT
+            self._dispatch(kws, event, b"", _TEXT, ConnectionClosed(code, reason, cause))
         finally:
             self._depth -= 1
             self._forget(kws)

@@ -105,10 +105,8 @@ class WebSocketTestSession:
         #: The server-side handle of this connection.
         self.kws = kws
         self._inbox: deque[tuple[MessageKind, bytes]] = deque()
-        #: The close code the server sent, once it closed the connection.
-        self.close_code: int | None = None
-        #: The close reason the server sent.
-        self.close_reason = ""
+        self._close_code: int | None = None
+        self._close_reason = ""
         self._client_closed = False
 
     @property
@@ -117,9 +115,22 @@ class WebSocketTestSession:
         return self.kws.uuid
 
     @property
+    def close_code(self) -> int | None:
+        """The close code the server sent, once it closed the connection."""
+        self._client.pump()
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason the server sent."""
+        self._client.pump()
+        return self._close_reason
+
+    @property
     def closed(self) -> bool:
-        """Whether either side closed the connection."""
-        return self._client_closed or self.close_code is not None
+        """Whether either side closed the connection (after performing queued actions)."""
+        self._client.pump()
+        return self._client_closed or self._close_code is not None
 
     @property
     def pending(self) -> int:
@@ -164,7 +175,7 @@ class WebSocketTestSession:
             data: A JSON-serialisable value.
             mode: ``"text"`` or ``"binary"``.
         """
-        encoded = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         self._send(encoded, MessageKind.BINARY if mode == "binary" else MessageKind.TEXT)
 
     def ping(self, data: bytes = b"") -> None:
@@ -220,8 +231,8 @@ class WebSocketTestSession:
         self._client.pump()
         if self._inbox:
             return self._inbox.popleft()
-        if self.close_code is not None:
-            raise WebSocketDisconnect(self.close_code, self.close_reason)
+        if self._close_code is not None:
+            raise WebSocketDisconnect(self._close_code, self._close_reason)
         raise NothingReceived("no message is waiting for this client")
 
     def receive_text(self) -> str:
@@ -273,17 +284,17 @@ class WebSocketTestSession:
         self._client.pump()
 
     def _check_open(self) -> None:
-        if self.closed:
-            raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
+        if self._client_closed or self._close_code is not None:
+            raise WebSocketDisconnect(self._close_code or 1000, self._close_reason)
 
     def _deliver(self, kind: MessageKind, data: bytes) -> None:
-        if not self.closed:
+        if not self._client_closed and self._close_code is None:
             self._inbox.append((kind, data))
 
     def _server_closed(self, code: int, reason: str) -> None:
-        if self.close_code is None and not self._client_closed:
-            self.close_code = code
-            self.close_reason = reason
+        if self._close_code is None and not self._client_closed:
+            self._close_code = code
+            self._close_reason = reason
 
 
 class TestClient:

@@ -1078,7 +1078,7 @@ def test_wakeup_for_work_queued_by_an_async_listener() -> None:
 # -- timers ---------------------------------------------------------------------------------
 
 
-def test_idle_timeout_closes_quiet_connections_with_1001() -> None:
+def test_idle_timeout_disconnects_quiet_connections_with_1001() -> None:
     hub = make_hub(idle_timeout=10)
     log = record(hub, EVENT_CLOSE, EVENT_DISCONNECT)
     client = TestClient(hub, start_time=100.0)
@@ -1095,7 +1095,8 @@ def test_idle_timeout_closes_quiet_connections_with_1001() -> None:
     assert hub.next_deadline() == 116.0
     client.advance(6)
     assert chatty.close_code == 1001
-    assert log == [(EVENT_CLOSE, "c1"), (EVENT_CLOSE, "c2")]
+    # The peer timed out: DESIGN.md's "disconnect (peer went away or timed out)".
+    assert log == [(EVENT_DISCONNECT, "c1"), (EVENT_DISCONNECT, "c2")]
     assert hub.next_deadline() is None
 
 
@@ -1112,10 +1113,10 @@ def test_idle_timeout_tick_skips_a_connection_closed_meanwhile() -> None:
     client = TestClient(hub)
     a = client.websocket_connect("/ws")
     b = client.websocket_connect("/ws")
-    log = record(hub, EVENT_CLOSE)
-    hub.on(EVENT_CLOSE, lambda ep: b.kws.close(4000) if ep.kws is a.kws else None)
+    log = record(hub, EVENT_CLOSE, EVENT_DISCONNECT)
+    hub.on(EVENT_DISCONNECT, lambda ep: b.kws.close(4000) if ep.kws is a.kws else None)
     client.advance(5)
-    assert log == [(EVENT_CLOSE, "c1"), (EVENT_CLOSE, "c2")]
+    assert log == [(EVENT_DISCONNECT, "c1"), (EVENT_CLOSE, "c2")]
     assert (a.close_code, b.close_code) == (1001, 4000)
 
 
@@ -1192,3 +1193,50 @@ def test_module_level_aliases_use_the_default_hub() -> None:
         hub._router.routes[:] = [r for r in hub._router.routes if r.pattern != pattern]
     assert hub.connections == ()
     assert hub.match("/aliases-test/1") is None
+
+
+# -- regressions ----------------------------------------------------------------------------
+
+
+def test_idle_timeout_disconnect_carries_an_idle_timeout_cause() -> None:
+    hub = make_hub(idle_timeout=2)
+    errors: list[BaseException | None] = []
+    hub.on(EVENT_DISCONNECT, lambda ep: errors.append(ep.error))
+    client = TestClient(hub)
+    client.websocket_connect("/ws")
+    client.advance(2)
+    (error,) = errors
+    assert isinstance(error, ikisocket_core.ConnectionClosed)
+    assert error.code == 1001
+    assert isinstance(error.cause, ikisocket_core.IdleTimeout)
+    assert len(hub) == 0
+
+
+def test_a_failing_before_upgrade_hook_answers_500_and_the_hub_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = make_hub()
+    calls: list[str] = []
+
+    @hub.before_upgrade
+    def check(request: Request) -> bool:
+        calls.append(request.path)
+        if len(calls) == 1:
+            raise RuntimeError("database down")
+        return True
+
+    rejected = hub.open(Request.from_target("/ws"))
+    assert isinstance(rejected, ikisocket_core.Reject)
+    assert rejected.status == 500
+    assert "database down" in caplog.text
+    assert isinstance(hub.open(Request.from_target("/ws")), Websocket)
+
+
+def test_broadcast_excluding_a_connection_of_another_hub_reaches_everyone() -> None:
+    hub, other = make_hub(), make_hub()
+    mine, foreign = open_direct(hub), open_direct(other)
+    assert foreign.uuid == mine.uuid  # same factory sequence: only identity differs
+    hub.broadcast("hi", exclude=foreign)
+    (send,) = hub.drain_actions()
+    assert isinstance(send, ikisocket_core.Send)
+    assert send.targets == (mine,)

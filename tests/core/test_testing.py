@@ -89,7 +89,8 @@ def test_messages_are_received_in_order_with_their_kind() -> None:
 def test_send_json_and_receive_json_in_text_and_binary() -> None:
     with TestClient(make_hub()).websocket_connect("/ws") as ws:
         ws.send_json({"a": [1, "é"]})
-        assert ws.receive() == (TEXT, b'{"a":[1,"\\u00e9"]}')
+        # Like Starlette's TestClient: UTF-8 on the wire, not \u escapes.
+        assert ws.receive() == (TEXT, '{"a":[1,"é"]}'.encode())
         ws.send_json({"a": 1})
         assert ws.receive_json() == {"a": 1}
         ws.send_json([None], mode="binary")
@@ -157,6 +158,9 @@ def test_messages_to_a_closed_client_are_dropped() -> None:
         b.close()
         hub.broadcast("after")
         assert [a.receive_text() for _ in range(2)] == ["before", "after"]
+        # "before" reached b while it was open; nothing after its close does.
+        assert b.pending == 1
+        assert b.receive_text() == "before"
         assert b.pending == 0
 
 
