@@ -1,0 +1,438 @@
+"""The chat demo in real headless Chromium pages: what each person sees.
+
+Each test starts the demo exactly as a user does (``python -m ikisocket_adapters
+demo --port PORT``) and drives two or three browser windows through the page's
+own controls: the name form, the "to" menu, the message box, the room form and
+"Leave chat". Every wait is bounded (``WAIT`` seconds).
+
+Chromium and chromedriver are Debian's (``apt-get install chromium
+chromium-driver``). When they are missing the tests skip, except under CI
+(``CI=true``), where they fail: ``.ci/run`` installs them. The first test saves
+a screenshot to ``artifacts/chat.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+#: Every wait in these tests is bounded by this many seconds.
+WAIT = 10.0
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,760",
+)
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI needs the browser tests to run: {reason}")
+    pytest.skip(reason)
+
+
+def _find(*candidates: str) -> str | None:
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Demo:
+    """The chat demo in a subprocess: ``python -m ikisocket_adapters demo --port PORT``.
+
+    Args:
+        port: The port to serve on (kept across restarts).
+        log_path: Where the server's output goes.
+    """
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        """Start the server and wait (bounded) until it prints its address and serves the page."""
+        assert self.proc is None
+        offset = len(self.log())
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ikisocket_adapters", "demo", "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        announced = f"ikisocket demo: open http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if announced in self.log()[offset:] and self._serves_page():
+                return
+            time.sleep(0.05)
+        output = self.log()
+        self.stop()
+        pytest.fail(f"the demo did not start within {WAIT} s:\n{output}")
+
+    def _serves_page(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> int | None:
+        """Stop it as Ctrl-C would (SIGTERM); kill it if it does not exit within the bound.
+
+        Returns:
+            Its exit status (``None`` if it was not running).
+        """
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(WAIT)
+                pytest.fail(f"the demo ignored SIGTERM for {WAIT} s:\n{self.log()}")
+        return proc.returncode
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """The chat demo, started on a free port."""
+    server = Demo(free_port(), tmp_path / "demo.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browsers() -> Iterator[Callable[[int], list[WebDriver]]]:
+    """Hands out up to three headless Chromium windows, shared by a module's tests."""
+    try:
+        from selenium import webdriver  # noqa: PLC0415
+        from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+    except ImportError:
+        _missing("selenium is not installed (pip install -e '.[test]')")
+    chromium = _find("chromium", "chromium-browser")
+    driver_path = _find("chromedriver")
+    if chromium is None or driver_path is None:
+        _missing("Chromium or chromedriver is missing (apt-get install chromium chromium-driver)")
+    assert chromium is not None
+    assert driver_path is not None
+
+    made: list[WebDriver] = []
+    profiles: list[tempfile.TemporaryDirectory[str]] = []
+
+    def make() -> WebDriver:
+        profile = tempfile.TemporaryDirectory(prefix="ikisocket-chromium-")
+        profiles.append(profile)
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={profile.name}")
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+        driver.set_page_load_timeout(WAIT)
+        driver.set_script_timeout(WAIT)
+        made.append(driver)
+        return driver
+
+    def get(count: int) -> list[WebDriver]:
+        while len(made) < count:
+            make()
+        for driver in made[:count]:
+            driver.get("about:blank")  # drop the previous test's page and its socket
+        return made[:count]
+
+    try:
+        yield get
+    finally:
+        for driver in made:
+            driver.quit()
+        for profile in profiles:
+            profile.cleanup()
+
+
+pytestmark = pytest.mark.e2e
+
+Browsers = Callable[[int], "list[WebDriver]"]
+
+# Read what the page shows (the DOM), in one round trip per question.
+_LINES = """
+return [...document.querySelectorAll('#log li')].map(li => ({
+    kind: li.className, text: li.querySelector('.text').textContent,
+    who: (li.querySelector('.who') || {textContent: ''}).textContent,
+}));
+"""
+_PRESENCE = "return [...document.querySelectorAll('#presence li')].map(li => li.textContent);"
+_ROOMS = """
+return Object.fromEntries([...document.querySelectorAll('#rooms li')].map(
+    li => [li.dataset.room, li.querySelector('.members').textContent]));
+"""
+
+
+class ChatPage:
+    """One person's browser window on the demo page."""
+
+    def __init__(self, driver: WebDriver, name: str) -> None:
+        self.driver = driver
+        self.name = name
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait(self, what: str, condition: Callable[[], Any]) -> Any:
+        """Wait (at most ``WAIT`` seconds) until ``condition()`` is truthy; return it."""
+        from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
+        from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
+
+        try:
+            return WebDriverWait(self.driver, WAIT, poll_frequency=0.05).until(
+                lambda _: condition()
+            )
+        except TimeoutException:
+            pytest.fail(
+                f"{self.name}'s page: {what} did not happen within {WAIT} s;"
+                f" status={self.status()!r} presence={self.presence()} log={self.lines()}"
+            )
+
+    def wait_line(self, kind: str, text: str, who: str | None = None) -> None:
+        """Wait until the log shows a line of ``kind`` containing ``text`` (from ``who``)."""
+        self.wait(
+            f"a {kind} line {text!r}" + (f" from {who!r}" if who else ""),
+            lambda: self.has_line(kind, text, who),
+        )
+
+    def wait_presence(self, users: list[str]) -> None:
+        """Wait until the "Online" list shows exactly ``users``."""
+        self.wait(f"presence {users}", lambda: self.presence() == users)
+
+    def wait_status(self, state: str) -> None:
+        """Wait until the connection badge is in ``state``."""
+        self.wait(f"status {state!r}", lambda: self.status()[0] == state)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def lines(self) -> list[dict[str, str]]:
+        """The message log: each line's classes, sender label and text."""
+        result: list[dict[str, str]] = self.driver.execute_script(_LINES)
+        return result
+
+    def has_line(self, kind: str, text: str, who: str | None = None) -> bool:
+        return any(
+            kind in line["kind"].split()
+            and text in line["text"]
+            and (who is None or line["who"] == who)
+            for line in self.lines()
+        )
+
+    def texts(self) -> list[str]:
+        return [line["text"] for line in self.lines()]
+
+    def presence(self) -> list[str]:
+        result: list[str] = self.driver.execute_script(_PRESENCE)
+        return result
+
+    def rooms(self) -> dict[str, str]:
+        result: dict[str, str] = self.driver.execute_script(_ROOMS)
+        return result
+
+    def status(self) -> tuple[str, str]:
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        badge = self.driver.find_element(By.ID, "status")
+        return str(badge.get_attribute("data-state")), badge.text
+
+    def login_error(self) -> str:
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        login = self.driver.find_element(By.ID, "login")
+        if not login.is_displayed():
+            return ""
+        return str(self.driver.find_element(By.ID, "login-error").text)
+
+    # -- acting ----------------------------------------------------------------------------
+
+    def open(self, url: str, name: str | None = None) -> None:
+        """Load the page and sign in with the name form."""
+        self.driver.get(url)
+        self.sign_in(name or self.name)
+
+    def sign_in(self, name: str) -> None:
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        field = self.driver.find_element(By.ID, "name")
+        self.wait("the name form", field.is_displayed)
+        field.clear()
+        field.send_keys(name)
+        self.driver.find_element(By.ID, "enter").click()
+
+    def send(self, text: str, to: str = "") -> None:
+        """Pick a recipient in the "to" menu (``""`` everyone, a user, ``#room``) and send."""
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+        from selenium.webdriver.support.select import Select  # noqa: PLC0415
+
+        menu = Select(self.driver.find_element(By.ID, "to"))
+        self.wait(
+            f"the recipient {to!r} in the menu",
+            lambda: any(o.get_attribute("value") == to for o in menu.options),
+        )
+        menu.select_by_value(to)
+        box = self.driver.find_element(By.ID, "text")
+        box.send_keys(text)
+        button = self.driver.find_element(By.ID, "send")
+        self.wait("the send button to be enabled", button.is_enabled)
+        button.click()
+        self.wait("the message box to clear", lambda: box.get_attribute("value") == "")
+
+    def join(self, room: str) -> None:
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        self.driver.find_element(By.ID, "room-name").send_keys(room)
+        self.driver.find_element(By.ID, "join-room").click()
+
+    def leave_chat(self) -> None:
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        self.driver.find_element(By.ID, "logout").click()
+
+
+def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Browsers) -> None:
+    alice, bob, carol = (
+        ChatPage(d, n) for d, n in zip(browsers(3), ("alice", "bob", "carol"), strict=True)
+    )
+
+    # Each signs in; the page greets them the seed's way and shows who is online.
+    alice.open(demo.url)
+    alice.wait_status("connected")
+    alice.wait_line("system", "Hello user: alice with UUID: ")
+    alice.wait_presence(["alice"])
+    bob.open(demo.url)
+    carol.open(demo.url)
+    for page in (alice, bob, carol):
+        page.wait_presence(["alice", "bob", "carol"])
+    alice.wait_line("system", "New user connected: bob and UUID: ")
+    alice.wait_line("system", "New user connected: carol and UUID: ")
+    bob.wait_line("system", "New user connected: carol and UUID: ")
+    assert not carol.has_line("system", "New user connected: carol")  # not told about oneself
+
+    # A message to everyone reaches the others, labelled with the sender.
+    alice.send("hello everyone")
+    bob.wait_line("chat", "hello everyone", who="alice")
+    carol.wait_line("chat", "hello everyone", who="alice")
+    assert alice.has_line("mine", "hello everyone", who="you")
+
+    # A direct message: only the recipient sees it. Bob's next message to everyone
+    # arrives after it, so once Carol shows that one she would have shown the DM.
+    bob.send("psst, alice only", to="alice")
+    alice.wait_line("dm", "psst, alice only", who="bob \u2192 you")
+    bob.send("back to everyone")
+    carol.wait_line("chat", "back to everyone", who="bob")
+    alice.wait_line("chat", "back to everyone", who="bob")
+    assert not any("psst" in text for text in carol.texts())
+    assert bob.has_line("dm", "psst, alice only", who="you \u2192 alice")
+
+    # Rooms: Bob and Carol join #lobby; what Carol sends there reaches Bob, not Alice.
+    bob.join("lobby")
+    bob.wait_line("system", "bob joined #lobby")
+    carol.join("lobby")
+    bob.wait_line("system", "carol joined #lobby")
+    bob.wait("the room list to count 2 members", lambda: bob.rooms() == {"lobby": "2 members"})
+    carol.send("lobby only", to="#lobby")
+    bob.wait_line("room", "lobby only", who="#lobby \u00b7 carol")
+    carol.send("carol to everyone")
+    alice.wait_line("chat", "carol to everyone", who="carol")
+    assert not any("lobby" in text for text in alice.texts())
+
+    # Carol leaves: the others are told, their presence lists and Bob's room update.
+    carol.leave_chat()
+    for page in (alice, bob):
+        page.wait_line("system", "User left: carol")
+        page.wait_presence(["alice", "bob"])
+    bob.wait("the room list to count 1 member", lambda: bob.rooms() == {"lobby": "1 member"})
+    assert carol.status()[0] == "offline"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert bob.driver.save_screenshot(str(ARTIFACTS / "chat.png"))
+
+
+def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browsers) -> None:
+    first, second = browsers(2)
+    alice = ChatPage(first, "alice")
+    alice.open(demo.url)
+    alice.wait_presence(["alice"])
+    alice.join("lobby")
+    alice.wait_line("system", "alice joined #lobby")
+
+    # The server stops as on Ctrl-C (clients get 1001): the page says it is offline.
+    assert demo.stop() == 0
+    alice.wait_status("offline")
+    assert "retrying" in alice.status()[1]
+
+    # It comes back on the same port: the page reconnects by itself, with its rooms.
+    demo.start()
+    alice.wait_status("connected")
+    alice.wait("the second welcome", lambda: len(alice.texts()) > 0 and _welcomes(alice) == 2)
+    alice.wait_line("system", "alice joined #lobby")
+    alice.wait_presence(["alice"])
+
+    # A name in use is refused, and the page asks for another one.
+    bob = ChatPage(second, "bob")
+    bob.open(demo.url, name="alice")
+    bob.wait("the 'already connected' error", lambda: "already connected" in bob.login_error())
+    bob.sign_in("bob")
+    bob.wait_status("connected")
+    alice.wait_presence(["alice", "bob"])
+
+    # The rejoined room works on the new server.
+    bob.join("lobby")
+    bob.send("still there?", to="#lobby")
+    alice.wait_line("room", "still there?", who="#lobby \u00b7 bob")
+
+
+def _welcomes(page: ChatPage) -> int:
+    return sum("Hello user: alice with UUID: " in text for text in page.texts())
