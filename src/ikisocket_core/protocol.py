@@ -178,6 +178,7 @@ class Connection:
         "_frag_kind",
         "_frag_size",
         "_h11",
+        "_head_bytes",
         "_next_ping",
         "_out",
         "_overflowing",
@@ -208,6 +209,7 @@ class Connection:
         self.dirty = False
         self._out: list[bytes] = []
         self._h11: h11.Connection | None = h11conn
+        self._head_bytes = 0
         self._ws: WSConnection | None = None
         self._deadline: float | None = None
         self._next_ping: float | None = None
@@ -348,6 +350,7 @@ class Server:
                 conn._ws.receive_data(data)
             self._process_frames(conn)
         elif conn._h11 is not None:
+            conn._head_bytes += len(data)
             conn._h11.receive_data(data)
             self._process_http(conn)
 
@@ -504,9 +507,17 @@ class Server:
         if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
             self._respond(conn, 400, "bad request", ())
             return
+        # h11 limits only an incomplete head; one that arrived whole is measured here.
+        if conn._head_bytes - len(h.trailing_data[0]) > self.config.max_request_size:
+            self._respond(conn, 431, "request header fields too large", ())
+            return
         self._handle_request(conn, event)
 
     def _handle_request(self, conn: Connection, req: h11.Request) -> None:
+        if not req.target.startswith(b"/"):
+            # Only the origin-form names a route here ("*", "http://host/ws" do not).
+            self._respond(conn, 400, "the request target must be a path", ())
+            return
         request = Request.from_target(
             req.target, req.headers, client=conn.client, scheme=conn.scheme
         )
@@ -565,7 +576,10 @@ class Server:
         offers = kws.headers.get_list("sec-websocket-extensions") if self.config.compression else []
         if offers:
             deflate = PerMessageDeflate()
-            accepted = server_extensions_handshake(offers, [deflate])
+            try:
+                accepted = server_extensions_handshake(offers, [deflate])
+            except ValueError:  # RFC 7692 5: decline an offer with invalid parameters
+                accepted = None
             if accepted:
                 response_headers.append((b"sec-websocket-extensions", accepted))
                 extensions.append(deflate)
@@ -589,6 +603,7 @@ class Server:
             conn.dirty = True
             self._dirty.append(conn)
         if trailing:
+            self.stats.bytes_in -= len(trailing)  # counted once already, as they arrived
             self.receive_data(conn, bytes(trailing))
 
     def _respond(
@@ -635,6 +650,11 @@ class Server:
         assert kws is not None
         hub = self.hub
         limit = self.config.max_message_size
+        # Emits queued so far go out first, and an async listener (a route callback
+        # included) holds every later frame back until handler_done.
+        self._pump_hub()
+        if conn.blocked or conn.state is ConnectionState.CLOSED:
+            return
         for event in ws.events():
             if isinstance(event, Message):
                 if event.message_finished and conn._frag is None:
@@ -681,7 +701,8 @@ class Server:
             elif isinstance(event, CloseConnection):
                 self._peer_closed(conn, event)
                 return
-            if conn.blocked or conn.state is ConnectionState.CLOSED:
+            self._pump_hub()  # a RunHandler action raises conn.blocked
+            if conn.blocked or conn.state is ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
                 return
 
     def _peer_closed(self, conn: Connection, event: CloseConnection) -> None:
@@ -835,5 +856,6 @@ class Server:
         if not isinstance(conn, Connection) or conn.state is not _OPEN or conn._ws is None:
             return
         self._write(conn, conn._ws.send(CloseConnection(code=action.code, reason=action.reason)))
-        conn.state = ConnectionState.CLOSING
-        conn._deadline = None  # the next tick starts the close_timeout
+        if conn.state is _OPEN:  # not when that write overflowed with the "close" policy
+            conn.state = ConnectionState.CLOSING
+            conn._deadline = None  # the next tick starts the close_timeout
