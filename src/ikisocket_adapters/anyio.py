@@ -1,0 +1,346 @@
+"""Serve a hub on anyio, under its asyncio or its trio backend.
+
+The same shape as :mod:`ikisocket_adapters.trio`: one task group per server,
+a reader and a sender task per connection, and a helper task per connection
+only while its ``async def`` listeners run. The sender writes whatever the
+engine buffered (``conn.take()``), one ``send`` at a time; meanwhile output
+waits in the engine's bounded buffer, where ``max_queue`` and
+``backpressure`` apply.
+
+::
+
+    import anyio
+    from ikisocket_adapters.anyio import serve
+
+    anyio.run(serve, hub, "127.0.0.1", 3000)                    # asyncio
+    anyio.run(serve, hub, "127.0.0.1", 3000, backend="trio")    # trio
+
+``serve`` runs until cancelled and then shuts down gracefully (every client is
+closed with 1001). With ``await task_group.start(serve, hub, host, 0)`` it
+reports the running :class:`WebSocketServer` (its ``port``, ``close()``).
+"""
+
+from __future__ import annotations
+
+import errno
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+
+from ikisocket_core import ConnectionState, Hub
+from ikisocket_core.protocol import Connection
+
+from ._common import (
+    TICK_RESOLUTION,
+    StreamClient,
+    StreamDriver,
+    begin_shutdown,
+    logger,
+    scheme_of,
+)
+
+__all__ = ["WebSocketServer", "open_server", "serve"]
+
+_CLOSED = ConnectionState.CLOSED
+_RECEIVE_SIZE = 64 * 1024
+#: accept() errors that mean "out of resources right now": wait and retry.
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: What a stream raises when the peer or the transport went away.
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ssl.SSLError)
+
+
+class _Signal:
+    """A :class:`~ikisocket_adapters._common.Signal` on anyio events."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
+class WebSocketServer(StreamDriver):
+    """A running anyio server for a hub, as :func:`serve` reports it.
+
+    Attributes:
+        hub: The application.
+        engine: The protocol engine (its ``stats`` and ``config``).
+        listeners: The listening socket listeners.
+    """
+
+    def __init__(self, hub: Hub, *, ssl_context: ssl.SSLContext | None, limits: dict[str, Any]):
+        super().__init__(hub, limits, _Signal)
+        self.ssl_context = ssl_context
+        self.scheme = scheme_of(ssl_context)
+        self.listeners: list[anyio.abc.SocketListener] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scope = anyio.CancelScope(shield=True)  # outer cancellation waits for shutdown
+        self._accept_scope = anyio.CancelScope()
+        self._stop = anyio.Event()
+        self._done = anyio.Event()
+        self._stopped = anyio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener (useful after binding port 0)."""
+        return int(self.listeners[0].extra(anyio.abc.SocketAttribute.local_port))
+
+    def close(self) -> None:
+        """Stop serving: :func:`serve` shuts down gracefully and returns."""
+        self._stop.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until :func:`serve` has finished shutting down."""
+        await self._stopped.wait()
+
+    async def aclose(self) -> None:
+        """Close the server and wait until every connection is gone."""
+        self.close()
+        await self.wait_closed()
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Start ``fn(*args)`` in the server's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    def now(self) -> float:
+        """The backend's clock."""
+        return anyio.current_time()
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    self.handlers_allowed = True
+                    tg.start_soon(self.pump_loop)
+                    tg.start_soon(self._tick_loop)
+                    with self._accept_scope:
+                        async with anyio.create_task_group() as accepting:
+                            for listener in self.listeners:
+                                accepting.start_soon(self._accept, listener)
+        finally:
+            self.finish()
+            self._done.set()
+
+    async def _accept(self, listener: anyio.abc.SocketListener) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.ClosedResourceError:
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY:
+                    raise
+                logger.error("accept failed (%s); retrying in 0.1 s", exc)
+                await anyio.sleep(0.1)
+                continue
+            self.spawn(self._connection, stream)
+
+    async def _tick_loop(self) -> None:
+        engine = self.engine
+        while True:
+            if not self.clients:
+                await self.changed.wait()
+                continue
+            await anyio.sleep(TICK_RESOLUTION)
+            engine.tick(anyio.current_time())
+            self.pump()
+
+    async def _connection(self, raw: anyio.abc.SocketStream) -> None:
+        client = StreamClient(raw, _Signal(), anyio.CancelScope())
+        self.clients.add(client)
+        self.changed.wake()
+        engine = self.engine
+        try:
+            if self.ssl_context is not None:
+                with anyio.move_on_after(engine.config.handshake_timeout):
+                    try:
+                        # Not standard_compatible: the WebSocket close handshake already says
+                        # the stream ended on purpose, and clients often skip close_notify.
+                        client.stream = await TLSStream.wrap(
+                            raw,
+                            server_side=True,
+                            ssl_context=self.ssl_context,
+                            standard_compatible=False,
+                        )
+                    except (anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
+                        logger.debug("TLS handshake failed: %s", exc.__cause__ or exc)
+                if client.stream is raw:
+                    return
+            peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
+            conn = engine.connect(
+                now=anyio.current_time(),
+                client=(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None,
+                scheme=self.scheme,
+                transport=client,
+            )
+            client.conn = conn
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._reader, client, conn)
+                await self._sender(client, conn)
+                tg.cancel_scope.cancel()  # the reader has nothing more to do
+        finally:
+            try:
+                if client.conn is not None:
+                    engine.connection_lost(client.conn)
+                    self.pump()
+                with anyio.move_on_after(engine.config.close_timeout):
+                    await client.stream.aclose()
+            finally:
+                self.clients.discard(client)
+                self.changed.wake()
+
+    async def _reader(self, client: StreamClient, conn: Connection) -> None:
+        engine, stream = self.engine, client.stream
+        try:
+            while conn.state is not _CLOSED:
+                if conn.blocked:  # async listeners of this connection are running
+                    await client.signal.wait()
+                    continue
+                engine.receive_data(conn, await stream.receive(_RECEIVE_SIZE))
+                self.pump()
+        except anyio.EndOfStream:
+            engine.receive_eof(conn)
+            self.pump()
+        except _GONE as exc:
+            engine.connection_lost(conn, exc)
+            self.pump()
+            client.closing = True
+            client.signal.wake()
+
+    async def _sender(self, client: StreamClient, conn: Connection) -> None:
+        stream = client.stream
+        with client.send_scope:
+            try:
+                while True:
+                    if conn.buffered:
+                        chunks = conn.take()
+                        await stream.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    elif client.closing:
+                        return
+                    else:
+                        await client.signal.wait()
+            except _GONE as exc:
+                self.engine.connection_lost(conn, exc)
+                self.pump()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop accepting, close every client with 1001, wait for them, then cancel the rest."""
+        self._accept_scope.cancel()
+        for listener in self.listeners:
+            await listener.aclose()
+        begin_shutdown(self.engine)
+        self.pump()
+        with anyio.move_on_after(self.engine.config.close_timeout):
+            while self.clients or self.runners:
+                await self.changed.wait()
+        self._scope.cancel()
+        await self._done.wait()
+
+
+async def serve(
+    hub: Hub,
+    host: str | None = "127.0.0.1",
+    port: int = 8000,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 65536,
+    task_status: anyio.abc.TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
+    **limits: Any,
+) -> None:
+    """Serve ``hub`` until cancelled or closed, then shut down gracefully.
+
+    On cancellation (or :meth:`WebSocketServer.close`) the server stops
+    accepting, closes every client with 1001 and gives them up to
+    ``close_timeout`` to finish; what is left is then cancelled.
+
+    Args:
+        hub: The application.
+        host: The interface to bind (``None`` for all).
+        port: The port (0 picks a free one; see :attr:`WebSocketServer.port`).
+        ssl_context: Serve ``wss://`` with this TLS context.
+        backlog: The listen backlog.
+        task_status: Given by ``task_group.start``; reports the :class:`WebSocketServer`.
+        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields
+            (``max_message_size``, ``max_queue``, ``ping_interval`` ...).
+    """
+    server = WebSocketServer(hub, ssl_context=ssl_context, limits=limits)
+    try:
+        multi = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=backlog)
+        # create_tcp_listener makes SocketListeners; the type says only Listener.
+        server.listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
+        logger.info("listening on %s://%s:%d (anyio)", server.scheme, host or "*", server.port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server._run)
+            try:
+                task_status.started(server)
+                await server._stop.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await server._shutdown()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for listener in server.listeners:
+                await listener.aclose()
+        server.finish()
+        server._stopped.set()
+
+
+@asynccontextmanager
+async def open_server(
+    hub: Hub,
+    host: str | None = "127.0.0.1",
+    port: int = 8000,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 65536,
+    **limits: Any,
+) -> AsyncIterator[WebSocketServer]:
+    """Serve ``hub`` for the duration of an ``async with`` block.
+
+    ::
+
+        async with open_server(hub, port=0) as server:
+            print(server.port)
+
+    Leaving the block shuts the server down gracefully (as :func:`serve`).
+
+    Args:
+        hub: The application.
+        host: The interface to bind.
+        port: The port (0 picks a free one).
+        ssl_context: Serve ``wss://`` with this TLS context.
+        backlog: The listen backlog.
+        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+
+    Yields:
+        The running server.
+    """
+    async with anyio.create_task_group() as tg:
+        server: WebSocketServer = await tg.start(
+            partial(serve, hub, host, port, ssl_context=ssl_context, backlog=backlog, **limits)
+        )
+        try:
+            yield server
+        finally:
+            server.close()

@@ -1,0 +1,435 @@
+"""Scenarios every task-based socket adapter passes: real loopback sockets, real clients.
+
+Each scenario takes an adapter's ``serve`` (or ``open_server``) and runs it on
+a free port of 127.0.0.1 inside an anyio task group, so one scenario covers the
+trio adapter and the anyio adapter under both backends. The clients are the
+``websockets`` library's synchronous client, each call made in a worker thread
+(``anyio.to_thread``), plus raw sockets where a client must misbehave. Every
+wait is bounded by :data:`TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+import pytest
+import trustme
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from ikisocket_core import (
+    BINARY,
+    EVENT_CLOSE,
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    EVENT_MESSAGE,
+    EventPayload,
+    Hub,
+    SlowConsumer,
+    Websocket,
+)
+from ikisocket_core import (
+    ConnectionClosed as ClosedError,
+)
+from ikisocket_core.protocol import Server
+
+#: Seconds any single wait may take before the scenario fails.
+TIMEOUT = 5.0
+
+Serve = Callable[..., Coroutine[Any, Any, None]]
+OpenServer = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+class Handle(Protocol):
+    """What ``serve`` reports through ``task_status`` (both adapters' ``WebSocketServer``)."""
+
+    hub: Hub
+    engine: Server
+
+    @property
+    def port(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@asynccontextmanager
+async def running(serve: Serve, hub: Hub, **options: Any) -> AsyncIterator[Handle]:
+    """Run ``serve(hub, "127.0.0.1", 0, **options)``; leaving the block cancels it."""
+    async with anyio.create_task_group() as tg:
+        server: Handle = await tg.start(partial(serve, hub, "127.0.0.1", 0, **options))
+        yield server
+        tg.cancel_scope.cancel()
+
+
+class Client:
+    """A ``websockets`` sync client, driven from async code through worker threads."""
+
+    def __init__(self, cm: AbstractContextManager[ClientConnection], ws: ClientConnection):
+        self._cm = cm
+        self.ws = ws
+
+    @classmethod
+    async def open(
+        cls, port: int, path: str = "/ws", *, ssl_context: ssl.SSLContext | None = None
+    ) -> Client:
+        url = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}{path}"
+        extra: dict[str, Any] = {"ssl": ssl_context} if ssl_context else {}
+
+        def go() -> Client:
+            cm = connect(
+                url, open_timeout=TIMEOUT, close_timeout=TIMEOUT, ping_interval=None, **extra
+            )
+            return cls(cm, cm.__enter__())
+
+        return await anyio.to_thread.run_sync(go)
+
+    async def send(self, data: str | bytes) -> None:
+        await anyio.to_thread.run_sync(self.ws.send, data)
+
+    async def recv(self) -> str | bytes:
+        return await anyio.to_thread.run_sync(partial(self.ws.recv, TIMEOUT))
+
+    async def recv_many(self, count: int) -> list[str | bytes]:
+        def go() -> list[str | bytes]:
+            return [self.ws.recv(TIMEOUT) for _ in range(count)]
+
+        return await anyio.to_thread.run_sync(go)
+
+    async def close_code(self) -> int | None:
+        """Read until the server closes; its close code (``None`` without a close frame)."""
+
+        def go() -> int | None:
+            try:
+                while True:
+                    self.ws.recv(TIMEOUT)
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd is not None else None
+
+        return await anyio.to_thread.run_sync(go)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._cm.__exit__, None, None, None)
+
+
+@asynccontextmanager
+async def clients(port: int, count: int, **kwargs: Any) -> AsyncIterator[list[Client]]:
+    """Open ``count`` clients (in order); close them all when the block ends."""
+    opened: list[Client] = []
+    try:
+        for _ in range(count):
+            opened.append(await Client.open(port, **kwargs))
+        yield opened
+    finally:
+        for client in opened:
+            await client.close()
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """A plain HTTP/1.1 GET; returns the status and the body (read to EOF)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    data = b""
+    with anyio.fail_after(TIMEOUT):
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(request)
+            while True:
+                try:
+                    data += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def stalled_client(port: int, path: str = "/ws") -> socket.socket:
+    """Upgrade a raw socket with a tiny receive buffer, which the test then never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 and a client context trusting it."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+    return server, client
+
+
+def echo_hub() -> Hub:
+    """``/ws`` echoes every message back, text as text and binary as binary."""
+    hub = Hub()
+
+    @hub.websocket("/ws")
+    def route(kws: Websocket) -> None:
+        pass
+
+    @hub.on(EVENT_MESSAGE)
+    def echo(ep: EventPayload) -> None:
+        ep.kws.emit(ep.data, ep.kind)
+
+    return hub
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` until it holds (state that changes on the server's own tasks)."""
+    with anyio.fail_after(TIMEOUT):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
+def _seq(message: str | bytes) -> int:
+    assert isinstance(message, bytes)
+    return int.from_bytes(message[:4], "big")
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+async def echo_text_and_binary(serve: Serve) -> None:
+    async with running(serve, echo_hub()) as server, clients(server.port, 1) as (client,):
+        await client.send("hello")
+        assert await client.recv() == "hello"
+        await client.send(b"\x00\xffbinary")
+        assert await client.recv() == b"\x00\xffbinary"
+        big = os.urandom(200_000)  # several reads and writes on both sides
+        await client.send(big)
+        assert await client.recv() == big
+
+
+async def broadcast_reaches_everyone(serve: Serve) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def shout(ep: EventPayload) -> None:
+        ep.kws.broadcast(b"all: " + ep.data, except_self=False)
+
+    async with running(serve, hub) as server, clients(server.port, 3) as group:
+        await wait_for(lambda: len(hub.connections) == 3)
+        await group[1].send("hi")
+        for client in group:
+            assert await client.recv() == "all: hi"
+
+
+async def slow_listener_does_not_stall_others(serve: Serve) -> None:
+    gate = anyio.Event()
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    async def handle(ep: EventPayload) -> None:
+        if ep.data == b"wait":
+            await gate.wait()
+        ep.kws.emit(b"done: " + ep.data)
+
+    async with running(serve, hub) as server, clients(server.port, 2) as (slow, fast):
+        await slow.send("wait")
+        await slow.send("next")  # queued behind "wait": listeners run in order
+        for word in ("a", "b"):
+            await fast.send(word)
+            assert await fast.recv() == f"done: {word}"
+        gate.set()
+        assert await slow.recv_many(2) == ["done: wait", "done: next"]
+
+
+async def plain_http_statuses(serve: Serve) -> None:
+    async with running(serve, echo_hub()) as server:
+        status, body = await http_get(server.port, "/ws")
+        assert status == 426
+        assert b"upgrade" in body.lower()
+        status, _ = await http_get(server.port, "/elsewhere")
+        assert status == 404
+
+
+async def server_close_code(serve: Serve) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def bye(ep: EventPayload) -> None:
+        ep.kws.close(4001, "bye")
+
+    async with running(serve, hub) as server, clients(server.port, 1) as (client,):
+        await client.send("close me")
+        assert await client.close_code() == 4001
+        await wait_for(lambda: not hub.connections)
+
+
+async def peer_close_fires_disconnect(serve: Serve) -> None:
+    hub = echo_hub()
+    seen: list[tuple[str, int]] = []
+
+    @hub.on(EVENT_DISCONNECT)
+    def gone(ep: EventPayload) -> None:
+        assert isinstance(ep.error, ClosedError)
+        seen.append((ep.socket_uuid, ep.error.code))
+
+    async with running(serve, hub) as server:
+        client = await Client.open(server.port)
+        await wait_for(lambda: len(hub.connections) == 1)
+        (uuid,) = hub.connections
+        await client.close()
+        await wait_for(lambda: bool(seen))
+        assert seen == [(uuid, 1000)]
+        assert not hub.connections
+        assert not server.engine.connections
+
+
+async def tls_echo(serve: Serve) -> None:
+    server_ctx, client_ctx = tls_contexts()
+    async with running(serve, echo_hub(), ssl_context=server_ctx) as server:
+        async with clients(server.port, 1, ssl_context=client_ctx) as (client,):
+            await client.send("secret")
+            assert await client.recv() == "secret"
+            await client.send(b"\x01" * 100_000)
+            assert await client.recv() == b"\x01" * 100_000
+        # A client that does not speak TLS is dropped without disturbing the server.
+        with anyio.fail_after(TIMEOUT):
+            async with await anyio.connect_tcp("127.0.0.1", server.port) as plain:
+                await plain.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    await plain.receive()  # a TLS alert, or the end of the stream
+        async with clients(server.port, 1, ssl_context=client_ctx) as (client,):
+            await client.send("still serving")
+            assert await client.recv() == "still serving"
+
+
+async def graceful_shutdown(serve: Serve) -> None:
+    hub = echo_hub()
+    closed: list[tuple[str, int]] = []
+    closed_async: list[str] = []
+
+    @hub.on(EVENT_CLOSE)
+    def on_close(ep: EventPayload) -> None:
+        assert isinstance(ep.error, ClosedError)
+        closed.append((ep.socket_uuid, ep.error.code))
+
+    @hub.on(EVENT_CLOSE)
+    async def on_close_async(ep: EventPayload) -> None:
+        await anyio.sleep(0)  # async terminal listeners still run during the shutdown
+        closed_async.append(ep.socket_uuid)
+
+    codes: list[int | None] = []
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            server: Handle = await tg.start(partial(serve, hub, "127.0.0.1", 0))
+            group = [await Client.open(server.port) for _ in range(2)]
+            try:
+                await wait_for(lambda: len(hub.connections) == 2)
+                uuids = set(hub.connections)
+                tg.cancel_scope.cancel()  # what Ctrl-C or a supervisor does
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for client in group:
+                        codes.append(await client.close_code())
+                        await client.close()
+    assert codes == [1001, 1001]
+    assert sorted(closed) == sorted((uuid, 1001) for uuid in uuids)
+    assert set(closed_async) == uuids
+    assert not hub.connections
+    assert not server.engine.connections
+    with pytest.raises(OSError):
+        await anyio.connect_tcp("127.0.0.1", server.port)
+
+
+async def close_and_aclose(serve: Serve) -> None:
+    hub = echo_hub()
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            server: Handle = await tg.start(partial(serve, hub, "127.0.0.1", 0))
+            assert server.port > 0
+            async with clients(server.port, 1) as (client,):
+                await client.send("x")
+                assert await client.recv() == "x"
+                await server.aclose()  # serve returns: the task group ends on its own
+                assert await client.close_code() == 1001
+    assert not tg.cancel_scope.cancel_called
+    assert not hub.connections
+
+
+async def open_server_block(open_server: OpenServer) -> None:
+    hub = echo_hub()
+    async with open_server(hub, "127.0.0.1", 0) as server, clients(server.port, 1) as (client,):
+        await client.send("in a block")
+        assert await client.recv() == "in a block"
+    assert not hub.connections
+
+
+async def unknown_option_is_refused(serve: Serve) -> None:
+    with pytest.raises(TypeError, match="max_queu"):
+        await serve(Hub(), "127.0.0.1", 0, max_queu=10)
+
+
+async def backpressure_drops_for_the_slow_reader(serve: Serve) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    errors: list[BaseException | None] = []
+    hub.on(EVENT_ERROR, lambda ep: errors.append(ep.error))
+    size, batch = 16 * 1024, 2
+    limits = {"max_queue": 64 * 1024, "backpressure": "drop"}
+    async with running(serve, hub, **limits) as server, clients(server.port, 1) as (fast,):
+        slow = await anyio.to_thread.run_sync(stalled_client, server.port)
+        try:
+            await wait_for(lambda: len(hub.connections) == 2)
+            stats = server.engine.stats
+            sent = 0
+            # Until the slow reader's kernel buffers and max_queue are full: at most 64 MiB.
+            while stats.dropped_messages == 0 and sent < 4096:
+                for _ in range(batch):
+                    hub.broadcast(sent.to_bytes(4, "big") * (size // 4), BINARY)
+                    sent += 1
+                received = await fast.recv_many(batch)
+                assert [_seq(m) for m in received] == list(range(sent - batch, sent))
+            assert stats.dropped_messages > 0
+            assert any(isinstance(e, SlowConsumer) for e in errors)
+            assert len(hub.connections) == 2  # "drop" keeps the slow reader connected
+        finally:
+            slow.close()
+
+
+async def backpressure_closes_the_slow_reader(serve: Serve) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    size = 16 * 1024
+    limits = {"max_queue": 64 * 1024, "backpressure": "close"}
+    async with running(serve, hub, **limits) as server, clients(server.port, 1) as (fast,):
+        slow = await anyio.to_thread.run_sync(stalled_client, server.port)
+        try:
+            await wait_for(lambda: len(hub.connections) == 2)
+            stats = server.engine.stats
+            sent = 0
+            while stats.overflow_closes == 0 and sent < 4096:
+                hub.broadcast(b"x" * size, BINARY)
+                sent += 1
+                assert await fast.recv() == b"x" * size
+            assert stats.overflow_closes == 1
+            assert len(hub.connections) == 1  # only the fast reader is left
+            hub.broadcast(b"after")
+            assert await fast.recv() == "after"
+        finally:
+            slow.close()
