@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -337,3 +338,14 @@ def test_the_readme_documents_every_server_event(chat: ModuleType) -> None:
         for line in block.strip().splitlines():
             message = json.loads(line)
             assert set(message) <= {"from", "to", "event", "data"}
+
+
+def test_the_tutorials_inline_example_runs(
+    chat: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tutorial = APP.parents[2] / "docs" / "tutorial" / "chat.md"
+    blocks = re.findall(r"```python\n(.*?)```", tutorial.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    monkeypatch.setitem(sys.modules, "app", chat)  # what `from app import hub` finds
+    for block in blocks:
+        exec(compile(block, str(tutorial), "exec"), {})
