@@ -76,10 +76,12 @@ class Demo:
     Args:
         port: The port to serve on (kept across restarts).
         log_path: Where the server's output goes.
+        adapter: The CLI's ``--adapter``.
     """
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, adapter: str = "asyncio") -> None:
         self.port = port
+        self.adapter = adapter
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,7 +96,10 @@ class Demo:
         offset = len(self.log())
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ikisocket_adapters", "demo", "--port", str(self.port)],
+                [
+                    *(sys.executable, "-m", "ikisocket_adapters", "demo"),
+                    *("--adapter", self.adapter, "--port", str(self.port)),
+                ],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,9 +145,10 @@ class Demo:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    """The chat demo, started on a free port."""
-    server = Demo(free_port(), tmp_path / "demo.log")
+def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
+    """The chat demo, started on a free port (on asyncio, or the adapter parametrized)."""
+    adapter = str(getattr(request, "param", "asyncio"))
+    server = Demo(free_port(), tmp_path / "demo.log", adapter)
     server.start()
     try:
         yield server
@@ -400,6 +406,7 @@ def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Bro
     assert bob.driver.save_screenshot(str(ARTIFACTS / "chat.png"))
 
 
+@pytest.mark.parametrize("demo", ["asyncio", "trio"], indirect=True)
 def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browsers) -> None:
     first, second = browsers(2)
     alice = ChatPage(first, "alice")
