@@ -217,9 +217,13 @@ class StreamDriver:
             self.changed.wake()
 
     def finish(self) -> None:
-        """The server's tasks are gone: drop handlers that never started, detach the hub."""
+        """The server's tasks are gone: drop handlers that never started, detach the hub.
+
+        The hub accepts connections again, so it can be served anew.
+        """
         self.handlers_allowed = False
         for awaitable in self._pending:
             discard(awaitable)
         self._pending.clear()
         self.engine.set_wakeup(None)
+        self.hub.resume_accepting()

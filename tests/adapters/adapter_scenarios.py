@@ -433,3 +433,48 @@ async def backpressure_closes_the_slow_reader(serve: Serve) -> None:
             assert await fast.recv() == "after"
         finally:
             slow.close()
+
+
+async def cancel_right_after_start(serve: Serve) -> None:
+    hub = echo_hub()
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            await tg.start(partial(serve, hub, "127.0.0.1", 0))
+            tg.cancel_scope.cancel()
+    async with running(serve, hub) as server, clients(server.port, 1) as (client,):
+        await client.send("the hub still serves")  # nothing of the first server lingers
+        assert await client.recv() == "the hub still serves"
+
+
+async def silent_client_hits_the_handshake_timeout(serve: Serve) -> None:
+    async with running(serve, echo_hub(), handshake_timeout=0.3) as server:
+        with anyio.fail_after(TIMEOUT):
+            async with await anyio.connect_tcp("127.0.0.1", server.port) as silent:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await silent.receive()  # the server hangs up on us
+        assert server.engine.stats.handshake_timeouts == 1
+
+
+async def stuck_client_does_not_hold_the_shutdown(serve: Serve) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    ended: list[str] = []
+    hub.on(EVENT_CLOSE, lambda ep: ended.append(ep.name))
+    hub.on(EVENT_DISCONNECT, lambda ep: ended.append(ep.name))
+    limits = {"close_timeout": 0.3, "max_queue": 1 << 20}
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            server: Handle = await tg.start(partial(serve, hub, "127.0.0.1", 0, **limits))
+            slow = await anyio.to_thread.run_sync(stalled_client, server.port)
+            try:
+                await wait_for(lambda: len(hub.connections) == 1)
+                while server.engine.stats.dropped_messages == 0:  # its sender is stuck
+                    hub.broadcast(b"x" * 65536, BINARY)
+                    await anyio.sleep(0)
+                tg.cancel_scope.cancel()  # the stuck client never reads the close frame
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await wait_for(lambda: not server.engine.connections)
+                    slow.close()
+    assert ended == [EVENT_CLOSE]
+    assert not hub.connections

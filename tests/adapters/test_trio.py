@@ -65,3 +65,15 @@ async def test_backpressure_drop_spares_the_fast_reader() -> None:
 
 async def test_backpressure_close_drops_the_slow_reader() -> None:
     await scenarios.backpressure_closes_the_slow_reader(serve)
+
+
+async def test_cancel_right_after_start() -> None:
+    await scenarios.cancel_right_after_start(serve)
+
+
+async def test_silent_client_hits_the_handshake_timeout() -> None:
+    await scenarios.silent_client_hits_the_handshake_timeout(serve)
+
+
+async def test_stuck_client_does_not_hold_the_shutdown() -> None:
+    await scenarios.stuck_client_does_not_hold_the_shutdown(serve)
