@@ -596,3 +596,33 @@ def test_connection_repr_and_drain_without_work() -> None:
     assert server.connections == (conn,)
     server.receive_eof(conn)
     assert server.drain_actions() == [CloseTransport(conn)]
+
+
+def test_next_deadline_is_the_earliest_of_all_connections() -> None:
+    hub, _ = make_hub()
+    net = Network(hub, handshake_timeout=10, ping_interval=None)
+    net.now = 5
+    net.attach(websocket=False)
+    net.now = 1
+    net.attach(websocket=False)
+    net.now = 3
+    net.attach(websocket=False)
+    assert net.server.next_deadline() == 11
+
+
+def test_drop_policy_can_drop_a_close_frame() -> None:
+    hub, log, net, slow, _ = slow_and_fast("drop")
+    slow.conn.take()
+    hub.broadcast("m" * 998)  # exactly fills the buffer
+    net.drain()
+    assert slow.conn.kws is not None
+    slow.conn.kws.close(4000)
+    net.drain()
+    # The close frame did not fit; no error event for a connection already closing.
+    assert net.server.stats.dropped_messages == 1
+    assert [s.name for s in log if s.name == EVENT_ERROR] == []
+    assert slow.conn.state is ConnectionState.CLOSING
+    net.tick(100)
+    net.tick(200)  # close_timeout ends it
+    assert slow.transport_closed
+    assert terminal(log) == [(EVENT_CLOSE, 4000)]

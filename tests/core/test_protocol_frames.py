@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from pairing import WAYS, Pair, Seen, Way, frame, names, pair, record
-from wsproto.events import BytesMessage, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import Opcode
 
@@ -20,6 +21,7 @@ from ikisocket_core import (
     EVENT_PONG,
     TEXT,
     ConnectionClosed,
+    EventPayload,
     Hub,
     RemoteProtocolError,
 )
@@ -290,3 +292,48 @@ def test_listener_emits_from_ping_and_pong() -> None:
     p.send(Pong(payload=b"2"))
     assert p.messages == [b"got ping 1", "got pong"]
     assert [type(e) for e in p.events[1:]] == [Pong, BytesMessage, TextMessage]
+
+
+# -- compressed input arrives in big chunks ---------------------------------------------------
+
+NOISE = random.Random(7).randbytes(40_000)  # incompressible: frames stay about this big
+
+
+def test_big_compressed_chunks_are_inflated_in_slices() -> None:
+    hub, log = echo_hub()
+    p = pair(hub, extensions=[PerMessageDeflate()])
+    assert p.ws is not None
+    p.feed(p.ws.send(BytesMessage(data=NOISE)) + p.ws.send(TextMessage(data="after")))
+    assert messages(log) == [(NOISE, BINARY), (b"after", TEXT)]
+    assert p.messages == [NOISE, "after"]
+
+
+def test_a_close_frame_inside_a_big_compressed_chunk_ends_reading() -> None:
+    hub, log = echo_hub()
+    p = pair(hub, extensions=[PerMessageDeflate()])
+    assert p.ws is not None
+    data = p.ws.send(TextMessage(data="hi")) + p.ws.send(CloseConnection(code=1000))
+    p.feed(data + NOISE)  # whatever follows the close frame is never parsed
+    assert names(log) == [EVENT_CONNECT, EVENT_MESSAGE, EVENT_DISCONNECT]
+    assert p.transport_closed
+
+
+def test_an_async_listener_inside_a_big_compressed_chunk_holds_back_the_rest() -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    seen: list[int] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def slow(ep: EventPayload) -> None:
+        seen.append(len(ep.data))
+
+    p = pair(hub, extensions=[PerMessageDeflate()])
+    assert p.ws is not None
+    parts = [NOISE[i * 10_000 : i * 10_000 + 9_000 + i] for i in range(4)]  # 4 big frames
+    p.feed(b"".join(p.ws.send(BytesMessage(data=part)) for part in parts))
+    assert p.conn.blocked == 1
+    assert len(p.net.handlers) == 1
+    p.feed(p.ws.send(BytesMessage(data=NOISE)))  # a big chunk while blocked waits as well
+    assert len(p.net.handlers) == 1
+    assert p.net.run_handlers() == 5
+    assert seen == [9_000, 9_001, 9_002, 9_003, 40_000]
