@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import ssl
 from collections import deque
@@ -20,6 +21,8 @@ from ikisocket_core.protocol import (
 )
 
 __all__ = [
+    "ACCEPT_RETRY",
+    "RECEIVE_SIZE",
     "SHUTDOWN_CODE",
     "TICK_RESOLUTION",
     "Signal",
@@ -87,6 +90,11 @@ def discard(awaitable: Awaitable[None]) -> None:
 
 
 # -- task-based adapters (trio, anyio) ----------------------------------------------------
+
+#: Bytes a reader asks for at a time.
+RECEIVE_SIZE = 64 * 1024
+#: accept() errors that mean "out of resources right now": wait and retry.
+ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class Signal(Protocol):
@@ -178,6 +186,23 @@ class StreamDriver:
                 continue
             self._pump_requested = False
             self.pump()
+
+    async def tick_loop(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Tick the engine every :data:`TICK_RESOLUTION` while there are clients; a task."""
+        while True:
+            if not self.clients:
+                await self.changed.wait()
+                continue
+            await sleep(TICK_RESOLUTION)
+            self.engine.tick(self.now())
+            self.pump()
+
+    def lost(self, client: StreamClient, conn: Connection, error: BaseException) -> None:
+        """The stream of ``client`` failed: end its connection and let its sender finish."""
+        self.engine.connection_lost(conn, error)
+        self.pump()
+        client.closing = True
+        client.signal.wake()
 
     def _run_handler(self, action: RunHandler) -> None:
         conn, awaitable = action.connection, action.awaitable

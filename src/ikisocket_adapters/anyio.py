@@ -18,11 +18,16 @@ waits in the engine's bounded buffer, where ``max_queue`` and
 ``serve`` runs until cancelled and then shuts down gracefully (every client is
 closed with 1001). With ``await task_group.start(serve, hub, host, 0)`` it
 reports the running :class:`WebSocketServer` (its ``port``, ``close()``).
+From synchronous code (a test, another thread), an anyio portal runs it::
+
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        finished, server = portal.start_task(serve, hub, "127.0.0.1", 0)
+        ...  # clients connect to server.port
+        portal.call(server.aclose)
 """
 
 from __future__ import annotations
 
-import errno
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -37,7 +42,8 @@ from ikisocket_core import ConnectionState, Hub
 from ikisocket_core.protocol import Connection
 
 from ._common import (
-    TICK_RESOLUTION,
+    ACCEPT_RETRY,
+    RECEIVE_SIZE,
     StreamClient,
     StreamDriver,
     begin_shutdown,
@@ -48,9 +54,6 @@ from ._common import (
 __all__ = ["WebSocketServer", "open_server", "serve"]
 
 _CLOSED = ConnectionState.CLOSED
-_RECEIVE_SIZE = 64 * 1024
-#: accept() errors that mean "out of resources right now": wait and retry.
-_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: What a stream raises when the peer or the transport went away.
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ssl.SSLError)
 
@@ -131,7 +134,7 @@ class WebSocketServer(StreamDriver):
                     self._tg = tg
                     self.handlers_allowed = True
                     tg.start_soon(self.pump_loop)
-                    tg.start_soon(self._tick_loop)
+                    tg.start_soon(self.tick_loop, anyio.sleep)
                     with self._accept_scope:
                         async with anyio.create_task_group() as accepting:
                             for listener in self.listeners:
@@ -147,22 +150,12 @@ class WebSocketServer(StreamDriver):
             except anyio.ClosedResourceError:
                 return
             except OSError as exc:
-                if exc.errno not in _ACCEPT_RETRY:
+                if exc.errno not in ACCEPT_RETRY:
                     raise
                 logger.error("accept failed (%s); retrying in 0.1 s", exc)
                 await anyio.sleep(0.1)
                 continue
             self.spawn(self._connection, stream)
-
-    async def _tick_loop(self) -> None:
-        engine = self.engine
-        while True:
-            if not self.clients:
-                await self.changed.wait()
-                continue
-            await anyio.sleep(TICK_RESOLUTION)
-            engine.tick(anyio.current_time())
-            self.pump()
 
     async def _connection(self, raw: anyio.abc.SocketStream) -> None:
         client = StreamClient(raw, _Signal(), anyio.CancelScope())
@@ -215,16 +208,13 @@ class WebSocketServer(StreamDriver):
                 if conn.blocked:  # async listeners of this connection are running
                     await client.signal.wait()
                     continue
-                engine.receive_data(conn, await stream.receive(_RECEIVE_SIZE))
+                engine.receive_data(conn, await stream.receive(RECEIVE_SIZE))
                 self.pump()
         except anyio.EndOfStream:
             engine.receive_eof(conn)
             self.pump()
         except _GONE as exc:
-            engine.connection_lost(conn, exc)
-            self.pump()
-            client.closing = True
-            client.signal.wake()
+            self.lost(client, conn, exc)
 
     async def _sender(self, client: StreamClient, conn: Connection) -> None:
         stream = client.stream
@@ -239,8 +229,7 @@ class WebSocketServer(StreamDriver):
                     else:
                         await client.signal.wait()
             except _GONE as exc:
-                self.engine.connection_lost(conn, exc)
-                self.pump()
+                self.lost(client, conn, exc)
 
     # -- shutdown -------------------------------------------------------------------------
 

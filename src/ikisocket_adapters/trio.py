@@ -17,11 +17,16 @@ that exists only while they run; the reader stops reading meanwhile.
 ``serve`` runs until cancelled and then shuts down gracefully (every client is
 closed with 1001). With ``await nursery.start(serve, hub, host, 0)`` it
 reports the running :class:`WebSocketServer` (its ``port``, ``close()``).
+From synchronous code (a test, another thread), an anyio portal runs it::
+
+    with anyio.from_thread.start_blocking_portal("trio") as portal:
+        finished, server = portal.start_task(serve, hub, "127.0.0.1", 0)
+        ...  # clients connect to server.port
+        portal.call(server.aclose)
 """
 
 from __future__ import annotations
 
-import errno
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -34,7 +39,8 @@ from ikisocket_core import ConnectionState, Hub
 from ikisocket_core.protocol import Connection
 
 from ._common import (
-    TICK_RESOLUTION,
+    ACCEPT_RETRY,
+    RECEIVE_SIZE,
     StreamClient,
     StreamDriver,
     begin_shutdown,
@@ -45,9 +51,6 @@ from ._common import (
 __all__ = ["WebSocketServer", "open_server", "serve"]
 
 _CLOSED = ConnectionState.CLOSED
-_RECEIVE_SIZE = 64 * 1024
-#: accept() errors that mean "out of resources right now": wait and retry.
-_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class _Signal:
@@ -122,7 +125,7 @@ class WebSocketServer(StreamDriver):
                     self._nursery = nursery
                     self.handlers_allowed = True
                     nursery.start_soon(self.pump_loop)
-                    nursery.start_soon(self._tick_loop)
+                    nursery.start_soon(self.tick_loop, trio.sleep)
                     with self._accept_scope:
                         async with trio.open_nursery() as accepting:
                             for listener in self.listeners:
@@ -138,22 +141,12 @@ class WebSocketServer(StreamDriver):
             except trio.ClosedResourceError:
                 return
             except OSError as exc:
-                if exc.errno not in _ACCEPT_RETRY:
+                if exc.errno not in ACCEPT_RETRY:
                     raise
                 logger.error("accept failed (%s); retrying in 0.1 s", exc)
                 await trio.sleep(0.1)
                 continue
             self.spawn(self._connection, stream)
-
-    async def _tick_loop(self) -> None:
-        engine = self.engine
-        while True:
-            if not self.clients:
-                await self.changed.wait()
-                continue
-            await trio.sleep(TICK_RESOLUTION)
-            engine.tick(trio.current_time())
-            self.pump()
 
     async def _connection(self, raw: trio.SocketStream) -> None:
         client = StreamClient(raw, _Signal(), trio.CancelScope())
@@ -204,7 +197,7 @@ class WebSocketServer(StreamDriver):
                 if conn.blocked:  # async listeners of this connection are running
                     await client.signal.wait()
                     continue
-                data = await stream.receive_some(_RECEIVE_SIZE)
+                data = await stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     engine.receive_eof(conn)
                     self.pump()
@@ -212,10 +205,7 @@ class WebSocketServer(StreamDriver):
                 engine.receive_data(conn, bytes(data))
                 self.pump()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            engine.connection_lost(conn, exc)
-            self.pump()
-            client.closing = True
-            client.signal.wake()
+            self.lost(client, conn, exc)
 
     async def _sender(self, client: StreamClient, conn: Connection) -> None:
         stream = client.stream
@@ -230,8 +220,7 @@ class WebSocketServer(StreamDriver):
                     else:
                         await client.signal.wait()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self.engine.connection_lost(conn, exc)
-                self.pump()
+                self.lost(client, conn, exc)
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -478,3 +478,20 @@ async def stuck_client_does_not_hold_the_shutdown(serve: Serve) -> None:
                     slow.close()
     assert ended == [EVENT_CLOSE]
     assert not hub.connections
+
+
+def served_from_a_thread(serve: Serve, backend: str) -> None:
+    """The recipe of the module docstrings: a blocking portal, from synchronous code."""
+    hub = echo_hub()
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        finished, server = portal.start_task(serve, hub, "127.0.0.1", 0)
+        with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=TIMEOUT) as ws:
+            ws.send("from a thread")
+            assert ws.recv(TIMEOUT) == "from a thread"
+            portal.call(server.aclose)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(TIMEOUT)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1001
+        finished.result(TIMEOUT)
+    assert not hub.connections

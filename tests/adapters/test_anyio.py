@@ -77,3 +77,8 @@ async def test_silent_client_hits_the_handshake_timeout() -> None:
 
 async def test_stuck_client_does_not_hold_the_shutdown() -> None:
     await scenarios.stuck_client_does_not_hold_the_shutdown(serve)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_served_from_a_thread(backend: str) -> None:
+    scenarios.served_from_a_thread(serve, backend)
