@@ -243,9 +243,7 @@ def on_custom_event(ep: EventPayload) -> None:
 def user_left(ep: EventPayload) -> None:
     """Forget a user whose connection ended and tell the others."""
     user_id = ep.socket_attributes.get("user_id")
-    # Only the connection that owns the name may release it: a refused
-    # duplicate must not log the real owner out.
-    if user_id is None or clients.get(user_id) != ep.socket_uuid:
+    if user_id is None:  # refused by on_open: it never had the name, so it frees nothing
         return
     del clients[user_id]
     if not hub.accepting:  # the server is shutting down: everyone is leaving

@@ -419,10 +419,12 @@ def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browser
     assert demo.stop() == 0
     alice.wait_status("offline")
     assert "retrying" in alice.status()[1]
+    alice.wait_line("system", "Connection lost (code 1001)")
 
     # It comes back on the same port: the page reconnects by itself, with its rooms.
     demo.start()
     alice.wait_status("connected")
+    alice.wait_line("system", "Reconnected.")
     alice.wait("the second welcome", lambda: len(alice.texts()) > 0 and _welcomes(alice) == 2)
     alice.wait_line("system", "alice joined #lobby")
     alice.wait_presence(["alice"])
