@@ -68,9 +68,7 @@ def begin_shutdown(server: Server) -> None:
     Args:
         server: The engine to shut down.
     """
-    hub = server.hub
-    hub.stop_accepting()
-    hub.close_all(SHUTDOWN_CODE, "server shutting down")
+    server.shutdown(SHUTDOWN_CODE, "server shutting down")
 
 
 def scheme_of(ssl_context: ssl.SSLContext | None) -> str:

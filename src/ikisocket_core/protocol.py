@@ -434,7 +434,26 @@ class Server:
                     conn._pong_due = now + cfg.ping_timeout
         self.hub.tick(now)
 
-    def next_deadline(self) -> float | None:
+    def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Begin a graceful shutdown: refuse new connections, close every open one.
+
+        Open connections get a close frame with ``code`` (their ``close`` events
+        fire); connections still in their HTTP phase are dropped at once (a
+        browser's spare pre-connections would otherwise hold the shutdown for
+        ``handshake_timeout``). The adapter then keeps pumping until every
+        connection is gone, at most ``close_timeout``. After calling this, you
+        must call :meth:`drain_actions`.
+
+        Args:
+            code: The close code (1001 "going away").
+            reason: The close reason.
+        """
+        self.hub.stop_accepting()
+        self.hub.close_all(code, reason)
+        for conn in tuple(self._conns):
+            if conn.state is ConnectionState.CONNECTING:
+                self._close_transport(conn)
+
         """When :meth:`tick` next has work to do, or ``None``.
 
         Returns:

@@ -626,3 +626,23 @@ def test_drop_policy_can_drop_a_close_frame() -> None:
     net.tick(200)  # close_timeout ends it
     assert slow.transport_closed
     assert terminal(log) == [(EVENT_CLOSE, 4000)]
+
+
+def test_shutdown_closes_open_connections_with_1001_and_drops_idle_ones_at_once() -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    log = record(hub, [EVENT_CLOSE])
+    net = Network(hub)
+    client = net.pair("/ws")
+    spare = net.attach(websocket=False)  # a browser's spare connection: no request yet
+    half = net.attach(websocket=False)
+    half.feed(b"GET /ws HT")  # or half a request
+    net.server.shutdown()
+    net.drain()
+    assert spare.conn in net.closed
+    assert half.conn in net.closed
+    assert client.conn not in net.closed  # it finishes its closing handshake first
+    assert names(log) == [EVENT_CLOSE]
+    assert log[0].error is not None
+    assert getattr(log[0].error, "code", None) == 1001
+    assert not hub.accepting
