@@ -454,6 +454,7 @@ class Server:
             if conn.state is ConnectionState.CONNECTING:
                 self._close_transport(conn)
 
+    def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work to do, or ``None``.
 
         Returns:
