@@ -1,0 +1,736 @@
+"""Benchmark ikisocket against other Python WebSocket servers, in one command.
+
+::
+
+    python bench/run.py            # full run, about 5 minutes on 2 cores
+    python bench/run.py --quick    # fewer and shorter cells, under a minute
+    python bench/run.py --profile  # py-spy profile of our server under load
+
+Every server (``bench/servers/*.py``) runs as its own process on a free
+loopback port; the same load generator (``bench/loadgen.py``, picows clients
+on uvloop, another process) drives each of them. Each cell is repeated
+``--reps`` times, and the repetitions are interleaved across servers, so a burst
+of load from something else on a shared machine hits one repetition of every
+server rather than every repetition of one. The tables show medians, and ratios
+to ikisocket on its asyncio adapter with the default loop ("ours").
+
+Results (a JSON dump and the Markdown tables) go to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+SERVERS_DIR = HERE / "servers"
+RESULTS = HERE / "results"
+OURS = "ikisocket/asyncio"
+#: A generator above this share of one core may be what limits the number.
+GEN_BOUND = 0.9
+VERSIONED = (
+    "ikisocket",
+    "wsproto",
+    "h11",
+    "websockets",
+    "aiohttp",
+    "picows",
+    "uvloop",
+    "trio",
+    "py-spy",
+)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server to measure: its script, its event loop and what it imports."""
+
+    name: str
+    script: str
+    loop: str
+    requires: tuple[str, ...]
+
+    def missing(self) -> str | None:
+        """The first required module that cannot be found, if any."""
+        for module in self.requires:
+            try:
+                if importlib.util.find_spec(module) is None:
+                    return module
+            except ModuleNotFoundError:
+                return module
+        return None
+
+
+SERVERS = (
+    ServerSpec(OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",)),
+    ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",)),
+    ServerSpec("ikisocket/trio", "ikisocket_trio.py", "trio", ("ikisocket_adapters.trio", "trio")),
+    ServerSpec("websockets", "websockets_server.py", "asyncio", ("websockets.asyncio.server",)),
+    ServerSpec("aiohttp", "aiohttp_server.py", "asyncio", ("aiohttp",)),
+    ServerSpec("picows", "picows_server.py", "asyncio", ("picows",)),
+    ServerSpec("picows/uvloop", "picows_server.py", "uvloop", ("picows", "uvloop")),
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario with its parameters: a column of the results."""
+
+    scenario: str  # "echo" or "broadcast"
+    clients: int = 1  # echo: concurrent clients; broadcast: receivers
+    size: int = 32
+    messages: int = 0  # broadcast: messages the sender sends per repetition
+    lockstep: bool = False  # broadcast: one message at a time (else a burst)
+
+    @property
+    def label(self) -> str:
+        if self.scenario == "echo":
+            size = f"{self.size // 1024} KiB" if self.size >= 1024 else f"{self.size} B"
+            return f"echo {self.clients}x{size}"
+        return f"fan-out {self.clients} {'lockstep' if self.lockstep else 'burst'}"
+
+    def loadgen_args(self, duration: float, warmup: float, timeout: float) -> list[str]:
+        args = ["--scenario", self.scenario, "--size", str(self.size)]
+        if self.scenario == "echo":
+            args += ["--clients", str(self.clients)]
+            args += ["--duration", str(duration), "--warmup", str(warmup)]
+        else:
+            args += ["--receivers", str(self.clients), "--messages", str(self.messages)]
+            args += ["--timeout", str(timeout)]
+            if self.lockstep:
+                args.append("--lockstep")
+        return args
+
+
+FULL_CELLS = (
+    Cell("echo", 1, 32),
+    Cell("echo", 64, 32),
+    Cell("echo", 1, 4096),
+    Cell("echo", 64, 4096),
+    Cell("broadcast", 100, 32, messages=200),
+    Cell("broadcast", 1000, 32, messages=50),
+    Cell("broadcast", 100, 32, messages=100, lockstep=True),
+    Cell("broadcast", 1000, 32, messages=20, lockstep=True),
+)
+QUICK_CELLS = (
+    Cell("echo", 1, 32),
+    Cell("echo", 64, 32),
+    Cell("broadcast", 100, 32, messages=50),
+    Cell("broadcast", 100, 32, messages=30, lockstep=True),
+)
+
+
+@dataclass
+class Running:
+    """A started server process."""
+
+    spec: ServerSpec
+    mode: str
+    proc: subprocess.Popen[str]
+    port: int
+    log: Path
+
+
+@dataclass
+class Results:
+    """Every repetition's record, by server name and cell label."""
+
+    reps: dict[tuple[str, str], list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+#: Medians by server name, then cell label.
+Table = dict[str, dict[str, dict[str, Any]]]
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 16
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def read_line(stream: IO[str], timeout: float) -> str | None:
+    """One line from a child's stdout, or ``None`` if none came within ``timeout``."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        return None
+    return stream.readline()
+
+
+def launch(spec: ServerSpec, mode: str, logs: Path) -> tuple[subprocess.Popen[str], Path]:
+    log = logs / f"{spec.name.replace('/', '-')}-{mode}.log"
+    cmd = [sys.executable, str(SERVERS_DIR / spec.script), "--mode", mode, "--loop", spec.loop]
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    return proc, log
+
+
+def await_port(
+    spec: ServerSpec, mode: str, proc: subprocess.Popen[str], log: Path
+) -> Running | str:
+    """Wait for a server's port; return an error message if it does not come."""
+    assert proc.stdout is not None
+    line = read_line(proc.stdout, 30.0)
+    if not line or not line.startswith("PORT "):
+        stop(proc)
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        return f"did not start: {tail[0][:120]}"
+    return Running(spec, mode, proc, int(line.split()[1]), log)
+
+
+def start_server(spec: ServerSpec, mode: str, logs: Path) -> Running | str:
+    """Start a server and wait for its port; return an error message on failure."""
+    return await_port(spec, mode, *launch(spec, mode, logs))
+
+
+def start_servers(specs: Sequence[ServerSpec], mode: str, logs: Path) -> list[Running | str]:
+    """Start several servers at once (their imports overlap) and wait for every port."""
+    launched = [launch(spec, mode, logs) for spec in specs]
+    return [await_port(spec, mode, *pl) for spec, pl in zip(specs, launched, strict=True)]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class LoadGen:
+    """The load generator process, kept up for the whole run (restarted if it hangs)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self.proc is None or self.proc.poll() is not None:
+            cmd = [sys.executable, str(HERE / "loadgen.py"), "--stdin"]
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        return self.proc
+
+    def run(self, server: Running, args: list[str], timeout: float) -> list[dict[str, Any]]:
+        """Run one scenario against ``server``; return the generator's records."""
+        proc = self._start()
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        argv = ["--url", url, "--server-pid", str(server.proc.pid), *args]
+        proc.stdin.write(json.dumps(argv) + "\n")
+        proc.stdin.flush()
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = read_line(proc.stdout, max(0.0, deadline - time.monotonic()))
+            if line is None or not line:
+                self.close()
+                why = "timed out" if line is None else "exited"
+                records.append({"type": "error", "message": f"load generator {why}"})
+                return records
+            with contextlib.suppress(json.JSONDecodeError):
+                record = json.loads(line)
+                if record.get("type") == "done":
+                    return records
+                records.append(record)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                stop(self.proc)
+            self.proc = None
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often each cell runs."""
+
+    reps: int
+    duration: float  # echo: measured seconds per repetition
+    warmup: float  # echo: unmeasured seconds first
+    cap: float  # broadcast: a repetition gives up after this many seconds
+
+
+def measure(
+    specs: Sequence[ServerSpec],
+    cells: Sequence[Cell],
+    plan: Plan,
+    *,
+    logs: Path,
+    results: Results,
+    gen: LoadGen,
+) -> None:
+    """Run every cell ``reps`` times on every server, interleaving the servers."""
+    for mode in ("echo", "broadcast"):
+        mode_cells = [c for c in cells if c.scenario == mode]
+        if not mode_cells:
+            continue
+        running: list[Running] = []
+        try:
+            for spec, started in zip(specs, start_servers(specs, mode, logs), strict=True):
+                if isinstance(started, str):
+                    for cell in mode_cells:
+                        results.failures[spec.name, cell.label] = started
+                    print(f"  {spec.name}: {started}", flush=True)
+                else:
+                    running.append(started)
+            for cell in mode_cells:
+                t0 = time.perf_counter()
+                for rep in range(plan.reps):
+                    # Rotate the order so no server always goes first after a pause.
+                    shift = rep % max(1, len(running))
+                    for server in running[shift:] + running[:shift]:
+                        key = server.spec.name, cell.label
+                        if key in results.failures:
+                            continue
+                        run_cell(server, cell, plan, results, gen)
+                print(f"  {cell.label}: {time.perf_counter() - t0:.1f} s", flush=True)
+        finally:
+            for server in running:
+                stop(server.proc)
+
+
+def run_cell(server: Running, cell: Cell, plan: Plan, results: Results, gen: LoadGen) -> None:
+    key = server.spec.name, cell.label
+    if server.proc.poll() is not None:
+        results.failures[key] = f"server exited ({server.proc.returncode}); see {server.log}"
+        return
+    args = [*cell.loadgen_args(plan.duration, plan.warmup, plan.cap), "--reps", "1"]
+    budget = 30.0 + plan.duration + plan.warmup + 2 * plan.cap + cell.clients / 50
+    for record in gen.run(server, args, timeout=budget):
+        if record.get("type") == "rep":
+            results.reps[key].append(record)
+        elif record.get("type") == "error":
+            results.failures[key] = str(record.get("message"))
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def median_of(records: list[dict[str, Any]], name: str) -> float | None:
+    values = [r[name] for r in records if r.get(name) is not None]
+    return statistics.median(values) if values else None
+
+
+def human(rate: float) -> str:
+    if rate >= 1e6:
+        return f"{rate / 1e6:.2f}M"
+    if rate >= 1e4:
+        return f"{rate / 1e3:.0f}k"
+    if rate >= 1e3:
+        return f"{rate / 1e3:.1f}k"
+    return f"{rate:.0f}"
+
+
+def summarise(specs: Sequence[ServerSpec], cells: Sequence[Cell], results: Results) -> Table:
+    """Medians per server and cell, with the ratio to ours."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec in specs:
+        row: dict[str, dict[str, Any]] = {}
+        for cell in cells:
+            key = spec.name, cell.label
+            records = results.reps.get(key, [])
+            if not records:
+                row[cell.label] = {"failed": results.failures.get(key, "no result")}
+                continue
+            for r in records:
+                for who in ("server", "gen"):
+                    share = r.get(f"{who}_cpu")
+                    if share is not None and r.get("messages"):
+                        # CPU microseconds per message: robust to a busy machine's scheduling.
+                        r[f"{who}_us"] = share * r["elapsed"] / r["messages"] * 1e6
+            summary: dict[str, Any] = {"reps": len(records)}
+            fields = ("rate", "p50_ms", "p99_ms", "all_ms", "server_cpu", "gen_cpu")
+            for name in (*fields, "server_us", "gen_us"):
+                summary[name] = median_of(records, name)
+            summary["errors"] = sum(int(r.get("errors", 0)) for r in records)
+            summary["timed_out"] = sum(bool(r.get("timed_out")) for r in records)
+            if key in results.failures:
+                summary["warning"] = results.failures[key]
+            row[cell.label] = summary
+        table[spec.name] = row
+    for cell in cells:
+        ours = table.get(OURS, {}).get(cell.label, {})
+        for row in table.values():
+            s = row[cell.label]
+            if ours.get("rate") and s.get("rate"):
+                s["ratio"] = s["rate"] / ours["rate"]
+            if ours.get("server_us") and s.get("server_us"):
+                s["cpu_ratio"] = s["server_us"] / ours["server_us"]
+    return table
+
+
+def _throughput(cell: Cell, s: dict[str, Any]) -> str:
+    mark = ""
+    if s.get("gen_cpu") is not None and s["gen_cpu"] >= GEN_BOUND:
+        mark += "†"
+    if s.get("errors") or s.get("warning"):
+        mark += "!"
+    ratio = f" ({s['ratio']:.2f}x)" if s.get("ratio") else ""
+    return f"{human(s['rate'])}{ratio}{mark}"
+
+
+def _latency(cell: Cell, s: dict[str, Any]) -> str:
+    if cell.scenario == "echo" or cell.lockstep:
+        return f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f}"
+    return f"{s['p50_ms']:.0f} / {s['all_ms']:.0f}"
+
+
+def _cost(cell: Cell, s: dict[str, Any]) -> str:
+    if s.get("server_us") is None:
+        return "n/a"
+    ratio = f" ({s['cpu_ratio']:.2f}x)" if s.get("cpu_ratio") else ""
+    return f"{s['server_us']:.1f}{ratio}"
+
+
+def _shares(cell: Cell, s: dict[str, Any]) -> str:
+    if s.get("server_cpu") is None:
+        return "n/a"
+    return f"{s['server_cpu']:.2f} / {s['gen_cpu']:.2f}"
+
+
+TABLES = (
+    (
+        "Throughput (median; echo: round trips/s; fan-out: deliveries/s) and ratio to ours",
+        _throughput,
+    ),
+    (
+        "Latency in ms (medians over the repetitions). Echo: round trip p50 / p99; "
+        "burst: when a receiver had every message, p50 / last; "
+        "lockstep: one broadcast to the last receiver, p50 / p99",
+        _latency,
+    ),
+    (
+        "Server CPU per message in microseconds (median; lower is better) and ratio to ours",
+        _cost,
+    ),
+    ("CPU, share of one core (server / load generator)", _shares),
+)
+
+
+def markdown(specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table) -> str:
+    """The result tables as Markdown."""
+    names = [s.name for s in specs]
+    out: list[str] = []
+    for title, show in TABLES:
+        out += [title, "", "| server | " + " | ".join(c.label for c in cells) + " |"]
+        out.append("|---|" + "---:|" * len(cells))
+        for name in names:
+            row = [table[name][c.label] for c in cells]
+            cols = ["n/a" if "failed" in s else show(c, s) for c, s in zip(cells, row, strict=True)]
+            out.append(f"| {name} | " + " | ".join(cols) + " |")
+        out.append("")
+    ceilings = []
+    for cell in cells:
+        known = [table[n][cell.label].get("gen_us") for n in names]
+        costs = [c for c in known if c]
+        if costs:
+            cost = statistics.median(costs)
+            ceilings.append(f"{cell.label} {cost:.1f} us/msg (~{human(1e6 / cost)}/s)")
+    if ceilings:
+        out += ["Load generator CPU cost (its one-core ceiling): " + "; ".join(ceilings), ""]
+    out.append(
+        f"† the load generator used {GEN_BOUND:.0%}+ of a core: a lower bound. "
+        "! errors (see notes)."
+    )
+    notes = []
+    for name in names:
+        for cell in cells:
+            s = table[name][cell.label]
+            if "failed" in s:
+                notes.append(f"- {name}, {cell.label}: {s['failed']}")
+            elif s.get("errors") or s.get("warning"):
+                detail = s.get("warning") or f"{s['errors']} messages missing or wrong"
+                if s.get("timed_out"):
+                    detail += f" ({s['timed_out']} repetition(s) cut off by the time cap)"
+                notes.append(f"- {name}, {cell.label}: {detail}")
+    if notes:
+        out += ["", "Notes:", *notes]
+    return "\n".join(out)
+
+
+def environment(argv: Sequence[str]) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for dist in VERSIONED:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "-"
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "versions": versions,
+        "command": " ".join(["python", "bench/run.py", *argv]),
+    }
+
+
+def describe(env: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    load = ", ".join(f"{x:.1f}" for x in env["loadavg"])
+    return (
+        f"{env['date']}; Python {env['python']} on {env['platform']}; "
+        f"{env['cores']} x {env['cpu']}; load average at start {load}\n{versions}\n"
+        f"command: {env['command']}"
+    )
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+PROFILE_LOADS = (
+    ("echo-64x32", Cell("echo", 64, 32)),
+    ("echo-64x4k", Cell("echo", 64, 4096)),
+    ("fanout-1000-burst", Cell("broadcast", 1000, 32, messages=100)),
+    ("fanout-1000-lockstep", Cell("broadcast", 1000, 32, messages=20, lockstep=True)),
+)
+
+
+def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
+    """Record a server under echo and fan-out load with py-spy and print its hot spots."""
+    spy = py_spy()
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
+        return 1
+    status = 0
+    for slug, cell in PROFILE_LOADS:
+        started = start_server(spec, cell.scenario, logs)
+        if isinstance(started, str):
+            print(f"{spec.name}: {started}", file=sys.stderr)
+            return 1
+        out = RESULTS / f"profile-{slug}.speedscope.json"
+        args = cell.loadgen_args(seconds + 2, 0.2, 20.0)
+        if cell.scenario == "broadcast":
+            args += ["--reps", "100000", "--pause", "0", "--max-seconds", str(seconds + 1)]
+        else:
+            args += ["--reps", "1"]
+        url = f"ws://127.0.0.1:{started.port}/ws"
+        cmd = [sys.executable, str(HERE / "loadgen.py"), "--url", url, *args]
+        spy_cmd = [spy, "record", "--pid", str(started.proc.pid), "--duration", str(int(seconds))]
+        spy_cmd += ["--rate", "200", "--function", "--format", "speedscope", "--output", str(out)]
+        try:
+            gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            assert gen.stdout is not None
+            line = read_line(gen.stdout, 30.0)
+            if not line or '"ready"' not in line:
+                print(f"{slug}: the load generator did not start: {line!r}", file=sys.stderr)
+                stop(gen)
+                status = 1
+                continue
+            subprocess.run(spy_cmd, capture_output=True, check=True, timeout=seconds + 30)
+            output, _ = gen.communicate(timeout=seconds + 30)
+        finally:
+            stop(started.proc)
+        reps = [json.loads(x) for x in output.splitlines() if '"rep"' in x]
+        rate = statistics.median(r["rate"] for r in reps) if reps else float("nan")
+        title = f"{spec.name}, {cell.label} ({human(rate)} msg/s while sampled)"
+        report = hot_spots(out, title)
+        (RESULTS / f"profile-{slug}.md").write_text(report + "\n")
+        print(report + "\n", flush=True)
+    return status
+
+
+def _stacks(path: Path) -> Iterator[tuple[list[str], float]]:
+    data = json.loads(path.read_text())
+    frames = data["shared"]["frames"]
+    names = []
+    for f in frames:
+        file = str(f.get("file", ""))
+        for marker in ("site-packages/", "/src/", "/lib/python"):
+            if marker in file:
+                file = file.split(marker, 1)[1]
+                if marker == "/lib/python":
+                    file = "stdlib/" + file.split("/", 1)[-1]
+                break
+        names.append(f"{f['name']} ({file}:{f.get('line', '?')})")
+    for prof in data["profiles"]:
+        for stack, weight in zip(prof["samples"], prof["weights"], strict=True):
+            yield [names[i] for i in stack], float(weight)
+
+
+def hot_spots(path: Path, title: str, top: int = 15) -> str:
+    """The functions with the most samples: own (self) and with callees (total)."""
+    samples = 0
+    own: dict[str, float] = defaultdict(float)
+    total: dict[str, float] = defaultdict(float)
+    by_file: dict[str, float] = defaultdict(float)
+    all_weight = 0.0
+    for stack, weight in _stacks(path):
+        if not stack:
+            continue
+        samples += 1
+        all_weight += weight
+        own[stack[-1]] += weight
+        by_file[stack[-1].rsplit("(", 1)[1].split(":", 1)[0]] += weight
+        for name in set(stack):
+            total[name] += weight
+    if not all_weight:
+        return f"{title}: no samples"
+
+    def rows(counts: dict[str, float]) -> list[str]:
+        # speedscope weights are seconds; leaf last in each stack (py-spy's order).
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [f"| {100 * w / all_weight:5.1f} % | `{name}` |" for name, w in ranked]
+
+    return "\n".join(
+        [
+            f"Profile of {title}: {samples} samples ({all_weight:.1f} s busy), {path.name}",
+            "",
+            "| self | function |",
+            "|---:|---|",
+            *rows(own),
+            "",
+            "| total | function |",
+            "|---:|---|",
+            *rows({k: v for k, v in total.items() if v < 0.97 * all_weight}),
+            "",
+            "| self | file |",
+            "|---:|---|",
+            *rows(by_file),
+        ]
+    )
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer, shorter cells (under a minute)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions per cell (median shown)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per echo repetition")
+    p.add_argument(
+        "--servers",
+        default="",
+        help="comma-separated names to run (default all): " + ", ".join(s.name for s in SERVERS),
+    )
+    p.add_argument(
+        "--scenarios", default="echo,broadcast", help="echo, broadcast or both (default)"
+    )
+    p.add_argument("--profile", action="store_true", help="profile our server with py-spy")
+    p.add_argument("--profile-server", default=OURS, help="which server --profile records")
+    p.add_argument("--profile-seconds", type=float, default=8.0)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    raise_fd_limit()
+    RESULTS.mkdir(exist_ok=True)
+    logs = RESULTS / "logs"
+    logs.mkdir(exist_ok=True)
+    if args.profile:
+        spec = next((s for s in SERVERS if s.name == args.profile_server), None)
+        if spec is None:
+            print(f"unknown server {args.profile_server!r}", file=sys.stderr)
+            return 2
+        seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
+        return profile(spec, seconds, logs)
+
+    wanted = [w.strip() for w in args.servers.split(",") if w.strip()]
+    specs = [s for s in SERVERS if not wanted or s.name in wanted]
+    unknown = set(wanted) - {s.name for s in SERVERS}
+    if unknown:
+        print(f"unknown server(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    skipped = [(s, s.missing()) for s in specs if s.missing()]
+    scenarios = {s.strip() for s in args.scenarios.split(",")}
+    cells = [c for c in (QUICK_CELLS if args.quick else FULL_CELLS) if c.scenario in scenarios]
+    plan = Plan(
+        reps=args.reps,
+        duration=args.duration or (0.25 if args.quick else 1.0),
+        warmup=0.1 if args.quick else 0.2,
+        cap=4.0 if args.quick else 8.0,
+    )
+
+    env = environment(argv)
+    print(describe(env), flush=True)
+    results = Results()
+    for spec, module in skipped:
+        print(f"  skipping {spec.name}: cannot import {module}", flush=True)
+        for cell in cells:
+            results.failures[spec.name, cell.label] = f"not installed ({module})"
+    started = time.perf_counter()
+    runnable = [s for s in specs if s not in {spec for spec, _ in skipped}]
+    gen = LoadGen()
+    try:
+        measure(runnable, cells, plan, logs=logs, results=results, gen=gen)
+    finally:
+        gen.close()
+    elapsed = time.perf_counter() - started
+    env["elapsed_s"] = round(elapsed, 1)
+    env["loadavg_end"] = os.getloadavg()
+
+    table = summarise(specs, cells, results)
+    text = markdown(specs, cells, table)
+    load = ", ".join(f"{x:.1f}" for x in env["loadavg_end"])
+    print(f"\n{text}\n\n({elapsed:.0f} s; load average at the end {load})")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dump = {
+        "environment": env,
+        "cells": [c.__dict__ | {"label": c.label} for c in cells],
+        "skipped": {s.name: m for s, m in skipped},
+        "summary": table,
+        "reps": {f"{k[0]} | {k[1]}": v for k, v in results.reps.items()},
+        "failures": {f"{k[0]} | {k[1]}": v for k, v in results.failures.items()},
+    }
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(dump, indent=1) + "\n")
+    (RESULTS / f"bench-{stamp}.md").write_text(describe(env) + "\n\n" + text + "\n")
+    print(f"saved bench/results/bench-{stamp}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
