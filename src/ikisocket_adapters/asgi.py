@@ -416,14 +416,15 @@ class _Driver:
     def _start(self, tg: TaskGroup, host: object) -> None:
         self._host = host
         self._service_tg = tg
-        tg.start_soon(self._service)
+        # Made now, not in the task: the host may leave before the task first runs.
+        self._service_scope = anyio.CancelScope()
+        tg.start_soon(self._service, self._service_scope)
 
-    async def _service(self) -> None:
+    async def _service(self, scope: anyio.CancelScope) -> None:
         hub = self.hub
         next_tick = 0.0
         try:
-            with anyio.CancelScope() as scope:
-                self._service_scope = scope
+            with scope:
                 self._wake = anyio.Event()
                 while True:
                     now = anyio.current_time()
@@ -517,6 +518,16 @@ class _Conn:
         self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
         self._wake.set()
 
+    def fail(self, error: BaseException, code: int, reason: str) -> None:
+        """The peer is at fault: report ``error``, end the connection (``disconnect``), close."""
+        kws = self.kws
+        assert kws is not None
+        hub = self.driver.hub
+        if kws.is_alive:
+            hub.receive_error(kws, error)
+            hub.receive_disconnect(kws, code, reason, error)
+        self.push_close(code, reason)
+
     def add_handler(self, awaitable: Awaitable[None]) -> None:
         self._handlers.append(awaitable)
         if not self.running_handlers and self.tg is not None:
@@ -530,11 +541,8 @@ class _Conn:
         if self.app.backpressure == "close":
             stats.overflow_closes += 1
             # The backlog will not be read in time: drop it and close at once.
-            self.writable = False
             self._discard_queue()
-            if kws.is_alive:
-                self.driver.hub.receive_error(kws, error)
-                kws.close(OVERFLOW_CODE, "slow consumer")
+            self.fail(error, OVERFLOW_CODE, "slow consumer")
             return
         stats.dropped_messages += 1
         if not self._overflowing:
@@ -631,8 +639,7 @@ class _Conn:
                             f"a {len(data)}-byte message exceeds max_message_size={limit}",
                             close_code=1009,
                         )
-                        hub.receive_error(kws, error)
-                        kws.close(1009, "message too big")
+                        self.fail(error, 1009, "message too big")
                     else:
                         hub.receive_message(kws, data, mkind)
                     driver.drain()
@@ -727,13 +734,18 @@ def _route_path(scope: Scope) -> str:
 def _request(scope: Scope, path: str) -> Request:
     # ``path`` is already percent-decoded by the server: do not decode it twice.
     client = scope.get("client")
+    headers = Headers(
+        (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+        for name, value in scope.get("headers") or ()
+    )
+    offered = scope.get("subprotocols")
+    if offered and "sec-websocket-protocol" not in headers:
+        # Servers built on wsproto (uvicorn's) keep the offer only in the scope.
+        headers = Headers((*headers.raw, ("sec-websocket-protocol", ", ".join(offered))))
     return Request(
         path=path,
         query_string=bytes(scope.get("query_string") or b"").decode("latin-1"),
-        headers=Headers(
-            (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-            for name, value in scope.get("headers") or ()
-        ),
+        headers=headers,
         client=(str(client[0]), int(client[1])) if client else None,
         scheme=scope.get("scheme") or "ws",
     )

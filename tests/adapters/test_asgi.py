@@ -24,6 +24,7 @@ from ikisocket_core import (
     ConnectionClosed,
     EventPayload,
     Hub,
+    IdleTimeout,
     Reject,
     RemoteProtocolError,
     Request,
@@ -270,6 +271,16 @@ async def test_request_details_reach_the_connection() -> None:
     assert kws.cookies == {"session": "abc", "theme": "dark"}
     assert kws.headers["X-Token"] == "t1"
     assert kws.request.client == ("127.0.0.1", 50123)
+
+
+async def test_subprotocols_offered_only_in_the_scope_are_negotiated() -> None:
+    # uvicorn's wsproto server strips Sec-WebSocket-Protocol from the headers.
+    hub = Hub(subprotocols=["chat.v1"])
+    hub.websocket("/ws/:id", lambda kws: None)
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        peer.scope["subprotocols"] = ["chat.v2", "chat.v1"]
+        assert await peer.connect() == {"type": "websocket.accept", "subprotocol": "chat.v1"}
 
 
 async def test_routes_below_a_mount_point_match_without_the_root_path() -> None:
@@ -661,7 +672,7 @@ async def test_the_lifespan_context_manager_hosts_the_service() -> None:
 
 async def test_idle_connections_are_closed_by_the_timer() -> None:
     hub = chat_hub(idle_timeout=0.2)
-    log = log_events(hub, EVENT_CLOSE)
+    log = log_events(hub, EVENT_DISCONNECT, EVENT_CLOSE)
     async with serving(asgi_app(hub)) as h:
         alice = await h.open("/ws/alice")
         assert await alice.get_text() == "Hello user: alice"
@@ -671,7 +682,11 @@ async def test_idle_connections_are_closed_by_the_timer() -> None:
             "reason": "idle timeout",
         }
         await alice.wait_finished()
-    assert [name for name, _, _ in log] == ["close"]
+    # The peer timed out: that is a disconnect, caused by IdleTimeout.
+    assert [name for name, _, _ in log] == ["disconnect"]
+    error = log[0][2]
+    assert isinstance(error, ConnectionClosed)
+    assert isinstance(error.cause, IdleTimeout)
 
 
 # -- limits and backpressure ----------------------------------------------------------------
@@ -679,7 +694,7 @@ async def test_idle_connections_are_closed_by_the_timer() -> None:
 
 async def test_a_message_over_max_message_size_closes_with_1009() -> None:
     hub = chat_hub()
-    log = log_events(hub, EVENT_ERROR, EVENT_CLOSE)
+    log = log_events(hub, EVENT_ERROR, EVENT_DISCONNECT, EVENT_CLOSE)
     async with serving(asgi_app(hub, max_message_size=10)) as h:
         alice = await h.open("/ws/alice")
         assert await alice.get_text() == "Hello user: alice"
@@ -691,10 +706,13 @@ async def test_a_message_over_max_message_size_closes_with_1009() -> None:
             "code": 1009,
             "reason": "message too big",
         }
-    assert [name for name, _, _ in log] == ["error", "close"]
+    assert [name for name, _, _ in log] == ["error", "disconnect"]
     error = log[0][2]
     assert isinstance(error, RemoteProtocolError)
     assert error.close_code == 1009
+    ended = log[1][2]
+    assert isinstance(ended, ConnectionClosed)
+    assert (ended.code, ended.cause) == (1009, error)
 
 
 async def test_drop_policy_drops_for_the_slow_client_only_and_reports_once() -> None:
@@ -728,7 +746,7 @@ async def test_drop_policy_drops_for_the_slow_client_only_and_reports_once() -> 
 
 async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is_stuck() -> None:
     hub = chat_hub()
-    log = log_events(hub, EVENT_ERROR, EVENT_CLOSE)
+    log = log_events(hub, EVENT_ERROR, EVENT_DISCONNECT, EVENT_CLOSE)
     app = asgi_app(hub, max_queue=1000, backpressure="close")
     async with serving(app) as h:
         fast = await h.open("/ws/fast")
@@ -747,7 +765,10 @@ async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is
             "reason": "slow consumer",
         }
         await slow.wait_finished()
-    assert [(name, user) for name, user, _ in log] == [("error", "slow"), ("close", "slow")]
+        assert [(name, user) for name, user, _ in log] == [
+            ("error", "slow"),
+            ("disconnect", "slow"),
+        ]
     assert isinstance(log[0][2], SlowConsumer)
     assert app.stats.overflow_closes == 1
     assert hub.connections == ()
