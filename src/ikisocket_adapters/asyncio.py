@@ -269,6 +269,7 @@ class WebSocketServer:
             self._timer.cancel()
             self._timer = None
         self.engine.set_wakeup(None)
+        self.hub.resume_accepting()  # the hub may be served again
 
     async def __aenter__(self) -> WebSocketServer:
         return self

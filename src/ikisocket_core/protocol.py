@@ -635,9 +635,8 @@ class Server:
         *,
         head: bool = False,
     ) -> None:
+        # The body is exactly the rejection's reason, as the ASGI adapter sends it.
         payload = body.encode("utf-8") if isinstance(body, str) else body
-        if isinstance(body, str):
-            payload += b"\n"
         all_headers = [
             ("content-length", str(len(payload))),
             ("connection", "close"),

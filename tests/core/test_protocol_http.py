@@ -244,7 +244,7 @@ def test_before_upgrade_reject_401_with_headers(way: Way) -> None:
     status, headers, body = p.rejection
     assert status == 401
     assert headers[b"www-authenticate"] == b"Bearer"
-    assert body == b"login first\n"
+    assert body == b"login first"
     assert p.transport_closed
     assert log == []
     ok = pair(hub, way=way, headers=[("Authorization", "Bearer ok")])
@@ -267,7 +267,7 @@ def test_reject_with_a_status_without_a_standard_phrase() -> None:
     hub.before_upgrade(lambda request: Reject(status=499))
     p, (status, _, body) = http(hub, raw_request())
     assert status == 499
-    assert body == b"rejected\n"
+    assert body == b"rejected"
     assert b"HTTP/1.1 499 \r\n" in p.received
 
 
