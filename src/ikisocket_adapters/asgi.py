@@ -207,7 +207,7 @@ class ASGIApp:
                 send,
                 426,
                 b"This is a WebSocket endpoint: upgrade the connection.\n",
-                [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")],
+                [(b"upgrade", b"websocket"), (b"sec-websocket-version", b"13")],
             )
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)

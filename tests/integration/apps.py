@@ -8,7 +8,8 @@ need. Servers import it by name, with this directory on ``PYTHONPATH``:
 * ``apps:starlette_app``: the hub mounted at ``/rt`` in a Starlette app that
   also serves ``GET /health``;
 * ``apps:close_policy_app``: a separate hub whose slow clients are closed
-  (``backpressure="close"``) and whose idle clients time out after 1 s.
+  (``backpressure="close"``);
+* ``apps:idle_app``: a separate hub whose idle clients time out after 1 s.
 
 Routes (each connection's ``user_id`` attribute names it for observers):
 
@@ -36,7 +37,6 @@ from typing import Any
 
 import anyio
 
-from ikisocket_adapters.asgi import ASGIApp
 from ikisocket_adapters.asgi import asgi_app as make_asgi_app
 from ikisocket_core import (
     EVENT_CLOSE,
@@ -53,7 +53,7 @@ from ikisocket_core import (
     Websocket,
 )
 
-__all__ = ["asgi_app", "hub", "make_hub"]
+__all__ = ["asgi_app", "close_policy_app", "hub", "idle_app", "make_hub"]
 
 #: The custom event the chat's messages can fire.
 CUSTOM_EVENT = "CUSTOM_EVENT"
@@ -247,11 +247,12 @@ def _starlette_app() -> Any:
     )
 
 
-def _close_policy_app() -> ASGIApp:
-    return make_asgi_app(make_hub(idle_timeout=1.0), backpressure="close", max_queue=256 * 1024)
+#: A hub whose slow clients are closed with 1013.
+close_policy_app = make_asgi_app(make_hub(), backpressure="close", max_queue=256 * 1024)
+#: A hub whose idle clients are closed after 1 s.
+idle_app = make_asgi_app(make_hub(idle_timeout=1.0))
 
-
-_lazy = {"starlette_app": _starlette_app, "close_policy_app": _close_policy_app}
+_lazy = {"starlette_app": _starlette_app}
 _built: dict[str, Any] = {}
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,12 +144,15 @@ def _accepts(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def launch(launcher: Launcher, app: str | None = None) -> Iterator[RunningServer]:
+def launch(
+    launcher: Launcher, app: str | None = None, pythonpath: Sequence[Path] = ()
+) -> Iterator[RunningServer]:
     """Start ``launcher``'s server in a subprocess and stop it on exit.
 
     Args:
         launcher: The server to run.
         app: The import string of the app, instead of the launcher's default.
+        pythonpath: More directories to import the app from.
 
     Yields:
         The running server.
@@ -159,7 +162,9 @@ def launch(launcher: Launcher, app: str | None = None) -> Iterator[RunningServer
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(HERE), str(ROOT / "src"), env.get("PYTHONPATH", "")) if p
+        p
+        for p in (*map(str, pythonpath), str(HERE), str(ROOT / "src"), env.get("PYTHONPATH", ""))
+        if p
     )
     env["PYTHONUNBUFFERED"] = "1"
     with tempfile.TemporaryDirectory(prefix=f"ikisocket-{launcher.name}-") as tmp:
@@ -231,6 +236,13 @@ def _hypercorn(worker: str) -> Callable[[str, int], list[str]]:
     return argv
 
 
+def _granian(app: str, port: int) -> list[str]:
+    return [
+        *(PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
+        *("--port", str(port), "--log-level", "warning", app),
+    ]
+
+
 def _daphne(app: str, port: int) -> list[str]:
     return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
 
@@ -279,3 +291,4 @@ register(
         ),
     )
 )
+register(Launcher("granian", _granian, requires=("granian",)))

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from servers import RunningServer
 from websockets.asyncio.client import ClientConnection, connect
@@ -188,6 +191,25 @@ async def test_refusals_carry_their_status(server: RunningServer) -> None:
     assert wrong.value.response.status_code == 403
     async with client(server, "/private", additional_headers={"x-token": "secret"}) as ws:
         assert await recv_text(ws) == "welcome to the private room"
+
+
+def http_get(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=LIMIT) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+async def test_plain_http_gets_426_on_a_websocket_route_and_404_elsewhere(
+    server: RunningServer,
+) -> None:
+    root = server.http_url + server.launcher.prefix
+    status, headers = await anyio.to_thread.run_sync(http_get, f"{root}/echo")
+    assert status == 426
+    assert headers.get("upgrade", headers.get("Upgrade", "")).lower() == "websocket"
+    status, _ = await anyio.to_thread.run_sync(http_get, f"{root}/no/such/route")
+    assert status == 404
 
 
 # -- messages ------------------------------------------------------------------------------
