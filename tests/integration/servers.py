@@ -250,6 +250,13 @@ def _daphne(app: str, port: int) -> list[str]:
 register(Launcher("uvicorn-websockets", _uvicorn("websockets"), requires=("uvicorn", "websockets")))
 register(
     Launcher(
+        "uvicorn-websockets-sansio",  # what uvicorn's --ws auto picks
+        _uvicorn("websockets-sansio"),
+        requires=("uvicorn", "websockets"),
+    )
+)
+register(
+    Launcher(
         "uvicorn-wsproto",
         _uvicorn("wsproto"),
         requires=("uvicorn", "wsproto"),

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 LIMIT = 10.0
 #: ASGI servers whose ``send`` waits for a slow client, on asyncio and on trio.
-POLICY_SERVERS = ["uvicorn-websockets", "hypercorn-trio"]
+POLICY_SERVERS = ["uvicorn-websockets-sansio", "hypercorn-trio"]
 
 
 def serve(name: str, app: str) -> Iterator[RunningServer]:
