@@ -536,8 +536,9 @@ class Hub:
     def receive_error(self, kws: Websocket, error: BaseException, data: bytes = b"") -> None:
         """Something went wrong on ``kws`` (e.g. the peer broke the protocol).
 
-        Runs the ``error`` listeners; it does not end the connection (report
-        that with :meth:`receive_disconnect`). After calling this, you must
+        Runs the ``error`` listeners of an open connection (ignored once its
+        terminal event fired); it does not end the connection (report that
+        with :meth:`receive_disconnect`). After calling this, you must
         drain actions.
 
         Args:
@@ -545,8 +546,8 @@ class Hub:
             error: What went wrong.
             data: Data related to the error, if any.
         """
-        if kws.state is ConnectionState.CLOSED:
-            return
+        if kws.state is not _OPEN:
+            return  # after its terminal event, nothing more is reported for a connection
         self._depth += 1
         try:
             self._dispatch(kws, EVENT_ERROR, data, _TEXT, error)

@@ -57,7 +57,6 @@ from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 
 from ._actions import Close, Reject, Send
-from ._actions import RunHandler as HubRunHandler
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
 from ._hub import Hub
@@ -179,6 +178,7 @@ class Connection:
         "_frag_size",
         "_h11",
         "_head_bytes",
+        "_held",
         "_next_ping",
         "_out",
         "_overflowing",
@@ -210,6 +210,7 @@ class Connection:
         self._out: list[bytes] = []
         self._h11: h11.Connection | None = h11conn
         self._head_bytes = 0
+        self._held = bytearray()
         self._ws: WSConnection | None = None
         self._deadline: float | None = None
         self._next_ping: float | None = None
@@ -336,20 +337,14 @@ class Server:
             return
         self.stats.bytes_in += len(data)
         if conn._ws is not None:
-            if conn.compressed and len(data) > _INFLATE_SLICE and not conn.blocked:
-                for start in range(0, len(data), _INFLATE_SLICE):
-                    if conn.state is ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
-                        return
-                    conn._ws.receive_data(data[start : start + _INFLATE_SLICE])
-                    if conn.blocked:
-                        conn._ws.receive_data(data[start + _INFLATE_SLICE :])
-                        return
-                    self._process_frames(conn)
-                return
-            if conn._ws.state is not WSState.CLOSED:
+            if conn.compressed:
+                conn._held += data
+                self._feed_held(conn)
+            else:
                 conn._ws.receive_data(data)
-            self._process_frames(conn)
-        elif conn._h11 is not None:
+                self._process_frames(conn)
+        else:
+            assert conn._h11 is not None
             conn._head_bytes += len(data)
             conn._h11.receive_data(data)
             self._process_http(conn)
@@ -393,6 +388,7 @@ class Server:
         conn.blocked -= 1
         if conn.blocked == 0 and conn._ws is not None and conn.state is not ConnectionState.CLOSED:
             self._process_frames(conn)
+            self._feed_held(conn)
 
     def tick(self, now: float) -> None:
         """Run the timers: handshake, keepalive, closing handshake; and the hub's.
@@ -428,7 +424,7 @@ class Server:
                     conn._next_ping = now + cfg.ping_interval
                 elif now >= conn._next_ping and conn._ws is not None:
                     self._ping_seq = (self._ping_seq + 1) & 0xFFFFFFFF
-                    self._write(
+                    self._write_control(
                         conn, conn._ws.send(Ping(payload=struct.pack("!I", self._ping_seq)))
                     )
                     conn._pong_due = now + cfg.ping_timeout
@@ -616,12 +612,8 @@ class Server:
         conn._ws = WSConnection(ConnectionType.SERVER, extensions)
         conn.state = _OPEN
         self.stats.upgrades += 1
-        # The 101 must precede anything the route callback or connect listeners emitted.
-        conn._out.insert(0, data or b"")
-        conn.buffered += len(data or b"")
-        if not conn.dirty:
-            conn.dirty = True
-            self._dirty.append(conn)
+        # Nothing was written yet (hub actions are converted later): the 101 goes first.
+        self._write_control(conn, data or b"")
         if trailing:
             self.stats.bytes_in -= len(trailing)  # counted once already, as they arrived
             self.receive_data(conn, bytes(trailing))
@@ -655,7 +647,7 @@ class Server:
         if not head:
             chunks.append(writer.send(h11.Data(data=payload)) or b"")
         chunks.append(writer.send(h11.EndOfMessage()) or b"")
-        self._write(conn, b"".join(chunks))
+        self._write_control(conn, b"".join(chunks))
         conn.state = ConnectionState.CLOSED
         conn._h11 = None
         self._close_transport(conn)
@@ -711,18 +703,34 @@ class Server:
                         hub.receive_message(kws, whole, conn._frag_kind)
             elif isinstance(event, Ping):
                 if ws.state is WSState.OPEN:
-                    self._write(conn, ws.send(event.response()))
+                    self._write_control(conn, ws.send(event.response()))
                 hub.receive_ping(kws, bytes(event.payload))
             elif isinstance(event, Pong):
                 conn._pong_due = None
                 conn._next_ping = None  # the next tick schedules the next ping
                 hub.receive_pong(kws, bytes(event.payload))
-            elif isinstance(event, CloseConnection):
-                self._peer_closed(conn, event)
+            else:  # wsproto's connection yields nothing else: a CloseConnection
+                self._peer_closed(conn, event)  # type: ignore[arg-type]
                 return
             self._pump_hub()  # a RunHandler action raises conn.blocked
             if conn.blocked or conn.state is ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
                 return
+
+    def _feed_held(self, conn: Connection) -> None:
+        """Give wsproto compressed input a slice at a time, and none while blocked.
+
+        A small deflate stream can inflate a thousandfold: slicing the input
+        bounds what one parsing step inflates before ``max_message_size`` is
+        checked, also for input held back while an async listener ran.
+        """
+        held = conn._held
+        ws = conn._ws
+        assert ws is not None
+        while held and not conn.blocked and conn.state is not ConnectionState.CLOSED:
+            chunk = bytes(held[:_INFLATE_SLICE])
+            del held[:_INFLATE_SLICE]
+            ws.receive_data(chunk)
+            self._process_frames(conn)
 
     def _peer_closed(self, conn: Connection, event: CloseConnection) -> None:
         ws = conn._ws
@@ -731,7 +739,7 @@ class Server:
         code, reason = int(event.code), event.reason or ""
         if ws.state is WSState.REMOTE_CLOSING:
             # RFC 6455 5.5.1: answer with a close frame echoing the code.
-            self._write(conn, ws.send(event.response()))
+            self._write_control(conn, ws.send(event.response()))
             self._end(conn, code, reason, None)
         elif ws.state is WSState.CLOSED:
             # The answer to our own close frame.
@@ -758,7 +766,7 @@ class Server:
         code = error.close_code
         reason = str(error)[:100]
         if ws is not None and ws.state in (WSState.OPEN, WSState.REMOTE_CLOSING):
-            self._write(conn, ws.send(CloseConnection(code=code, reason=reason)))
+            self._write_control(conn, ws.send(CloseConnection(code=code, reason=reason)))
         if kws is not None and kws.state is _OPEN:
             self.hub.receive_error(kws, error)
         self._end(conn, code, reason, error)
@@ -782,7 +790,21 @@ class Server:
 
     # -- writing --------------------------------------------------------------------------
 
+    def _write_control(self, conn: Connection, data: bytes) -> None:
+        """Queue an HTTP response or a control frame: never dropped, at most 131 bytes each.
+
+        Pongs and close frames are what the peer needs to finish cleanly, so
+        ``max_queue`` does not apply to them (RFC 6455 5.5: control frames
+        carry at most 125 bytes of payload).
+        """
+        conn._out.append(data)
+        conn.buffered += len(data)
+        if not conn.dirty:
+            conn.dirty = True
+            self._dirty.append(conn)
+
     def _write(self, conn: Connection, data: bytes) -> None:
+        """Queue a message frame, applying the backpressure policy above ``max_queue``."""
         size = len(data)
         buffered = conn.buffered
         if buffered and buffered + size > self.config.max_queue:
@@ -795,28 +817,27 @@ class Server:
             self._dirty.append(conn)
 
     def _overflow(self, conn: Connection, size: int) -> None:
+        # Only message frames overflow, and only on an open connection (see _send).
         error = SlowConsumer(size, self.config.max_queue)
-        kws = conn.kws
+        kws, ws = conn.kws, conn._ws
+        assert kws is not None
+        assert ws is not None
         if self.config.backpressure == "close":
             self.stats.overflow_closes += 1
             # What is queued will never be read in time: drop it and fail the connection.
             conn._out = []
             conn.buffered = 0
-            if kws is not None and kws.state is _OPEN:
-                self.hub.receive_error(kws, error)
-            ws = conn._ws
-            if ws is not None and ws.state in (WSState.OPEN, WSState.REMOTE_CLOSING):
-                self._write(
-                    conn, ws.send(CloseConnection(code=1008, reason="output buffer overflow"))
-                )
+            self.hub.receive_error(kws, error)  # ignored if the hub already closed it
+            self._write_control(
+                conn, ws.send(CloseConnection(code=1008, reason="output buffer overflow"))
+            )
             self._end(conn, 1008, "output buffer overflow", error)
             self._close_transport(conn)
             return
         self.stats.dropped_messages += 1
         if not conn._overflowing:
             conn._overflowing = True
-            if kws is not None and kws.state is _OPEN:
-                self.hub.receive_error(kws, error)
+            self.hub.receive_error(kws, error)
 
     def _hub_woke(self) -> None:
         if self._wakeup is not None:
@@ -833,7 +854,7 @@ class Server:
                     self._send(action)
                 elif isinstance(action, Close):
                     self._server_close(action)
-                elif isinstance(action, HubRunHandler):
+                else:  # a RunHandler
                     target = action.target
                     conn = target.conn if target is not None else None
                     if not isinstance(conn, Connection):
@@ -874,7 +895,8 @@ class Server:
         conn = action.target.conn
         if not isinstance(conn, Connection) or conn.state is not _OPEN or conn._ws is None:
             return
-        self._write(conn, conn._ws.send(CloseConnection(code=action.code, reason=action.reason)))
-        if conn.state is _OPEN:  # not when that write overflowed with the "close" policy
-            conn.state = ConnectionState.CLOSING
-            conn._deadline = None  # the next tick starts the close_timeout
+        self._write_control(
+            conn, conn._ws.send(CloseConnection(code=action.code, reason=action.reason))
+        )
+        conn.state = ConnectionState.CLOSING
+        conn._deadline = None  # the next tick starts the close_timeout

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ._actions import Close, Reject, RunHandler, Send
+from ._actions import Close, Reject, Send
 from ._errors import IkisocketError
 from ._events import MessageKind
 from ._hub import Hub
@@ -82,9 +82,7 @@ def _run_without_loop(awaitable: Awaitable[None]) -> None:
     try:
         while True:
             if it.send(None) is not None:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+                it.close()
                 raise RuntimeError(
                     "an async listener awaited something that needs an event loop; "
                     "pass run_async=asyncio.run (or a trio runner) to TestClient"
@@ -287,14 +285,14 @@ class WebSocketTestSession:
         if self._client_closed or self._close_code is not None:
             raise WebSocketDisconnect(self._close_code or 1000, self._close_reason)
 
+    # The client forgets a session as soon as either side closes it, so these
+    # are only ever called for an open one.
     def _deliver(self, kind: MessageKind, data: bytes) -> None:
-        if not self._client_closed and self._close_code is None:
-            self._inbox.append((kind, data))
+        self._inbox.append((kind, data))
 
     def _server_closed(self, code: int, reason: str) -> None:
-        if self._close_code is None and not self._client_closed:
-            self._close_code = code
-            self._close_reason = reason
+        self._close_code = code
+        self._close_reason = reason
 
 
 class TestClient:
@@ -412,5 +410,5 @@ class TestClient:
                         session._server_closed(action.code, action.reason)
                     # The virtual peer answers the close frame at once.
                     self.hub.receive_disconnect(action.target, action.code, action.reason)
-                elif isinstance(action, RunHandler):
+                else:  # a RunHandler
                     self._run_async(action.awaitable)

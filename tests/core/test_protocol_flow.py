@@ -357,32 +357,40 @@ def test_close_policy_closes_the_slow_connection_with_1008() -> None:
     assert hub.connections == ("c2", "c3")
 
 
-def test_close_policy_when_the_close_frame_itself_overflows() -> None:
-    hub, log, net, slow, _ = slow_and_fast("close")
+@pytest.mark.parametrize("policy", ["close", "drop"])
+def test_a_server_close_frame_is_queued_even_on_a_full_buffer(policy: str) -> None:
+    hub, log, net, slow, _ = slow_and_fast(policy)
     slow.conn.take()
     hub.broadcast("m" * 998)  # exactly fills the buffer
     net.drain()
     assert slow.conn.kws is not None
     slow.conn.kws.close(4000)
     net.drain()
-    # The server-side close was overtaken by the overflow: closed for good, not CLOSING.
-    assert slow.conn.state is ConnectionState.CLOSED
+    # Control frames are never subject to max_queue: the close goes out behind the backlog.
+    assert slow.conn.state is ConnectionState.CLOSING
+    assert net.server.stats.overflow_closes == 0
+    assert net.server.stats.dropped_messages == 0
+    assert [s.name for s in log if s.name == EVENT_ERROR] == []
+    slow.paused = False
+    slow.deliver(b"".join(slow.conn.take()))
+    assert slow.messages[-1] == "m" * 998
+    assert slow.ws is not None
+    slow.feed(slow.ws.send(CloseConnection(code=4000)))  # the client answers the close
     assert slow.transport_closed
-    assert net.server.stats.overflow_closes == 1
-    net.tick(1000)
     assert terminal(log) == [(EVENT_CLOSE, 4000)]
 
 
-def test_close_policy_when_the_close_echo_overflows() -> None:
-    hub, log, net, slow, _ = slow_and_fast("close")
+@pytest.mark.parametrize("policy", ["close", "drop"])
+def test_the_close_echo_is_queued_even_on_a_full_buffer(policy: str) -> None:
+    hub, log, net, slow, _ = slow_and_fast(policy)
     slow.conn.take()
     hub.broadcast("m" * 998)
     net.drain()
     slow.close(1000)
     assert slow.transport_closed
-    assert net.server.stats.overflow_closes == 1
-    assert terminal(log) == [(EVENT_DISCONNECT, 1008)]
-    assert slow.conn.take() == []  # the echo could not be queued
+    assert net.server.stats.overflow_closes == 0
+    assert terminal(log) == [(EVENT_DISCONNECT, 1000)]  # the client's own code, not 1008
+    assert slow.conn.take()[-1][:2] == b"\x88\x02"  # the echo is the last thing queued
 
 
 # -- broadcast: encode once --------------------------------------------------------------------
@@ -472,6 +480,20 @@ def test_async_listener_holds_back_later_frames(way: Way) -> None:
     assert order == ["1", "2", "3", "4"]
     assert p.messages == ["done 1", "done 2", "done 3", "done 4"]
     assert p.conn.blocked == 0
+
+
+def test_compressed_input_held_while_blocked_is_inflated_in_order_afterwards() -> None:
+    hub, order = async_hub()
+    p = pair(hub, extensions=[PerMessageDeflate()])
+    assert p.ws is not None
+    # Highly compressible messages, far more than one inflate slice in a single chunk.
+    burst = b"".join(p.ws.send(TextMessage(data=str(n) * 40_000)) for n in range(1, 6))
+    p.feed(burst)
+    assert p.conn.blocked == 1
+    assert order == []
+    assert p.net.run_handlers() == 5
+    assert [m[:1] for m in order] == ["1", "2", "3", "4", "5"]
+    assert [len(m) for m in p.messages] == [40_005] * 5
 
 
 def test_async_route_callback_runs_before_connect_and_messages() -> None:
@@ -608,24 +630,6 @@ def test_next_deadline_is_the_earliest_of_all_connections() -> None:
     net.now = 3
     net.attach(websocket=False)
     assert net.server.next_deadline() == 11
-
-
-def test_drop_policy_can_drop_a_close_frame() -> None:
-    hub, log, net, slow, _ = slow_and_fast("drop")
-    slow.conn.take()
-    hub.broadcast("m" * 998)  # exactly fills the buffer
-    net.drain()
-    assert slow.conn.kws is not None
-    slow.conn.kws.close(4000)
-    net.drain()
-    # The close frame did not fit; no error event for a connection already closing.
-    assert net.server.stats.dropped_messages == 1
-    assert [s.name for s in log if s.name == EVENT_ERROR] == []
-    assert slow.conn.state is ConnectionState.CLOSING
-    net.tick(100)
-    net.tick(200)  # close_timeout ends it
-    assert slow.transport_closed
-    assert terminal(log) == [(EVENT_CLOSE, 4000)]
 
 
 def test_shutdown_closes_open_connections_with_1001_and_drops_idle_ones_at_once() -> None:
