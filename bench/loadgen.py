@@ -324,26 +324,29 @@ async def run_scenario(args: argparse.Namespace) -> None:
     """Run one scenario against one server, printing a record per repetition."""
     meter = CpuMeter(args.server_pid)
     deadline = time.perf_counter() + args.max_seconds
+    began = time.perf_counter()
     if args.scenario == "echo":
         clients = await connect_all(args.url, args.clients)
         echo = Echo(clients, args.size)
-        emit(type="ready", connections=len(clients))
+        emit(type="ready", connections=len(clients), connect_s=time.perf_counter() - began)
         for rep in range(args.reps):
+            if rep:
+                await asyncio.sleep(args.pause)
             result = await echo.run(args.warmup, args.duration, meter)
             emit(type="rep", rep=rep, **result)
             if time.perf_counter() > deadline:
                 break
-            await asyncio.sleep(args.pause)
         await close_all(clients)
     else:
         receivers = await connect_all(args.url, args.receivers)
         (sender,) = await connect_all(args.url, 1)
-        await asyncio.sleep(0.1)  # let the server finish registering everyone
+        connect_s = time.perf_counter() - began
+        await asyncio.sleep(0.05)  # let the server finish registering everyone
         fan = Broadcast(sender, receivers)
         # Warm-up: a quarter of a repetition, not reported.
         lockstep = args.lockstep
         await fan.run(max(1, args.messages // 4), args.size, meter, args.timeout, lockstep=lockstep)
-        emit(type="ready", connections=len(receivers) + 1)
+        emit(type="ready", connections=len(receivers) + 1, connect_s=connect_s)
         for rep in range(args.reps):
             await asyncio.sleep(args.pause)
             result = await fan.run(args.messages, args.size, meter, args.timeout, lockstep=lockstep)

@@ -134,7 +134,7 @@ QUICK_CELLS = (
     Cell("echo", 1, 32),
     Cell("echo", 64, 32),
     Cell("broadcast", 100, 32, messages=50),
-    Cell("broadcast", 100, 32, messages=30, lockstep=True),
+    Cell("broadcast", 100, 32, messages=20, lockstep=True),
 )
 
 
@@ -537,6 +537,32 @@ PROFILE_LOADS = (
 )
 
 
+def perf_split(pid: int, seconds: float, out: Path) -> str | None:
+    """On-CPU samples by binary (kernel, libpython, extensions), with ``perf``, if installed."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    record = [perf, "record", "-e", "cpu-clock", "-F", "499", "-p", str(pid), "-o", str(out)]
+    report = [perf, "report", "-i", str(out), "--stdio", "--sort", "dso", "-q"]
+    try:
+        subprocess.run(
+            [*record, "--", "sleep", str(seconds)],
+            capture_output=True,
+            check=True,
+            timeout=seconds + 30,
+        )
+        text = subprocess.run(report, capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].endswith("%"):
+            name = fields[1].replace("[kernel.kallsyms]", "kernel")
+            parts.append(f"{fields[0]} {name}")
+    return ", ".join(parts[:6]) or None
+
+
 def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
     """Record a server under echo and fan-out load with py-spy and print its hot spots."""
     spy = py_spy()
@@ -550,15 +576,21 @@ def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
             print(f"{spec.name}: {started}", file=sys.stderr)
             return 1
         out = RESULTS / f"profile-{slug}.speedscope.json"
-        args = cell.loadgen_args(seconds + 2, 0.2, 20.0)
+        span = 2 * seconds + 3  # py-spy, then perf
+        args = cell.loadgen_args(span, 0.2, 20.0)
         if cell.scenario == "broadcast":
-            args += ["--reps", "100000", "--pause", "0", "--max-seconds", str(seconds + 1)]
+            args += ["--reps", "100000", "--pause", "0", "--max-seconds", str(span)]
         else:
             args += ["--reps", "1"]
         url = f"ws://127.0.0.1:{started.port}/ws"
         cmd = [sys.executable, str(HERE / "loadgen.py"), "--url", url, *args]
         spy_cmd = [spy, "record", "--pid", str(started.proc.pid), "--duration", str(int(seconds))]
-        spy_cmd += ["--rate", "200", "--function", "--format", "speedscope", "--output", str(out)]
+        # --gil: sample only while Python code runs. On a busy machine a wall-clock
+        # sample also lands in socket writes where the scheduler preempted the server
+        # (the peer it just woke takes the core); perf below measures the kernel part.
+        spy_cmd += ["--rate", "200", "--function", "--gil", "--format", "speedscope"]
+        spy_cmd += ["--output", str(out)]
+        split = None
         try:
             gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             assert gen.stdout is not None
@@ -569,13 +601,16 @@ def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
                 status = 1
                 continue
             subprocess.run(spy_cmd, capture_output=True, check=True, timeout=seconds + 30)
-            output, _ = gen.communicate(timeout=seconds + 30)
+            split = perf_split(started.proc.pid, seconds, RESULTS / f"perf-{slug}.data")
+            output, _ = gen.communicate(timeout=span + 30)
         finally:
             stop(started.proc)
         reps = [json.loads(x) for x in output.splitlines() if '"rep"' in x]
         rate = statistics.median(r["rate"] for r in reps) if reps else float("nan")
         title = f"{spec.name}, {cell.label} ({human(rate)} msg/s while sampled)"
         report = hot_spots(out, title)
+        if split:
+            report += f"\n\nOn-CPU time by binary (perf): {split}"
         (RESULTS / f"profile-{slug}.md").write_text(report + "\n")
         print(report + "\n", flush=True)
     return status
@@ -625,7 +660,7 @@ def hot_spots(path: Path, title: str, top: int = 15) -> str:
 
     return "\n".join(
         [
-            f"Profile of {title}: {samples} samples ({all_weight:.1f} s busy), {path.name}",
+            f"Profile of {title}: {samples} samples with the GIL held, {path.name}",
             "",
             "| self | function |",
             "|---:|---|",
