@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from servers import LAUNCHERS, RunningServer, launch
 
 
-@pytest.fixture(scope="session", params=list(LAUNCHERS))
+def _params() -> list[Any]:
+    return [
+        pytest.param(
+            name,
+            marks=[pytest.mark.xfail(reason=launcher.broken, strict=False)]
+            if launcher.broken
+            else [],
+        )
+        for name, launcher in LAUNCHERS.items()
+    ]
+
+
+@pytest.fixture(scope="session", params=_params())
 def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """The scenario app served by each registered launcher in turn (one process per session)."""
     launcher = LAUNCHERS[request.param]

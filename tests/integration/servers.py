@@ -47,6 +47,8 @@ class Launcher:
         requires: Modules that must be importable; the launcher is skipped otherwise.
         quirks: Known limitations of the server (keys of :data:`QUIRKS`) that
             the scenarios allow for.
+        broken: Why the scenarios are expected to fail on it for now (a known
+            bug, reported); they run as non-strict ``xfail``.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Launcher:
     prefix: str = ""
     requires: tuple[str, ...] = ()
     quirks: frozenset[str] = frozenset()
+    broken: str | None = None
 
     def __post_init__(self) -> None:
         unknown = self.quirks - QUIRKS.keys()
@@ -243,10 +246,39 @@ def _granian(app: str, port: int) -> list[str]:
     ]
 
 
+def _cli(adapter: str, *extra: str) -> Callable[[str, int], list[str]]:
+    def argv(app: str, port: int) -> list[str]:
+        return [
+            *(PY, "-m", "ikisocket_adapters", "run", app, "--adapter", adapter),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra),
+        ]
+
+    return argv
+
+
 def _daphne(app: str, port: int) -> list[str]:
     return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
 
 
+# ikisocket's own servers, through the CLI (``ikisocket run apps:hub``).
+register(
+    Launcher("asyncio", _cli("asyncio"), app="apps:hub", requires=("ikisocket_adapters.asyncio",))
+)
+register(
+    Launcher(
+        "asyncio-uvloop",
+        _cli("asyncio", "--uvloop"),
+        app="apps:hub",
+        requires=("ikisocket_adapters.asyncio", "uvloop"),
+        # ikisocket_adapters/asyncio.py asserts isinstance(transport, asyncio.Transport),
+        # which uvloop's TCPTransport is not: every connection fails.
+        broken="the asyncio adapter refuses uvloop's transports",
+    )
+)
+register(Launcher("trio", _cli("trio"), app="apps:hub", requires=("ikisocket_adapters.trio",)))
+register(Launcher("anyio", _cli("anyio"), app="apps:hub", requires=("ikisocket_adapters.anyio",)))
+
+# ASGI servers running ``apps:asgi_app``.
 register(Launcher("uvicorn-websockets", _uvicorn("websockets"), requires=("uvicorn", "websockets")))
 register(
     Launcher(
