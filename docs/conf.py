@@ -18,12 +18,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE / "_ext"))
 
-import ikisocket_core  # noqa: E402
 from ikisocket_docs import missing_module_pages, third_party_ignores  # noqa: E402
+
+import ikisocket_core  # noqa: E402
 
 project = "ikisocket"
 author = "ikisocket for Python contributors"
-copyright = "ikisocket for Python contributors"  # noqa: A001
+copyright = "ikisocket for Python contributors"
 release = ikisocket_core.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -61,8 +62,6 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
     # The type variables of the decorator overloads (``on``, ``websocket``).
     (r"py:class", r"ikisocket_core\._hub\.[LR]"),
     (r"py:class", r"ikisocket_core\._websocket\._L"),
-    # Private base classes that show-inheritance names; they are not documented.
-    (r"py:class", r"ikisocket_adapters\._common\..+"),
 ]
 
 # -- intersphinx ---------------------------------------------------------------------------

@@ -18,18 +18,25 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import pkgutil
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
+from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.directives.other import TocTree
+from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 from sphinx.util.matching import patfilter
+
+import ikisocket_core
+from ikisocket_core import TRANSITIONS, ConnectionState
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +209,6 @@ def mermaid_state_diagram() -> str:
     Returns:
         Mermaid ``stateDiagram-v2`` source.
     """
-    from ikisocket_core import TRANSITIONS, ConnectionState
-
     lines = ["stateDiagram-v2", f"    [*] --> {ConnectionState.CONNECTING.name}"]
     for (state, event), target in TRANSITIONS.items():
         lines.append(f"    {state.name} --> {target.name}: {event.value}")
@@ -222,8 +227,6 @@ class StateDiagram(Directive):
         Returns:
             A literal block (the Mermaid source) and a table.
         """
-        from ikisocket_core import TRANSITIONS
-
         source = mermaid_state_diagram()
         block = nodes.literal_block(source, source)
         block["language"] = "text"
@@ -273,8 +276,6 @@ class OptionalGlobTocTree(TocTree):
     exist are still warnings.
     """
 
-    option_spec: ClassVar[dict[str, Any]] = dict(TocTree.option_spec)  # type: ignore[arg-type]
-
     def run(self) -> list[nodes.Node]:
         """Drop empty glob entries, then build the toctree as Sphinx does.
 
@@ -286,8 +287,9 @@ class OptionalGlobTocTree(TocTree):
             current = env.docname
             # Sphinx gives each document to the first entry naming it: follow suit.
             remaining = set(env.found_docs) - {current}
+            content: StringList = self.content
             kept = StringList()
-            for i, entry in enumerate(self.content):
+            for i, entry in enumerate(content):
                 stripped = entry.strip()
                 if stripped and any(c in stripped for c in "*?[") and "<" not in stripped:
                     matched = set(patfilter(remaining, _join(current, stripped)))
@@ -296,7 +298,7 @@ class OptionalGlobTocTree(TocTree):
                     remaining -= matched
                 elif stripped:
                     remaining.discard(_join(current, stripped.removesuffix(".md")))
-                kept.append(entry, *self.content.info(i))
+                kept.append(entry, *content.info(i))
             self.content = kept
         return super().run()
 
@@ -312,7 +314,7 @@ def _join(current: str, entry: str) -> str:
 _FACTORY_DEFAULT = re.compile(r"(\w+)(: [^=]+)? = <factory>")
 
 
-def _dataclass_factories(
+def _dataclass_factories(  # noqa: PLR0917 (Sphinx calls event handlers positionally)
     app: Sphinx,
     what: str,
     name: str,
@@ -346,11 +348,6 @@ def _reexported_doc_comments() -> dict[str, list[str]]:
     Autodoc looks for a data object's doc comment in the module being documented;
     for ``ikisocket_core.EVENT_MESSAGE`` it is in ``ikisocket_core._events``.
     """
-    import pkgutil
-
-    import ikisocket_core
-    from sphinx.pycode import ModuleAnalyzer
-
     docs: dict[str, list[str]] = {}
     for info in pkgutil.iter_modules(ikisocket_core.__path__):
         if not info.name.startswith("_"):
@@ -367,13 +364,39 @@ def _reexported_doc_comments() -> dict[str, list[str]]:
 _REEXPORTED: dict[str, list[str]] = {}
 
 
-def _fill_reexported(
+def _fill_reexported(  # noqa: PLR0917 (Sphinx calls event handlers positionally)
     app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
     """Give ``.. autodata:: EVENT_MESSAGE`` (in ``ikisocket_core``) its ``#:`` comment."""
     # Without it autodoc falls back to the docstring of the value's type (``str``, ``dict``).
     if what == "data" and name in _REEXPORTED:
         lines[:] = [*_REEXPORTED[name], ""]
+
+
+@functools.cache
+def _public_names() -> frozenset[str]:
+    """Every name in the ``__all__`` of a public module that imports."""
+    names: set[str] = set()
+    for module in MODULE_PAGES.values():
+        if module_importable(module):
+            names.update(getattr(importlib.import_module(module), "__all__", ()))
+    return frozenset(names)
+
+
+def _drop_uninformative_bases(app: Sphinx, doctree: nodes.document) -> None:
+    """Remove "Bases: object" and bases that are private classes from class entries."""
+    for paragraph in list(doctree.findall(nodes.paragraph)):
+        text = paragraph.astext()
+        if not text.startswith("Bases: "):
+            continue
+        targets = [ref.get("reftarget", "") for ref in paragraph.findall(addnodes.pending_xref)]
+        private = bool(targets) and all(
+            t.startswith(("ikisocket_core.", "ikisocket_adapters."))
+            and t.rpartition(".")[2] not in _public_names()
+            for t in targets
+        )
+        if text == "Bases: object" or private:
+            paragraph.parent.remove(paragraph)
 
 
 def _add_missing_ignores(app: Sphinx, config: Any) -> None:
@@ -398,4 +421,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("autodoc-process-signature", _dataclass_factories)
     _REEXPORTED.update(_reexported_doc_comments())
     app.connect("autodoc-process-docstring", _fill_reexported)
+    app.connect("doctree-read", _drop_uninformative_bases)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
