@@ -415,6 +415,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     Returns:
         Extension metadata.
     """
+    app.setup_extension("sphinx.ext.autodoc")  # its events are connected below
     app.add_directive("ikisocket-state-diagram", StateDiagram)
     app.add_directive("toctree", OptionalGlobTocTree, override=True)
     app.connect("config-inited", _add_missing_ignores)
