@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ikisocket_core import Hub
 from ikisocket_core.protocol import (
@@ -51,8 +51,8 @@ class _Protocol(asyncio.Protocol):
         self.handlers: deque[Awaitable[None]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
+        self.transport = cast("asyncio.Transport", transport)
         node = self.node
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None

@@ -270,9 +270,6 @@ register(
         _cli("asyncio", "--uvloop"),
         app="apps:hub",
         requires=("ikisocket_adapters.asyncio", "uvloop"),
-        # ikisocket_adapters/asyncio.py asserts isinstance(transport, asyncio.Transport),
-        # which uvloop's TCPTransport is not: every connection fails.
-        broken="the asyncio adapter refuses uvloop's transports",
     )
 )
 register(Launcher("trio", _cli("trio"), app="apps:hub", requires=("ikisocket_adapters.trio",)))
