@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: A whole build takes 10-30 s here; this only stops a hung one.
-BUILD_TIMEOUT = 300
+BUILD_TIMEOUT = 240
+
+# The first test pays for the build (the module-scoped fixture).
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + 60)
 
 PUBLIC_MODULES = (
     "ikisocket_core",
