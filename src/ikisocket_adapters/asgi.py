@@ -456,6 +456,7 @@ class _Conn:
     """One accepted ASGI WebSocket: its outbound queue, sender, reader and handler runner."""
 
     __slots__ = (
+        "_close",
         "_handlers",
         "_idle",
         "_in_flight",
@@ -465,7 +466,6 @@ class _Conn:
         "_send_scope",
         "_wake",
         "app",
-        "close_queued",
         "done",
         "driver",
         "kws",
@@ -484,7 +484,6 @@ class _Conn:
         self.tg: TaskGroup | None = None
         #: Messages still accepted for this connection.
         self.writable = True
-        self.close_queued = False
         #: The connection finished; late async listeners run on the service.
         self.done = False
         #: Bytes queued, including the message being written.
@@ -496,7 +495,10 @@ class _Conn:
         self._handlers: deque[Awaitable[None]] = deque()
         self._wake = anyio.Event()
         self._idle = anyio.Event()
-        self._send_scope: anyio.CancelScope | None = None
+        #: The close to send once the queue is written (or at once, after an overflow).
+        self._close: Message | None = None
+        #: Cancelled to abandon the queue (and a write stuck on a client that stopped reading).
+        self._send_scope = anyio.CancelScope()
         self._reader_scope: anyio.CancelScope | None = None
 
     # -- called while draining (synchronous) ---------------------------------------------
@@ -511,12 +513,10 @@ class _Conn:
         self._wake.set()
 
     def push_close(self, code: int, reason: str) -> None:
-        if self.close_queued:
-            return
-        self.close_queued = True
-        self.writable = False
-        self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
-        self._wake.set()
+        if self._close is None:
+            self._close = {"type": "websocket.close", "code": code, "reason": reason}
+            self.writable = False
+            self._wake.set()
 
     def fail(self, error: BaseException, code: int, reason: str) -> None:
         """The peer is at fault: report ``error``, end the connection (``disconnect``), close."""
@@ -554,8 +554,7 @@ class _Conn:
         self._queue.clear()
         self.queued = 0
         self._in_flight = 0
-        if self._send_scope is not None:
-            self._send_scope.cancel()
+        self._send_scope.cancel()
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -652,37 +651,30 @@ class _Conn:
     async def _sender(self) -> None:
         queue = self._queue
         stats = self.driver.stats
-        while True:
-            if not queue:
-                if self.done:
-                    return
+        send = self.send
+        with self._send_scope:
+            while True:
+                while queue:
+                    message, size = queue.popleft()
+                    self._in_flight = size
+                    try:
+                        await send(message)
+                    except Exception as exc:
+                        # The client is gone; ``receive`` reports the disconnect.
+                        logger.debug("send failed on %r: %r", self.kws, exc)
+                        self.writable = False
+                        self._discard_queue()
+                        return
+                    stats.messages_out += 1
+                    self.queued -= self._in_flight
+                    self._in_flight = 0
+                if self._close is not None or self.done:
+                    break
+                self._overflowing = False
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                continue
-            message, size = queue.popleft()
-            if message["type"] == "websocket.close":
-                await self._send_close(message)
-                return
-            self._in_flight = size
-            with anyio.CancelScope() as scope:
-                self._send_scope = scope
-                try:
-                    await self.send(message)
-                except Exception as exc:
-                    # The client is gone; ``receive`` reports the disconnect.
-                    logger.debug("send failed on %r: %r", self.kws, exc)
-                    self.writable = False
-                    self._queue.clear()
-                    self.queued = 0
-                    return
-                finally:
-                    self._send_scope = None
-            if not scope.cancelled_caught:
-                stats.messages_out += 1
-            self.queued -= self._in_flight
-            self._in_flight = 0
-            if not queue:
-                self._overflowing = False
+        if self._close is not None and not self.done:  # (done: the peer left first)
+            await self._send_close(self._close)
 
     async def _send_close(self, message: Message) -> None:
         kws = self.kws

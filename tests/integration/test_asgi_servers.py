@@ -83,12 +83,13 @@ async def test_close_policy_closes_only_the_slow_client_with_1013(
 ) -> None:
     room, count = f"flood-{os.getpid()}", 120
     payload = os.urandom(64 * 1024 - 4)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", policy_server.port))
-    sock.setblocking(False)
     plain: dict[str, Any] = {"compression": None, "max_size": None}
     async with AsyncExitStack() as stack:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stack.callback(sock.close)  # the last thing to close, whoever owns it by then
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", policy_server.port))
+        sock.setblocking(False)
         observer = await stack.enter_async_context(client(policy_server, "/observe"))
         assert await recv(observer) == "observing"
         slow = await stack.enter_async_context(

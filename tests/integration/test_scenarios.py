@@ -276,12 +276,13 @@ async def test_a_client_that_stops_reading_does_not_delay_the_others(
     payload = os.urandom(size - 4)
     # A tiny receive buffer and a one-frame queue: the slow client's socket
     # fills up almost at once and stays full.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    sock.setblocking(False)
     plain = {"compression": None, "max_size": None}
     async with AsyncExitStack() as stack:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stack.callback(sock.close)  # the last thing to close, whoever owns it by then
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
         observer = await stack.enter_async_context(client(server, "/observe"))
         assert await recv_text(observer) == "observing"
         slow = await stack.enter_async_context(
