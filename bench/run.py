@@ -457,15 +457,18 @@ def markdown(specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table) -
             cols = ["n/a" if "failed" in s else show(c, s) for c, s in zip(cells, row, strict=True)]
             out.append(f"| {name} | " + " | ".join(cols) + " |")
         out.append("")
-    ceilings = []
+    costs = []
     for cell in cells:
         known = [table[n][cell.label].get("gen_us") for n in names]
-        costs = [c for c in known if c]
-        if costs:
-            cost = statistics.median(costs)
-            ceilings.append(f"{cell.label} {cost:.1f} us/msg (~{human(1e6 / cost)}/s)")
-    if ceilings:
-        out += ["Load generator CPU cost (its one-core ceiling): " + "; ".join(ceilings), ""]
+        spent = [c for c in known if c]
+        if spent:
+            costs.append(f"{cell.label} {min(spent):.1f}-{max(spent):.1f}")
+    if costs:
+        out += [
+            "Load generator CPU per message in microseconds, least-most over the servers "
+            "(it depends on how the server batches its writes): " + "; ".join(costs),
+            "",
+        ]
     out.append(
         f"† the load generator used {GEN_BOUND:.0%}+ of a core: a lower bound. "
         "! errors (see notes)."
@@ -484,6 +487,16 @@ def markdown(specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table) -
     if notes:
         out += ["", "Notes:", *notes]
     return "\n".join(out)
+
+
+def render(path: Path) -> str:
+    """The Markdown of a run saved by :func:`main` (``bench/results/bench-*.json``)."""
+    dump = json.loads(path.read_text())
+    fields = {"scenario", "clients", "size", "messages", "lockstep"}
+    cells = [Cell(**{k: v for k, v in c.items() if k in fields}) for c in dump["cells"]]
+    table: Table = dump["summary"]
+    specs = [s for s in SERVERS if s.name in table]
+    return describe(dump["environment"]) + "\n\n" + markdown(specs, cells, table)
 
 
 def environment(argv: Sequence[str]) -> dict[str, Any]:
@@ -696,6 +709,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="profile our server with py-spy")
     p.add_argument("--profile-server", default=OURS, help="which server --profile records")
     p.add_argument("--profile-seconds", type=float, default=8.0)
+    p.add_argument("--render", metavar="JSON", help="print the tables of a saved run again")
     return p.parse_args(argv)
 
 
@@ -706,6 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
+    if args.render:
+        print(render(Path(args.render)))
+        return 0
     if args.profile:
         spec = next((s for s in SERVERS if s.name == args.profile_server), None)
         if spec is None:
