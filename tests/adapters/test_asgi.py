@@ -56,6 +56,13 @@ class Box:
         self.items.append(message)
         self._changed.set()
 
+    @classmethod
+    def of(cls, *messages: Message) -> Box:
+        box = cls()
+        for message in messages:
+            box.put(message)
+        return box
+
     async def get(self) -> Message:
         while not self.items:
             await self._changed.wait()
@@ -363,6 +370,77 @@ async def test_cancelling_the_call_still_ends_the_connection_in_the_hub() -> Non
     assert len(hub) == 0
 
 
+async def test_a_client_that_leaves_before_the_handshake_is_never_opened() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_CONNECT)
+    async with serving(asgi_app(hub)) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        await peer.disconnect(1001)
+        await peer.wait_finished()
+        assert peer.pending() == []
+    assert log == []
+
+
+async def test_a_failed_accept_ends_the_connection_with_1006() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_CONNECT, EVENT_DISCONNECT)
+
+    async def refuse(message: Message) -> None:
+        raise OSError("client vanished during the handshake")
+
+    app = asgi_app(hub)
+    with anyio.fail_after(LIMIT):
+        await app(ws_scope("/ws/alice"), Box.of({"type": "websocket.connect"}).get, refuse)
+    assert [name for name, _, _ in log] == ["connect", "disconnect"]
+    error = log[1][2]
+    assert isinstance(error, ConnectionClosed)
+    assert error.code == 1006
+    assert len(hub) == 0
+
+
+async def test_async_disconnect_listeners_still_run_when_the_call_is_cancelled() -> None:
+    hub = chat_hub()
+    ran: list[str] = []
+
+    @hub.on(EVENT_DISCONNECT)
+    async def cleanup(ep: EventPayload) -> None:
+        await anyio.sleep(0)
+        ran.append(str(ep.socket_attributes["user_id"]))
+
+    app = asgi_app(hub)
+    async with serving(app) as h, app.lifespan():
+        peer = Peer(ws_scope("/ws/alice"))
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await app(peer.scope, peer.receive, peer.send)
+
+        h.tg.start_soon(run)
+        assert (await peer.connect())["type"] == "websocket.accept"
+        scope.cancel()
+        # The connection's own tasks are gone: the lifespan's service runs the listener.
+        await until(lambda: ran == ["alice"])
+
+
+async def test_other_scope_types_go_to_the_fallback_or_are_refused() -> None:
+    seen: list[str] = []
+
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    async def nothing() -> Message:
+        raise AssertionError("not called")
+
+    async def ignore(message: Message) -> None:
+        raise AssertionError("not called")
+
+    await asgi_app(Hub(), fallback=fallback)({"type": "webtransport"}, nothing, ignore)
+    assert seen == ["webtransport"]
+    with pytest.raises(RuntimeError, match="webtransport"):
+        await asgi_app(Hub())({"type": "webtransport"}, nothing, ignore)
+
+
 # -- refusing ------------------------------------------------------------------------------
 
 
@@ -409,6 +487,15 @@ async def test_before_upgrade_status_headers_and_body_are_sent() -> None:
         assert (await peer.get())["body"] == b"token required"
         ok = await h.open("/ws/alice", headers=[(b"x-token", b"secret")])
         assert await ok.get_text() == "Hello user: alice"
+
+
+async def test_allowed_origins_refuses_other_sites_with_403() -> None:
+    hub = chat_hub(allowed_origins=["https://chat.example"])
+    async with serving(asgi_app(hub)) as h:
+        evil = h.start(ws_scope("/ws/alice", headers=[(b"origin", b"https://evil.example")]))
+        assert (await evil.connect())["status"] == 403
+        good = await h.open("/ws/bob", headers=[(b"origin", b"https://chat.example")])
+        assert await good.get_text() == "Hello user: bob"
 
 
 async def test_a_failing_before_upgrade_hook_answers_500(caplog: pytest.LogCaptureFixture) -> None:
