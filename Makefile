@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-EXTRAS ?= test,trio,anyio,redis,uvloop
+EXTRAS ?= test,trio,anyio,redis,uvloop,docs
 
-.PHONY: demo test lint typecheck matrix conformance clean
+.PHONY: demo test lint typecheck matrix conformance docs bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required")'
@@ -37,6 +37,14 @@ typecheck: $(STAMP)
 matrix: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'nox>=2024.4'
 	$(BIN)/nox
+
+# Side by side with websockets, aiohttp and picows; ratios to ours (see bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W -n --keep-going -b html docs docs/_build/html
 
 # RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).
 conformance: $(STAMP)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid as _uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
@@ -71,6 +71,49 @@ def _payload(data: bytes | str, kind: MessageKind) -> bytes:
     if kind == _TEXT and not data.isascii():
         data.decode("utf-8")  # raises UnicodeDecodeError
     return data
+
+
+class _Handler:
+    """What a :class:`RunHandler` carries: an ``async def`` listener's awaitable, guarded.
+
+    Awaiting it never raises an ``Exception``: a failure goes to the ``error``
+    listeners. :meth:`close` discards it unrun (an adapter shutting down)
+    and closes the listener's own coroutine too, so Python does not warn that
+    it was never awaited.
+    """
+
+    __slots__ = ("_awaitable", "_ep", "_hub", "_then_connect")
+
+    def __init__(
+        self,
+        hub: Hub,
+        ep: EventPayload,
+        awaitable: Awaitable[Any],
+        *,
+        then_connect: bool = False,
+    ) -> None:
+        self._hub = hub
+        self._ep = ep
+        self._awaitable = awaitable
+        self._then_connect = then_connect  # an async route callback: ``connect`` follows it
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        hub, kws = self._hub, self._ep.kws
+        try:
+            await self._awaitable
+        except Exception as exc:
+            hub._listener_failed(self._ep, exc)
+        if self._then_connect and kws.state is _OPEN:
+            hub._fire_one(kws, EVENT_CONNECT, b"")
+
+    def close(self) -> None:
+        """Discard the handler without running it."""
+        close = getattr(self._awaitable, "close", None)
+        if close is not None:
+            close()
 
 
 class Room:
@@ -728,18 +771,7 @@ class Hub:
             self._listener_failed(ep, exc)
             return
         if result is not None and inspect.isawaitable(result):
-            self._push(RunHandler(target=ep.kws, awaitable=self._guard(ep, result)))
-
-    async def _guard(self, ep: EventPayload, awaitable: Awaitable[Any]) -> None:
-        try:
-            await awaitable
-        except Exception as exc:
-            self._listener_failed(ep, exc)
-
-    async def _guard_route(self, ep: EventPayload, awaitable: Awaitable[Any]) -> None:
-        await self._guard(ep, awaitable)
-        if ep.kws.state is _OPEN:
-            self._fire_one(ep.kws, EVENT_CONNECT, b"")
+            self._push(RunHandler(target=ep.kws, awaitable=_Handler(self, ep, result)))
 
     def _run_route(self, callback: RouteCallback, kws: Websocket) -> None:
         ep = EventPayload(
@@ -754,7 +786,8 @@ class Hub:
             self._listener_failed(ep, exc)
             result = None
         if result is not None and inspect.isawaitable(result):
-            self._push(RunHandler(target=kws, awaitable=self._guard_route(ep, result)))
+            handler = _Handler(self, ep, result, then_connect=True)
+            self._push(RunHandler(target=kws, awaitable=handler))
         elif kws.state is _OPEN:
             self._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
 

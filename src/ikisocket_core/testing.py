@@ -91,6 +91,10 @@ def _run_without_loop(awaitable: Awaitable[None]) -> None:
         return
 
 
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 class WebSocketTestSession:
     """One virtual client connection, made by :meth:`TestClient.websocket_connect`.
 
@@ -296,7 +300,7 @@ class WebSocketTestSession:
 
 
 class TestClient:
-    """Drive a :class:`Hub` with virtual clients, deterministically and without sockets.
+    """Drive a :class:`~ikisocket_core.Hub` with virtual clients, without sockets.
 
     Args:
         hub: The application's hub. The client becomes its driver: do not run
@@ -410,5 +414,5 @@ class TestClient:
                         session._server_closed(action.code, action.reason)
                     # The virtual peer answers the close frame at once.
                     self.hub.receive_disconnect(action.target, action.code, action.reason)
-                else:  # a RunHandler
-                    self._run_async(action.awaitable)
+                else:  # a RunHandler; runners such as asyncio.run want a coroutine
+                    self._run_async(_as_coroutine(action.awaitable))

@@ -398,9 +398,9 @@ class Network:
 
 
 def run_to_completion(awaitable: Any) -> None:
-    """Run a coroutine that never suspends."""
+    """Run an awaitable that never suspends (RunHandler carries an awaitable, not a coroutine)."""
     try:
-        awaitable.send(None)
+        awaitable.__await__().send(None)
     except StopIteration:
         return
     raise AssertionError("the coroutine suspended")  # pragma: no cover
