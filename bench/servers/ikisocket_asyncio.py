@@ -7,8 +7,6 @@ Echo uses ``ep.kws.emit(ep.data, ep.kind)``; fan-out uses
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 from _common import HOST, PATH, announce, parse_args, run_asyncio
 
@@ -46,21 +44,6 @@ async def main(mode: str) -> None:
     await asyncio.Event().wait()
 
 
-def uvloop_needs_o() -> bool:
-    """Whether the adapter's ``isinstance(transport, asyncio.Transport)`` assert trips on uvloop.
-
-    uvloop's transports do not derive from ``asyncio.Transport``; until the
-    adapter stops asserting that, the uvloop server runs with ``python -O``.
-    """
-    import uvloop.loop  # noqa: PLC0415 (optional)
-
-    transport: type = uvloop.loop.TCPTransport  # type: ignore[attr-defined]
-    return __debug__ and not issubclass(transport, asyncio.Transport)
-
-
 if __name__ == "__main__":
     args = parse_args()
-    if args.loop == "uvloop" and uvloop_needs_o():
-        print("re-running with python -O (asyncio adapter assert vs uvloop)", file=sys.stderr)
-        os.execv(sys.executable, [sys.executable, "-O", *sys.argv])
     run_asyncio(lambda: main(args.mode), args.loop)
