@@ -52,7 +52,6 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import FrameProtocol
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 
@@ -81,6 +80,33 @@ _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
 #: With compression, inflate at most this much input at a time (zip bombs).
 _INFLATE_SLICE = 16 * 1024
+#: The two header bytes of every short (< 126 bytes) final frame, indexed by opcode.
+_SHORT_HEADS = tuple(tuple(bytes((0x80 | op, n)) for n in range(126)) for op in range(3))
+_pack_head_16 = struct.Struct("!BBH").pack
+_pack_head_64 = struct.Struct("!BBQ").pack
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """Frame ``payload`` as one final, unmasked server frame (RFC 6455 section 5.2).
+
+    Only for connections without extensions (no RSV bit is ever set): wsproto
+    has no public way to frame text that is already UTF-8 without decoding it
+    back to ``str`` first. Incoming frames are always parsed by wsproto.
+
+    Args:
+        opcode: 1 (text) or 2 (binary).
+        payload: The application data, already UTF-8 for text.
+
+    Returns:
+        FIN + opcode, the 7-bit length or 126/127 and a 16/64-bit length, then
+        the payload.
+    """
+    n = len(payload)
+    if n < 126:
+        return _SHORT_HEADS[opcode][n] + payload
+    if n < 65536:
+        return _pack_head_16(0x80 | opcode, 126, n) + payload
+    return _pack_head_64(0x80 | opcode, 127, n) + payload
 
 
 class KeepaliveTimeout(RemoteProtocolError):
@@ -287,8 +313,6 @@ class Server:
         self._now = 0.0
         self._ping_seq = 0
         self._wakeup: Any = None
-        # Frames for connections without compression are the same bytes for all.
-        self._plain = FrameProtocol(client=False, extensions=[])
         hub.set_wakeup(self._hub_woke)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -660,61 +684,70 @@ class Server:
         assert ws is not None
         assert kws is not None
         hub = self.hub
+        stats = self.stats
         limit = self.config.max_message_size
+        closed = ConnectionState.CLOSED
         # Emits queued so far go out first, and an async listener (a route callback
         # included) holds every later frame back until handler_done.
-        self._pump_hub()
-        if conn.blocked or conn.state is ConnectionState.CLOSED:
+        if hub._queue:
+            self._pump_hub()
+        if conn.blocked or conn.state is closed:
             return
+        # wsproto's connection yields exactly these classes: compare them, not isinstance
+        # (Message is an ABC, and an isinstance check against it costs a Python call).
         for event in ws.events():
-            if isinstance(event, Message):
-                if event.message_finished and conn._frag is None:
-                    data = event.data
-                    if isinstance(event, TextMessage):
-                        payload = data.encode("utf-8")
-                        kind = _TEXT
-                    else:
-                        payload = bytes(data)
-                        kind = _BINARY
+            cls = event.__class__
+            if cls is TextMessage or cls is BytesMessage:
+                message: Message[Any] = event  # type: ignore[assignment]
+                if cls is TextMessage:
+                    payload = message.data.encode("utf-8")
+                    kind = _TEXT
+                else:
+                    payload = bytes(message.data)
+                    kind = _BINARY
+                if message.message_finished and conn._frag is None:
                     if limit is not None and len(payload) > limit:
                         self._too_big(conn, len(payload))
                         return
-                    self.stats.messages_in += 1
+                    stats.messages_in += 1
                     hub.receive_message(kws, payload, kind)
-                else:
-                    if conn._frag is None:
-                        conn._frag = []
-                        conn._frag_size = 0
-                        conn._frag_kind = _TEXT if isinstance(event, TextMessage) else _BINARY
-                    part = (
-                        event.data.encode("utf-8")
-                        if isinstance(event, TextMessage)
-                        else bytes(event.data)
-                    )
-                    conn._frag.append(part)
-                    conn._frag_size += len(part)
-                    if limit is not None and conn._frag_size > limit:
-                        self._too_big(conn, conn._frag_size)
-                        return
-                    if event.message_finished:
-                        whole = b"".join(conn._frag)
-                        conn._frag = None
-                        self.stats.messages_in += 1
-                        hub.receive_message(kws, whole, conn._frag_kind)
-            elif isinstance(event, Ping):
+                elif not self._fragment(conn, payload, kind, message.message_finished):
+                    return
+            elif cls is Ping:
+                ping: Ping = event  # type: ignore[assignment]
                 if ws.state is WSState.OPEN:
-                    self._write_control(conn, ws.send(event.response()))
-                hub.receive_ping(kws, bytes(event.payload))
-            elif isinstance(event, Pong):
+                    self._write_control(conn, ws.send(ping.response()))
+                hub.receive_ping(kws, bytes(ping.payload))
+            elif cls is Pong:
                 conn._pong_due = None
                 conn._next_ping = None  # the next tick schedules the next ping
-                hub.receive_pong(kws, bytes(event.payload))
+                hub.receive_pong(kws, bytes(event.payload))  # type: ignore[attr-defined]
             else:  # wsproto's connection yields nothing else: a CloseConnection
                 self._peer_closed(conn, event)  # type: ignore[arg-type]
                 return
-            self._pump_hub()  # a RunHandler action raises conn.blocked
-            if conn.blocked or conn.state is ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
+            if hub._queue:
+                self._pump_hub()  # a RunHandler action raises conn.blocked
+            if conn.blocked or conn.state is closed:
                 return
+
+    def _fragment(self, conn: Connection, part: bytes, kind: MessageKind, last: bool) -> bool:
+        """Add one part of a fragmented message; ``False`` when it made the message too big."""
+        if conn._frag is None:
+            conn._frag = []
+            conn._frag_size = 0
+            conn._frag_kind = kind
+        conn._frag.append(part)
+        conn._frag_size += len(part)
+        limit = self.config.max_message_size
+        if limit is not None and conn._frag_size > limit:
+            self._too_big(conn, conn._frag_size)
+            return False
+        if last:
+            whole = b"".join(conn._frag)
+            conn._frag = None
+            self.stats.messages_in += 1
+            self.hub.receive_message(conn.kws, whole, conn._frag_kind)  # type: ignore[arg-type]
+        return True
 
     def _feed_held(self, conn: Connection) -> None:
         """Give wsproto compressed input a slice at a time, and none while blocked.
@@ -803,19 +836,6 @@ class Server:
             conn.dirty = True
             self._dirty.append(conn)
 
-    def _write(self, conn: Connection, data: bytes) -> None:
-        """Queue a message frame, applying the backpressure policy above ``max_queue``."""
-        size = len(data)
-        buffered = conn.buffered
-        if buffered and buffered + size > self.config.max_queue:
-            self._overflow(conn, buffered + size)
-            return
-        conn._out.append(data)
-        conn.buffered = buffered + size
-        if not conn.dirty:
-            conn.dirty = True
-            self._dirty.append(conn)
-
     def _overflow(self, conn: Connection, size: int) -> None:
         # Only message frames overflow, and only on an open connection (see _send).
         error = SlowConsumer(size, self.config.max_queue)
@@ -845,11 +865,8 @@ class Server:
 
     def _pump_hub(self) -> None:
         hub = self.hub
-        while True:
-            actions = hub.drain_actions()
-            if not actions:
-                return
-            for action in actions:
+        while hub._queue:
+            for action in hub.drain_actions():
                 if isinstance(action, Send):
                     self._send(action)
                 elif isinstance(action, Close):
@@ -864,14 +881,20 @@ class Server:
                     self._actions.append(RunHandler(conn, action.awaitable))
 
     def _send(self, action: Send) -> None:
+        # The hot path of every emit and broadcast: the frame is built once for every
+        # connection without extensions; per target, one check and one append.
         shared: bytes | None = None
+        size = 0
         kind = action.kind
         data = action.data
+        max_queue = self.config.max_queue
+        mark_dirty = self._dirty.append
         frames = 0
         for kws in action.targets:
             conn = kws.conn
             if conn.__class__ is not Connection or conn.state is not _OPEN:
                 continue
+            frames += 1
             if conn.compressed:
                 # Each compressed connection has its own deflate context (RFC 7692 7.2).
                 message: Message[Any] = (
@@ -880,15 +903,25 @@ class Server:
                     else BytesMessage(data=data)
                 )
                 frame = conn._ws.send(message)  # type: ignore[union-attr]
+                frame_size = len(frame)
             else:
                 if shared is None:
-                    shared = bytes(
-                        self._plain.send_data(data.decode("utf-8") if kind is _TEXT else data)
-                    )
+                    shared = _frame(kind, data)
+                    size = len(shared)
                     self.stats.broadcast_encodes += 1
                 frame = shared
-            self._write(conn, frame)
-            frames += 1
+                frame_size = size
+            # Backpressure above max_queue; a message always fits an empty buffer.
+            buffered = conn.buffered
+            if buffered and buffered + frame_size > max_queue:
+                self._overflow(conn, buffered + frame_size)
+                mark_dirty = self._dirty.append  # in case an error listener drained the server
+                continue
+            conn._out.append(frame)
+            conn.buffered = buffered + frame_size
+            if not conn.dirty:
+                conn.dirty = True
+                mark_dirty(conn)
         self.stats.frames_out += frames
 
     def _server_close(self, action: Close) -> None:
