@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
-from ._actions import Accept, Action, Close, Reject, RunHandler, Send, _check_close
+from ._actions import Accept, Action, Close, Reject, RunHandler, _check_close, _send_action
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -37,6 +37,7 @@ from ._events import (
     EVENT_PONG,
     EventPayload,
     MessageKind,
+    _event_payload,
 )
 from ._routing import Match, Request, Router
 from ._state import ConnectionState, StateInput, transition
@@ -707,7 +708,7 @@ class Hub:
             kind = MessageKind(kind)
         payload = _payload(data, kind)
         if targets:
-            self._push(Send(targets=targets, data=payload, kind=kind))
+            self._push(_send_action(targets, payload, kind))
 
     def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
         if kws.state is not _OPEN:
@@ -750,14 +751,8 @@ class Hub:
                         "error on connection %s (no error listener)", kws.uuid, exc_info=error
                     )
             return
-        ep = EventPayload(
-            kws=kws,
-            name=name,
-            socket_uuid=kws._uuid,
-            socket_attributes=MappingProxyType(kws._attributes),
-            error=error,
-            data=data,
-            kind=kind,
+        ep = _event_payload(
+            kws, name, kws._uuid, MappingProxyType(kws._attributes), error, data, kind
         )
         for fn in listeners:
             self._call(fn, ep)
