@@ -41,7 +41,16 @@ __all__ = ["WebSocketServer", "serve", "start_server"]
 class _Protocol(asyncio.Protocol):
     """One TCP (or TLS) connection."""
 
-    __slots__ = ("conn", "handlers", "node", "paused", "transport")
+    __slots__ = (
+        "conn",
+        "handlers",
+        "node",
+        "paused",
+        "receive",
+        "transport",
+        "write",
+        "writelines",
+    )
 
     def __init__(self, node: WebSocketServer) -> None:
         self.node = node
@@ -49,10 +58,16 @@ class _Protocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self.paused = False
         self.handlers: deque[Awaitable[None]] | None = None
+        # Bound once per connection: the per-message path makes no attribute lookups.
+        self.receive = node.engine.receive_data
+        self.write: Any = None
+        self.writelines: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
         self.transport = cast("asyncio.Transport", transport)
+        self.write = self.transport.write
+        self.writelines = self.transport.writelines
         node = self.node
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
@@ -65,7 +80,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is not None:
-            self.node.engine.receive_data(conn, data)
+            self.receive(conn, data)
             self.node.pump()
 
     def eof_received(self) -> bool:
@@ -88,9 +103,9 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        conn, transport = self.conn, self.transport
-        if conn is not None and transport is not None and conn.buffered:
-            transport.writelines(conn.take())
+        conn = self.conn
+        if conn is not None and self.writelines is not None and conn.buffered:
+            self.writelines(conn.take())
 
 
 class WebSocketServer:
@@ -141,17 +156,16 @@ class WebSocketServer:
     def pump(self) -> None:
         """Perform everything the engine has queued."""
         for action in self.engine.drain_actions():
-            if isinstance(action, Flush):
+            if action.__class__ is Flush:
                 for conn in action.connections:
                     proto: _Protocol = conn.transport
-                    transport = proto.transport
-                    if proto.paused or transport is None:
+                    if proto.paused or proto.write is None:
                         continue  # taken on resume_writing; bounded by max_queue meanwhile
                     chunks = conn.take()
                     if len(chunks) == 1:
-                        transport.write(chunks[0])
+                        proto.write(chunks[0])
                     elif chunks:
-                        transport.writelines(chunks)
+                        proto.writelines(chunks)
             elif isinstance(action, CloseTransport):
                 proto = action.connection.transport
                 if proto.transport is not None:

@@ -284,6 +284,9 @@ class RunHandler:
     awaitable: Awaitable[None]
 
 
+_new = object.__new__
+_set_flush_connections = Flush.__dict__["connections"].__set__
+
 #: What :meth:`Server.drain_actions` returns.
 ServerAction = Flush | CloseTransport | RunHandler
 
@@ -515,15 +518,18 @@ class Server:
         Returns:
             The actions; the list is the caller's.
         """
-        self._pump_hub()
+        if self.hub._queue:
+            self._pump_hub()
         actions = self._actions
         self._actions = []
-        if self._dirty:
-            dirty = self._dirty
+        dirty = self._dirty
+        if dirty:
             self._dirty = []
             for conn in dirty:
                 conn.dirty = False
-            actions.insert(0, Flush(tuple(dirty)))
+            flush: Flush = _new(Flush)  # Flush(tuple(dirty)), without the frozen __init__
+            _set_flush_connections(flush, tuple(dirty))
+            actions.insert(0, flush)
         return actions
 
     @property
