@@ -15,16 +15,21 @@ import contextlib
 import os
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import pytest
 import trustme
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, TextMessage
+from wsproto.events import Request as WSRequest
 
 from ikisocket_core import (
     BINARY,
@@ -495,3 +500,111 @@ def served_from_a_thread(serve: Serve, backend: str) -> None:
             assert closed.value.rcvd.code == 1001
         finished.result(TIMEOUT)
     assert not hub.connections
+
+
+# -- load, abrupt resets, leftovers (issue 4) -----------------------------------------------
+
+
+class RawClient:
+    """A minimal async client: anyio TCP + wsproto, usable by the hundred under any backend."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.texts: list[str] = []
+
+    @classmethod
+    async def open(cls, port: int, path: str = "/ws") -> RawClient:
+        client = cls(await anyio.connect_tcp("127.0.0.1", port))
+        await client.stream.send(client.ws.send(WSRequest(host="127.0.0.1", target=path)))
+        while not any(isinstance(e, AcceptConnection) for e in await client._events()):
+            pass
+        return client
+
+    async def _events(self) -> list[object]:
+        self.ws.receive_data(await self.stream.receive())
+        events = list(self.ws.events())
+        self.texts += [e.data for e in events if isinstance(e, TextMessage)]
+        return events
+
+    async def send(self, text: str) -> None:
+        await self.stream.send(self.ws.send(TextMessage(data=text)))
+
+    async def receive_texts(self, count: int) -> list[str]:
+        while len(self.texts) < count:
+            await self._events()
+        return self.texts
+
+
+async def two_hundred_clients_broadcasting(serve: Serve) -> None:
+    """200 concurrent clients each broadcast once; everyone hears all 200 messages."""
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.broadcast(ep.data, except_self=False))
+    count = 200
+    async with running(serve, hub) as server:
+        opened: list[RawClient] = []
+        try:
+            with anyio.fail_after(4 * TIMEOUT):
+                async with anyio.create_task_group() as tg:
+
+                    async def join() -> None:
+                        opened.append(await RawClient.open(server.port))
+
+                    for _ in range(count):
+                        tg.start_soon(join)
+                await wait_for(lambda: len(hub) == count)
+                async with anyio.create_task_group() as tg:
+                    for n, client in enumerate(opened):
+                        tg.start_soon(client.send, f"m{n}")
+                async with anyio.create_task_group() as tg:
+                    for client in opened:
+                        tg.start_soon(client.receive_texts, count)
+        finally:
+            for client in opened:
+                await client.stream.aclose()
+        expected = {f"m{n}" for n in range(count)}
+        assert all(set(c.texts) == expected and len(c.texts) == count for c in opened)
+        await wait_for(lambda: len(hub) == 0)
+
+
+async def reset_mid_message_is_a_disconnect(serve: Serve) -> None:
+    """A client resetting the TCP connection halfway through a frame: 1006, others unaffected."""
+    hub = echo_hub()
+    codes: list[int] = []
+    hub.on(EVENT_DISCONNECT, lambda ep: codes.append(getattr(ep.error, "code", 0)))
+    async with running(serve, hub) as server, clients(server.port, 1) as (survivor,):
+        sock = await anyio.to_thread.run_sync(stalled_client, server.port)
+        await wait_for(lambda: len(hub) == 2)
+        # A masked binary frame announcing 1000 bytes, of which only 10 are sent.
+        sock.sendall(bytes([0x82, 0x80 | 126]) + (1000).to_bytes(2, "big") + os.urandom(14))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST, not FIN
+        await wait_for(lambda: len(hub) == 1)
+        assert codes == [1006], list(codes)
+        await survivor.send("still here")
+        assert await survivor.recv() == "still here"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def nothing_left_after_clients_leave(serve: Serve) -> None:
+    """After every client left: an empty hub and engine, and no task or descriptor left over."""
+    hub = echo_hub()
+    async with running(serve, hub) as server:
+        await anyio.sleep(0.05)
+        tasks_before = len(anyio.get_running_tasks())
+        fds_before = _open_fds()
+        async with clients(server.port, 5) as group:
+            for client in group:
+                await client.send("x")
+                assert await client.recv() == "x"
+            stalled = await anyio.to_thread.run_sync(stalled_client, server.port)
+            await wait_for(lambda: len(hub) == 6)
+            stalled.close()
+        await wait_for(lambda: len(hub) == 0 and not server.engine.connections)
+        await wait_for(lambda: len(anyio.get_running_tasks()) <= tasks_before)
+        await wait_for(lambda: _open_fds() <= fds_before)
+        assert not hub.rooms

@@ -81,3 +81,15 @@ async def test_stuck_client_does_not_hold_the_shutdown() -> None:
 
 def test_served_from_a_thread() -> None:
     scenarios.served_from_a_thread(serve, "trio")
+
+
+async def test_two_hundred_clients_broadcasting() -> None:
+    await scenarios.two_hundred_clients_broadcasting(serve)
+
+
+async def test_reset_mid_message_is_a_disconnect() -> None:
+    await scenarios.reset_mid_message_is_a_disconnect(serve)
+
+
+async def test_nothing_left_after_clients_leave() -> None:
+    await scenarios.nothing_left_after_clients_leave(serve)
