@@ -28,7 +28,7 @@ import trustme
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, TextMessage
+from wsproto.events import AcceptConnection, Event, TextMessage
 from wsproto.events import Request as WSRequest
 
 from ikisocket_core import (
@@ -521,7 +521,7 @@ class RawClient:
             pass
         return client
 
-    async def _events(self) -> list[object]:
+    async def _events(self) -> list[Event]:
         self.ws.receive_data(await self.stream.receive())
         events = list(self.ws.events())
         self.texts += [e.data for e in events if isinstance(e, TextMessage)]
