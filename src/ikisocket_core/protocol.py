@@ -127,7 +127,7 @@ class ServerConfig:
             ``backpressure`` policy applies (4 MiB). A message is always
             accepted into an empty buffer, whatever its size.
         backpressure: ``"drop"`` the message for that connection, or
-            ``"close"`` the connection with 1008.
+            ``"close"`` the connection with 1013 ("try again later", as behind ASGI).
         ping_interval: Seconds between keepalive pings (20); ``None`` disables them.
         ping_timeout: Seconds to wait for the pong (20) before closing with 1011.
         handshake_timeout: Seconds a client has to complete its HTTP request (10).
@@ -855,9 +855,9 @@ class Server:
             conn.buffered = 0
             self.hub.receive_error(kws, error)  # ignored if the hub already closed it
             self._write_control(
-                conn, ws.send(CloseConnection(code=1008, reason="output buffer overflow"))
+                conn, ws.send(CloseConnection(code=1013, reason="output buffer overflow"))
             )
-            self._end(conn, 1008, "output buffer overflow", error)
+            self._end(conn, 1013, "output buffer overflow", error)
             self._close_transport(conn)
             return
         self.stats.dropped_messages += 1

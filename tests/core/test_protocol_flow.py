@@ -331,7 +331,7 @@ def test_buffer_takes_one_message_larger_than_max_queue_when_empty() -> None:
     assert net.server.stats.dropped_messages == 1
 
 
-def test_close_policy_closes_the_slow_connection_with_1008() -> None:
+def test_close_policy_closes_the_slow_connection_with_1013() -> None:
     hub, log, net, slow, fast = slow_and_fast("close")
     slow.conn.take()
     for _ in range(30):
@@ -348,12 +348,12 @@ def test_close_policy_closes_the_slow_connection_with_1008() -> None:
     ]
     closed = log[-1].error
     assert isinstance(closed, ConnectionClosed)
-    assert closed.code == 1008
+    assert closed.code == 1013
     assert isinstance(closed.cause, SlowConsumer)
-    # What was queued is dropped; only the 1008 close frame is left to write.
+    # What was queued is dropped; only the 1013 close frame is left to write.
     chunks = slow.conn.take()
     assert len(chunks) == 1
-    assert chunks[0][:4] == b"\x88\x18\x03\xf0"
+    assert chunks[0][:4] == b"\x88\x18" + (1013).to_bytes(2, "big")
     assert hub.connections == ("c2", "c3")
 
 
@@ -389,7 +389,7 @@ def test_the_close_echo_is_queued_even_on_a_full_buffer(policy: str) -> None:
     slow.close(1000)
     assert slow.transport_closed
     assert net.server.stats.overflow_closes == 0
-    assert terminal(log) == [(EVENT_DISCONNECT, 1000)]  # the client's own code, not 1008
+    assert terminal(log) == [(EVENT_DISCONNECT, 1000)]  # the client's own code, not 1013
     assert slow.conn.take()[-1][:2] == b"\x88\x02"  # the echo is the last thing queued
 
 
