@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import logging
 import signal
 import ssl
@@ -69,11 +70,22 @@ def _hub_from(module: ModuleType, attr: str, spec: str) -> Hub:
             obj = getattr(obj, part)
         except AttributeError:
             raise CLIError(f"{spec!r}: module has no attribute {attr!r}") from None
-    if not isinstance(obj, Hub) and callable(obj):
-        obj = obj()
+    if not isinstance(obj, Hub) and callable(obj) and _takes_no_arguments(obj):
+        obj = obj()  # a factory
     if not isinstance(obj, Hub):
-        raise CLIError(f"{spec!r} is a {type(obj).__name__}, not an ikisocket_core.Hub")
+        raise CLIError(
+            f"{spec!r} is a {type(obj).__name__}, not an ikisocket_core.Hub"
+            " (or a function of no arguments returning one)"
+        )
     return obj
+
+
+def _takes_no_arguments(fn: Any) -> bool:
+    try:
+        inspect.signature(fn).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _demo_app() -> ModuleType:

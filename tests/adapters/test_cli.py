@@ -1,0 +1,144 @@
+"""The ``ikisocket`` command in a real subprocess: serve, talk, SIGTERM, and its error lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.conformance.echo_app:hub"  # echoes on "/"
+TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ikisocket(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ikisocket_adapters", *args]
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start ``ikisocket ...``; yield it once it printed where it listens."""
+    proc = subprocess.Popen(
+        ikisocket(*args),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on ws://127.0.0.1:" in line, (line, proc.stderr and proc.stderr.read())
+        yield proc, line.rsplit(" ", 1)[-1].strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        ["--adapter", "asyncio"],
+        ["--adapter", "asyncio", "--uvloop"],
+        ["--adapter", "trio"],
+        ["--adapter", "anyio"],
+    ],
+    ids=["asyncio", "uvloop", "trio", "anyio"],
+)
+def test_run_serves_and_sigterm_closes_clients_with_1001_then_exits_0(adapter: list[str]) -> None:
+    port = free_port()
+    with serving("run", APP, "--port", str(port), *adapter) as (proc, url):
+        assert url == f"ws://127.0.0.1:{port}"
+        with connect(url + "/", open_timeout=TIMEOUT) as ws:
+            ws.send("over the wire")
+            assert ws.recv(TIMEOUT) == "over the wire"
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(TIMEOUT)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+        assert proc.wait(TIMEOUT) == 0
+
+
+def test_sigint_exits_0_too() -> None:
+    with serving("run", APP, "--port", str(free_port())) as (proc, _):
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 0
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_module_here:hub", "cannot import 'no_such_module_here'"),
+        ("tests.conformance.echo_app:nothing", "has no attribute 'nothing'"),
+        ("tests.conformance.echo_app", "must look like 'package.module:hub'"),
+        ("tests.conformance.echo_app:echo", "not an ikisocket_core.Hub"),
+    ],
+)
+def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
+    done = subprocess.run(
+        ikisocket("run", spec, "--port", str(free_port())),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("ikisocket: error: ")
+    assert message in lines[0]
+
+
+def test_a_busy_port_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            ikisocket("run", APP, "--port", str(port)),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("ikisocket")
+    done = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0
+    assert "run" in done.stdout
+    assert "demo" in done.stdout
