@@ -1,0 +1,130 @@
+"""Every socket adapter over real loopback sockets: one scenario suite, five ways to run it.
+
+The scenarios live in ``adapter_scenarios`` and take an anyio-style ``serve``
+that reports a handle through ``task_status``. The trio and anyio adapters
+have that shape already; the asyncio adapter's :func:`start_server` gets it
+from the small shim below, so the very same scenarios cover all of them:
+asyncio, asyncio on uvloop, trio, and anyio on both of its backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import adapter_scenarios as scenarios
+import anyio
+import anyio.abc
+import pytest
+
+import ikisocket_adapters.anyio
+import ikisocket_adapters.trio
+from ikisocket_adapters.asyncio import WebSocketServer, start_server
+from ikisocket_core import Hub
+from ikisocket_core.protocol import Server
+
+pytestmark = pytest.mark.anyio
+
+
+class AsyncioHandle:
+    """A started asyncio server, shaped like the trio/anyio adapters' handle."""
+
+    def __init__(self, server: WebSocketServer) -> None:
+        self.server = server
+        self.hub: Hub = server.hub
+        self.engine: Server = server.engine
+        self.stopped = asyncio.Event()
+        self.port = server.port  # kept: a closed server has no socket to ask
+
+    def close(self) -> None:
+        self.stopped.set()
+
+    async def aclose(self) -> None:
+        self.stopped.set()
+
+
+async def asyncio_serve(
+    hub: Hub,
+    host: str,
+    port: int,
+    *,
+    task_status: anyio.abc.TaskStatus[AsyncioHandle] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    server = await start_server(hub, host, port, **options)
+    handle = AsyncioHandle(server)
+    task_status.started(handle)
+    try:
+        await handle.stopped.wait()
+    finally:
+        server.close()
+        await asyncio.shield(server.wait_closed())
+
+
+#: adapter id -> (its serve, the anyio backend it runs on)
+ADAPTERS: dict[str, tuple[scenarios.Serve, Any]] = {
+    "asyncio": (asyncio_serve, "asyncio"),
+    "uvloop": (asyncio_serve, ("asyncio", {"use_uvloop": True})),
+    "trio": (ikisocket_adapters.trio.serve, "trio"),
+    "anyio-asyncio": (ikisocket_adapters.anyio.serve, "asyncio"),
+    "anyio-trio": (ikisocket_adapters.anyio.serve, "trio"),
+}
+
+SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
+    scenarios.echo_text_and_binary,
+    scenarios.broadcast_reaches_everyone,
+    scenarios.slow_listener_does_not_stall_others,
+    scenarios.plain_http_statuses,
+    scenarios.server_close_code,
+    scenarios.peer_close_fires_disconnect,
+    scenarios.tls_echo,
+    scenarios.graceful_shutdown,
+    scenarios.close_and_aclose,
+    scenarios.unknown_option_is_refused,
+    scenarios.backpressure_drops_for_the_slow_reader,
+    scenarios.backpressure_closes_the_slow_reader,
+    scenarios.cancel_right_after_start,
+    scenarios.silent_client_hits_the_handshake_timeout,
+    scenarios.stuck_client_does_not_hold_the_shutdown,
+    scenarios.two_hundred_clients_broadcasting,
+    scenarios.reset_mid_message_is_a_disconnect,
+    scenarios.nothing_left_after_clients_leave,
+]
+
+
+@pytest.fixture(params=list(ADAPTERS))
+def adapter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def anyio_backend(adapter: str) -> Any:
+    return ADAPTERS[adapter][1]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+async def test_scenario(
+    adapter: str, scenario: Callable[[scenarios.Serve], Awaitable[None]]
+) -> None:
+    await scenario(ADAPTERS[adapter][0])
+
+
+OPEN_SERVER: dict[str, Callable[..., Any]] = {
+    "trio": ikisocket_adapters.trio.open_server,
+    "anyio-asyncio": ikisocket_adapters.anyio.open_server,
+    "anyio-trio": ikisocket_adapters.anyio.open_server,
+}
+
+
+@pytest.mark.parametrize("adapter", list(OPEN_SERVER), indirect=True)
+async def test_open_server_block(adapter: str) -> None:
+    await scenarios.open_server_block(OPEN_SERVER[adapter])
+
+
+@pytest.mark.parametrize(
+    ("adapter", "backend"),
+    [("trio", "trio"), ("anyio-asyncio", "asyncio"), ("anyio-trio", "trio")],
+)
+def test_served_from_a_thread(adapter: str, backend: str) -> None:
+    scenarios.served_from_a_thread(ADAPTERS[adapter][0], backend)
