@@ -17,7 +17,16 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
-from ._actions import Accept, Action, Close, Reject, RunHandler, _check_close, _send_action
+from ._actions import (
+    Accept,
+    Action,
+    Close,
+    Reject,
+    Relay,
+    RunHandler,
+    _check_close,
+    _send_action,
+)
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -148,9 +157,13 @@ class Room:
             data: Bytes or text.
             kind: ``TEXT`` or ``BINARY``.
         """
-        members = self._hub._room_members(self.name)
+        hub = self._hub
+        members = hub._room_members(self.name)
         targets = tuple(k for k in members if k is not self._exclude)
-        self._hub._send(targets, data, kind)
+        hub._send(targets, data, kind)
+        if hub._node is not None:
+            exclude = None if self._exclude is None else self._exclude._uuid
+            hub._relay_message("room", data, kind, room=self.name, exclude=exclude)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once for each member (but the excluded one).
@@ -212,6 +225,12 @@ class Hub:
         self._depth = 0
         self._wakeup: Callable[[], None] | None = None
         self._wakeup_pending = False
+        # Federation (off until ``federate``): relays for the backplane, remote presence.
+        self._node: str | None = None
+        self._relays: list[Relay] = []
+        self._relay_wakeup: Callable[[], None] | None = None
+        self._relay_wakeup_pending = False
+        self._remote: dict[str, dict[str, None]] = {}
 
     def __repr__(self) -> str:
         return f"<Hub {len(self._conns)} connections, {len(self._router.routes)} routes>"
@@ -355,9 +374,16 @@ class Hub:
             kind: ``TEXT`` or ``BINARY``.
 
         Raises:
-            UnknownConnection: No live connection has that UUID.
+            UnknownConnection: No live connection has that UUID (on any node,
+                when the hub is federated).
         """
-        self._send((self.get(uuid),), data, kind)
+        kws = self._conns.get(uuid)
+        if kws is None and self._node is not None and self._is_remote(uuid):
+            self._relay_message("emit", data, kind, uuids=(uuid,))
+            return
+        if kws is None:
+            raise UnknownConnection(uuid)
+        self._send((kws,), data, kind)
 
     def emit_to_list(
         self, uuids: Iterable[str], data: bytes | str, kind: MessageKind = _TEXT
@@ -370,8 +396,21 @@ class Hub:
             kind: ``TEXT`` or ``BINARY``.
         """
         conns = self._conns
-        targets = {conns[u]: None for u in uuids if u in conns}
-        self._send(tuple(targets), data, kind)
+        if self._node is None:
+            targets = {conns[u]: None for u in uuids if u in conns}
+            self._send(tuple(targets), data, kind)
+            return
+        local: dict[Websocket, None] = {}
+        remote: dict[str, None] = {}
+        for u in uuids:
+            kws = conns.get(u)
+            if kws is not None:
+                local[kws] = None
+            elif self._is_remote(u):
+                remote[u] = None
+        self._send(tuple(local), data, kind)
+        if remote:
+            self._relay_message("emit", data, kind, uuids=tuple(remote))
 
     def broadcast(
         self,
@@ -397,6 +436,9 @@ class Hub:
                 listed.remove(skip)
                 targets = tuple(listed)
         self._send(targets, data, kind)
+        if self._node is not None:
+            skipped = exclude if exclude is None or isinstance(exclude, str) else exclude._uuid
+            self._relay_message("broadcast", data, kind, exclude=skipped)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once per live connection (the seed's ``Fire``).
@@ -412,6 +454,9 @@ class Hub:
         finally:
             self._depth -= 1
             self._flush_outside()
+        if self._node is not None:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            self._push_relay(Relay(op="fire", node=self._node, data=raw, event=event))
 
     def to(self, room: str) -> Room:
         """A view of a room to emit or fire to.
@@ -514,9 +559,9 @@ class Hub:
                 )
         if uuid is None:
             uuid = self._uuid_factory()
-            if uuid in self._conns:
+            if uuid in self._conns or self._is_remote(uuid):
                 raise DuplicateUUID(uuid)
-        elif uuid in self._conns:
+        elif uuid in self._conns or self._is_remote(uuid):
             return Reject(status=409, reason="this uuid is already connected")
         kws = Websocket(
             self, uuid, request, match.params, attributes=attributes, subprotocol=subprotocol
@@ -526,6 +571,8 @@ class Hub:
         kws.last_activity = self._now
         self._conns[uuid] = kws
         self._all = None
+        if self._node is not None:
+            self._push_relay(Relay(op="present", node=self._node, uuids=(uuid,)))
         self._depth += 1
         try:
             self._run_route(match.route.callback, kws)
@@ -691,7 +738,170 @@ class Hub:
         """
         self._wakeup = callback
 
+    # -- federation (several processes, one application) -----------------------------------
+
+    def federate(self, node_id: str) -> None:
+        """Make this hub one node of several that share connections through a backplane.
+
+        From now on broadcasts, room emits, hub-wide fires, emits to remote
+        connections, and the opening and ending of connections are also queued
+        as :class:`Relay` values for the backplane (:meth:`drain_relays`), and
+        the backplane feeds other nodes' relays in with :meth:`receive_relay`.
+        Calling it again with the same id does nothing.
+
+        Args:
+            node_id: This node's id, unique among the nodes.
+
+        Raises:
+            LocalProtocolError: The id is empty, or the hub is already a node
+                with another id.
+        """
+        if not isinstance(node_id, str) or not node_id:
+            raise LocalProtocolError("a node id is a non-empty string")
+        if self._node is not None and self._node != node_id:
+            raise LocalProtocolError(f"this hub is already federated as node {self._node!r}")
+        self._node = node_id
+
+    @property
+    def node_id(self) -> str | None:
+        """This hub's node id, or ``None`` when it is not federated."""
+        return self._node
+
+    @property
+    def remote_nodes(self) -> tuple[str, ...]:
+        """The other nodes this hub knows connections of."""
+        return tuple(self._remote)
+
+    @property
+    def all_connections(self) -> tuple[str, ...]:
+        """The UUIDs of the live connections on this node and, when federated, on the others."""
+        every = dict.fromkeys(self._conns)
+        for members in self._remote.values():
+            every.update(members)
+        return tuple(every)
+
+    def drain_relays(self) -> list[Relay]:
+        """Take every queued relay, oldest first, and clear the queue.
+
+        Returns:
+            The relays for the backplane to publish, in order.
+        """
+        relays = self._relays
+        self._relays = []
+        self._relay_wakeup_pending = False
+        return relays
+
+    def set_relay_wakeup(self, callback: Callable[[], None] | None) -> None:
+        """Register what to call when a relay is queued.
+
+        The hub calls ``callback`` once when a relay is queued, then not again
+        until the next :meth:`drain_relays`, also from inside input calls (the
+        backplane is not the driver of the connections). The callback must
+        not drain synchronously.
+
+        Args:
+            callback: A plain function, or ``None`` to remove it.
+        """
+        self._relay_wakeup = callback
+
+    def receive_relay(self, relay: Relay) -> None:
+        """Apply a relay another node published; it is not relayed again.
+
+        Messages go to this node's connections (honouring ``exclude``), a
+        ``fire`` runs listeners on this node's connections, ``present`` and
+        ``absent`` update what this hub knows of the other node, and
+        ``hello`` is answered with a ``present`` relay listing this node's
+        connections. Relays from this node itself are ignored. Commands queue
+        actions as commands from a background job do: the driver's wakeup
+        (see :meth:`set_wakeup`) is called.
+
+        Args:
+            relay: The relay.
+
+        Raises:
+            LocalProtocolError: The hub is not federated.
+        """
+        if self._node is None:
+            raise LocalProtocolError("receive_relay needs a federated hub (see Hub.federate)")
+        node, op = relay.node, relay.op
+        if node == self._node:
+            return
+        if op == "present":
+            self._remote.setdefault(node, {}).update(dict.fromkeys(relay.uuids))
+            return
+        if op == "absent":
+            known = self._remote.get(node)
+            if known is not None:
+                for u in relay.uuids:
+                    known.pop(u, None)
+            return
+        if op == "hello":
+            self._remote.setdefault(node, {})
+            self._push_relay(Relay(op="present", node=self._node, uuids=tuple(self._conns)))
+            return
+        self._depth += 1
+        try:
+            if op == "fire":
+                assert relay.event is not None
+                for kws in tuple(self._conns.values()):
+                    self._fire_one(kws, relay.event, relay.data)
+                return
+            conns = self._conns
+            if op == "emit":
+                targets = tuple({conns[u]: None for u in relay.uuids if u in conns})
+            elif op == "broadcast":
+                targets = tuple(k for k in conns.values() if k._uuid != relay.exclude)
+            else:  # room
+                assert relay.room is not None
+                members = self._room_members(relay.room)
+                targets = tuple(k for k in members if k._uuid != relay.exclude)
+            self._send(targets, relay.data, relay.kind)
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def forget_node(self, node_id: str) -> None:
+        """Drop what this hub knows of another node's connections (it is gone).
+
+        Args:
+            node_id: The node's id.
+        """
+        self._remote.pop(node_id, None)
+
     # -- internals -----------------------------------------------------------------------
+
+    def _is_remote(self, uuid: str) -> bool:
+        return any(uuid in members for members in self._remote.values())
+
+    def _push_relay(self, relay: Relay) -> None:
+        self._relays.append(relay)
+        if not self._relay_wakeup_pending and self._relay_wakeup is not None:
+            self._relay_wakeup_pending = True
+            self._relay_wakeup()
+
+    def _relay_message(
+        self,
+        op: str,
+        data: bytes | str,
+        kind: MessageKind,
+        *,
+        uuids: tuple[str, ...] = (),
+        room: str | None = None,
+        exclude: str | None = None,
+    ) -> None:
+        assert self._node is not None
+        if kind.__class__ is not MessageKind:
+            kind = MessageKind(kind)
+        relay = Relay(
+            op=op,
+            node=self._node,
+            data=_payload(data, kind),
+            kind=kind,
+            uuids=uuids,
+            room=room,
+            exclude=exclude,
+        )
+        self._push_relay(relay)
 
     def _push(self, action: Action) -> None:
         self._queue.append(action)
@@ -826,6 +1036,8 @@ class Hub:
     def _unregister(self, kws: Websocket) -> None:
         del self._conns[kws._uuid]
         self._all = None
+        if self._node is not None:
+            self._push_relay(Relay(op="absent", node=self._node, uuids=(kws._uuid,)))
         for room in kws._rooms:
             members = self._rooms[room]
             del members[kws]
@@ -844,12 +1056,15 @@ class Hub:
         if kws.state is not _OPEN:
             kws._uuid = new
             return
-        if new in self._conns:
+        if new in self._conns or self._is_remote(new):
             raise DuplicateUUID(new)
         del self._conns[old]
         self._conns[new] = kws
         kws._uuid = new
         self._all = None
+        if self._node is not None:
+            self._push_relay(Relay(op="absent", node=self._node, uuids=(old,)))
+            self._push_relay(Relay(op="present", node=self._node, uuids=(new,)))
 
     def _join(self, kws: Websocket, room: str) -> None:
         if kws.state is not _OPEN or room in kws._rooms:

@@ -1,0 +1,443 @@
+"""Federation: hubs on several nodes sharing connections through relays (no network).
+
+Two or three hubs are wired together by a tiny in-memory bus that carries each
+hub's drained relays to every other hub, as the Redis backplane does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ikisocket_core import (
+    BINARY,
+    TEXT,
+    Accept,
+    DuplicateUUID,
+    EventPayload,
+    Hub,
+    LocalProtocolError,
+    Request,
+    UnknownConnection,
+    Websocket,
+)
+from ikisocket_core._actions import Relay
+from ikisocket_core.testing import TestClient, WebSocketRejected, WebSocketTestSession
+
+
+def make_hub(node: str | None) -> Hub:
+    hub = Hub()
+
+    @hub.websocket("/ws/:id")
+    def on_open(kws: Websocket) -> None:
+        kws.set_attribute("id", kws.params["id"])
+        room = kws.request.query().get("room")
+        if room:
+            kws.join(room)
+
+    if node is not None:
+        hub.federate(node)
+    return hub
+
+
+class Bus:
+    """Carries each node's relays to all the others, then lets each client pump."""
+
+    def __init__(self, *nodes: tuple[Hub, TestClient]) -> None:
+        self.nodes = list(nodes)
+        self.carried: list[Relay] = []
+
+    def flush(self) -> None:
+        for _ in range(20):
+            moved = False
+            for hub, _client in self.nodes:
+                for relay in hub.drain_relays():
+                    moved = True
+                    self.carried.append(relay)
+                    for other, client in self.nodes:
+                        if other is not hub:
+                            other.receive_relay(relay)
+                            client.pump()
+            if not moved:
+                return
+        raise AssertionError("relays keep coming")  # pragma: no cover
+
+
+@pytest.fixture
+def two() -> tuple[Hub, TestClient, Hub, TestClient, Bus]:
+    a, b = make_hub("node-a"), make_hub("node-b")
+    ca, cb = TestClient(a), TestClient(b)
+    return a, ca, b, cb, Bus((a, ca), (b, cb))
+
+
+def connect(client: TestClient, bus: Bus, path: str) -> WebSocketTestSession:
+    session = client.websocket_connect(path)
+    bus.flush()
+    return session
+
+
+def nothing_for(*sessions: WebSocketTestSession) -> None:
+    for session in sessions:
+        assert session.pending == 0
+
+
+# -- Relay values ------------------------------------------------------------------------
+
+
+def test_a_relay_is_validated() -> None:
+    with pytest.raises(LocalProtocolError, match="unknown relay op"):
+        Relay(op="shout", node="n")
+    with pytest.raises(LocalProtocolError, match="node"):
+        Relay(op="broadcast", node="")
+    with pytest.raises(LocalProtocolError, match="room name"):
+        Relay(op="room", node="n")
+    with pytest.raises(LocalProtocolError, match="event name"):
+        Relay(op="fire", node="n")
+    relay = Relay(op="room", node="n", room="r", data=b"x", kind=BINARY, exclude="u")
+    assert (relay.room, relay.data, relay.kind, relay.exclude) == ("r", b"x", BINARY, "u")
+    with pytest.raises(AttributeError):
+        relay.op = "fire"  # type: ignore[misc]
+
+
+# -- turning it on -----------------------------------------------------------------------
+
+
+def test_federate_is_idempotent_and_refuses_a_second_identity() -> None:
+    hub = Hub()
+    assert hub.node_id is None
+    with pytest.raises(LocalProtocolError):
+        hub.federate("")
+    hub.federate("n1")
+    hub.federate("n1")
+    assert hub.node_id == "n1"
+    with pytest.raises(LocalProtocolError, match="already federated"):
+        hub.federate("n2")
+
+
+def test_a_hub_that_is_not_federated_queues_no_relays_and_behaves_as_before() -> None:
+    hub = make_hub(None)
+    client = TestClient(hub)
+    woken: list[int] = []
+    hub.set_relay_wakeup(lambda: woken.append(1))
+    one = client.websocket_connect("/ws/one?room=r")
+    two = client.websocket_connect("/ws/two?room=r")
+    hub.broadcast("all")
+    hub.to("r").emit("room")
+    hub.emit_to(one.uuid, "direct")
+    hub.emit_to_list([one.uuid, "nobody", one.uuid], "list")
+    hub.fire("custom", "x")
+    client.pump()
+    assert [one.receive_text() for _ in range(4)] == ["all", "room", "direct", "list"]
+    assert [two.receive_text() for _ in range(2)] == ["all", "room"]
+    with pytest.raises(UnknownConnection):
+        hub.emit_to("nobody", "x")
+    one.close()
+    assert hub.drain_relays() == []
+    assert woken == []
+    assert hub.all_connections == (two.uuid,)
+    assert hub.remote_nodes == ()
+    with pytest.raises(LocalProtocolError, match="federated"):
+        hub.receive_relay(Relay(op="hello", node="x"))
+
+
+# -- messages across nodes ---------------------------------------------------------------
+
+
+def test_broadcast_reaches_every_node_and_honours_exclude(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, b, cb, bus = two
+    a1, b1, b2 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1"), connect(cb, bus, "/ws/b2")
+    a.broadcast("hello all")
+    bus.flush()
+    assert [s.receive_text() for s in (a1, b1, b2)] == ["hello all"] * 3
+    b.broadcast(b"\x00bin", BINARY, exclude=b1.uuid)
+    bus.flush()
+    assert a1.receive_bytes() == b"\x00bin"
+    assert b2.receive_bytes() == b"\x00bin"
+    a.broadcast("skip remote", exclude=b2.uuid)  # a remote uuid is skipped over there
+    bus.flush()
+    assert [s.receive_text() for s in (a1, b1)] == ["skip remote"] * 2
+    nothing_for(a1, b1, b2)
+
+
+def test_a_connections_broadcast_skips_itself_everywhere(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, _b, cb, bus = two
+
+    @a.on("message")
+    def relay_it(ep: EventPayload) -> None:
+        ep.kws.broadcast(ep.data, except_self=True)
+
+    a1, a2, b1 = connect(ca, bus, "/ws/a1"), connect(ca, bus, "/ws/a2"), connect(cb, bus, "/ws/b1")
+    a1.send_text("from a1")
+    bus.flush()
+    assert a2.receive_text() == "from a1"
+    assert b1.receive_text() == "from a1"
+    nothing_for(a1, a2, b1)
+    relay = next(r for r in bus.carried if r.op == "broadcast")
+    assert (relay.node, relay.exclude, relay.kind) == ("node-a", a1.uuid, TEXT)
+
+
+def test_room_emits_span_nodes(two: tuple[Hub, TestClient, Hub, TestClient, Bus]) -> None:
+    a, ca, b, cb, bus = two
+
+    @b.on("message")
+    def to_room(ep: EventPayload) -> None:
+        ep.kws.to("lobby").emit(ep.data)
+
+    a1 = connect(ca, bus, "/ws/a1?room=lobby")
+    a2 = connect(ca, bus, "/ws/a2")
+    b1 = connect(cb, bus, "/ws/b1?room=lobby")
+    b2 = connect(cb, bus, "/ws/b2?room=lobby")
+    a.to("lobby").emit("from the hub")
+    bus.flush()
+    assert [s.receive_text() for s in (a1, b1, b2)] == ["from the hub"] * 3
+    b1.send_text("from b1")
+    bus.flush()
+    assert a1.receive_text() == "from b1"
+    assert b2.receive_text() == "from b1"
+    a.to("nobody-here").emit("lost")
+    bus.flush()
+    nothing_for(a1, a2, b1, b2)
+
+
+def test_hub_fire_runs_listeners_on_every_node_but_a_connections_fire_stays_local(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, b, cb, bus = two
+    seen: list[tuple[str, str, bytes]] = []
+    for hub, name in ((a, "a"), (b, "b")):
+
+        @hub.on("ding")
+        def ding(ep: EventPayload, name: str = name) -> None:
+            seen.append((name, ep.kws.get_attribute("id"), ep.data))
+
+    a1, b1 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1")
+    a.fire("ding", "text")
+    bus.flush()
+    b.fire("ding", b"raw")
+    bus.flush()
+    assert seen == [
+        ("a", "a1", b"text"),
+        ("b", "b1", b"text"),
+        ("b", "b1", b"raw"),
+        ("a", "a1", b"raw"),
+    ]
+    seen.clear()
+    b.get(b1.uuid).fire("ding", "mine")
+    bus.flush()
+    assert seen == [("b", "b1", b"mine")]
+    assert not any(r.op == "fire" and r.data == b"mine" for r in bus.carried)
+    nothing_for(a1, b1)
+
+
+# -- emit_to and presence ----------------------------------------------------------------
+
+
+def test_emit_to_a_connection_on_another_node(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, _b, cb, bus = two
+    a1, b1, b2 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1"), connect(cb, bus, "/ws/b2")
+    assert set(a.all_connections) == {a1.uuid, b1.uuid, b2.uuid}
+    assert a.connections == (a1.uuid,)
+    assert a.remote_nodes == ("node-b",)
+    a.emit_to(b1.uuid, "psst")
+    a.emit_to(a1.uuid, "local")
+    bus.flush()
+    assert b1.receive_text() == "psst"
+    assert a1.receive_text() == "local"
+    nothing_for(a1, b1, b2)
+    b1.close()
+    bus.flush()
+    with pytest.raises(UnknownConnection):
+        a.emit_to(b1.uuid, "gone")
+    assert set(a.all_connections) == {a1.uuid, b2.uuid}
+    cb.hub.close(b2.uuid)  # a server-side close is an absence too
+    bus.flush()
+    with pytest.raises(UnknownConnection):
+        a.emit_to(b2.uuid, "gone")
+
+
+def test_emit_to_list_splits_local_remote_and_unknown(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, _b, cb, bus = two
+    a1, b1, b2 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1"), connect(cb, bus, "/ws/b2")
+    bus.carried.clear()
+    a.emit_to_list([a1.uuid, b1.uuid, "nobody", b1.uuid, a1.uuid], b"both", BINARY)
+    bus.flush()
+    assert a1.receive_bytes() == b"both"
+    assert b1.receive_bytes() == b"both"
+    nothing_for(a1, b1, b2)
+    assert [(r.op, r.uuids) for r in bus.carried] == [("emit", (b1.uuid,))]
+    a.emit_to_list([a1.uuid], "local only")
+    a.emit_to_list(["nobody"], "to no one")
+    assert a.drain_relays() == []
+    ca.pump()
+    assert a1.receive_text() == "local only"
+
+
+def test_hello_is_answered_with_the_local_connections() -> None:
+    a = make_hub("node-a")
+    ca = TestClient(a)
+    a1, a2 = ca.websocket_connect("/ws/a1"), ca.websocket_connect("/ws/a2")
+    assert [(r.op, r.uuids) for r in a.drain_relays()] == [
+        ("present", (a1.uuid,)),
+        ("present", (a2.uuid,)),
+    ]
+    a.receive_relay(Relay(op="hello", node="node-late"))
+    assert [(r.op, r.node, r.uuids) for r in a.drain_relays()] == [
+        ("present", "node-a", (a1.uuid, a2.uuid))
+    ]
+    assert a.remote_nodes == ("node-late",)
+
+
+def test_a_late_node_learns_presence_through_hello() -> None:
+    a, b = make_hub("node-a"), make_hub("node-b")
+    ca, cb = TestClient(a), TestClient(b)
+    a1 = ca.websocket_connect("/ws/a1")
+    a.drain_relays()  # node-b was not listening yet: the present relay is lost
+    bus = Bus((a, ca), (b, cb))
+    b.receive_relay(Relay(op="present", node="node-a", uuids=()))
+    with pytest.raises(UnknownConnection):
+        b.emit_to(a1.uuid, "x")
+    a.receive_relay(Relay(op="hello", node="node-b"))
+    bus.flush()
+    b.emit_to(a1.uuid, "found you")
+    bus.flush()
+    assert a1.receive_text() == "found you"
+
+
+def test_forget_node_drops_its_connections(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, _ca, _b, cb, bus = two
+    b1 = connect(cb, bus, "/ws/b1")
+    a.forget_node("node-b")
+    a.forget_node("never-heard-of")
+    assert a.remote_nodes == ()
+    with pytest.raises(UnknownConnection):
+        a.emit_to(b1.uuid, "x")
+    a.receive_relay(Relay(op="absent", node="node-b", uuids=(b1.uuid,)))  # late: ignored
+    assert a.all_connections == ()
+
+
+def test_relays_from_this_node_are_ignored() -> None:
+    a = make_hub("node-a")
+    ca = TestClient(a)
+    a1 = ca.websocket_connect("/ws/a1")
+    a.drain_relays()
+    a.receive_relay(Relay(op="broadcast", node="node-a", data=b"echo"))
+    a.receive_relay(Relay(op="present", node="node-a", uuids=("ghost",)))
+    a.receive_relay(Relay(op="hello", node="node-a"))
+    ca.pump()
+    assert a1.pending == 0
+    assert a.all_connections == (a1.uuid,)
+    assert a.drain_relays() == []
+
+
+def test_receive_relay_does_not_relay_again(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    _a, ca, b, cb, bus = two
+    connect(ca, bus, "/ws/a1")
+    b1 = connect(cb, bus, "/ws/b1?room=r")
+    for relay in (
+        Relay(op="broadcast", node="node-a", data=b"1"),
+        Relay(op="room", node="node-a", room="r", data=b"2"),
+        Relay(op="emit", node="node-a", uuids=(b1.uuid, "elsewhere"), data=b"3"),
+        Relay(op="fire", node="node-a", event="nothing-listens"),
+    ):
+        b.receive_relay(relay)
+    cb.pump()
+    assert [b1.receive_text() for _ in range(3)] == ["1", "2", "3"]
+    assert b.drain_relays() == []
+
+
+def test_a_remote_relay_wakes_the_driver_of_the_connections() -> None:
+    b = make_hub("node-b")
+    cb = TestClient(b)
+    b1 = cb.websocket_connect("/ws/b1")
+    woken: list[int] = []
+    b.set_wakeup(lambda: woken.append(1))
+    b.receive_relay(Relay(op="broadcast", node="node-a", data=b"wake"))
+    assert woken == [1]
+    cb.pump()
+    assert b1.receive_text() == "wake"
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def test_rekey_is_announced_as_absent_then_present(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, _ca, b, cb, bus = two
+    b1 = connect(cb, bus, "/ws/b1")
+    old = b1.uuid
+    bus.carried.clear()
+    b.get(old).uuid = "user-42"
+    bus.flush()
+    assert [(r.op, r.uuids) for r in bus.carried] == [
+        ("absent", (old,)),
+        ("present", ("user-42",)),
+    ]
+    a.emit_to("user-42", "renamed")
+    bus.flush()
+    assert b1.receive_text() == "renamed"
+    with pytest.raises(UnknownConnection):
+        a.emit_to(old, "x")
+
+
+def test_a_uuid_in_use_on_another_node_is_a_duplicate(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, _b, cb, bus = two
+    b1 = connect(cb, bus, "/ws/b1")
+    a1 = connect(ca, bus, "/ws/a1")
+    with pytest.raises(DuplicateUUID):
+        a.get(a1.uuid).uuid = b1.uuid
+    assert a.get(a1.uuid).uuid == a1.uuid
+
+    @a.before_upgrade
+    def pick(request: Request) -> Accept:
+        return Accept(uuid=request.query().get("uuid"))
+
+    with pytest.raises(WebSocketRejected) as refused:
+        ca.websocket_connect(f"/ws/x?uuid={b1.uuid}")
+    assert refused.value.status == 409
+
+    c = Hub(uuid_factory=lambda: b1.uuid)
+    c.websocket("/ws/:id", lambda kws: None)
+    c.federate("node-c")
+    c.receive_relay(Relay(op="present", node="node-b", uuids=(b1.uuid,)))
+    with pytest.raises(DuplicateUUID):
+        c.open(Request.from_target("/ws/x", [("host", "h")]))
+
+
+# -- the relay queue ---------------------------------------------------------------------
+
+
+def test_relay_wakeup_is_called_once_until_the_next_drain() -> None:
+    a = make_hub("node-a")
+    ca = TestClient(a)
+    woken: list[int] = []
+    a.set_relay_wakeup(lambda: woken.append(len(a._relays)))
+    a1 = ca.websocket_connect("/ws/a1")  # inside an input call too
+    a.broadcast("one")
+    a.broadcast("two", 2)  # type: ignore[arg-type]  # a plain opcode works as a kind
+    assert woken == [1]
+    relays = a.drain_relays()
+    assert [r.op for r in relays] == ["present", "broadcast", "broadcast"]
+    assert relays[2].kind is BINARY
+    a.broadcast("three")
+    assert woken == [1, 1]
+    a.set_relay_wakeup(None)
+    a.drain_relays()
+    a.broadcast("four")
+    assert woken == [1, 1]
+    assert len(a.drain_relays()) == 1
+    ca.pump()
+    assert a1.pending == 4
