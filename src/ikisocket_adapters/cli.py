@@ -4,6 +4,7 @@
 
     ikisocket run myapp.realtime:hub --adapter asyncio --host 127.0.0.1 --port 8000
     ikisocket demo --port 3000
+    ikisocket run myapp.realtime:hub --redis redis://127.0.0.1:6379/0   # one of several nodes
 
 SIGINT and SIGTERM close every client with 1001, wait for them (bounded by
 ``close_timeout``) and exit with status 0. Errors the user can fix (a bad
@@ -124,6 +125,17 @@ def _announce(scheme: str, host: str, port: int, what: str) -> None:
     print(f"ikisocket {what}: listening on {scheme}://{shown}:{port}", flush=True)
 
 
+def _backplane(hub: Hub, redis_url: str | None) -> Any:
+    """The Redis backplane for ``--redis``, or ``None``."""
+    if redis_url is None:
+        return None
+    try:
+        from .redis import RedisBackplane  # noqa: PLC0415
+    except ImportError:
+        raise CLIError("--redis needs the redis package (pip install 'ikisocket[redis]')") from None
+    return RedisBackplane(hub, redis_url)
+
+
 def _run_asyncio(
     hub: Hub,
     *,
@@ -133,12 +145,18 @@ def _run_asyncio(
     limits: dict[str, Any],
     on_ready: Callable[[int], None],
     use_uvloop: bool,
+    redis_url: str | None = None,
 ) -> None:
     import asyncio  # noqa: PLC0415 (only the chosen backend is imported)
 
     from .asyncio import start_server  # noqa: PLC0415
 
+    backplane = _backplane(hub, redis_url)
+
     async def run() -> None:
+        relaying: asyncio.Task[None] | None = None
+        if backplane is not None:
+            relaying = asyncio.create_task(backplane.run())
         server = await start_server(hub, host, port, ssl_context=ssl_context, **limits)
         on_ready(server.port)
         stop = asyncio.Event()
@@ -150,6 +168,9 @@ def _run_asyncio(
         finally:
             server.close()
             await server.wait_closed()
+            if relaying is not None:  # after the clients closed: their "absent" goes out
+                relaying.cancel()
+                await asyncio.wait({relaying}, timeout=3.0)
 
     if use_uvloop:
         try:
@@ -170,26 +191,35 @@ def _run_structured(
     ssl_context: ssl.SSLContext | None,
     limits: dict[str, Any],
     on_ready: Callable[[int], None],
+    redis_url: str | None = None,
 ) -> None:
     import anyio  # noqa: PLC0415
 
     if backend == "trio":
+        if redis_url is not None:
+            raise CLIError("--redis needs an asyncio-based adapter (--adapter asyncio or anyio)")
         from .trio import serve  # noqa: PLC0415
     else:
         from .anyio import serve  # type: ignore[assignment]  # noqa: PLC0415
+    backplane = _backplane(hub, redis_url)
 
     async def run() -> None:
-        async with anyio.create_task_group() as tg:
-            started = await tg.start(
-                lambda task_status: serve(
-                    hub, host, port, ssl_context=ssl_context, task_status=task_status, **limits
+        async with anyio.create_task_group() as outer:
+            if backplane is not None:
+                await outer.start(backplane.run)
+            async with anyio.create_task_group() as tg:
+                started = await tg.start(
+                    lambda task_status: serve(
+                        hub, host, port, ssl_context=ssl_context, task_status=task_status, **limits
+                    )
                 )
-            )
-            on_ready(int(started.port))
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
+                on_ready(int(started.port))
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        break
+            # The server closed its clients; now the backplane (their "absent" goes out).
+            outer.cancel_scope.cancel()
 
     anyio.run(run, backend="trio" if backend == "trio" else "asyncio")
 
@@ -213,6 +243,7 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
                 limits=limits,
                 on_ready=on_ready,
                 use_uvloop=args.uvloop,
+                redis_url=args.redis,
             )
         else:
             if args.uvloop:
@@ -225,6 +256,7 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
                 ssl_context=ssl_context,
                 limits=limits,
                 on_ready=on_ready,
+                redis_url=args.redis,
             )
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
@@ -250,6 +282,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-message-size", type=int, default=None, help="bytes (1 MiB)")
         p.add_argument("--ping-interval", type=float, default=None, help="seconds (20)")
+        p.add_argument(
+            "--redis",
+            metavar="URL",
+            default=None,
+            help="share connections with other processes through this Redis (asyncio, anyio)",
+        )
 
     run = sub.add_parser("run", help="serve the hub named by an import string")
     run.add_argument("app", help="package.module:hub")

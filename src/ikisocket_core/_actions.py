@@ -157,9 +157,9 @@ RELAY_OPS = frozenset({"broadcast", "room", "fire", "emit", "present", "absent",
 class Relay:
     """What a federated hub asks its backplane to tell the other nodes.
 
-    A hub queues relays only after :meth:`Hub.federate`; a backplane takes them
-    with :meth:`Hub.drain_relays`, carries them to every other node, and each
-    of those applies them with :meth:`Hub.receive_relay`.
+    A hub queues relays only after :meth:`~ikisocket_core.Hub.federate`; a backplane takes them
+    with :meth:`~ikisocket_core.Hub.drain_relays`, carries them to every other node, and each
+    of those applies them with :meth:`~ikisocket_core.Hub.receive_relay`.
 
     Attributes:
         op: ``"broadcast"``, ``"room"`` (a room emit), ``"fire"`` (a hub-wide

@@ -745,8 +745,9 @@ class Hub:
 
         From now on broadcasts, room emits, hub-wide fires, emits to remote
         connections, and the opening and ending of connections are also queued
-        as :class:`Relay` values for the backplane (:meth:`drain_relays`), and
-        the backplane feeds other nodes' relays in with :meth:`receive_relay`.
+        as :class:`~ikisocket_core._actions.Relay` values for the backplane
+        (:meth:`drain_relays`), and the backplane feeds other nodes' relays in
+        with :meth:`receive_relay`.
         Calling it again with the same id does nothing.
 
         Args:
