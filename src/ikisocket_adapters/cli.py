@@ -133,7 +133,10 @@ def _backplane(hub: Hub, redis_url: str | None) -> Any:
         from .redis import RedisBackplane  # noqa: PLC0415
     except ImportError:
         raise CLIError("--redis needs the redis package (pip install 'ikisocket[redis]')") from None
-    return RedisBackplane(hub, redis_url)
+    try:
+        return RedisBackplane(hub, redis_url)
+    except ValueError as exc:
+        raise CLIError(f"--redis {redis_url}: {exc}") from None
 
 
 def _run_asyncio(

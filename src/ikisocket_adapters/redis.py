@@ -35,6 +35,7 @@ import anyio
 from anyio.abc import TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -131,6 +132,9 @@ class RedisBackplane:
             beyond that the oldest are dropped (counted in ``stats``).
         node_id: This node's id.
 
+    Raises:
+        ValueError: A setting is out of range, or the URL is not a Redis URL.
+
     Attributes:
         node_id: This node's id.
         connected: Whether it is connected and subscribed right now.
@@ -156,6 +160,7 @@ class RedisBackplane:
             raise ValueError("node_ttl must be longer than heartbeat")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        parse_url(url)  # a malformed URL is a ValueError now, not in the reconnect loop
         self.hub = hub
         self.url = url
         self.channel = channel
@@ -276,7 +281,11 @@ class RedisBackplane:
         try:
             await self._beat(client)
             await pubsub.subscribe(self.channel)
-            # Announce this node: the others answer ``hello`` with their connections.
+            # What this hub knows of the others may be stale (it missed what they published
+            # while it was away): forget it, and announce this node; the others answer
+            # ``hello`` with their connections.
+            for node in self.hub.remote_nodes:
+                self.hub.forget_node(node)
             hello = Relay(op="hello", node=self.node_id)
             present = Relay(op="present", node=self.node_id, uuids=self.hub.connections)
             await client.publish(self.channel, encode_relay(hello))

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
@@ -275,6 +278,10 @@ async def test_broadcast_emit_to_rooms_and_fire_cross_nodes(redis_server: RedisS
         got = {await recv(ws) for ws in (a1, b1, b2)}
         assert got == {"rang a1: now", "rang b1: now", "rang b2: now"}
 
+        async with Redis.from_url(redis_server.url) as raw:  # not a relay: ignored
+            await raw.publish(a.backplane.channel, b"junk")
+        await until(lambda: a.backplane.stats["malformed"] == b.backplane.stats["malformed"] == 1)
+
         await send(a1, op="broadcast", data="marker")
         assert [await recv(ws) for ws in (a1, b1, b2)] == ["marker"] * 3
         await nothing_more(a1, b1, b2)
@@ -318,6 +325,36 @@ async def test_nodes_reconnect_after_redis_restarts(redis_server: RedisServer) -
                     break
         await send(b1, op="emit_to", to=next(iter(a.hub.connections)), data="back")
         assert await recv(a1) == "back"
+
+
+async def test_relays_wait_for_redis_and_the_oldest_are_dropped(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.kill()
+    node_hub = make_hub()
+    backplane = RedisBackplane(
+        node_hub, redis_server.url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL, max_pending=2
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(backplane.run)  # started although Redis is down
+        assert not backplane.connected
+        for n in range(3):
+            node_hub.broadcast(f"queued {n}")
+        await until(lambda: backplane.stats["dropped"] == 1)
+        redis_server.start()
+        async with Redis.from_url(redis_server.url) as raw, raw.pubsub() as pubsub:
+            await pubsub.subscribe(backplane.channel)
+            await until(lambda: backplane.stats["published"] == 2)
+            seen: list[bytes] = []
+            with anyio.fail_after(LIMIT):
+                while len(seen) < 4:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        seen.append(message["data"])
+        tg.cancel_scope.cancel()
+    relays = [decode_relay(m) for m in seen]
+    assert [r.op for r in relays] == ["hello", "present", "broadcast", "broadcast"]
+    assert [r.data for r in relays[2:]] == [b"queued 1", b"queued 2"]
 
 
 # -- nodes in other processes ------------------------------------------------------------
@@ -364,6 +401,46 @@ async def test_a_crashed_node_is_forgotten_after_its_ttl(redis_server: RedisServ
             await until(lambda: b1_uuid not in a.hub.all_connections)
             assert a.hub.remote_nodes == ()
             assert a.backplane.stats["forgotten"] == 1
+
+
+async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
+    redis_server: RedisServer,
+) -> None:
+    port = free_port()
+    cli = [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub"]
+    with process([*cli, "--port", str(port), "--redis", redis_server.url]) as proc:
+        async with Redis.from_url(redis_server.url) as raw, raw.pubsub() as pubsub:
+            await pubsub.subscribe("ikisocket")
+            async with client(f"ws://127.0.0.1:{port}", "b1") as (ws, b1_uuid):
+                proc.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv(ws)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1001
+            with anyio.fail_after(LIMIT):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        relay = decode_relay(message["data"])
+                        if relay.op == "absent" and relay.uuids == (b1_uuid,):
+                            break
+            await anyio.to_thread.run_sync(proc.wait, LIMIT)
+            assert proc.returncode == 0
+            assert await raw.exists(f"ikisocket:node:{relay.node}") == 0
+
+
+def test_a_malformed_redis_url_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub", "--redis", "x://"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("ikisocket: error: --redis x://: ")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
