@@ -214,6 +214,10 @@ class RedisBackplane:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect_forever)
                 await self._connect_forever(task_status)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await self._farewell()
+            raise
         finally:
             self.hub.set_relay_wakeup(None)
             self.connected = False
@@ -247,12 +251,7 @@ class RedisBackplane:
     async def _connect_forever(self, task_status: TaskStatus[None]) -> None:
         delay = _FIRST_DELAY
         while True:
-            client = Redis.from_url(
-                self.url,
-                retry=Retry(NoBackoff(), 0),
-                socket_connect_timeout=2.0,
-                socket_timeout=self.node_ttl,
-            )
+            client = self._client()
             try:
                 await self._session(client, task_status)
             except Exception as exc:
@@ -302,11 +301,6 @@ class RedisBackplane:
                 tg.start_soon(self._guard, self._heartbeat, client, scope)
             if self._failure is not None:
                 raise self._failure
-        except anyio.get_cancelled_exc_class():
-            if self.connected:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                    await self._farewell(client)
-            raise
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -373,7 +367,22 @@ class RedisBackplane:
                     self.stats["forgotten"] += 1
                     self.hub.forget_node(node)
 
-    async def _farewell(self, client: Redis) -> None:
+    async def _farewell(self) -> None:
+        # On its own connection: the session may have been cut anywhere, or never connected.
         self._collect()
-        await self._publish_pending(client)
-        await client.delete(self.node_key(self.node_id))
+        client = self._client()
+        try:
+            await self._publish_pending(client)
+            await client.delete(self.node_key(self.node_id))
+        except Exception as exc:
+            logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
+        finally:
+            await client.aclose()
+
+    def _client(self) -> Redis:
+        return Redis.from_url(
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=2.0,
+            socket_timeout=self.node_ttl,
+        )
