@@ -257,8 +257,10 @@ class RedisBackplane:
             except Exception as exc:
                 if self.connected:
                     logger.warning("redis backplane lost %s: %s", self.url, exc)
-                else:
+                elif delay == _FIRST_DELAY:  # once per outage, not at every attempt
                     logger.warning("redis backplane cannot reach %s: %s", self.url, exc)
+                else:
+                    logger.debug("redis backplane cannot reach %s: %s", self.url, exc)
             finally:
                 was_connected = self.connected
                 self.connected = False
