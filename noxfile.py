@@ -18,5 +18,5 @@ for _bin in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/bin
 @nox.session(python=["3.10", "3.13"])
 def tests(session: nox.Session) -> None:
     """Install the package with its test extras and run pytest."""
-    session.install("-e", ".[test,trio,anyio,redis,docs]")
+    session.install("-e", ".[test,trio,anyio,redis,uvloop,docs]")
     session.run("python", "-m", "pytest", "-q", *session.posargs)

@@ -39,8 +39,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ikisocket_core import Hub, LocalProtocolError, MessageKind
-from ikisocket_core._actions import Relay
+from ikisocket_core import Hub, LocalProtocolError, MessageKind, Relay
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "decode_relay", "encode_relay"]
 

@@ -8,7 +8,7 @@ with an adapter from ``ikisocket_adapters`` or test it with
 
 from __future__ import annotations
 
-from ._actions import Accept, Action, Close, Reject, RunHandler, Send
+from ._actions import Accept, Action, Close, Reject, Relay, RunHandler, Send
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -87,6 +87,7 @@ __all__ = [
     "Match",
     "MessageKind",
     "Reject",
+    "Relay",
     "RemoteProtocolError",
     "Request",
     "Room",

@@ -17,8 +17,7 @@ from ._events import MessageKind
 if TYPE_CHECKING:
     from ._websocket import Websocket
 
-__all__ = ["Accept", "Action", "Close", "Reject", "RunHandler", "Send"]
-# ``Relay`` (below) is not re-exported by ``ikisocket_core`` yet: import it from here.
+__all__ = ["Accept", "Action", "Close", "Reject", "Relay", "RunHandler", "Send"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

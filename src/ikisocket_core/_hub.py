@@ -745,7 +745,7 @@ class Hub:
 
         From now on broadcasts, room emits, hub-wide fires, emits to remote
         connections, and the opening and ending of connections are also queued
-        as :class:`~ikisocket_core._actions.Relay` values for the backplane
+        as :class:`~ikisocket_core.Relay` values for the backplane
         (:meth:`drain_relays`), and the backplane feeds other nodes' relays in
         with :meth:`receive_relay`.
         Calling it again with the same id does nothing.

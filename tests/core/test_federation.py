@@ -16,11 +16,11 @@ from ikisocket_core import (
     EventPayload,
     Hub,
     LocalProtocolError,
+    Relay,
     Request,
     UnknownConnection,
     Websocket,
 )
-from ikisocket_core._actions import Relay
 from ikisocket_core.testing import TestClient, WebSocketRejected, WebSocketTestSession
 
 

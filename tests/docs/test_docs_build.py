@@ -38,6 +38,7 @@ PUBLIC_MODULES = (
     "ikisocket_adapters.trio",
     "ikisocket_adapters.anyio",
     "ikisocket_adapters.asgi",
+    "ikisocket_adapters.redis",
     "ikisocket_adapters.cli",
 )
 

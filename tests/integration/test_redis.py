@@ -32,8 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
-from ikisocket_core import BINARY, EventPayload, Hub, Websocket
-from ikisocket_core._actions import Relay
+from ikisocket_core import BINARY, EventPayload, Hub, Relay, Websocket
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
