@@ -49,7 +49,6 @@ class _Protocol(asyncio.Protocol):
         "receive",
         "transport",
         "write",
-        "writelines",
     )
 
     def __init__(self, node: WebSocketServer) -> None:
@@ -61,13 +60,11 @@ class _Protocol(asyncio.Protocol):
         # Bound once per connection: the per-message path makes no attribute lookups.
         self.receive = node.engine.receive_data
         self.write: Any = None
-        self.writelines: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
         self.transport = cast("asyncio.Transport", transport)
         self.write = self.transport.write
-        self.writelines = self.transport.writelines
         node = self.node
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
@@ -104,8 +101,8 @@ class _Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         conn = self.conn
-        if conn is not None and self.writelines is not None and conn.buffered:
-            self.writelines(conn.take())
+        if conn is not None and self.write is not None and conn.buffered:
+            self.write(b"".join(conn.take()))
 
 
 class WebSocketServer:
@@ -162,10 +159,13 @@ class WebSocketServer:
                     if proto.paused or proto.write is None:
                         continue  # taken on resume_writing; bounded by max_queue meanwhile
                     chunks = conn.take()
+                    # Never writelines(): from Python 3.12 the selector transport's
+                    # writelines() skips flow control (no pause_writing), which would
+                    # leave a slow reader's output unbounded in the transport.
                     if len(chunks) == 1:
                         proto.write(chunks[0])
                     elif chunks:
-                        proto.writelines(chunks)
+                        proto.write(b"".join(chunks))
             elif isinstance(action, CloseTransport):
                 proto = action.connection.transport
                 if proto.transport is not None:
