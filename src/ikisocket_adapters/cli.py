@@ -160,12 +160,13 @@ def _run_asyncio(
         relaying: asyncio.Task[None] | None = None
         if backplane is not None:
             relaying = asyncio.create_task(backplane.run())
-        server = await start_server(hub, host, port, ssl_context=ssl_context, **limits)
-        on_ready(server.port)
+        # Signal handlers first: a supervisor may signal as soon as it reads "listening".
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        server = await start_server(hub, host, port, ssl_context=ssl_context, **limits)
+        on_ready(server.port)
         try:
             await stop.wait()
         finally:
@@ -210,14 +211,20 @@ def _run_structured(
         async with anyio.create_task_group() as outer:
             if backplane is not None:
                 await outer.start(backplane.run)
-            async with anyio.create_task_group() as tg:
-                started = await tg.start(
-                    lambda task_status: serve(
-                        hub, host, port, ssl_context=ssl_context, task_status=task_status, **limits
+            # Signal handlers first: a supervisor may signal as soon as it reads "listening".
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tg:
+                    started = await tg.start(
+                        lambda task_status: serve(
+                            hub,
+                            host,
+                            port,
+                            ssl_context=ssl_context,
+                            task_status=task_status,
+                            **limits,
+                        )
                     )
-                )
-                on_ready(int(started.port))
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    on_ready(int(started.port))
                     async for _ in signals:
                         tg.cancel_scope.cancel()
                         break
