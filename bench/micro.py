@@ -27,8 +27,11 @@ from wsproto.connection import ConnectionType
 from wsproto.events import TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
-from ikisocket_core import EVENT_MESSAGE, EventPayload, Hub, Websocket
 from ikisocket_core.protocol import Connection, Flush, Server
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
+
+from ikisocket_asyncio import make_hub
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -52,25 +55,8 @@ def client_frame(payload: bytes) -> bytes:
 
 
 def make_server(mode: str) -> Server:
-    hub = Hub()
-
-    @hub.websocket("/ws")
-    def on_open(kws: Websocket) -> None:
-        pass
-
-    if mode == "echo":
-
-        @hub.on(EVENT_MESSAGE)
-        def echo(ep: EventPayload) -> None:
-            ep.kws.emit(ep.data, ep.kind)
-
-    else:
-
-        @hub.on(EVENT_MESSAGE)
-        def fan_out(ep: EventPayload) -> None:
-            ep.kws.broadcast(ep.data, except_self=True, kind=ep.kind)
-
-    return Server(hub, compression=False, ping_interval=None)
+    """The engine around the very hub the socket benchmark serves (one definition of it)."""
+    return Server(make_hub(mode), compression=False, ping_interval=None)
 
 
 def open_connection(server: Server) -> Connection:

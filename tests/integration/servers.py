@@ -21,14 +21,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["LAUNCHERS", "Launcher", "RunningServer", "free_port", "launch", "register"]
+import anyio
+from websockets.asyncio.client import ClientConnection, connect
+
+__all__ = [
+    "LAUNCHERS",
+    "LIMIT",
+    "Launcher",
+    "RunningServer",
+    "client",
+    "free_port",
+    "launch",
+    "recv",
+    "register",
+]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+#: No single wait of a client in these tests takes longer than this many seconds.
+LIMIT = 10.0
 #: Seconds a server has to start accepting connections.
 START_TIMEOUT = 30.0
 #: Seconds a server has to exit after SIGTERM before it is killed.
@@ -328,3 +345,18 @@ register(
     )
 )
 register(Launcher("granian", _granian, requires=("granian",)))
+
+
+@asynccontextmanager
+async def client(
+    server: RunningServer, path: str, **options: Any
+) -> AsyncIterator[ClientConnection]:
+    """A connected ``websockets`` client for ``path`` below the server's mount point."""
+    async with connect(server.url + path, open_timeout=LIMIT, close_timeout=2, **options) as ws:
+        yield ws
+
+
+async def recv(ws: ClientConnection) -> str | bytes:
+    """The next message, within :data:`LIMIT` seconds."""
+    with anyio.fail_after(LIMIT):
+        return await ws.recv()

@@ -11,20 +11,19 @@ import json
 import os
 import socket
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
-from servers import LAUNCHERS, RunningServer, launch
-from websockets.asyncio.client import ClientConnection, connect
+from servers import LAUNCHERS, LIMIT, RunningServer, client, launch, recv
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-LIMIT = 10.0
 #: ASGI servers whose ``send`` waits for a slow client, on asyncio and on trio.
 POLICY_SERVERS = ["uvicorn-websockets-sansio", "hypercorn-trio"]
 
@@ -52,19 +51,6 @@ def idle_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def starlette_server() -> Iterator[RunningServer]:
     yield from serve("starlette-mount", "apps:starlette_app")
-
-
-@asynccontextmanager
-async def client(
-    server: RunningServer, path: str, **options: Any
-) -> AsyncIterator[ClientConnection]:
-    async with connect(server.url + path, open_timeout=LIMIT, close_timeout=2, **options) as ws:
-        yield ws
-
-
-async def recv(ws: ClientConnection) -> str | bytes:
-    with anyio.fail_after(LIMIT):
-        return await ws.recv()
 
 
 async def record_of(observer: ClientConnection, event: str, user: str) -> dict[str, Any]:

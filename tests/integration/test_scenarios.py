@@ -14,40 +14,23 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
-from servers import RunningServer
-from websockets.asyncio.client import ClientConnection, connect
+from servers import LIMIT, RunningServer, client, recv
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-#: No single wait in these scenarios takes longer than this many seconds.
-LIMIT = 10.0
-
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-@asynccontextmanager
-async def client(
-    server: RunningServer, path: str, **options: Any
-) -> AsyncIterator[ClientConnection]:
-    """A connected ``websockets`` client for ``path`` below the server's mount point."""
-    async with connect(server.url + path, open_timeout=LIMIT, close_timeout=2, **options) as ws:
-        yield ws
-
-
-async def recv(ws: ClientConnection) -> str | bytes:
-    with anyio.fail_after(LIMIT):
-        return await ws.recv()
 
 
 async def recv_text(ws: ClientConnection) -> str:
