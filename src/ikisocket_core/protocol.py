@@ -205,6 +205,7 @@ class Connection:
         "_h11",
         "_head_bytes",
         "_held",
+        "_max_queue",
         "_next_ping",
         "_out",
         "_overflowing",
@@ -222,9 +223,14 @@ class Connection:
     )
 
     def __init__(
-        self, client: tuple[str, int] | None, scheme: str, h11conn: h11.Connection
+        self,
+        client: tuple[str, int] | None,
+        scheme: str,
+        h11conn: h11.Connection,
+        max_queue: int = 4 * 1024 * 1024,
     ) -> None:
         self.transport: Any = None
+        self._max_queue = max_queue
         self.client = client
         self.scheme = scheme
         self.state = ConnectionState.CONNECTING
@@ -248,6 +254,17 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.client} {self.state.value}>"
+
+    @property
+    def can_read(self) -> bool:
+        """Whether the driver should read more input from this connection now.
+
+        ``False`` while its ``async def`` listeners run (``blocked``) and while
+        its unwritten output exceeds ``max_queue`` (a peer that sends but never
+        reads); read again once it is ``True`` (after :meth:`take` or
+        :meth:`Server.handler_done`).
+        """
+        return self.blocked == 0 and self.buffered <= self._max_queue
 
     def take(self) -> list[bytes]:
         """Take every chunk waiting to be written, oldest first.
@@ -343,6 +360,7 @@ class Server:
             client,
             scheme,
             h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_request_size),
+            self.config.max_queue,
         )
         conn.transport = transport
         conn._deadline = now + self.config.handshake_timeout

@@ -482,6 +482,23 @@ def test_async_listener_holds_back_later_frames(way: Way) -> None:
     assert p.conn.blocked == 0
 
 
+def test_can_read_is_false_while_blocked_or_over_max_queue() -> None:
+    hub, _ = async_hub()
+    net = Network(hub, max_queue=1024)
+    p = net.pair()
+    assert p.conn.can_read
+    p.feed(frame(Opcode.TEXT, b"1"))
+    assert not p.conn.can_read  # an async listener runs
+    net.run_handlers()
+    assert p.conn.can_read
+    p.paused = True
+    hub.emit_to(p.conn.kws.uuid, b"x" * 2000)  # type: ignore[union-attr]
+    net.drain()
+    assert not p.conn.can_read  # more than max_queue waits unwritten
+    p.conn.take()
+    assert p.conn.can_read
+
+
 def test_compressed_input_held_while_blocked_is_inflated_in_order_afterwards() -> None:
     hub, order = async_hub()
     p = pair(hub, extensions=[PerMessageDeflate()])
