@@ -492,7 +492,7 @@ def test_can_read_is_false_while_blocked_or_over_max_queue() -> None:
     net.run_handlers()
     assert p.conn.can_read
     p.paused = True
-    hub.emit_to(p.conn.kws.uuid, b"x" * 2000)  # type: ignore[union-attr]
+    hub.emit_to(p.conn.kws.uuid, b"x" * 2000)
     net.drain()
     assert not p.conn.can_read  # more than max_queue waits unwritten
     p.conn.take()
