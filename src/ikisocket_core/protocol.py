@@ -369,7 +369,7 @@ class Server:
         self.stats.connections += 1
         return conn
 
-    def receive_data(self, conn: Connection, data: bytes) -> None:
+    def receive_data(self, conn: Connection, data: bytes, now: float | None = None) -> None:
         """Bytes arrived on ``conn``. Never raises because of what the peer sent.
 
         After calling this, you must call :meth:`drain_actions`.
@@ -377,7 +377,11 @@ class Server:
         Args:
             conn: The connection.
             data: The bytes (must not be empty; use :meth:`receive_eof`).
+            now: The current monotonic time, when the driver has it at hand:
+                activity is then stamped exactly (``idle_timeout``).
         """
+        if now is not None:
+            self._now = now
         if not data or conn.state is ConnectionState.CLOSED:
             return
         self.stats.bytes_in += len(data)

@@ -497,6 +497,8 @@ def test_can_read_is_false_while_blocked_or_over_max_queue() -> None:
     assert not p.conn.can_read  # more than max_queue waits unwritten
     p.conn.take()
     assert p.conn.can_read
+    net.server.receive_data(p.conn, b"", now=5.0)  # nothing to parse; the clock moved
+    assert net.server.next_deadline() == 5.0
 
 
 def test_compressed_input_held_while_blocked_is_inflated_in_order_afterwards() -> None:
