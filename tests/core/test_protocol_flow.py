@@ -497,8 +497,21 @@ def test_can_read_is_false_while_blocked_or_over_max_queue() -> None:
     assert not p.conn.can_read  # more than max_queue waits unwritten
     p.conn.take()
     assert p.conn.can_read
-    net.server.receive_data(p.conn, b"", now=5.0)  # nothing to parse; the clock moved
-    assert net.server.next_deadline() == 5.0
+
+
+def test_activity_is_stamped_with_the_clock_the_driver_gives() -> None:
+    hub = Hub(idle_timeout=10)
+    hub.websocket("/ws", lambda kws: None)
+    net = Network(hub, ping_interval=None)
+    p = net.pair()
+    net.server.receive_data(p.conn, frame(Opcode.TEXT, b"hi"), now=5.0)
+    net.drain()
+    assert net.server.next_deadline() == 15.0
+    net.server.tick(14.9)
+    assert p.conn.state is ConnectionState.OPEN
+    net.server.tick(15.0)
+    net.drain()
+    assert p.conn.state is not ConnectionState.OPEN
 
 
 def test_compressed_input_held_while_blocked_is_inflated_in_order_afterwards() -> None:
@@ -632,7 +645,7 @@ def test_connection_repr_and_drain_without_work() -> None:
     hub, _ = make_hub()
     server = Server(hub)
     conn = server.connect(now=0, client=("1.2.3.4", 5))
-    assert repr(conn) == "<Connection ('1.2.3.4', 5) connecting>"
+    assert repr(conn) == "<ServerConnection ('1.2.3.4', 5) connecting>"
     assert server.drain_actions() == []
     assert server.connections == (conn,)
     server.receive_eof(conn)

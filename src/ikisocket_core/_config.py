@@ -1,0 +1,117 @@
+"""The engine's settings, counters and the actions it hands to its driver."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from ._connection import ServerConnection
+
+# Public through ikisocket_core.protocol, not the package top level.
+__all__: list[str] = []
+
+
+class KeepaliveTimeout(RemoteProtocolError):
+    """The peer did not answer a keepalive ping within ``ping_timeout``."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no pong within {timeout:g} s", close_code=1011)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Limits and timings of every connection of a server; adapters take the same keywords.
+
+    Attributes:
+        max_message_size: Largest message accepted, in bytes (1 MiB); more
+            closes the connection with 1009. ``None`` lifts the limit.
+        max_queue: Outbound bytes a connection may have waiting before the
+            ``backpressure`` policy applies (4 MiB). A message is always
+            accepted into an empty buffer, whatever its size. Control frames
+            (pongs, close frames) are never dropped but count too: while a
+            connection is over the bound its driver stops reading it.
+        backpressure: ``"drop"`` the message for that connection, or
+            ``"close"`` the connection with 1013 ("try again later").
+        ping_interval: Seconds between keepalive pings (20); ``None`` disables them.
+        ping_timeout: Seconds to wait for the pong (20) before closing with 1011.
+        handshake_timeout: Seconds a client has to complete its HTTP request (10).
+        close_timeout: Seconds to wait for the peer's close frame (10).
+        max_request_size: Largest HTTP request head, in bytes (16 KiB); 431 beyond.
+        compression: Negotiate permessage-deflate (RFC 7692) when offered.
+        static: Plain HTTP responses for ``GET`` paths: ``{path: (content type, body)}``.
+    """
+
+    max_message_size: int | None = 1024 * 1024
+    max_queue: int = 4 * 1024 * 1024
+    backpressure: Literal["drop", "close"] = "drop"
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 10.0
+    close_timeout: float = 10.0
+    max_request_size: int = 16 * 1024
+    compression: bool = True
+    static: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backpressure not in ("drop", "close"):
+            raise LocalProtocolError("backpressure is 'drop' or 'close'")
+        for name in ("max_queue", "max_request_size"):
+            if getattr(self, name) <= 0:
+                raise LocalProtocolError(f"{name} must be positive")
+        if self.max_message_size is not None and self.max_message_size <= 0:
+            raise LocalProtocolError("max_message_size must be positive or None")
+        for name in ("ping_timeout", "handshake_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise LocalProtocolError(f"{name} must be positive")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise LocalProtocolError("ping_interval must be positive or None")
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Counters of a server's connections (read them; they only grow)."""
+
+    connections: int = 0
+    upgrades: int = 0
+    rejected: int = 0
+    messages_in: int = 0
+    bytes_in: int = 0
+    frames_out: int = 0
+    broadcast_encodes: int = 0
+    dropped_messages: int = 0
+    overflow_closes: int = 0
+    protocol_errors: int = 0
+    keepalive_timeouts: int = 0
+    handshake_timeouts: int = 0
+    close_timeouts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """These connections have output waiting: write ``conn.take()`` to each."""
+
+    connections: tuple[ServerConnection, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    """Close this connection's transport after writing what was taken from it.
+
+    For a connection at the message level (ASGI), send a close with
+    ``connection.close_code`` and ``connection.close_reason`` first when the
+    code is not ``None``.
+    """
+
+    connection: ServerConnection
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandler:
+    """Await ``awaitable`` (it never raises), then call the connection's ``handler_done``."""
+
+    connection: ServerConnection | None
+    awaitable: Awaitable[None]

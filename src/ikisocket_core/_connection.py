@@ -1,0 +1,652 @@
+"""One connection, sans-IO: bytes (or whole messages) in, hub events, output out.
+
+A :class:`ServerConnection` is what every driver feeds, whatever it is: a
+socket adapter gives it bytes from the first request byte on (the *byte
+entry*: HTTP phase with h11, then frames with wsproto); an ASGI server, which
+does the handshake and the framing itself, gives it whole messages of a
+connection that starts OPEN (the *message entry*). Either way the same object
+applies the same limits, output bound and its drop/close policy, counters,
+close codes, keepalive and ordering, so they are written once.
+
+Its lifecycle is the hub's :class:`~ikisocket_core.Websocket` state once the
+connection is accepted (one state, moved only through ``_state.transition``);
+before that it is its own ``CONNECTING``. The node (:class:`~ikisocket_core.
+protocol.Server`) routes hub actions to connections, holds their deadlines
+and collects their output for the driver; it decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState as WSState
+from wsproto.connection import ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.utilities import generate_accept_token
+
+from ._actions import Reject, Send
+from ._config import KeepaliveTimeout
+from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
+from ._events import MessageKind
+from ._frames import _frame, negotiate_extensions
+from ._http import Answer, HTTPPhase, examine
+from ._state import ConnectionState, StateInput, transition
+
+if TYPE_CHECKING:
+    from ._websocket import Websocket
+    from .protocol import Server
+
+# Public through ikisocket_core.protocol, not the package top level.
+__all__: list[str] = []
+
+_CONNECTING = ConnectionState.CONNECTING
+_OPEN = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
+_TEXT = MessageKind.TEXT
+_BINARY = MessageKind.BINARY
+_pack_ping = struct.Struct("!I").pack
+
+# What a connection's one armed deadline is for.
+_HANDSHAKE = 0  # the request must be complete by then
+_SCHEDULE_PING = 1  # stamp the next ping with a fresh clock reading
+_PING = 2  # send a keepalive ping
+_PONG = 3  # the pong is due
+_STAMP_CLOSE = 4  # stamp the closing handshake's deadline with a fresh clock reading
+_CLOSE = 5  # the peer's close frame is due
+
+
+class ServerConnection:
+    """One connection as the engine sees it; made by the node (``Server.connect`` / ``accept``).
+
+    Attributes:
+        transport: The driver's own object (socket, transport, stream, ASGI
+            send); never touched by the engine.
+        client: The peer's address, as the driver gave it.
+        kws: The hub's handle once accepted, else ``None``.
+        message_level: Whether the driver frames messages itself (ASGI):
+            :meth:`take` then returns encoded messages, not bytes.
+        blocked: How many ``async def`` listeners of this connection are
+            running; no further input is parsed while it is above 0.
+        buffered: Output bytes waiting to be taken by :meth:`take`.
+        compressed: Whether permessage-deflate was negotiated.
+        close_code: For a message-level connection, the close code the
+            driver must send when it gets ``CloseTransport`` (``None``: none).
+        close_reason: The reason that goes with ``close_code``.
+        due: When its one armed deadline is (see :meth:`Server.next_deadline`).
+    """
+
+    __slots__ = (
+        "_frag",
+        "_frag_kind",
+        "_frag_size",
+        "_held",
+        "_http",
+        "_node",
+        "_out",
+        "_out_closed",
+        "_overflowing",
+        "_ping",
+        "_state",
+        "_timer",
+        "_ws",
+        "blocked",
+        "buffered",
+        "client",
+        "close_code",
+        "close_reason",
+        "compressed",
+        "dirty",
+        "due",
+        "kws",
+        "message_level",
+        "scheme",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        node: Server,
+        *,
+        client: tuple[str, int] | None,
+        scheme: str,
+        transport: Any,
+        message_level: bool = False,
+    ) -> None:
+        self._node = node
+        self.transport = transport
+        self.client = client
+        self.scheme = scheme
+        self.message_level = message_level
+        self.kws: Websocket | None = None
+        self._state = _CONNECTING
+        self.blocked = 0
+        self.buffered = 0
+        self.compressed = False
+        self.dirty = False
+        self.due: float | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._out: list[Any] = []
+        self._out_closed = False  # a close was written: nothing may follow (RFC 6455 5.5.1)
+        self._overflowing = False
+        self._http: HTTPPhase | None = None
+        self._ws: WSConnection | None = None
+        self._timer = _HANDSHAKE
+        self._ping = b""
+        self._frag: list[bytes] | None = None
+        self._frag_kind = _TEXT
+        self._frag_size = 0
+        self._held: deque[tuple[bytes, MessageKind]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ServerConnection {self.client} {self.state.value}>"
+
+    # -- what drivers read -----------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's lifecycle state (that of its ``kws`` once accepted)."""
+        kws = self.kws
+        return self._state if kws is None else kws.state
+
+    @property
+    def can_read(self) -> bool:
+        """Whether the driver should read more input from this connection now.
+
+        ``False`` while its ``async def`` listeners run (``blocked``) and while
+        its unwritten output exceeds ``max_queue`` (a peer that sends but never
+        reads, pings included); read again once it is ``True`` (after
+        :meth:`take` or ``handler_done``).
+        """
+        return self.blocked == 0 and self.buffered <= self._node.config.max_queue
+
+    def take(self) -> list[Any]:
+        """Take everything waiting to be written, oldest first.
+
+        Returns:
+            Byte chunks (write them in order), or for a message-level
+            connection the messages as the node's ``encode_message`` made them.
+        """
+        out = self._out
+        self._out = []
+        self.buffered = 0
+        self._overflowing = False
+        return out
+
+    # -- the byte entry ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes arrived. Never raises because of what the peer sent.
+
+        After calling this, the driver must drain the node's actions.
+
+        Args:
+            data: The bytes (empty is ignored; use :meth:`receive_eof`).
+        """
+        kws = self.kws
+        if not data or (self._state if kws is None else kws.state) is _CLOSED:
+            return
+        self._node.stats.bytes_in += len(data)
+        ws = self._ws
+        if ws is not None:
+            ws.receive_data(data)
+            self._process_frames()
+        elif self._http is not None:
+            self._receive_http(data)
+        else:
+            raise LocalProtocolError("a message-level connection takes messages, not bytes")
+
+    def receive_eof(self) -> None:
+        """The peer half-closed its side: the connection ends (1006 without a close frame).
+
+        After calling this, the driver must drain the node's actions.
+        """
+        self._end(1006, "", None)
+        self._close_transport()
+
+    def connection_lost(self, error: BaseException | None = None) -> None:
+        """The transport is gone; nothing more will be written or read.
+
+        After calling this, the driver must drain the node's actions.
+
+        Args:
+            error: The transport error, if any.
+        """
+        self._end(1006, "", error)
+        self._out_closed = True
+        self._out = []
+        self.buffered = 0
+        self._node._deadlines.disarm(self)
+        self._node._forget(self)
+
+    def handler_done(self) -> None:
+        """One ``async def`` listener of this connection finished: parse what waited.
+
+        After calling this, the driver must drain the node's actions.
+        """
+        if self.blocked == 0:
+            return
+        self.blocked -= 1
+        if self.blocked or self.state is _CLOSED:
+            return
+        if self._ws is not None:
+            self._process_frames()
+        held = self._held
+        while held and not self.blocked and self.state is not _CLOSED:
+            data, kind = held.popleft()
+            self._message(data, kind)
+
+    # -- the message entry ---------------------------------------------------------------
+
+    def receive_message(self, data: bytes, kind: MessageKind) -> None:
+        """A whole message arrived at a message-level connection.
+
+        Held while the connection's ``async def`` listeners run (drivers stop
+        reading while :attr:`can_read` is ``False``, so at most one waits).
+        After calling this, the driver must drain the node's actions.
+
+        Args:
+            data: The payload, UTF-8 for text.
+            kind: ``TEXT`` or ``BINARY``.
+        """
+        if self.state is _CLOSED:
+            return
+        self._node.stats.bytes_in += len(data)
+        if self.blocked:
+            if self._held is None:
+                self._held = deque()
+            self._held.append((data, kind))
+            return
+        self._message(data, kind)
+
+    def receive_close(self, code: int = 1005, reason: str = "") -> None:
+        """The peer closed a message-level connection (its server saw the close or EOF).
+
+        After calling this, the driver must drain the node's actions.
+
+        Args:
+            code: The close code the peer sent (1005: none, 1006: no close frame).
+            reason: The close reason.
+        """
+        self._end(code, reason, None)
+        self._close_transport()
+
+    # -- HTTP phase ----------------------------------------------------------------------
+
+    def _receive_http(self, data: bytes) -> None:
+        http = self._http
+        assert http is not None
+        node = self._node
+        received = http.receive(data)
+        if received is None:
+            return
+        outcome = (
+            received
+            if isinstance(received, Answer)
+            else examine(
+                received,
+                client=self.client,
+                scheme=self.scheme,
+                has_route=lambda path: node.hub.match(path) is not None,
+                static=node.config.static,
+            )
+        )
+        if isinstance(outcome, Answer):
+            self._answer(outcome)
+            return
+        result = node.hub.open(outcome.request, conn=self)
+        if isinstance(result, Reject):
+            node.stats.rejected += 1
+            body = result.reason.encode() or b"rejected"
+            self._answer(Answer(result.status, body, result.headers))
+            return
+        self._upgrade(result, outcome.key)
+
+    def _upgrade(self, kws: Websocket, key: bytes) -> None:
+        node = self._node
+        http = self._http
+        assert http is not None
+        headers: list[tuple[bytes, bytes]] = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(key)),
+        ]
+        if kws.subprotocol is not None:
+            headers.append((b"sec-websocket-protocol", kws.subprotocol.encode()))
+        offers = kws.headers.get_list("sec-websocket-extensions") if node.config.compression else []
+        accepted, extensions = negotiate_extensions(offers, node.config.max_message_size)
+        if accepted is not None:
+            headers.append((b"sec-websocket-extensions", accepted))
+        response = http.switch(headers)
+        trailing = http.trailing
+        self._http = None
+        self.kws = kws
+        self.compressed = bool(extensions)
+        self._ws = WSConnection(ConnectionType.SERVER, extensions)
+        node.stats.upgrades += 1
+        # Nothing was written yet (hub actions are converted later): the 101 goes first.
+        self._write_control(response)
+        self._opened()
+        if trailing:
+            node.stats.bytes_in -= len(trailing)  # counted once already, as they arrived
+            self.receive_data(trailing)
+
+    def _opened(self) -> None:
+        node = self._node
+        if node.config.ping_interval is None or self.message_level:
+            node._deadlines.disarm(self)
+        else:
+            self._arm(_SCHEDULE_PING, node._now)
+
+    def _answer(self, answer: Answer) -> None:
+        http = self._http
+        assert http is not None
+        self._write_control(http.respond(answer))
+        self._http = None
+        self._state = transition(self._state, StateInput.REJECT)
+        self._close_transport()
+
+    # -- messages in -----------------------------------------------------------------------
+
+    def _process_frames(self) -> None:
+        ws = self._ws
+        kws = self.kws
+        assert ws is not None
+        assert kws is not None
+        node = self._node
+        hub = node.hub
+        stats = node.stats
+        limit = node.config.max_message_size
+        # Emits queued so far go out first, and an async listener (a route callback
+        # included) holds every later frame back until handler_done.
+        if hub._queue:
+            node._pump_hub()
+        if self.blocked or kws.state is _CLOSED:
+            return
+        # wsproto's connection yields exactly these classes: compare them, not isinstance
+        # (Message is an ABC, and an isinstance check against it costs a Python call).
+        for event in ws.events():
+            cls = event.__class__
+            if cls is TextMessage or cls is BytesMessage:
+                message: Message[Any] = event  # type: ignore[assignment]
+                if cls is TextMessage:
+                    payload = message.data.encode("utf-8")
+                    kind = _TEXT
+                else:
+                    payload = bytes(message.data)
+                    kind = _BINARY
+                if message.message_finished and self._frag is None:
+                    if limit is not None and len(payload) > limit:
+                        self._too_big(len(payload))
+                        return
+                    stats.messages_in += 1
+                    hub.receive_message(kws, payload, kind)
+                elif not self._fragment(payload, kind, message.message_finished):
+                    return
+            elif cls is Ping:
+                ping: Ping = event  # type: ignore[assignment]
+                if ws.state is WSState.OPEN:
+                    # Answered even past max_queue: the driver stops reading meanwhile.
+                    self._write_control(ws.send(ping.response()))
+                hub.receive_ping(kws, bytes(ping.payload))
+            elif cls is Pong:
+                payload = bytes(event.payload)  # type: ignore[attr-defined]
+                if self._timer == _PONG and payload == self._ping:
+                    # Only the answer to our own ping proves the peer alive (RFC 6455 5.5.3).
+                    self._arm(_SCHEDULE_PING, node._now)
+                hub.receive_pong(kws, payload)
+            else:  # wsproto's connection yields nothing else: a CloseConnection
+                self._peer_closed(event)  # type: ignore[arg-type]
+                return
+            if hub._queue:
+                node._pump_hub()  # a RunHandler action raises self.blocked
+            if self.blocked or kws.state is _CLOSED:
+                return
+
+    def _fragment(self, part: bytes, kind: MessageKind, last: bool) -> bool:
+        """Add one part of a fragmented message; ``False`` when it made the message too big."""
+        if self._frag is None:
+            self._frag = []
+            self._frag_size = 0
+            self._frag_kind = kind
+        self._frag.append(part)
+        self._frag_size += len(part)
+        limit = self._node.config.max_message_size
+        if limit is not None and self._frag_size > limit:
+            self._too_big(self._frag_size)
+            return False
+        if last:
+            whole = b"".join(self._frag)
+            self._frag = None
+            self._node.stats.messages_in += 1
+            self._node.hub.receive_message(self.kws, whole, self._frag_kind)  # type: ignore[arg-type]
+        return True
+
+    def _message(self, data: bytes, kind: MessageKind) -> None:
+        """A whole message at the message entry: the same limit as frames get."""
+        node = self._node
+        limit = node.config.max_message_size
+        if limit is not None and len(data) > limit:
+            self._too_big(len(data))
+            return
+        node.stats.messages_in += 1
+        node.hub.receive_message(self.kws, data, kind)  # type: ignore[arg-type]
+        if node.hub._queue:
+            node._pump_hub()  # a RunHandler action raises self.blocked
+
+    def _peer_closed(self, event: CloseConnection) -> None:
+        ws = self._ws
+        assert ws is not None
+        self._node._pump_hub()  # what listeners emitted before the close frame goes out first
+        code, reason = int(event.code), event.reason or ""
+        if ws.state is WSState.REMOTE_CLOSING:
+            # RFC 6455 5.5.1: answer with a close frame echoing the code.
+            self._write_control(ws.send(event.response()))
+            self._out_closed = True
+        elif ws.state is not WSState.CLOSED:
+            # wsproto reports a frame it could not parse as a close event in OPEN state.
+            self._node.stats.protocol_errors += 1
+            self._fail(RemoteProtocolError(reason or "protocol error", close_code=code))
+            return
+        # else: the answer to our own close frame.
+        self._end(code, reason, None)
+        # RFC 6455 7.1.1: the server closes the TCP connection first.
+        self._close_transport()
+
+    def _too_big(self, size: int) -> None:
+        self._node.stats.protocol_errors += 1
+        limit = self._node.config.max_message_size
+        self._fail(
+            RemoteProtocolError(f"message of {size}+ bytes exceeds {limit}", close_code=1009)
+        )
+
+    # -- endings -------------------------------------------------------------------------
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        """Fail the WebSocket connection (RFC 6455 7.1.7): close frame, then drop it."""
+        self._node._pump_hub()  # what listeners emitted before the failure goes out first
+        code = error.close_code
+        reason = str(error)[:100]
+        self._write_close(code, reason)
+        kws = self.kws
+        if kws is not None and kws.state is _OPEN:
+            self._node.hub.receive_error(kws, error)
+        self._end(code, reason, error)
+        self._close_transport()
+
+    def _end(self, code: int, reason: str, error: BaseException | None) -> None:
+        """Report the end of the connection to the hub, once."""
+        self._frag = None
+        self._held = None
+        kws = self.kws
+        if kws is None:
+            if self._state is _CONNECTING:
+                self._state = transition(self._state, StateInput.PEER_GONE)
+        elif kws.state is not _CLOSED:
+            self._node.hub.receive_disconnect(kws, code, reason, error)
+
+    def _close_transport(self) -> None:
+        self._node._deadlines.disarm(self)
+        self._node._forget(self, close=True)
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake from the server (the hub's ``Close`` action).
+
+        Args:
+            code: The close code.
+            reason: The close reason.
+        """
+        if self._out_closed or self.state is _CLOSED:
+            return
+        self._write_close(code, reason)
+        if self.message_level:
+            self._close_transport()  # the ASGI server runs the closing handshake
+        else:
+            self._arm(_STAMP_CLOSE, self._node._now)
+
+    def _write_close(self, code: int, reason: str) -> None:
+        if self._out_closed:
+            return
+        self._out_closed = True
+        if self.message_level:
+            self.close_code = code
+            self.close_reason = reason
+            return
+        ws = self._ws
+        assert ws is not None  # a close is only written once upgraded
+        # Until now nothing was closed either way (a peer's close is answered at once).
+        self._write_control(ws.send(CloseConnection(code=code, reason=reason)))
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, timer: int, when: float) -> None:
+        self._timer = timer
+        self._node._deadlines.arm(self, when)
+
+    def on_deadline(self, now: float) -> None:
+        """The node's clock reached this connection's deadline.
+
+        Args:
+            now: The current time.
+        """
+        node = self._node
+        config = node.config
+        timer = self._timer
+        if timer == _HANDSHAKE:
+            node.stats.handshake_timeouts += 1
+            self._http = None
+            self._end(1006, "handshake timeout", None)
+            self._close_transport()
+        elif timer == _SCHEDULE_PING:
+            self._arm(_PING, now + config.ping_interval)  # type: ignore[operator]
+        elif timer == _PING:
+            ws = self._ws
+            assert ws is not None
+            self._ping = _pack_ping(node._next_ping_number())
+            self._write_control(ws.send(Ping(payload=self._ping)))
+            self._arm(_PONG, now + config.ping_timeout)
+        elif timer == _PONG:
+            node.stats.keepalive_timeouts += 1
+            self._fail(KeepaliveTimeout(config.ping_timeout))
+        elif timer == _STAMP_CLOSE:
+            self._arm(_CLOSE, now + config.close_timeout)
+        else:  # _CLOSE
+            node.stats.close_timeouts += 1
+            self._end(1006, "close timeout", None)
+            self._close_transport()
+
+    # -- output --------------------------------------------------------------------------
+
+    def _write_control(self, data: bytes) -> None:
+        """Queue an HTTP response or a control frame: never dropped, at most 131 bytes each.
+
+        Pongs and close frames are what the peer needs to finish cleanly, so
+        they are never dropped; they still count in ``buffered``, and past
+        ``max_queue`` :attr:`can_read` turns ``False`` so the driver stops
+        reading a peer that pings without reading the answers.
+        """
+        self._out.append(data)
+        self.buffered += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self._node._dirty.append(self)
+
+    def _overflow(self, size: int) -> None:
+        """The output bound was hit: the ``backpressure`` policy decides, here only."""
+        node = self._node
+        error = SlowConsumer(size, node.config.max_queue)
+        kws = self.kws
+        assert kws is not None
+        if node.config.backpressure == "close":
+            node.stats.overflow_closes += 1
+            # What is queued will never be read in time: drop it and fail the connection.
+            self._out = []
+            self.buffered = 0
+            node.hub.receive_error(kws, error)  # ignored if the hub already closed it
+            self._write_close(1013, "output buffer overflow")
+            self._end(1013, "output buffer overflow", error)
+            self._close_transport()
+            return
+        node.stats.dropped_messages += 1
+        if not self._overflowing:
+            self._overflowing = True
+            node.hub.receive_error(kws, error)
+
+
+def deliver(node: Server, action: Send) -> None:
+    """Route one hub ``Send`` to its targets: encode once, one append per target.
+
+    The frame (or, at the message entry, the encoded message) is built once
+    and the very same object is queued for every target without extensions;
+    a compressed connection gets its own (RFC 7692 7.2: its own deflate
+    context). The output bound applies per target.
+
+    Args:
+        node: The node the targets belong to.
+        action: The hub's action.
+    """
+    shared: bytes | None = None
+    shared_message: Any = None
+    size = len(action.data)
+    frame_size = 0
+    kind = action.kind
+    data = action.data
+    max_queue = node.config.max_queue
+    frames = 0
+    for kws in action.targets:
+        conn = kws.conn
+        if conn.__class__ is not ServerConnection or conn._out_closed:
+            continue
+        frames += 1
+        if conn.message_level:
+            if shared_message is None:
+                shared_message = node.encode_message(kind, data)
+            item: Any = shared_message
+            item_size = size
+        elif conn.compressed:
+            message: Message[Any] = (
+                TextMessage(data=data.decode("utf-8")) if kind is _TEXT else BytesMessage(data=data)
+            )
+            item = conn._ws.send(message)  # type: ignore[union-attr]
+            item_size = len(item)
+        else:
+            if shared is None:
+                shared = _frame(kind, data)
+                frame_size = len(shared)
+                node.stats.broadcast_encodes += 1
+            item = shared
+            item_size = frame_size
+        # Backpressure above max_queue; a message always fits an empty buffer.
+        buffered = conn.buffered
+        if buffered and buffered + item_size > max_queue:
+            conn._overflow(buffered + item_size)
+            continue
+        conn._out.append(item)
+        conn.buffered = buffered + item_size
+        if not conn.dirty:
+            conn.dirty = True
+            node._dirty.append(conn)
+    node.stats.frames_out += frames

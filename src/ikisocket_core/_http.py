@@ -1,0 +1,190 @@
+"""The HTTP phase of a connection: h11 parses the request, and we answer it or upgrade.
+
+Every connection starts here (RFC 6455 section 4: the opening handshake is
+an HTTP/1.1 request). :class:`HTTPPhase` feeds bytes to h11 until a whole
+request head arrived (or the head grew past ``max_request_size``: 431), then
+:func:`examine` decides what the request is: a WebSocket upgrade to accept,
+a plain GET of a static page, or something to refuse (400, 404, 426).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
+
+from ._routing import Request
+
+__all__: list[str] = []
+
+Headers = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer the request with this plain HTTP response, then close the connection."""
+
+    status: int
+    body: bytes
+    headers: Headers = ()
+    head: bool = False  # a HEAD request: no body
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A valid WebSocket opening handshake, to accept or refuse."""
+
+    request: Request
+    key: bytes
+
+
+def _text(status: int, text: str, headers: Headers = ()) -> Answer:
+    return Answer(status, text.encode("utf-8"), headers)
+
+
+_UPGRADE_REQUIRED = (("upgrade", "websocket"), ("sec-websocket-version", "13"))
+
+
+class HTTPPhase:
+    """The request half of one connection's HTTP/1.1 exchange, on h11.
+
+    Args:
+        max_request_size: The largest request head accepted, in bytes.
+    """
+
+    __slots__ = ("_h11", "_head_bytes", "_max")
+
+    def __init__(self, max_request_size: int) -> None:
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
+        self._max = max_request_size
+        self._head_bytes = 0
+
+    def receive(self, data: bytes) -> h11.Request | Answer | None:
+        """Feed bytes; return the request once its head is complete.
+
+        Args:
+            data: Bytes from the peer.
+
+        Returns:
+            The request, an :class:`Answer` refusing a malformed or oversized
+            one (400, 431), or ``None`` while more bytes are needed.
+        """
+        self._head_bytes += len(data)
+        h = self._h11
+        h.receive_data(data)
+        try:
+            event = h.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            return _text(status if status in (400, 431) else 400, "bad request")
+        if event is h11.NEED_DATA:
+            return None
+        if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
+            return _text(400, "bad request")
+        # h11 limits only an incomplete head; one that arrived whole is measured here.
+        if self._head_bytes - len(h.trailing_data[0]) > self._max:
+            return _text(431, "request header fields too large")
+        return event
+
+    @property
+    def trailing(self) -> bytes:
+        """Bytes that arrived after the request head (the first frames, maybe)."""
+        return bytes(self._h11.trailing_data[0])
+
+    def respond(self, answer: Answer) -> bytes:
+        """Encode a plain response that closes the connection.
+
+        Args:
+            answer: The response.
+
+        Returns:
+            The bytes to write.
+        """
+        headers = [
+            ("content-length", str(len(answer.body))),
+            ("connection", "close"),
+            *answer.headers,
+        ]
+        if not any(name.lower() == "content-type" for name, _ in answer.headers):
+            headers.append(("content-type", "text/plain; charset=utf-8"))
+        try:
+            phrase = HTTPStatus(answer.status).phrase.encode("ascii")
+        except ValueError:
+            phrase = b""
+        # h11 still lets the server answer after the client's request was unparseable.
+        h = self._h11
+        response = h11.Response(status_code=answer.status, headers=headers, reason=phrase)
+        chunks = [h.send(response) or b""]
+        if not answer.head:
+            chunks.append(h.send(h11.Data(data=answer.body)) or b"")
+        chunks.append(h.send(h11.EndOfMessage()) or b"")
+        return b"".join(chunks)
+
+    def switch(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """Encode the ``101 Switching Protocols`` answer (RFC 6455 section 4.2.2).
+
+        Args:
+            headers: The response headers.
+
+        Returns:
+            The bytes to write.
+        """
+        return (
+            self._h11.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=headers, reason=b"Switching Protocols"
+                )
+            )
+            or b""
+        )
+
+
+def examine(
+    req: h11.Request,
+    *,
+    client: tuple[str, int] | None,
+    scheme: str,
+    has_route: Callable[[str], bool],
+    static: Mapping[str, tuple[str, bytes]],
+) -> Upgrade | Answer:
+    """Decide what a complete request is.
+
+    Args:
+        req: The request head from h11.
+        client: The peer's address.
+        scheme: ``"ws"`` or ``"wss"``.
+        has_route: Whether a path is one of the hub's WebSocket routes.
+        static: The static pages.
+
+    Returns:
+        The upgrade to accept or refuse, or the answer to send.
+    """
+    if not req.target.startswith(b"/"):
+        # Only the origin-form names a route here ("*", "http://host/ws" do not).
+        return _text(400, "the request target must be a path")
+    request = Request.from_target(req.target, req.headers, client=client, scheme=scheme)
+    headers = request.headers
+    upgrade = "websocket" in headers.get("upgrade", "").lower() and any(
+        t.lower() == "upgrade" for t in headers.get_list("connection")
+    )
+    if req.method != b"GET" or not upgrade:
+        if has_route(request.path):
+            return _text(426, "this is a WebSocket endpoint: upgrade required", _UPGRADE_REQUIRED)
+        if req.method in (b"GET", b"HEAD") and request.path in static:
+            ctype, body = static[request.path]
+            return Answer(200, body, (("content-type", ctype),), head=req.method == b"HEAD")
+        return _text(404, "not found")
+    if headers.get("sec-websocket-version") != "13":
+        return _text(426, "unsupported WebSocket version", (("sec-websocket-version", "13"),))
+    key = headers.get("sec-websocket-key", "")
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid_key = False
+    if not valid_key:
+        return _text(400, "missing or invalid Sec-WebSocket-Key")
+    return Upgrade(request, key.encode("ascii"))
