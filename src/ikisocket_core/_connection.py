@@ -300,7 +300,7 @@ class ServerConnection:
         result = node.hub.open(outcome.request, conn=self)
         if isinstance(result, Reject):
             node.stats.rejected += 1
-            body = result.reason.encode() or b"rejected"
+            body = result.reason.encode()  # exactly the reason, as behind ASGI
             self._answer(Answer(result.status, body, result.headers))
             return
         self._upgrade(result, outcome.key)

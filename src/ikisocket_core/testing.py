@@ -1,4 +1,4 @@
-"""Test an ikisocket application with no network: virtual clients driven by hand.
+"""Test an ikisocket application with no network: virtual clients over the real engine.
 
 :class:`TestClient` mirrors Starlette's ``TestClient``::
 
@@ -6,13 +6,20 @@
     with client.websocket_connect("/ws/alice?room=1", headers={"x-token": "t"}) as ws:
         ws.send_text("hello")
         assert ws.receive_text() == "echo: hello"
-    client.advance(30)  # move the fake clock (idle timeouts)
+    client.advance(30)  # move the fake clock (keepalive, idle timeouts)
 
-Everything happens synchronously inside the calls: when ``send_text`` returns,
-every listener it triggered has run and every message the hub sent is waiting
-in its recipient's inbox. ``async def`` listeners run to completion with a
-small built-in runner when they await nothing that needs an event loop;
-otherwise pass ``run_async=asyncio.run`` or ``run_async=trio_runner`` (see
+Each virtual client is a wsproto client connected to a
+:class:`~ikisocket_core.protocol.ServerConnection` through memory: the same
+engine the socket adapters drive, fed the same bytes. So a unit test sees
+what a socket client would: the 101 or the HTTP rejection (``404``, ``426``,
+``431``...), close codes (1009, 1011, 1013...), keepalive pings (answered
+unless ``ws.auto_pong`` is off) and compression when offered.
+
+Everything happens synchronously inside the calls: when ``send_text``
+returns, every listener it triggered has run and every message the hub sent
+is waiting in its recipient's inbox. ``async def`` listeners run to
+completion with a small built-in runner when they await nothing that needs
+an event loop; otherwise pass ``run_async=asyncio.run`` or a trio runner (see
 :class:`TestClient`).
 """
 
@@ -21,17 +28,35 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ._actions import Close, Reject, Send
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState as WSState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+
+from ._config import CloseTransport, Flush
 from ._errors import IkisocketError
 from ._events import MessageKind
 from ._hub import Hub
-from ._routing import Request
-from ._websocket import Websocket
+from .protocol import Server, ServerConnection
 
 __all__ = [
+    "HTTPResponse",
     "NothingReceived",
     "TestClient",
     "WebSocketDisconnect",
@@ -41,7 +66,7 @@ __all__ = [
 
 
 class WebSocketRejected(IkisocketError):
-    """The hub refused the connection; ``status`` is the HTTP status it answered with.
+    """The server refused the connection; ``status`` is the HTTP status it answered with.
 
     Args:
         status: The HTTP status.
@@ -60,7 +85,7 @@ class WebSocketDisconnect(IkisocketError):
     """The server closed this virtual connection and no message is left to receive.
 
     Args:
-        code: The close code the server sent.
+        code: The close code the server sent (1006 when it dropped the transport).
         reason: The close reason.
     """
 
@@ -74,6 +99,26 @@ class WebSocketDisconnect(IkisocketError):
 
 class NothingReceived(IkisocketError, AssertionError):
     """A ``receive_*`` call found no message waiting, or one of the other kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A plain HTTP response, from :meth:`TestClient.request`.
+
+    Attributes:
+        status: The status code.
+        headers: The headers, names lower-cased.
+        body: The body.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
 
 
 def _run_without_loop(awaitable: Awaitable[None]) -> None:
@@ -100,21 +145,36 @@ class WebSocketTestSession:
 
     Use it as a context manager: leaving the block closes it with 1000 if it is
     still open.
+
+    Attributes:
+        conn: The engine's connection object for this client.
+        auto_pong: Whether the client answers the server's pings (as every
+            real client does); turn it off to test keepalive timeouts.
     """
 
-    def __init__(self, client: TestClient, kws: Websocket) -> None:
+    def __init__(self, client: TestClient, conn: ServerConnection, ws: WSConnection) -> None:
         self._client = client
-        #: The server-side handle of this connection.
-        self.kws = kws
+        self.conn = conn
+        self.auto_pong = True
+        self._ws = ws
         self._inbox: deque[tuple[MessageKind, bytes]] = deque()
         self._close_code: int | None = None
         self._close_reason = ""
         self._client_closed = False
+        self._reading = True
+        self._accepted = False
+        self._rejection: tuple[int, bytearray] | None = None
+        self._pongs: list[bytes] = []
+
+    @property
+    def kws(self) -> Any:
+        """The server-side handle of this connection (a :class:`~ikisocket_core.Websocket`)."""
+        return self.conn.kws
 
     @property
     def uuid(self) -> str:
         """The connection's UUID on the server (follows re-keying)."""
-        return self.kws.uuid
+        return str(self.conn.kws.uuid)  # type: ignore[union-attr]
 
     @property
     def close_code(self) -> int | None:
@@ -140,6 +200,12 @@ class WebSocketTestSession:
         self._client.pump()
         return len(self._inbox)
 
+    @property
+    def pongs(self) -> list[bytes]:
+        """The payloads of the pongs the server sent, oldest first."""
+        self._client.pump()
+        return list(self._pongs)
+
     def __enter__(self) -> WebSocketTestSession:
         return self
 
@@ -155,20 +221,20 @@ class WebSocketTestSession:
     # -- sending ---------------------------------------------------------------------------
 
     def send_text(self, data: str) -> None:
-        """Send a text message to the hub.
+        """Send a text message.
 
         Args:
             data: The text.
         """
-        self._send(data.encode("utf-8"), MessageKind.TEXT)
+        self._send(TextMessage(data=data))
 
     def send_bytes(self, data: bytes) -> None:
-        """Send a binary message to the hub.
+        """Send a binary message.
 
         Args:
             data: The bytes.
         """
-        self._send(bytes(data), MessageKind.BINARY)
+        self._send(BytesMessage(data=bytes(data)))
 
     def send_json(self, data: Any, mode: str = "text") -> None:
         """Send a value as JSON, in a text (default) or binary message.
@@ -177,28 +243,36 @@ class WebSocketTestSession:
             data: A JSON-serialisable value.
             mode: ``"text"`` or ``"binary"``.
         """
-        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._send(encoded, MessageKind.BINARY if mode == "binary" else MessageKind.TEXT)
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if mode == "binary":
+            self.send_bytes(encoded.encode("utf-8"))
+        else:
+            self.send_text(encoded)
 
-    def ping(self, data: bytes = b"") -> None:
-        """Send a ping (the hub's ``ping`` listeners run).
+    def send_raw(self, data: bytes) -> None:
+        """Send raw bytes as they are (a hand-made frame, garbage): the engine parses them.
 
         Args:
-            data: The ping's application data.
+            data: The bytes.
         """
         self._check_open()
-        self._client.hub.receive_ping(self.kws, data)
-        self._client.pump()
+        self._client._feed(self.conn, data)
+
+    def ping(self, data: bytes = b"") -> None:
+        """Send a ping (the hub's ``ping`` listeners run; the server answers with a pong).
+
+        Args:
+            data: The ping's application data (at most 125 bytes).
+        """
+        self._send(Ping(payload=data))
 
     def pong(self, data: bytes = b"") -> None:
-        """Send a pong (the hub's ``pong`` listeners run).
+        """Send an unsolicited pong (the hub's ``pong`` listeners run).
 
         Args:
             data: The pong's application data.
         """
-        self._check_open()
-        self._client.hub.receive_pong(self.kws, data)
-        self._client.pump()
+        self._send(Pong(payload=data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the client side: the hub sees the peer go away (``disconnect``).
@@ -210,13 +284,34 @@ class WebSocketTestSession:
         if self.closed:
             return
         self._client_closed = True
-        self._client._sessions.pop(self.kws, None)
-        self._client.hub.receive_disconnect(self.kws, code, reason)
-        self._client.pump()
+        self._send(CloseConnection(code=code, reason=reason), check=False)
 
     def abort(self) -> None:
-        """Drop the connection without a close frame (the hub sees code 1006)."""
-        self.close(1006)
+        """Drop the transport without a close frame (the hub sees code 1006)."""
+        if self.closed:
+            return
+        self._client_closed = True
+        self._client.server.connection_lost(self.conn)
+        self._client.pump()
+
+    def send_eof(self) -> None:
+        """Half-close the client's side without a close frame (the hub sees code 1006)."""
+        if self.closed:
+            return
+        self._client_closed = True
+        self._client.server.receive_eof(self.conn)
+        self._client.pump()
+
+    def stop_reading(self) -> None:
+        """Stop taking the server's output, as a slow client does (``max_queue`` then applies)."""
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        """Take the server's output again, starting with what waited."""
+        self._reading = True
+        if self.conn.buffered:
+            self.deliver(b"".join(self.conn.take()))
+        self._client.pump()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -280,27 +375,75 @@ class WebSocketTestSession:
             raise NothingReceived(f"expected a {kind.name} message, the next one is {got.name}")
         return data
 
-    def _send(self, data: bytes, kind: MessageKind) -> None:
-        self._check_open()
-        self._client.hub.receive_message(self.kws, data, kind)
-        self._client.pump()
+    # -- the wire --------------------------------------------------------------------------
+
+    def _send(self, event: Event, *, check: bool = True) -> None:
+        if check:
+            self._check_open()
+        self._client._feed(self.conn, self._ws.send(event))
 
     def _check_open(self) -> None:
         if self._client_closed or self._close_code is not None:
             raise WebSocketDisconnect(self._close_code or 1000, self._close_reason)
 
-    # The client forgets a session as soon as either side closes it, so these
-    # are only ever called for an open one.
-    def _deliver(self, kind: MessageKind, data: bytes) -> None:
-        self._inbox.append((kind, data))
+    def deliver(self, data: bytes) -> None:
+        """Bytes from the server (the client's side of a flush)."""
+        ws = self._ws
+        ws.receive_data(data)
+        self._process(ws)
 
-    def _server_closed(self, code: int, reason: str) -> None:
-        self._close_code = code
-        self._close_reason = reason
+    def transport_closed(self) -> None:
+        """The server closed the transport."""
+        ws = self._ws
+        if ws.state is not WSState.CLOSED:
+            ws.receive_data(None)
+            self._process(ws)
+
+    def _process(self, ws: WSConnection) -> None:
+        for event in ws.events():
+            # Flushes arrive whole and the server never fragments: one event, one message.
+            if isinstance(event, TextMessage):
+                self._inbox.append((MessageKind.TEXT, event.data.encode("utf-8")))
+            elif isinstance(event, BytesMessage):
+                self._inbox.append((MessageKind.BINARY, bytes(event.data)))
+            elif isinstance(event, Ping):
+                if self.auto_pong and ws.state is WSState.OPEN:
+                    self._client._feed(self.conn, ws.send(event.response()))
+            elif isinstance(event, Pong):
+                self._pongs.append(bytes(event.payload))
+            elif isinstance(event, CloseConnection):
+                if not self._client_closed:
+                    # The server closed it (or dropped it: 1006).
+                    self._close_code = int(event.code)
+                    self._close_reason = event.reason or ""
+                if ws.state is WSState.REMOTE_CLOSING:
+                    self._client._feed(self.conn, ws.send(event.response()))
+            elif isinstance(event, AcceptConnection):
+                self._accepted = True
+            elif isinstance(event, RejectConnection):
+                self._rejection = (event.status_code, bytearray())
+            elif isinstance(event, RejectData):  # pragma: no branch - nothing else arrives
+                assert self._rejection is not None
+                self._rejection[1].extend(event.data)
+
+
+class _HTTPPeer:
+    """A plain HTTP client, for :meth:`TestClient.request`."""
+
+    def __init__(self) -> None:
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.received = bytearray()
+        self.closed = False
+
+    def deliver(self, data: bytes) -> None:
+        self.received += data
+
+    def transport_closed(self) -> None:
+        self.closed = True
 
 
 class TestClient:
-    """Drive a :class:`~ikisocket_core.Hub` with virtual clients, without sockets.
+    """Drive a :class:`~ikisocket_core.Hub` with virtual clients, over the engine, without sockets.
 
     Args:
         hub: The application's hub. The client becomes its driver: do not run
@@ -310,6 +453,12 @@ class TestClient:
             ``lambda coro: trio.run(lambda: coro)``. By default a loop-free
             runner is used.
         start_time: The fake clock's first reading.
+        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields
+            (``max_message_size``, ``max_queue``, ``backpressure``,
+            ``ping_interval`` ...), as an adapter takes them.
+
+    Attributes:
+        server: The engine the virtual clients talk to (its ``stats``, ``config``).
     """
 
     __test__ = False  # not a pytest test class
@@ -320,13 +469,14 @@ class TestClient:
         *,
         run_async: Callable[[Any], object] | None = None,
         start_time: float = 0.0,
+        **limits: Any,
     ) -> None:
         self.hub = hub
+        self.server = Server(hub, **limits)
         self._run_async = run_async or _run_without_loop
         self._now = start_time
-        self._sessions: dict[Websocket, WebSocketTestSession] = {}
         self._port = 50000
-        hub.tick(start_time)
+        self.server.tick(start_time)
         self.pump()
 
     @property
@@ -342,6 +492,7 @@ class TestClient:
         cookies: Mapping[str, str] | None = None,
         subprotocols: Iterable[str] = (),
         origin: str | None = None,
+        compression: bool = False,
     ) -> WebSocketTestSession:
         """Open a virtual connection to ``path`` (which may carry a query string).
 
@@ -351,68 +502,125 @@ class TestClient:
             cookies: Cookies to send in a ``Cookie`` header.
             subprotocols: Subprotocols to offer.
             origin: An ``Origin`` header, as a browser sends.
+            compression: Offer permessage-deflate.
 
         Returns:
             The session; its route callback and ``connect`` listeners have run.
 
         Raises:
-            WebSocketRejected: The hub refused the request.
+            WebSocketRejected: The server answered with an HTTP status instead of 101.
         """
-        raw: list[tuple[str, str]] = [
-            ("host", "testserver"),
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ]
+        extra: list[tuple[str, str]] = []
         if headers is not None:
-            raw.extend(headers.items() if isinstance(headers, Mapping) else headers)
+            extra.extend(headers.items() if isinstance(headers, Mapping) else headers)
         if cookies:
-            raw.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
-        offered = list(subprotocols)
-        if offered:
-            raw.append(("sec-websocket-protocol", ", ".join(offered)))
+            extra.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
         if origin is not None:
-            raw.append(("origin", origin))
-        self._port += 1
-        request = Request.from_target(path, raw, client=("testclient", self._port))
-        result = self.hub.open(request, conn=self)
-        if isinstance(result, Reject):
-            raise WebSocketRejected(result.status, result.reason)
-        session = WebSocketTestSession(self, result)
-        self._sessions[result] = session
-        self.pump()
+            extra.append(("origin", origin))
+        ws = WSConnection(ConnectionType.CLIENT)
+        conn = self._connect()
+        session = WebSocketTestSession(self, conn, ws)
+        conn.transport = session
+        request = Request(
+            host="testserver",
+            target=path,
+            extra_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra],
+            subprotocols=list(subprotocols),
+            extensions=[PerMessageDeflate()] if compression else [],
+        )
+        self._feed(conn, ws.send(request))
+        if session._rejection is not None:
+            status, body = session._rejection
+            raise WebSocketRejected(status, body.decode("utf-8", "replace"))
+        assert session._accepted  # the engine answers a whole request at once
         return session
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> HTTPResponse:
+        """Send a plain HTTP/1.1 request (no upgrade): static pages, 404, 426.
+
+        Args:
+            method: ``"GET"``, ``"HEAD"``...
+            path: The request target.
+            headers: Extra request headers.
+
+        Returns:
+            The response.
+        """
+        peer = _HTTPPeer()
+        conn = self._connect()
+        conn.transport = peer
+        extra = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        head = h11.Request(method=method, target=path, headers=[("host", "testserver"), *extra])
+        data = peer.h11.send(head) or b""
+        data += peer.h11.send(h11.EndOfMessage()) or b""
+        self._feed(conn, data)
+        # The engine answers a whole request at once and closes (Connection: close).
+        assert peer.closed
+        peer.h11.receive_data(bytes(peer.received))
+        peer.h11.receive_data(b"")
+        response = peer.h11.next_event()
+        assert isinstance(response, h11.Response)
+        body = bytearray()
+        while isinstance(event := peer.h11.next_event(), h11.Data):
+            body += event.data
+        return HTTPResponse(
+            response.status_code,
+            tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers),
+            bytes(body),
+        )
+
     def advance(self, seconds: float) -> None:
-        """Move the fake clock forward and run the hub's timers.
+        """Move the fake clock forward, running every deadline on the way in order.
 
         Args:
             seconds: How far to move it.
         """
         if seconds < 0:
             raise ValueError("time only moves forward")
-        self._now += seconds
-        self.hub.tick(self._now)
+        target = self._now + seconds
+        server = self.server
+        while (due := server.next_deadline()) is not None and due <= target:
+            self._now = max(self._now, due)
+            server.tick(self._now)
+            self.pump()
+        self._now = target
+        server.tick(target)
         self.pump()
 
     def pump(self) -> None:
-        """Perform every action the hub has queued (done for you by every call)."""
-        while True:
-            actions = self.hub.drain_actions()
-            if not actions:
-                return
+        """Perform every action the engine has queued (done for you by every call)."""
+        server = self.server
+        while actions := server.drain_actions():
             for action in actions:
-                if isinstance(action, Send):
-                    for target in action.targets:
-                        session = self._sessions.get(target)
-                        if session is not None:
-                            session._deliver(action.kind, action.data)
-                elif isinstance(action, Close):
-                    session = self._sessions.pop(action.target, None)
-                    if session is not None:
-                        session._server_closed(action.code, action.reason)
-                    # The virtual peer answers the close frame at once.
-                    self.hub.receive_disconnect(action.target, action.code, action.reason)
+                if isinstance(action, Flush):
+                    for conn in action.connections:
+                        peer = conn.transport
+                        if isinstance(peer, _HTTPPeer) or peer._reading:
+                            peer.deliver(b"".join(conn.take()))
+                elif isinstance(action, CloseTransport):
+                    # As over a socket: what was written still reaches the peer, then EOF.
+                    conn = action.connection
+                    peer = conn.transport
+                    if conn.buffered:
+                        peer.deliver(b"".join(conn.take()))
+                    peer.transport_closed()
+                    server.connection_lost(conn)
                 else:  # a RunHandler; runners such as asyncio.run want a coroutine
-                    self._run_async(_as_coroutine(action.awaitable))
+                    try:
+                        self._run_async(_as_coroutine(action.awaitable))
+                    finally:
+                        server.handler_done(action.connection)
+
+    def _connect(self) -> ServerConnection:
+        self._port += 1
+        return self.server.connect(now=self._now, client=("testclient", self._port))
+
+    def _feed(self, conn: ServerConnection, data: bytes) -> None:
+        self.server.receive_data(conn, data, now=self._now)
+        self.pump()

@@ -11,13 +11,16 @@ from ikisocket_core import (
     BINARY,
     EVENT_CLOSE,
     EVENT_DISCONNECT,
+    EVENT_ERROR,
     EVENT_MESSAGE,
     TEXT,
     ConnectionClosed,
     EventPayload,
     Hub,
     IkisocketError,
+    RemoteProtocolError,
     Request,
+    SlowConsumer,
     Websocket,
 )
 from ikisocket_core.testing import (
@@ -142,11 +145,18 @@ def test_context_manager_closes_with_1000_and_client_close_is_a_disconnect() -> 
     assert hub.connections == ()
 
 
-def test_abort_is_seen_as_1006() -> None:
+def test_abort_and_eof_are_seen_as_1006() -> None:
     hub = make_hub()
     seen = terminal_errors(hub)
-    TestClient(hub).websocket_connect("/ws").abort()
-    assert seen == [(EVENT_DISCONNECT, 1006)]
+    client = TestClient(hub)
+    ws = client.websocket_connect("/ws")
+    ws.abort()
+    ws.abort()  # already gone: nothing happens
+    half = client.websocket_connect("/ws")
+    half.send_eof()
+    half.send_eof()
+    assert seen == [(EVENT_DISCONNECT, 1006), (EVENT_DISCONNECT, 1006)]
+    assert half.closed
 
 
 def test_messages_to_a_closed_client_are_dropped() -> None:
@@ -222,6 +232,110 @@ def test_connections_opened_by_another_driver_are_left_alone() -> None:
         hub.broadcast("all")
         stranger.close()
         assert ws.receive_text() == "all"
-    # The client still completed the stranger's close handshake for the hub.
+    # The engine leaves a connection it did not make alone: the stranger stays closing.
     assert not stranger.is_alive
+    assert stranger.state.value == "closing"
     assert hub.connections == ()
+
+
+# -- over the real engine: what a socket client would see ------------------------------------
+
+
+def errors_of(hub: Hub) -> list[BaseException | None]:
+    seen: list[BaseException | None] = []
+    hub.on(EVENT_ERROR, lambda ep: seen.append(ep.error))
+    return seen
+
+
+def test_advance_drives_keepalive_pings_that_the_client_answers() -> None:
+    hub = make_hub()
+    client = TestClient(hub, ping_interval=20, ping_timeout=10)
+    with client.websocket_connect("/ws") as ws:
+        client.advance(100)  # five pings, each answered
+        assert not ws.closed
+        assert client.server.stats.keepalive_timeouts == 0
+        assert client.now == 100
+
+
+def test_a_client_that_does_not_answer_pings_is_closed_with_1011() -> None:
+    hub = make_hub()
+    seen = terminal_errors(hub)
+    client = TestClient(hub, ping_interval=20, ping_timeout=10)
+    ws = client.websocket_connect("/ws")
+    ws.auto_pong = False
+    client.advance(29.9)
+    assert not ws.closed
+    client.advance(0.1)
+    with pytest.raises(WebSocketDisconnect) as info:
+        ws.receive()
+    assert info.value.code == 1011
+    assert seen == [(EVENT_DISCONNECT, 1011)]
+
+
+def test_a_message_over_the_limit_is_closed_with_1009() -> None:
+    hub = make_hub()
+    errors = errors_of(hub)
+    client = TestClient(hub, max_message_size=16)
+    ws = client.websocket_connect("/ws")
+    ws.send_text("x" * 17)
+    assert ws.close_code == 1009
+    assert isinstance(errors[0], RemoteProtocolError)
+
+
+def test_a_slow_client_is_closed_with_1013_or_loses_messages() -> None:
+    hub = make_hub()
+    errors = errors_of(hub)
+    client = TestClient(hub, max_queue=1000, backpressure="close")
+    ws = client.websocket_connect("/ws")
+    ws.stop_reading()
+    hub.broadcast("x" * 600)
+    hub.broadcast("y" * 600)  # over max_queue
+    assert ws.close_code == 1013
+    assert isinstance(errors[0], SlowConsumer)
+    dropping = TestClient(make_hub(), max_queue=1000)
+    slow = dropping.websocket_connect("/ws")
+    slow.stop_reading()
+    for n in range(3):
+        dropping.hub.broadcast(str(n) * 600)
+    assert slow.pending == 0  # waiting in the server, unread
+    slow.resume_reading()
+    assert slow.receive_text() == "0" * 600
+    assert slow.pending == 0  # the other two were dropped
+    assert dropping.server.stats.dropped_messages == 2
+    slow.resume_reading()  # nothing waits: nothing happens
+
+
+def test_pings_are_answered_with_pongs_and_garbage_is_a_protocol_error() -> None:
+    hub = make_hub()
+    client = TestClient(hub)
+    ws = client.websocket_connect("/ws")
+    ws.ping(b"are you there")
+    assert ws.pongs == [b"are you there"]
+    ws.send_raw(b"\x8f\x80\x00\x00\x00\x00")  # a reserved opcode (RFC 6455 5.2)
+    assert ws.close_code == 1002
+
+
+def test_compression_can_be_offered() -> None:
+    client = TestClient(make_hub())
+    with client.websocket_connect("/ws", compression=True) as ws:
+        assert ws.conn.compressed
+        ws.send_text("squeeze " * 100)
+        assert ws.receive_text() == "squeeze " * 100
+
+
+def test_plain_http_requests_get_what_a_browser_would() -> None:
+    hub = make_hub()
+    client = TestClient(hub, static={"/": ("text/html", b"<h1>hi</h1>")})
+    page = client.request("GET", "/")
+    assert (page.status, page.text) == (200, "<h1>hi</h1>")
+    assert ("content-type", "text/html") in page.headers
+    assert client.request("HEAD", "/").body == b""
+    assert client.request("GET", "/ws").status == 426
+    assert client.request("GET", "/nothing", headers={"accept": "*/*"}).status == 404
+
+
+def test_an_oversized_request_head_is_refused_with_431() -> None:
+    client = TestClient(make_hub(), max_request_size=1024)
+    with pytest.raises(WebSocketRejected) as info:
+        client.websocket_connect("/ws", headers={"x-big": "b" * 2000})
+    assert info.value.status == 431
