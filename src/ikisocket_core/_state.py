@@ -2,16 +2,26 @@
 
 Theory of operation
 -------------------
-A connection is born in the HTTP phase (``CONNECTING``). Once accepted it is
-``OPEN``: it is in the hub's registry and rooms, it receives messages and it
-can be emitted to. It leaves ``OPEN`` in one of two ways, and which one decides
-its terminal event:
+A connection has one state, whoever reads it: the engine's
+:class:`~ikisocket_core.protocol.ServerConnection` (``conn.state``) and the
+hub's :class:`~ikisocket_core.Websocket` (``kws.state``) report the same
+value, because the connection keeps its own state only while it has no
+``kws`` yet and reads the ``kws``'s from then on.
+
+A connection is born in the HTTP phase (``CONNECTING``). There the engine
+either answers the request with a plain HTTP response (``REJECT``: 4xx, a
+static page) or the peer goes away or times out (``PEER_GONE``); both end it.
+Once the hub accepts it (``ACCEPT``) it is ``OPEN``: it is in the hub's
+registry and rooms, it receives messages and it can be emitted to. It
+leaves ``OPEN`` in one of two ways, and which one decides its terminal event:
 
 * the peer goes away (close frame, dropped transport, keepalive timeout, a
-  protocol violation): ``OPEN -> CLOSED`` and ``disconnect`` fires;
+  protocol violation, a message over the limit, a slow consumer):
+  ``OPEN -> CLOSED`` and ``disconnect`` fires;
 * the server closes it (``kws.close()``, ``hub.close_all()``, a policy):
-  ``OPEN -> CLOSING`` and ``close`` fires; the driver then finishes the closing
-  handshake and reports the transport's end, ``CLOSING -> CLOSED``.
+  ``OPEN -> CLOSING`` and ``close`` fires; the engine writes the close frame,
+  waits for the peer's (at most ``close_timeout``) and reports the end,
+  ``CLOSING -> CLOSED``.
 
 Either way the connection has left routing *before* its terminal listeners
 run, and nothing of it is left in the hub afterwards. ``CLOSED`` is sticky:
