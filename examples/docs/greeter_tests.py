@@ -55,3 +55,22 @@ def test_unknown_paths_are_refused() -> None:
     with pytest.raises(WebSocketRejected) as refused:
         client.websocket_connect("/nope")
     assert refused.value.status == 404
+
+
+def test_clients_that_stop_answering_pings_are_dropped() -> None:
+    client = TestClient(hub, ping_interval=10, ping_timeout=5)
+    with client.websocket_connect("/ws/frank") as ws:
+        ws.receive_text()
+        client.advance(25)  # two pings, both answered by the virtual client
+        assert not ws.closed
+        ws.auto_pong = False  # now it goes silent
+        client.advance(15)  # a ping at 30, no pong by 35
+        assert ws.close_code == 1011
+
+
+def test_oversized_messages_are_refused_with_1009() -> None:
+    client = TestClient(hub, max_message_size=1024)
+    with client.websocket_connect("/ws/grace") as ws:
+        ws.receive_text()
+        ws.send_text("x" * 2000)
+        assert ws.close_code == 1009
