@@ -64,8 +64,10 @@ def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         ["--adapter", "asyncio", "--uvloop"],
         ["--adapter", "trio"],
         ["--adapter", "anyio"],
+        ["--adapter", "anyio", "--backend", "trio"],
+        ["--adapter", "anyio", "--backend", "asyncio"],
     ],
-    ids=["asyncio", "uvloop", "trio", "anyio"],
+    ids=["asyncio", "uvloop", "trio", "anyio", "anyio-trio", "anyio-asyncio"],
 )
 def test_run_serves_and_sigterm_closes_clients_with_1001_then_exits_0(adapter: list[str]) -> None:
     port = free_port()
@@ -113,6 +115,27 @@ def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("ikisocket: error: ")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--adapter", "trio", "--backend", "trio"], "--backend applies to --adapter anyio only"),
+        (["--backend", "asyncio"], "--backend applies to --adapter anyio only"),
+        (["--adapter", "anyio", "--uvloop"], "--uvloop applies to --adapter asyncio only"),
+    ],
+)
+def test_options_for_another_adapter_are_one_clear_line(options: list[str], message: str) -> None:
+    done = subprocess.run(
+        ikisocket("run", APP, "--port", str(free_port()), *options),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"ikisocket: error: {message}"]
 
 
 def test_a_busy_port_is_one_clear_line() -> None:
