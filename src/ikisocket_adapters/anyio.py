@@ -403,14 +403,7 @@ async def open_server(
 
     Leaving the block shuts the server down gracefully (as :func:`serve`).
 
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port (0 picks a free one).
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        reuse_port: Set ``SO_REUSEPORT``.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    It takes the arguments of :func:`serve` (but ``task_status``).
 
     Yields:
         The running server.

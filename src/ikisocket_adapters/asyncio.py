@@ -320,14 +320,7 @@ async def open_server(
 
     Leaving the block shuts the server down gracefully (as :func:`serve`).
 
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port (0 picks a free one).
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        reuse_port: Set ``SO_REUSEPORT``.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    It takes the arguments of :func:`start_server`.
 
     Yields:
         The running server.
@@ -357,14 +350,7 @@ async def serve(
     On cancellation every client is closed with 1001 and given up to
     ``close_timeout`` to finish, then the cancellation propagates.
 
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port.
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        reuse_port: Set ``SO_REUSEPORT``.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    It takes the arguments of :func:`start_server`.
     """
     async with open_server(
         hub, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port, **limits

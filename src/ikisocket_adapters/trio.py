@@ -58,18 +58,8 @@ async def serve(
 ) -> None:
     """Serve ``hub`` until cancelled or closed, then shut down gracefully.
 
-    :func:`ikisocket_adapters.anyio.serve`, with trio's ``task_status``.
-
-    Args:
-        hub: The application.
-        host: The interface to bind (``None`` for all).
-        port: The port (0 picks a free one; see :attr:`WebSocketServer.port`).
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        reuse_port: Set ``SO_REUSEPORT`` (several processes on one port).
-        task_status: Given by ``nursery.start``; reports the :class:`WebSocketServer`.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields
-            (``max_message_size``, ``max_queue``, ``ping_interval`` ...).
+    :func:`ikisocket_adapters.anyio.serve`, with its arguments; ``task_status``
+    is trio's (``nursery.start``).
     """
     await _driver.serve(
         hub,
@@ -96,17 +86,8 @@ def open_server(
 ) -> AbstractAsyncContextManager[WebSocketServer]:
     """Serve ``hub`` for the duration of an ``async with`` block.
 
-    :func:`ikisocket_adapters.anyio.open_server`: leaving the block shuts the
-    server down gracefully (as :func:`serve`).
-
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port (0 picks a free one).
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        reuse_port: Set ``SO_REUSEPORT``.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    :func:`ikisocket_adapters.anyio.open_server`, with its arguments: leaving
+    the block shuts the server down gracefully (as :func:`serve`).
 
     Returns:
         The context manager; it yields the running server.
