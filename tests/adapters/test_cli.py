@@ -32,6 +32,13 @@ def ikisocket(*args: str) -> list[str]:
     return [sys.executable, "-m", "ikisocket_adapters", *args]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ikisocket ...`` to its end (a command that fails at once)."""
+    return subprocess.run(
+        ikisocket(*args), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
 @contextmanager
 def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start ``ikisocket ...``; yield it once it printed where it listens."""
@@ -102,14 +109,7 @@ def test_sigint_exits_0_too() -> None:
     ],
 )
 def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
-    done = subprocess.run(
-        ikisocket("run", spec, "--port", str(free_port())),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_cli("run", spec, "--port", str(free_port()))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -126,14 +126,7 @@ def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
     ],
 )
 def test_options_for_another_adapter_are_one_clear_line(options: list[str], message: str) -> None:
-    done = subprocess.run(
-        ikisocket("run", APP, "--port", str(free_port()), *options),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_cli("run", APP, "--port", str(free_port()), *options)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"ikisocket: error: {message}"]
 
@@ -143,14 +136,7 @@ def test_a_busy_port_is_one_clear_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            ikisocket("run", APP, "--port", str(port)),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        done = run_cli("run", APP, "--port", str(port))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
