@@ -83,9 +83,6 @@ SERVERS = (
     ServerSpec(OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",)),
     ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",)),
     ServerSpec("ikisocket/trio", "ikisocket_trio.py", "trio", ("ikisocket_adapters.trio", "trio")),
-    ServerSpec(
-        "ikisocket/anyio-trio", "ikisocket_anyio.py", "trio", ("ikisocket_adapters.anyio", "trio")
-    ),
     ServerSpec("websockets", "websockets_server.py", "asyncio", ("websockets.asyncio.server",)),
     ServerSpec("aiohttp", "aiohttp_server.py", "asyncio", ("aiohttp",)),
     ServerSpec("picows", "picows_server.py", "asyncio", ("picows",)),
