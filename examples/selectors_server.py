@@ -54,10 +54,14 @@ class SelectorServer:
                     except OSError:  # reset by the peer: as good as its end
                         data = b""
                     if data:
-                        self.engine.receive_data(conn, data)
+                        self.engine.receive_data(conn, data, now=time.monotonic())
+                        if not conn.can_read:  # its output waits unread: stop reading it
+                            self.sel.modify(conn.transport, WRITE, conn)
                     else:
                         self.engine.receive_eof(conn)
-            self.engine.tick(time.monotonic())  # timers: handshake, keepalive, closing
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.engine.tick(now)  # timers: handshake, keepalive, closing
             for action in self.engine.drain_actions():
                 if isinstance(action, Flush):
                     for conn in action.connections:  # a busy socket takes its bytes later
@@ -75,9 +79,9 @@ class SelectorServer:
             data = data[sock.send(data) :]
         except OSError as exc:  # a full buffer keeps the rest; a dead peer drops it
             data = data if isinstance(exc, BlockingIOError) else b""
-        if data:
+        if data:  # read on meanwhile, unless its output is over max_queue (can_read)
             self.unsent[conn] = data
-            self.sel.modify(sock, WRITE | (0 if closed else READ), conn)
+            self.sel.modify(sock, WRITE | (0 if closed or not conn.can_read else READ), conn)
         elif closed:
             self.drop(conn)
         else:

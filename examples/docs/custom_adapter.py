@@ -75,7 +75,9 @@ class SelectorServer:
                 self.read(key.data)
             if key.data is not None and mask & selectors.EVENT_WRITE:
                 self.write(key.data)
-        self.engine.tick(time.monotonic())
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            self.engine.tick(now)  # only when something is due: a tick has work then
         self.perform()
 
     # [end:loop]
@@ -103,7 +105,9 @@ class SelectorServer:
             self.drop(conn, exc)
             return
         if data:
-            self.engine.receive_data(conn, data)
+            self.engine.receive_data(conn, data, now=time.monotonic())
+            if not conn.can_read:  # its output waits unwritten (over max_queue): pause
+                self.selector.modify(sock, selectors.EVENT_WRITE, conn)
         else:
             self.engine.receive_eof(conn)
 
@@ -145,7 +149,8 @@ class SelectorServer:
             return
         if sent < len(data):
             self.unsent[conn] = data[sent:]
-            self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            reading = selectors.EVENT_READ if conn.can_read else 0
+            self.selector.modify(sock, reading | selectors.EVENT_WRITE, conn)
             return
         self.selector.modify(sock, selectors.EVENT_READ, conn)
         if conn.buffered:  # the engine kept more while we were busy: take it now

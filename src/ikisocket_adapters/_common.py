@@ -1,14 +1,22 @@
-"""What every socket adapter shares: options, logging names and the shutdown sequence."""
+"""What every socket adapter shares: options, the action loop, handler runners and timers.
+
+A socket adapter is a :class:`Driver` plus its I/O: it feeds the engine what
+its transports read, and the driver performs what the engine asks for in one
+loop (:meth:`Driver.pump`): flushing output, closing transports, running a
+connection's ``async def`` listeners one after another, and keeping one timer
+armed for :meth:`~ikisocket_core.protocol.Server.next_deadline`.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
-from typing import Any, Protocol
+from typing import Any
 
 from ikisocket_core import Hub
 from ikisocket_core.protocol import (
@@ -22,24 +30,39 @@ from ikisocket_core.protocol import (
 
 __all__ = [
     "ACCEPT_RETRY",
+    "BACKLOG",
     "RECEIVE_SIZE",
     "SHUTDOWN_CODE",
     "TICK_RESOLUTION",
-    "Signal",
-    "StreamClient",
-    "StreamDriver",
+    "TIMER_SLACK",
+    "Driver",
+    "Peer",
     "begin_shutdown",
     "discard",
     "logger",
     "make_server",
+    "scheme_of",
 ]
 
 logger = logging.getLogger("ikisocket")
 
-#: Timers fire at most this often: each tick scans every connection.
+#: How often the ASGI adapter ticks its connections (the socket adapters sleep
+#: until the engine's next deadline instead).
 TICK_RESOLUTION = 0.25
+#: Ticks are at least this many seconds apart: deadlines closer together share
+#: one tick, and a deadline the engine still reports after ticking past it
+#: cannot make the timer spin.
+TIMER_SLACK = 0.005
 #: The close code sent to every client when the server shuts down (RFC 6455 7.4.1).
 SHUTDOWN_CODE = 1001
+#: The default listen backlog of every socket adapter (the kernel may cap it).
+BACKLOG = socket.SOMAXCONN
+#: Bytes a task-based reader asks for at a time.
+RECEIVE_SIZE = 64 * 1024
+#: accept() errors that mean "out of resources right now": wait and retry.
+ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+_NEVER = float("inf")
 
 
 def make_server(hub: Hub, limits: dict[str, Any]) -> Server:
@@ -87,140 +110,135 @@ def discard(awaitable: Awaitable[None]) -> None:
         close()
 
 
-# -- task-based adapters (trio, anyio) ----------------------------------------------------
+class Peer:
+    """What a driver keeps per connection; the engine's ``conn.transport``.
 
-#: Bytes a reader asks for at a time.
-RECEIVE_SIZE = 64 * 1024
-#: accept() errors that mean "out of resources right now": wait and retry.
-ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
-
-class Signal(Protocol):
-    """Wakes every task waiting on it (a trio ParkingLot, an anyio Event pair)."""
-
-    def wake(self) -> None:
-        """Wake the waiters; a no-op without one."""
-
-    async def wait(self) -> None:
-        """Wait for the next :meth:`wake`."""
-
-
-class StreamClient:
-    """One accepted stream of a task-based adapter; the engine's ``conn.transport``.
-
-    Its reader waits on ``signal`` while the connection is blocked, its sender
-    while nothing is buffered; every change of either wakes both.
+    Attributes:
+        conn: The engine's connection (``None`` before :meth:`Server.connect`).
+        handlers: The connection's ``async def`` listeners waiting for their
+            turn while one runs (``None`` while none runs).
     """
 
-    __slots__ = ("closing", "conn", "handlers", "send_scope", "signal", "stream")
+    __slots__ = ("conn", "handlers")
 
-    def __init__(self, stream: Any, signal: Signal, send_scope: Any) -> None:
-        self.stream = stream
+    def __init__(self) -> None:
         self.conn: Connection | None = None
-        self.signal = signal
-        self.closing = False
-        self.send_scope = send_scope  # a cancel scope: its deadline bounds the last writes
         self.handlers: deque[Awaitable[None]] | None = None
 
 
-class StreamDriver:
-    """What the trio and anyio adapters share: applying the engine's actions.
+class Driver:
+    """The part of a socket adapter that is the same on every backend.
 
-    Subclasses provide :meth:`spawn` and :meth:`now`, the accept loop, and a
-    reader and a sender task per :class:`StreamClient`.
+    A backend provides the primitives: :meth:`now`, :meth:`_spawn`,
+    :meth:`_flush`, :meth:`_close_transport`, :meth:`_arm` and :meth:`_readable`,
+    and calls :meth:`pump` after every input it gives the engine.
 
     Args:
         hub: The application.
         limits: :class:`ServerConfig` fields.
-        signal: Makes a :class:`Signal` for the backend.
+
+    Attributes:
+        hub: The application.
+        engine: The protocol engine (its ``stats`` and ``config``).
+        runners: How many handler runners are going.
+        handlers_allowed: Whether :class:`RunHandler` actions start runners
+            (else their awaitables are discarded).
     """
 
-    def __init__(self, hub: Hub, limits: dict[str, Any], signal: Callable[[], Signal]) -> None:
+    def __init__(self, hub: Hub, limits: dict[str, Any]) -> None:
         self.hub = hub
         self.engine = make_server(hub, limits)
-        self.clients: set[StreamClient] = set()
         self.runners = 0
-        self.changed = signal()  # a client or a handler runner came or went
-        self.handlers_allowed = False  # until the subclass can spawn tasks
+        self.handlers_allowed = False
         self._pending: set[Awaitable[None]] = set()  # handlers queued, not started
-        self._pump_requested = False
-        self._pump_signal = signal()
+        self._armed = _NEVER  # when the timer fires
+        self._ticked = -_NEVER  # when it last fired
         self.engine.set_wakeup(self._wakeup)
 
-    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        """Start ``fn(*args)`` as a task of the server."""
-        raise NotImplementedError
+    # -- primitives -----------------------------------------------------------------------
 
     def now(self) -> float:
         """The backend's clock."""
         raise NotImplementedError
 
-    def pump(self) -> None:
-        """Perform everything the engine has queued (never blocks)."""
-        for action in self.engine.drain_actions():
-            if isinstance(action, Flush):
-                for conn in action.connections:
-                    conn.transport.signal.wake()  # its sender takes the bytes
-            elif isinstance(action, CloseTransport):
-                client: StreamClient = action.connection.transport
-                client.closing = True
-                # What is still buffered gets close_timeout to leave, not more.
-                deadline = self.now() + self.engine.config.close_timeout
-                client.send_scope.deadline = min(client.send_scope.deadline, deadline)
-                client.signal.wake()
-            elif isinstance(action, RunHandler):
-                self._run_handler(action)
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task of the server."""
+        raise NotImplementedError
+
+    def _flush(self, connections: tuple[Connection, ...]) -> None:
+        """Write (or have written) ``conn.take()`` of each connection."""
+        raise NotImplementedError
+
+    def _close_transport(self, peer: Any) -> None:
+        """Close ``peer``'s transport once what was taken from it is written."""
+        raise NotImplementedError
+
+    def _arm(self, when: float) -> None:
+        """Have :meth:`_fire` called at ``when`` (on :meth:`now`'s clock), not later."""
+        raise NotImplementedError
+
+    def _readable(self, peer: Any) -> None:
+        """``peer``'s connection may be readable again: read if ``conn.can_read``."""
+        raise NotImplementedError
 
     def _wakeup(self) -> None:
-        # Called by the hub from async listeners and background jobs: never pump inline.
-        self._pump_requested = True
-        self._pump_signal.wake()
+        """The hub queued work outside an input: schedule a :meth:`pump` (never inline)."""
+        raise NotImplementedError
 
-    async def pump_loop(self) -> None:
-        """Pump whenever the hub asks for it; run this as a task."""
-        while True:
-            if not self._pump_requested:
-                await self._pump_signal.wait()
-                continue
-            self._pump_requested = False
-            self.pump()
+    def _runner_done(self) -> None:
+        """A handler runner finished (a no-op unless a shutdown waits for them)."""
 
-    async def tick_loop(self, sleep: Callable[[float], Awaitable[None]]) -> None:
-        """Tick the engine every :data:`TICK_RESOLUTION` while there are clients; a task."""
-        while True:
-            if not self.clients:
-                await self.changed.wait()
-                continue
-            await sleep(TICK_RESOLUTION)
-            self.engine.tick(self.now())
-            self.pump()
+    # -- the loop -------------------------------------------------------------------------
 
-    def lost(self, client: StreamClient, conn: Connection, error: BaseException) -> None:
-        """The stream of ``client`` failed: end its connection and let its sender finish."""
-        self.engine.connection_lost(conn, error)
+    def pump(self) -> None:
+        """Perform everything the engine has queued, then keep the timer armed."""
+        engine = self.engine
+        for action in engine.drain_actions():
+            cls = action.__class__
+            if cls is Flush:
+                self._flush(action.connections)  # type: ignore[union-attr]
+            elif cls is CloseTransport:
+                self._close_transport(action.connection.transport)  # type: ignore[union-attr]
+            else:
+                self._run_handler(action)  # type: ignore[arg-type]
+        when = engine.next_deadline()
+        # Re-arm only for an earlier deadline: one that moved later fires early, ticks
+        # with nothing to do and re-arms. One float compare per pump.
+        if when is not None and when < self._armed:
+            floor = self._ticked + TIMER_SLACK
+            when = max(when, floor)
+            if when < self._armed:
+                self._armed = when
+                self._arm(when)
+
+    def _fire(self) -> None:
+        """The armed deadline came: run the engine's timers (and re-arm)."""
+        self._armed = _NEVER
+        now = self._ticked = self.now()
+        self.engine.tick(now)
         self.pump()
-        client.closing = True
-        client.signal.wake()
+
+    # -- async listeners ------------------------------------------------------------------
 
     def _run_handler(self, action: RunHandler) -> None:
         conn, awaitable = action.connection, action.awaitable
-        client: StreamClient | None = conn.transport if conn is not None else None
-        if client is not None and client.handlers is not None:
-            client.handlers.append(awaitable)  # its runner is already going
+        peer: Peer | None = conn.transport if conn is not None else None
+        if peer is not None and peer.handlers is not None:
+            peer.handlers.append(awaitable)  # its runner is already going
             self._pending.add(awaitable)
             return
         if not self.handlers_allowed:
             discard(awaitable)
             return
         self._pending.add(awaitable)
-        if client is not None:
-            client.handlers = deque()
+        if peer is not None:
+            peer.handlers = deque()
         self.runners += 1
-        self.spawn(self._handlers, conn, awaitable)
+        self._spawn(self._handlers, conn, awaitable)
 
     async def _handlers(self, conn: Connection | None, awaitable: Awaitable[None]) -> None:
         """Run a connection's ``async def`` listeners one after another, in order."""
-        client: StreamClient | None = conn.transport if conn is not None else None
+        peer: Peer | None = conn.transport if conn is not None else None
         try:
             while True:
                 self._pending.discard(awaitable)
@@ -229,15 +247,15 @@ class StreamDriver:
                 finally:
                     self.engine.handler_done(conn)
                     self.pump()
-                if client is None or not client.handlers:
+                if peer is None or not peer.handlers:
                     break
-                awaitable = client.handlers.popleft()
+                awaitable = peer.handlers.popleft()
         finally:
-            if client is not None:
-                client.handlers = None
-                client.signal.wake()  # the reader may read again
+            if peer is not None:
+                peer.handlers = None
+                self._readable(peer)
             self.runners -= 1
-            self.changed.wake()
+            self._runner_done()
 
     def finish(self) -> None:
         """The server's tasks are gone: drop handlers that never started, detach the hub.

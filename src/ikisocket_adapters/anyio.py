@@ -1,11 +1,15 @@
 """Serve a hub on anyio, under its asyncio or its trio backend.
 
-The same shape as :mod:`ikisocket_adapters.trio`: one task group per server,
-a reader and a sender task per connection, and a helper task per connection
-only while its ``async def`` listeners run. The sender writes whatever the
-engine buffered (``conn.take()``), one ``send`` at a time; meanwhile output
+One task group per server; per connection a reader task that feeds the
+engine and a sender task that writes whatever the engine buffered for it
+(``conn.take()``), one ``send`` at a time: while a send is in progress output
 waits in the engine's bounded buffer, where ``max_queue`` and
-``backpressure`` apply.
+``backpressure`` apply. The reader stops reading while the engine says so
+(``conn.can_read``: the connection's ``async def`` listeners run, or its
+unwritten output is over ``max_queue``). Async listeners run one after
+another per connection, in a helper task that exists only while they run. A
+timer task sleeps until the engine's next deadline. The trio adapter
+(:mod:`ikisocket_adapters.trio`) is this driver.
 
 ::
 
@@ -17,7 +21,8 @@ waits in the engine's bounded buffer, where ``max_queue`` and
 
 ``serve`` runs until cancelled and then shuts down gracefully (every client is
 closed with 1001). With ``await task_group.start(serve, hub, host, 0)`` it
-reports the running :class:`WebSocketServer` (its ``port``, ``close()``).
+reports the running :class:`WebSocketServer` (its ``port``, ``close()``);
+``async with open_server(hub, host, 0) as server:`` does the same for a block.
 From synchronous code (a test, another thread), an anyio portal runs it::
 
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
@@ -43,9 +48,10 @@ from ikisocket_core.protocol import Connection
 
 from ._common import (
     ACCEPT_RETRY,
+    BACKLOG,
     RECEIVE_SIZE,
-    StreamClient,
-    StreamDriver,
+    Driver,
+    Peer,
     begin_shutdown,
     logger,
     scheme_of,
@@ -59,7 +65,7 @@ _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream
 
 
 class _Signal:
-    """A :class:`~ikisocket_adapters._common.Signal` on anyio events."""
+    """Wakes every task waiting on it; a no-op without one."""
 
     __slots__ = ("_event",)
 
@@ -77,8 +83,25 @@ class _Signal:
         await self._event.wait()
 
 
-class WebSocketServer(StreamDriver):
-    """A running anyio server for a hub, as :func:`serve` reports it.
+class _Stream(Peer):
+    """One accepted stream.
+
+    Its reader waits on ``signal`` while the connection cannot be read, its
+    sender while nothing is buffered; a change of either wakes both.
+    """
+
+    __slots__ = ("closing", "send_scope", "signal", "stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        super().__init__()
+        self.stream = stream
+        self.signal = _Signal()
+        self.closing = False
+        self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
+
+
+class WebSocketServer(Driver):
+    """A running server for a hub, as :func:`serve` and :func:`open_server` report it.
 
     Attributes:
         hub: The application.
@@ -87,10 +110,15 @@ class WebSocketServer(StreamDriver):
     """
 
     def __init__(self, hub: Hub, *, ssl_context: ssl.SSLContext | None, limits: dict[str, Any]):
-        super().__init__(hub, limits, _Signal)
+        super().__init__(hub, limits)
         self.ssl_context = ssl_context
         self.scheme = scheme_of(ssl_context)
         self.listeners: list[anyio.abc.SocketListener] = []
+        self.clients: set[_Stream] = set()
+        self.changed = _Signal()  # a client or a handler runner came or went
+        self._pump_requested = False
+        self._pump_signal = _Signal()
+        self._timer = anyio.CancelScope()
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope = anyio.CancelScope(shield=True)  # outer cancellation waits for shutdown
         self._accept_scope = anyio.CancelScope()
@@ -116,16 +144,62 @@ class WebSocketServer(StreamDriver):
         self.close()
         await self.wait_closed()
 
-    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        """Start ``fn(*args)`` in the server's task group."""
-        assert self._tg is not None
-        self._tg.start_soon(fn, *args)
+    # -- the driver's primitives ----------------------------------------------------------
 
     def now(self) -> float:
         """The backend's clock."""
         return anyio.current_time()
 
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Start ``fn(*args)`` in the server's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    def _flush(self, connections: tuple[Connection, ...]) -> None:
+        """Wake the sender of each connection: it takes the bytes."""
+        for conn in connections:
+            conn.transport.signal.wake()
+
+    def _close_transport(self, peer: _Stream) -> None:
+        """Let the sender finish: what is still buffered gets ``close_timeout`` to leave."""
+        peer.closing = True
+        deadline = self.now() + self.engine.config.close_timeout
+        peer.send_scope.deadline = min(peer.send_scope.deadline, deadline)
+        peer.signal.wake()
+
+    def _arm(self, when: float) -> None:
+        """Move the timer task's deadline to ``when``."""
+        self._timer.deadline = when
+
+    def _readable(self, peer: _Stream) -> None:
+        """Wake ``peer``'s reader: it reads again if ``conn.can_read``."""
+        peer.signal.wake()
+
+    def _wakeup(self) -> None:
+        """Have the pump task pump (from async listeners and background jobs)."""
+        self._pump_requested = True
+        self._pump_signal.wake()
+
+    def _runner_done(self) -> None:
+        """Tell a waiting shutdown that a handler runner finished."""
+        self.changed.wake()
+
     # -- tasks ----------------------------------------------------------------------------
+
+    async def _pump_loop(self) -> None:
+        while True:
+            if not self._pump_requested:
+                await self._pump_signal.wait()
+                continue
+            self._pump_requested = False
+            self.pump()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            # arm() moves this scope's deadline; a new scope starts at the one armed meanwhile.
+            with anyio.CancelScope(deadline=self._armed) as self._timer:
+                await anyio.sleep_forever()
+            self._fire()
 
     async def _run(self) -> None:
         try:
@@ -133,8 +207,8 @@ class WebSocketServer(StreamDriver):
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     self.handlers_allowed = True
-                    tg.start_soon(self.pump_loop)
-                    tg.start_soon(self.tick_loop, anyio.sleep)
+                    tg.start_soon(self._pump_loop)
+                    tg.start_soon(self._timer_loop)
                     with self._accept_scope:
                         async with anyio.create_task_group() as accepting:
                             for listener in self.listeners:
@@ -155,10 +229,10 @@ class WebSocketServer(StreamDriver):
                 logger.error("accept failed (%s); retrying in 0.1 s", exc)
                 await anyio.sleep(0.1)
                 continue
-            self.spawn(self._connection, stream)
+            self._spawn(self._connection, stream)
 
     async def _connection(self, raw: anyio.abc.SocketStream) -> None:
-        client = StreamClient(raw, _Signal(), anyio.CancelScope())
+        client = _Stream(raw)
         self.clients.add(client)
         self.changed.wake()
         engine = self.engine
@@ -180,12 +254,13 @@ class WebSocketServer(StreamDriver):
                     return
             peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
             conn = engine.connect(
-                now=anyio.current_time(),
+                now=self.now(),
                 client=(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None,
                 scheme=self.scheme,
                 transport=client,
             )
             client.conn = conn
+            self.pump()  # arms the handshake deadline
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._reader, client, conn)
                 await self._sender(client, conn)
@@ -201,35 +276,44 @@ class WebSocketServer(StreamDriver):
                 self.clients.discard(client)
                 self.changed.wake()
 
-    async def _reader(self, client: StreamClient, conn: Connection) -> None:
-        engine, stream = self.engine, client.stream
+    async def _reader(self, client: _Stream, conn: Connection) -> None:
+        engine, receive, now = self.engine, client.stream.receive, self.now
         try:
             while conn.state is not _CLOSED:
-                if conn.blocked:  # async listeners of this connection are running
+                if not conn.can_read:  # async listeners run, or too much output waits
                     await client.signal.wait()
                     continue
-                engine.receive_data(conn, await stream.receive(RECEIVE_SIZE))
+                data = await receive(RECEIVE_SIZE)
+                engine.receive_data(conn, data, now())
                 self.pump()
         except anyio.EndOfStream:
             engine.receive_eof(conn)
             self.pump()
         except _GONE as exc:
-            self.lost(client, conn, exc)
+            self._lost(client, conn, exc)
 
-    async def _sender(self, client: StreamClient, conn: Connection) -> None:
-        stream = client.stream
+    async def _sender(self, client: _Stream, conn: Connection) -> None:
+        send, signal = client.stream.send, client.signal
         with client.send_scope:
             try:
                 while True:
                     if conn.buffered:
                         chunks = conn.take()
-                        await stream.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                        signal.wake()  # the reader, if it waits for the output to drain
+                        await send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                     elif client.closing:
                         return
                     else:
-                        await client.signal.wait()
+                        await signal.wait()
             except _GONE as exc:
-                self.lost(client, conn, exc)
+                self._lost(client, conn, exc)
+
+    def _lost(self, client: _Stream, conn: Connection, error: BaseException) -> None:
+        """The stream of ``client`` failed: end its connection and let its sender finish."""
+        self.engine.connection_lost(conn, error)
+        self.pump()
+        client.closing = True
+        client.signal.wake()
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -253,7 +337,8 @@ async def serve(
     port: int = 8000,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    backlog: int = 65536,
+    backlog: int = BACKLOG,
+    reuse_port: bool = False,
     task_status: anyio.abc.TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
     **limits: Any,
 ) -> None:
@@ -269,13 +354,16 @@ async def serve(
         port: The port (0 picks a free one; see :attr:`WebSocketServer.port`).
         ssl_context: Serve ``wss://`` with this TLS context.
         backlog: The listen backlog.
+        reuse_port: Set ``SO_REUSEPORT`` (several processes on one port).
         task_status: Given by ``task_group.start``; reports the :class:`WebSocketServer`.
         **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields
             (``max_message_size``, ``max_queue``, ``ping_interval`` ...).
     """
     server = WebSocketServer(hub, ssl_context=ssl_context, limits=limits)
     try:
-        multi = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=backlog)
+        multi = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, backlog=backlog, reuse_port=reuse_port
+        )
         # create_tcp_listener makes SocketListeners; the type says only Listener.
         server.listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
         logger.info("listening on %s://%s:%d (anyio)", server.scheme, host or "*", server.port)
@@ -302,7 +390,8 @@ async def open_server(
     port: int = 8000,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    backlog: int = 65536,
+    backlog: int = BACKLOG,
+    reuse_port: bool = False,
     **limits: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``hub`` for the duration of an ``async with`` block.
@@ -314,21 +403,16 @@ async def open_server(
 
     Leaving the block shuts the server down gracefully (as :func:`serve`).
 
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port (0 picks a free one).
-        ssl_context: Serve ``wss://`` with this TLS context.
-        backlog: The listen backlog.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    It takes the arguments of :func:`serve` (but ``task_status``).
 
     Yields:
         The running server.
     """
+    start = partial(
+        serve, hub, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port
+    )
     async with anyio.create_task_group() as tg:
-        server: WebSocketServer = await tg.start(
-            partial(serve, hub, host, port, ssl_context=ssl_context, backlog=backlog, **limits)
-        )
+        server: WebSocketServer = await tg.start(partial(start, **limits))
         try:
             yield server
         finally:

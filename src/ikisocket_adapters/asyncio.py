@@ -3,9 +3,12 @@
 Each connection is a :class:`asyncio.Protocol` whose callbacks feed the
 engine and then perform what it asks: writes go straight to the transport,
 flow control uses ``pause_writing``/``resume_writing`` (output then waits in
-the engine's bounded buffer) and ``pause_reading`` while a connection's
-``async def`` listeners run. No task is created per message; one task per
-connection exists only while its async listeners run.
+the engine's bounded buffer), and ``pause_reading`` whenever the engine says
+the connection must not be read (``conn.can_read``: its ``async def``
+listeners run, or its unwritten output is over ``max_queue``). No task is
+created per message; one task per connection exists only while its async
+listeners run. One timer, armed with ``loop.call_at``, fires at the engine's
+next deadline.
 
 ::
 
@@ -13,50 +16,39 @@ connection exists only while its async listeners run.
     from ikisocket_adapters.asyncio import serve
 
     asyncio.run(serve(hub, "127.0.0.1", 3000))
+
+    async with open_server(hub, "127.0.0.1", 0) as server:   # or start_server()
+        print(server.port)
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, cast
 
 from ikisocket_core import Hub
-from ikisocket_core.protocol import (
-    CloseTransport,
-    Connection,
-    Flush,
-    RunHandler,
-    Server,
-)
+from ikisocket_core.protocol import Connection
 
-from ._common import TICK_RESOLUTION, begin_shutdown, logger, make_server, scheme_of
+from ._common import BACKLOG, Driver, Peer, begin_shutdown, logger, scheme_of
 
-__all__ = ["WebSocketServer", "serve", "start_server"]
+__all__ = ["WebSocketServer", "open_server", "serve", "start_server"]
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(Peer, asyncio.Protocol):
     """One TCP (or TLS) connection."""
 
-    __slots__ = (
-        "conn",
-        "handlers",
-        "node",
-        "paused",
-        "receive",
-        "transport",
-        "write",
-    )
+    __slots__ = ("node", "paused", "reading", "receive", "transport", "write")
 
     def __init__(self, node: WebSocketServer) -> None:
+        super().__init__()
         self.node = node
         self.transport: asyncio.Transport | None = None
-        self.conn: Connection | None = None
-        self.paused = False
-        self.handlers: deque[Awaitable[None]] | None = None
+        self.paused = False  # writing: the transport's buffer is full
+        self.reading = True
         # Bound once per connection: the per-message path makes no attribute lookups.
         self.receive = node.engine.receive_data
         self.write: Any = None
@@ -72,13 +64,16 @@ class _Protocol(asyncio.Protocol):
             now=node.loop.time(), client=client, scheme=node.scheme, transport=self
         )
         node.protocols.add(self)
-        node.arm_timer()
+        node.pump()  # arms the handshake deadline
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is not None:
-            self.receive(conn, data)
-            self.node.pump()
+            node = self.node
+            self.receive(conn, data, node.loop.time())
+            node.pump()
+            if not conn.can_read and self.reading:
+                self.pause()
 
     def eof_received(self) -> bool:
         if self.conn is not None:
@@ -103,30 +98,42 @@ class _Protocol(asyncio.Protocol):
         conn = self.conn
         if conn is not None and self.write is not None and conn.buffered:
             self.write(b"".join(conn.take()))
+            if not self.reading:
+                self.node._readable(self)
+
+    def pause(self) -> None:
+        """Stop reading until the engine can take input again."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.reading = False
+            transport.pause_reading()
 
 
-class WebSocketServer:
-    """A running asyncio server for a hub; make it with :func:`start_server`.
+class WebSocketServer(Driver):
+    """A running asyncio server for a hub; made by :func:`start_server` or :func:`open_server`.
 
     Use it as an async context manager, or call :meth:`close` and
-    :meth:`wait_closed`.
+    :meth:`wait_closed` (or :meth:`aclose`).
+
+    Attributes:
+        hub: The application.
+        engine: The protocol engine (its ``stats`` and ``config``).
     """
 
     def __init__(self, hub: Hub, *, ssl_context: ssl.SSLContext | None, limits: dict[str, Any]):
-        self.hub = hub
-        self.engine: Server = make_server(hub, limits)
+        super().__init__(hub, limits)
         self.loop = asyncio.get_running_loop()
         self.scheme = scheme_of(ssl_context)
         self.ssl_context = ssl_context
         self.protocols: set[_Protocol] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.handlers_allowed = True
         self._listener: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        self.engine.set_wakeup(self._wakeup)
 
     @property
     def sockets(self) -> tuple[Any, ...]:
@@ -148,32 +155,61 @@ class WebSocketServer:
         )
         logger.info("listening on %s://%s:%d", self.scheme, host or "*", self.port)
 
-    # -- pumping --------------------------------------------------------------------------
+    # -- the driver's primitives ----------------------------------------------------------
 
-    def pump(self) -> None:
-        """Perform everything the engine has queued."""
-        for action in self.engine.drain_actions():
-            if action.__class__ is Flush:
-                for conn in action.connections:
-                    proto: _Protocol = conn.transport
-                    if proto.paused or proto.write is None:
-                        continue  # taken on resume_writing; bounded by max_queue meanwhile
-                    chunks = conn.take()
-                    # Never writelines(): from Python 3.12 the selector transport's
-                    # writelines() skips flow control (no pause_writing), which would
-                    # leave a slow reader's output unbounded in the transport.
-                    if len(chunks) == 1:
-                        proto.write(chunks[0])
-                    elif chunks:
-                        proto.write(b"".join(chunks))
-            elif isinstance(action, CloseTransport):
-                proto = action.connection.transport
-                if proto.transport is not None:
-                    proto.transport.close()  # flushes what was written first
-            elif isinstance(action, RunHandler):
-                self._run(action)
+    def now(self) -> float:
+        """The loop's clock."""
+        return self.loop.time()
+
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task; :meth:`wait_closed` cancels what is left."""
+        task = self.loop.create_task(fn(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _flush(self, connections: tuple[Connection, ...]) -> None:
+        """Write each connection's output to its transport, unless the transport is full."""
+        for conn in connections:
+            proto: _Protocol = conn.transport
+            if proto.paused or proto.write is None:
+                continue  # taken on resume_writing; bounded by max_queue meanwhile
+            chunks = conn.take()
+            # Never writelines(): from Python 3.12 the selector transport's
+            # writelines() skips flow control (no pause_writing), which would
+            # leave a slow reader's output unbounded in the transport.
+            if len(chunks) == 1:
+                proto.write(chunks[0])
+            elif chunks:
+                proto.write(b"".join(chunks))
+            if not proto.reading:
+                self._readable(proto)
+
+    def _close_transport(self, peer: _Protocol) -> None:
+        """Close the transport; it flushes what was written first."""
+        if peer.transport is not None:
+            peer.transport.close()
+
+    def _arm(self, when: float) -> None:
+        """Move the one timer to ``when``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._fire)
+
+    def _readable(self, peer: _Protocol) -> None:
+        """Resume reading ``peer`` if the engine takes its input again."""
+        transport, conn = peer.transport, peer.conn
+        if (
+            not peer.reading
+            and conn is not None
+            and conn.can_read
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            peer.reading = True
+            transport.resume_reading()
 
     def _wakeup(self) -> None:
+        """Pump soon (from async listeners and background jobs)."""
         if not self._pump_scheduled:
             self._pump_scheduled = True
             self.loop.call_soon(self._scheduled_pump)
@@ -181,67 +217,6 @@ class WebSocketServer:
     def _scheduled_pump(self) -> None:
         self._pump_scheduled = False
         self.pump()
-
-    def _run(self, action: RunHandler) -> None:
-        conn = action.connection
-        if conn is None:
-            self._spawn(self._run_free(action.awaitable))
-            return
-        proto: _Protocol = conn.transport
-        if proto.handlers is not None:
-            proto.handlers.append(action.awaitable)
-            return
-        proto.handlers = deque([action.awaitable])
-        if proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.pause_reading()
-        self._spawn(self._run_handlers(proto))
-
-    async def _run_handlers(self, proto: _Protocol) -> None:
-        # One connection's async listeners run one after another, in order.
-        conn = proto.conn
-        assert conn is not None
-        assert proto.handlers is not None
-        try:
-            while proto.handlers:
-                awaitable = proto.handlers.popleft()
-                try:
-                    await awaitable
-                finally:
-                    self.engine.handler_done(conn)
-                    self.pump()
-        except asyncio.CancelledError:
-            for pending in proto.handlers:  # shutting down: never started
-                _discard(pending)
-            raise
-        proto.handlers = None
-        transport = proto.transport
-        if transport is not None and not transport.is_closing() and not conn.blocked:
-            transport.resume_reading()
-
-    async def _run_free(self, awaitable: Awaitable[None]) -> None:
-        try:
-            await awaitable
-        finally:
-            self.engine.handler_done(None)
-            self.pump()
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- timers ---------------------------------------------------------------------------
-
-    def arm_timer(self) -> None:
-        """Keep a periodic tick running while there are connections."""
-        if self._timer is None and self.protocols:
-            self._timer = self.loop.call_later(TICK_RESOLUTION, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        self.engine.tick(self.loop.time())
-        self.pump()
-        self.arm_timer()
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -254,7 +229,6 @@ class WebSocketServer:
             self._listener.close()
         begin_shutdown(self.engine)
         self.pump()
-        self.arm_timer()
 
     async def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until every connection is gone (at most ``timeout``, default ``close_timeout``).
@@ -282,8 +256,12 @@ class WebSocketServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.engine.set_wakeup(None)
-        self.hub.resume_accepting()  # the hub may be served again
+        self.finish()
+
+    async def aclose(self) -> None:
+        """Close the server and wait until every connection is gone."""
+        self.close()
+        await self.wait_closed()
 
     async def __aenter__(self) -> WebSocketServer:
         return self
@@ -294,14 +272,7 @@ class WebSocketServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
-        await self.wait_closed()
-
-
-def _discard(awaitable: Awaitable[None]) -> None:
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
+        await self.aclose()
 
 
 async def start_server(
@@ -310,8 +281,8 @@ async def start_server(
     port: int = 8000,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    backlog: int = 1024,
-    reuse_port: bool | None = None,
+    backlog: int = BACKLOG,
+    reuse_port: bool = False,
     **limits: Any,
 ) -> WebSocketServer:
     """Start serving ``hub`` and return at once.
@@ -330,8 +301,38 @@ async def start_server(
         The running server.
     """
     server = WebSocketServer(hub, ssl_context=ssl_context, limits=limits)
-    await server._listen(host, port, backlog=backlog, reuse_port=reuse_port)
+    await server._listen(host, port, backlog=backlog, reuse_port=reuse_port or None)
     return server
+
+
+@asynccontextmanager
+async def open_server(
+    hub: Hub,
+    host: str | None = "127.0.0.1",
+    port: int = 8000,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
+    reuse_port: bool = False,
+    **limits: Any,
+) -> AsyncIterator[WebSocketServer]:
+    """Serve ``hub`` for the duration of an ``async with`` block.
+
+    Leaving the block shuts the server down gracefully (as :func:`serve`).
+
+    It takes the arguments of :func:`start_server`.
+
+    Yields:
+        The running server.
+    """
+    server = await start_server(
+        hub, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port, **limits
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+        await asyncio.shield(server.wait_closed())
 
 
 async def serve(
@@ -340,6 +341,8 @@ async def serve(
     port: int = 8000,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
+    reuse_port: bool = False,
     **limits: Any,
 ) -> None:
     """Serve ``hub`` until cancelled, then shut down gracefully.
@@ -347,16 +350,9 @@ async def serve(
     On cancellation every client is closed with 1001 and given up to
     ``close_timeout`` to finish, then the cancellation propagates.
 
-    Args:
-        hub: The application.
-        host: The interface to bind.
-        port: The port.
-        ssl_context: Serve ``wss://`` with this TLS context.
-        **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields.
+    It takes the arguments of :func:`start_server`.
     """
-    server = await start_server(hub, host, port, ssl_context=ssl_context, **limits)
-    try:
+    async with open_server(
+        hub, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port, **limits
+    ):
         await asyncio.Event().wait()
-    finally:
-        server.close()
-        await asyncio.shield(server.wait_closed())

@@ -3,6 +3,7 @@
 ::
 
     ikisocket run myapp.realtime:hub --adapter asyncio --host 127.0.0.1 --port 8000
+    ikisocket run myapp.realtime:hub --adapter anyio --backend trio
     ikisocket demo --port 3000
     ikisocket run myapp.realtime:hub --redis redis://127.0.0.1:6379/0   # one of several nodes
 
@@ -32,6 +33,8 @@ from ikisocket_core import Hub
 __all__ = ["CLIError", "load_hub", "main"]
 
 ADAPTERS = ("asyncio", "trio", "anyio")
+#: What ``--adapter anyio`` runs on.
+BACKENDS = ("asyncio", "trio")
 
 
 class CLIError(Exception):
@@ -186,7 +189,7 @@ def _run_asyncio(
         asyncio.run(run())
 
 
-def _run_structured(
+def _run_anyio(
     backend: str,
     hub: Hub,
     *,
@@ -197,14 +200,14 @@ def _run_structured(
     on_ready: Callable[[int], None],
     redis_url: str | None = None,
 ) -> None:
-    import anyio  # noqa: PLC0415
+    """The trio adapter and the anyio adapter: one driver, on ``backend``."""
+    import anyio  # noqa: PLC0415 (only the chosen backend is imported)
 
-    if backend == "trio":
-        if redis_url is not None:
-            raise CLIError("--redis needs an asyncio-based adapter (--adapter asyncio or anyio)")
-        from .trio import serve  # noqa: PLC0415
-    else:
-        from .anyio import serve  # type: ignore[assignment]  # noqa: PLC0415
+    from .anyio import serve  # noqa: PLC0415
+
+    if backend == "trio" and redis_url is not None:
+        # The message predates --backend: "anyio" meant its default, asyncio.
+        raise CLIError("--redis needs an asyncio-based adapter (--adapter asyncio or anyio)")
     backplane = _backplane(hub, redis_url)
 
     async def run() -> None:
@@ -231,7 +234,18 @@ def _run_structured(
             # The server closed its clients; now the backplane (their "absent" goes out).
             outer.cancel_scope.cancel()
 
-    anyio.run(run, backend="trio" if backend == "trio" else "asyncio")
+    anyio.run(run, backend=backend)
+
+
+def _backend(args: argparse.Namespace) -> str | None:
+    """The event loop ``--adapter``/``--backend`` ask for (``None`` for the asyncio adapter)."""
+    if args.backend is not None and args.adapter != "anyio":
+        raise CLIError("--backend applies to --adapter anyio only")
+    if args.uvloop and args.adapter != "asyncio":
+        raise CLIError("--uvloop applies to --adapter asyncio only")
+    if args.adapter == "anyio":
+        return str(args.backend or "asyncio")
+    return "trio" if args.adapter == "trio" else None
 
 
 def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]) -> None:
@@ -243,8 +257,9 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
         if what == "demo":
             print(f"ikisocket demo: open http://{args.host}:{port}", flush=True)
 
+    backend = _backend(args)
     try:
-        if args.adapter == "asyncio":
+        if backend is None:
             _run_asyncio(
                 hub,
                 host=args.host,
@@ -256,10 +271,8 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
                 redis_url=args.redis,
             )
         else:
-            if args.uvloop:
-                raise CLIError("--uvloop applies to --adapter asyncio only")
-            _run_structured(
-                args.adapter,
+            _run_anyio(
+                backend,
                 hub,
                 host=args.host,
                 port=args.port,
@@ -280,6 +293,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, port: int) -> None:
         p.add_argument("--adapter", choices=ADAPTERS, default="asyncio")
+        p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=None,
+            help="the event loop of --adapter anyio (asyncio)",
+        )
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--uvloop", action="store_true", help="run asyncio on uvloop")

@@ -16,6 +16,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from functools import partial
@@ -375,6 +376,120 @@ async def close_and_aclose(serve: Serve) -> None:
                 assert await client.close_code() == 1001
     assert not tg.cancel_scope.cancel_called
     assert not hub.connections
+
+
+async def reuse_port_shares_a_port(serve: Serve) -> None:
+    """Every adapter takes ``backlog`` and ``reuse_port``: two servers bind one port."""
+    options = {"backlog": 16, "reuse_port": True}
+    async with running(serve, echo_hub(), **options) as first:
+        second_hub = echo_hub()
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                second: Handle = await tg.start(
+                    partial(serve, second_hub, "127.0.0.1", first.port, **options)
+                )
+                assert second.port == first.port
+                tg.cancel_scope.cancel()
+        async with clients(first.port, 1) as (client,):  # the first one still serves
+            await client.send("shared")
+            assert await client.recv() == "shared"
+
+
+async def keepalive_timeout_fires_at_its_deadline(serve: Serve) -> None:
+    """A peer that never answers pings is failed by the timer, with nothing else happening."""
+    limits = {"ping_interval": 0.1, "ping_timeout": 0.1}
+    async with running(serve, echo_hub(), **limits) as server:
+        silent = await anyio.to_thread.run_sync(stalled_client, server.port)
+        try:
+            await wait_for(lambda: server.engine.stats.keepalive_timeouts == 1)
+            await wait_for(lambda: not server.hub.connections)
+        finally:
+            silent.close()
+
+
+async def nothing_due_means_no_ticks(serve: Serve) -> None:
+    """Without a deadline (no pings, no idle timeout) an open connection costs no timer tick."""
+    async with running(serve, echo_hub(), ping_interval=None) as server:
+        engine = server.engine
+        ticks: list[float] = []
+        tick = engine.tick
+
+        def counted(now: float) -> None:
+            ticks.append(now)
+            tick(now)
+
+        async with clients(server.port, 1) as (client,):
+            setattr(engine, "tick", counted)  # noqa: B010 (patch one instance's method)
+            await client.send("x")
+            assert await client.recv() == "x"
+            await anyio.sleep(0.6)  # a periodic timer (0.25 s) would have ticked twice
+            assert ticks == []
+
+
+def _ping_flood(sock: socket.socket, seconds: float) -> int:
+    """Write masked pings with 125-byte payloads for ``seconds``, never reading; bytes sent."""
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"p" * 125))
+    burst = memoryview((bytes([0x89, 0x80 | 125]) + mask + payload) * 64)
+    sock.settimeout(0.05)
+    offset = sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            n = sock.send(burst[offset:])
+        except TimeoutError:
+            continue  # the server stopped reading: keep trying until the time is up
+        sent += n
+        offset = (offset + n) % len(burst)  # never break a frame
+    return sent
+
+
+async def ping_flood_is_bounded(serve: Serve) -> None:
+    """A peer that floods pings and never reads: its pongs stay bounded, others are served.
+
+    The server stops reading the flooder while its unwritten output is over
+    ``max_queue``, so what waits is at most ``max_queue`` plus the pongs of one
+    read (at most 256 KiB: the largest read of any of the event loops).
+    """
+    max_queue = 64 * 1024
+    async with running(serve, echo_hub(), max_queue=max_queue) as server:
+        engine = server.engine
+        async with clients(server.port, 1) as (other,):
+            before = set(engine.connections)
+            peak = [0]
+            paused = [False]
+            receive = engine.receive_data
+
+            def watched(conn: Any, data: bytes, now: float | None = None) -> None:
+                receive(conn, data, now)
+                if conn not in before:  # the flooder
+                    peak[0] = max(peak[0], conn.buffered)
+                    paused[0] = paused[0] or not conn.can_read
+
+            setattr(engine, "receive_data", watched)  # noqa: B010 (before the flooder connects)
+            flooder = await anyio.to_thread.run_sync(stalled_client, server.port)
+            try:
+                flooding = True
+                served = 0
+                async with anyio.create_task_group() as tg:
+
+                    async def flood() -> None:
+                        nonlocal flooding
+                        await anyio.to_thread.run_sync(_ping_flood, flooder, 2.0)
+                        flooding = False
+
+                    tg.start_soon(flood)
+                    while flooding:
+                        await other.send(f"round {served}")
+                        assert await other.recv() == f"round {served}"
+                        served += 1
+            finally:
+                flooder.close()
+            assert served > 1
+            assert paused[0]  # the pongs went over max_queue: reading stopped
+            assert peak[0] <= max_queue + 256 * 1024
+            await other.send("after")
+            assert await other.recv() == "after"
 
 
 async def open_server_block(open_server: OpenServer) -> None:

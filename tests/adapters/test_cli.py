@@ -32,6 +32,13 @@ def ikisocket(*args: str) -> list[str]:
     return [sys.executable, "-m", "ikisocket_adapters", *args]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ikisocket ...`` to its end (a command that fails at once)."""
+    return subprocess.run(
+        ikisocket(*args), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
 @contextmanager
 def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start ``ikisocket ...``; yield it once it printed where it listens."""
@@ -64,8 +71,10 @@ def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         ["--adapter", "asyncio", "--uvloop"],
         ["--adapter", "trio"],
         ["--adapter", "anyio"],
+        ["--adapter", "anyio", "--backend", "trio"],
+        ["--adapter", "anyio", "--backend", "asyncio"],
     ],
-    ids=["asyncio", "uvloop", "trio", "anyio"],
+    ids=["asyncio", "uvloop", "trio", "anyio", "anyio-trio", "anyio-asyncio"],
 )
 def test_run_serves_and_sigterm_closes_clients_with_1001_then_exits_0(adapter: list[str]) -> None:
     port = free_port()
@@ -100,14 +109,7 @@ def test_sigint_exits_0_too() -> None:
     ],
 )
 def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
-    done = subprocess.run(
-        ikisocket("run", spec, "--port", str(free_port())),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_cli("run", spec, "--port", str(free_port()))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -115,19 +117,26 @@ def test_a_bad_import_string_is_one_clear_line(spec: str, message: str) -> None:
     assert message in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--adapter", "trio", "--backend", "trio"], "--backend applies to --adapter anyio only"),
+        (["--backend", "asyncio"], "--backend applies to --adapter anyio only"),
+        (["--adapter", "anyio", "--uvloop"], "--uvloop applies to --adapter asyncio only"),
+    ],
+)
+def test_options_for_another_adapter_are_one_clear_line(options: list[str], message: str) -> None:
+    done = run_cli("run", APP, "--port", str(free_port()), *options)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"ikisocket: error: {message}"]
+
+
 def test_a_busy_port_is_one_clear_line() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            ikisocket("run", APP, "--port", str(port)),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        done = run_cli("run", APP, "--port", str(port))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -19,6 +19,7 @@ import anyio.abc
 import pytest
 
 import ikisocket_adapters.anyio
+import ikisocket_adapters.asyncio
 import ikisocket_adapters.trio
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_core import Hub
@@ -90,6 +91,10 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.two_hundred_clients_broadcasting,
     scenarios.reset_mid_message_is_a_disconnect,
     scenarios.nothing_left_after_clients_leave,
+    scenarios.reuse_port_shares_a_port,
+    scenarios.keepalive_timeout_fires_at_its_deadline,
+    scenarios.nothing_due_means_no_ticks,
+    scenarios.ping_flood_is_bounded,
 ]
 
 
@@ -111,6 +116,8 @@ async def test_scenario(
 
 
 OPEN_SERVER: dict[str, Callable[..., Any]] = {
+    "asyncio": ikisocket_adapters.asyncio.open_server,
+    "uvloop": ikisocket_adapters.asyncio.open_server,
     "trio": ikisocket_adapters.trio.open_server,
     "anyio-asyncio": ikisocket_adapters.anyio.open_server,
     "anyio-trio": ikisocket_adapters.anyio.open_server,
