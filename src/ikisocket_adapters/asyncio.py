@@ -185,9 +185,18 @@ class WebSocketServer(Driver):
                 self._readable(proto)
 
     def _close_transport(self, peer: _Protocol) -> None:
-        """Close the transport; it flushes what was written first."""
-        if peer.transport is not None:
-            peer.transport.close()
+        """Close the transport; it flushes what was written first.
+
+        Output a paused transport left in the engine (at most ``max_queue``, and
+        often just the close frame) is written first too, as the task-based
+        adapters' senders do: the peer still gets the close frame once it reads.
+        """
+        transport = peer.transport
+        if transport is not None:
+            conn = peer.conn
+            if conn is not None and conn.buffered and not transport.is_closing():
+                transport.write(b"".join(conn.take()))
+            transport.close()
 
     def _arm(self, when: float) -> None:
         """Move the one timer to ``when``."""
