@@ -31,6 +31,7 @@ from ikisocket_core import (
     SlowConsumer,
     Websocket,
 )
+from ikisocket_core.protocol import Server
 
 Message = MutableMapping[str, Any]
 
@@ -82,6 +83,8 @@ class Peer:
         self._unstall = anyio.Event()
         self.send_error: Exception | None = None
         self.finished = anyio.Event()
+        #: Every message the app sent, as the very objects it passed to ``send``.
+        self.sent: list[Message] = []
 
     async def receive(self) -> Message:
         return await self._in.get()
@@ -91,6 +94,7 @@ class Peer:
             raise self.send_error
         if self.stalled and message["type"] == "websocket.send":
             await self._unstall.wait()
+        self.sent.append(message)
         self._out.put(dict(message))
 
     def stall(self) -> None:
@@ -254,6 +258,24 @@ async def test_accept_welcome_broadcast_and_echo_keep_the_message_kind() -> None
         assert bob.pending() == []
         assert app.stats.connections == 2
         assert app.stats.messages_in == 2
+
+
+async def test_a_broadcast_hands_the_same_asgi_message_to_every_target() -> None:
+    hub = Hub()
+    hub.websocket("/ws/:id", lambda kws: None)
+    async with serving(asgi_app(hub)) as h:
+        peers = [await h.open(f"/ws/user{i}") for i in range(3)]
+        hub.broadcast("to everyone")
+        hub.broadcast(b"\x00\x01", kind=BINARY)
+        for peer in peers:
+            assert await peer.get_text() == "to everyone"
+            assert await peer.get() == {"type": "websocket.send", "bytes": b"\x00\x01"}
+    text = [peer.sent[-2] for peer in peers]
+    binary = [peer.sent[-1] for peer in peers]
+    # Encoded once per message, whatever the number of targets: one dict, shared.
+    assert all(message is text[0] for message in text)
+    assert all(message is binary[0] for message in binary)
+    assert text[0] is not binary[0]
 
 
 async def test_request_details_reach_the_connection() -> None:
@@ -678,6 +700,35 @@ async def test_an_async_listener_holds_its_connection_but_not_the_others() -> No
         assert await waiting.get_text() == "after the gate: two"
 
 
+async def test_async_listeners_keep_each_connections_order() -> None:
+    hub = Hub()
+    hub.websocket("/ws/:id", lambda kws: None)
+    started: list[str] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def reply(ep: EventPayload) -> None:
+        started.append(ep.text)
+        # The first message of each connection waits longest: order must not depend on it.
+        await anyio.sleep(0.02 if ep.text.endswith("-0") else 0)
+        ep.kws.emit("done " + ep.text)
+
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.emit("sync " + ep.text))
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        bob = await h.open("/ws/bob")
+        for i in range(3):
+            await alice.text(f"a-{i}")
+            await bob.text(f"b-{i}")
+        for peer, name in ((alice, "a"), (bob, "b")):
+            got = [await peer.get_text() for _ in range(6)]
+            # Each message's listeners, sync and async, finish before the next message.
+            assert got == [
+                line for i in range(3) for line in (f"sync {name}-{i}", f"done {name}-{i}")
+            ]
+    # The two connections did not wait for each other.
+    assert started.index("b-0") < started.index("a-1")
+
+
 async def test_async_terminal_listeners_run_to_completion() -> None:
     hub = chat_hub()
     finished: list[str] = []
@@ -774,6 +825,41 @@ async def test_idle_connections_are_closed_by_the_timer() -> None:
     error = log[0][2]
     assert isinstance(error, ConnectionClosed)
     assert isinstance(error.cause, IdleTimeout)
+
+
+async def test_the_service_sleeps_until_the_next_deadline_instead_of_polling() -> None:
+    hub = chat_hub(idle_timeout=0.3)
+    ticks: list[float] = []
+    tick = hub.tick
+
+    def counting_tick(now: float) -> None:
+        ticks.append(now)
+        tick(now)
+
+    hub.tick = counting_tick  # type: ignore[method-assign]
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        await alice.text("still here")  # activity moves the deadline
+        assert await alice.get_text() == "still here"
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "idle timeout",
+        }
+        await alice.wait_finished()
+        # Nothing is connected: no deadline, so the service sleeps for good.
+        assert app_server(hub).next_deadline() is None
+    # A tick per input (the accept and the message stamp the time) and one per deadline
+    # the service slept until (the first was moved by the message; one more for float
+    # rounding at most): never a tick per period (every 75 ms would be about eight).
+    assert 3 <= len(ticks) <= 5
+
+
+def app_server(hub: Hub) -> Server:
+    server = asgi_app(hub)._driver.server
+    assert server is not None
+    return server
 
 
 # -- limits and backpressure ----------------------------------------------------------------
