@@ -2,26 +2,19 @@
 
 ::
 
-    from ikisocket_adapters.asgi import asgi_app
-
     app = asgi_app(hub)                      # uvicorn module:app
     app = asgi_app(hub, fallback=other_app)  # wrap an existing ASGI application
 
-Here the server does the HTTP upgrade and the framing, so each connection is a
+The server does the upgrade and the framing, so each connection is a
 message-level :class:`~ikisocket_core.protocol.ServerConnection` of one
-:class:`~ikisocket_core.protocol.Server` per hub: the engine applies the size
-limit (1009), the bounded output and its ``backpressure`` policy (drop, or
-close with 1013), the ordering of ``async def`` listeners and the counters,
-exactly as on ikisocket's own servers. This module only pumps: ASGI
-``receive`` -> ``receive_message``/``receive_close``; the engine's actions ->
-one sender task per connection writing ``conn.take()`` through its ASGI
-``send``, the close, and one task awaiting its async listeners in order.
-
-A background service drains actions queued outside an input (async listeners,
-``hub.broadcast`` from a timer) and sleeps until the engine's next deadline
-(``idle_timeout``). It lives in the ASGI lifespan when the server sends one (or
-in :meth:`ASGIApp.lifespan` entered from a host application's lifespan) and
-otherwise in the task group of a live connection.
+:class:`~ikisocket_core.protocol.Server` per hub, and the engine applies the
+limits, the output bound and its ``backpressure`` policy, listener ordering and
+counters exactly as on ikisocket's own servers. This module only pumps: ASGI
+``receive`` into the connection; per connection, one sender task writing
+``conn.take()`` through its ASGI ``send`` and one task awaiting its ``async
+def`` listeners in order; and a background service that drains what is queued
+outside an input and sleeps until the engine's next deadline. The service lives
+in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 """
 
 from __future__ import annotations
@@ -215,32 +208,18 @@ class ASGIApp:
     async def _lifespan(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         driver = self._driver
         async with anyio.create_task_group() as tg:
-            if self.fallback is not None:
 
-                async def relay() -> Message:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        driver.pin(tg)
-                    elif message["type"] == "lifespan.shutdown":
-                        await driver.shutdown()
-                    return message
-
-                try:
-                    await self.fallback(scope, relay, send)
-                finally:
+            async def relay() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    driver.pin(tg)
+                elif message["type"] == "lifespan.shutdown":
+                    await driver.shutdown()
                     driver.unpin(tg)
-                return
+                return message
+
             try:
-                while True:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        driver.pin(tg)
-                        await send({"type": "lifespan.startup.complete"})
-                    elif message["type"] == "lifespan.shutdown":
-                        await driver.shutdown()
-                        driver.unpin(tg)
-                        await send({"type": "lifespan.shutdown.complete"})
-                        return
+                await (self.fallback or _lifespan_of_nothing)(scope, relay, send)
             finally:
                 driver.unpin(tg)
 
@@ -344,7 +323,7 @@ class _Driver:
         for action in server.drain_actions():
             if action.__class__ is Flush:
                 for conn in action.connections:
-                    conn.transport.wake()
+                    conn.transport.wakeup.set()
             elif isinstance(action, CloseTransport):
                 action.connection.transport.close_transport()
             else:
@@ -467,7 +446,6 @@ class _Conn:
         "_readable",
         "_reader_scope",
         "_send_scope",
-        "_wake",
         "closing",
         "conn",
         "done",
@@ -475,6 +453,7 @@ class _Conn:
         "running_handlers",
         "send",
         "tg",
+        "wakeup",
     )
 
     def __init__(self, driver: _Driver, conn: ServerConnection, send: ASGISend) -> None:
@@ -488,7 +467,7 @@ class _Conn:
         self.done = False
         self.running_handlers = False
         self._handlers: deque[Awaitable[None]] = deque()
-        self._wake = anyio.Event()  # output waiting, or the close
+        self.wakeup = anyio.Event()  # output waiting, or the close
         self._readable = anyio.Event()  # conn.can_read may have turned true
         self._idle = anyio.Event()  # the handler runner finished
         #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
@@ -497,12 +476,9 @@ class _Conn:
 
     # -- called while draining (synchronous) ---------------------------------------------
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def close_transport(self) -> None:
         self.closing = True
-        self._wake.set()
+        self.wakeup.set()
         if self.conn.close_code is None:
             self._send_scope.cancel()  # the peer ended it: nothing more to write
         else:
@@ -606,8 +582,8 @@ class _Conn:
                     elif self.closing or self.done:
                         break
                     else:
-                        await self._wake.wait()
-                        self._wake = anyio.Event()
+                        await self.wakeup.wait()
+                        self.wakeup = anyio.Event()
             except Exception as exc:
                 logger.debug("send failed on %r: %r", conn, exc)
                 self.driver.install().connection_lost(conn, exc)
@@ -688,20 +664,9 @@ async def _reject(scope: Scope, send: ASGISend, reject: Reject) -> None:
     """Refuse before the upgrade: a real HTTP response where the server allows it."""
     try:
         if "websocket.http.response" in (scope.get("extensions") or {}):
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reject.headers]
             body = reject.reason.encode("utf-8")
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ]
-            headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reject.headers]
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": reject.status,
-                    "headers": headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
+            await _respond(send, reject.status, body, headers, kind="websocket.http")
         else:
             # ASGI servers answer a close before the accept with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
@@ -709,13 +674,26 @@ async def _reject(scope: Scope, send: ASGISend, reject: Reject) -> None:
         logger.debug("rejecting a WebSocket failed: %r", exc)
 
 
+async def _lifespan_of_nothing(scope: Scope, receive: Receive, send: ASGISend) -> None:
+    """The lifespan of an app with nothing else to start or stop."""
+    while True:
+        kind = (await receive())["type"]
+        await send({"type": f"{kind}.complete"})
+        if kind == "lifespan.shutdown":
+            return
+
+
 async def _respond(
-    send: ASGISend, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: ASGISend,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    kind: str = "http",
 ) -> None:
     head = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
         *(headers or []),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.response.start", "status": status, "headers": head})
+    await send({"type": f"{kind}.response.body", "body": body})

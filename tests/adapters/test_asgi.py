@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 
+import ikisocket_adapters.asgi
 from ikisocket_adapters.asgi import ASGIApp, asgi_app
 from ikisocket_core import (
     BINARY,
@@ -31,7 +32,7 @@ from ikisocket_core import (
     SlowConsumer,
     Websocket,
 )
-from ikisocket_core.protocol import Server
+from ikisocket_core.protocol import Server, ServerConfig, ServerStats
 
 Message = MutableMapping[str, Any]
 
@@ -967,7 +968,52 @@ def test_options_are_checked() -> None:
         asgi_app(hub, max_message_size=0)
 
 
-def test_apps_of_one_hub_share_one_driver() -> None:
+def test_apps_of_one_hub_share_one_engine() -> None:
     hub = Hub()
-    assert asgi_app(hub).stats is asgi_app(hub).stats
-    assert asgi_app(hub).stats is not asgi_app(Hub()).stats
+    app = asgi_app(hub)
+    assert asgi_app(hub).stats is app.stats
+    assert asgi_app(Hub()).stats is not app.stats
+    assert isinstance(app.stats, ServerStats)
+    with pytest.raises(ValueError, match="other limits"):
+        asgi_app(hub, max_queue=1)  # one hub, one engine: its limits are the same
+
+
+def test_every_engine_limit_is_a_keyword() -> None:
+    app = asgi_app(Hub(), backpressure="close", close_timeout=1.5, compression=False)
+    assert app.config == ServerConfig(backpressure="close", close_timeout=1.5, compression=False)
+    with pytest.raises(TypeError):
+        asgi_app(Hub(), no_such_limit=1)
+
+
+def test_the_old_stats_name_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="ServerStats"):
+        from ikisocket_adapters.asgi import ASGIStats  # noqa: PLC0415
+    assert ASGIStats is ServerStats
+    with pytest.raises(AttributeError):
+        ikisocket_adapters.asgi.NoSuchName  # noqa: B018
+
+
+async def test_a_hub_open_that_raises_anyway_is_logged_and_refused_with_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = chat_hub()
+
+    @hub.before_upgrade
+    def broken(request: Request) -> Any:
+        # Anything but None, a bool, Accept or Reject: hub.open raises LocalProtocolError.
+        return "not a verdict" if request.path.endswith("alice") else None
+
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        with caplog.at_level(logging.ERROR, logger="ikisocket"):
+            start = await peer.connect()
+        assert (await peer.get())["type"] == "websocket.http.response.body"
+        await peer.wait_finished()
+    assert start["status"] == 500
+    assert "opening a WebSocket on /ws/alice failed" in caplog.text
+    assert len(hub) == 0
+    # The engine goes on serving.
+    async with serving(app) as h:
+        peer = await h.open("/ws/bob")
+        assert await peer.get_text() == "Hello user: bob"
