@@ -13,8 +13,8 @@ import json
 import os
 import socket
 import urllib.request
-from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -116,26 +116,33 @@ async def read_to_end(ws: ClientConnection) -> tuple[int, ConnectionClosed]:
         got += 1
 
 
+@asynccontextmanager
+async def slow_room(
+    server: RunningServer, room: str
+) -> AsyncIterator[tuple[ClientConnection, ClientConnection, ClientConnection, ClientConnection]]:
+    """An observer, then a client that stops reading, a fast one and a sender in ``room``."""
+    plain: dict[str, Any] = {"compression": None, "max_size": None}
+    async with AsyncExitStack() as stack:
+        sock = slow_socket(server)
+        stack.callback(sock.close)  # the last thing to close, whoever owns it by then
+        observer = await stack.enter_async_context(client(server, "/observe"))
+        assert await recv(observer) == "observing"
+        slow = await stack.enter_async_context(
+            client(server, f"/rooms/{room}?id=slow", sock=sock, max_queue=1, **plain)
+        )
+        fast = await stack.enter_async_context(client(server, f"/rooms/{room}?id=fast", **plain))
+        sender = await stack.enter_async_context(client(server, f"/rooms/{room}?id=s"))
+        for ws in (slow, fast, sender):
+            assert await recv(ws) == f"joined {room}"
+        yield observer, slow, fast, sender
+
+
 async def test_close_policy_closes_only_the_slow_client_with_1013(
     policy_server: RunningServer,
 ) -> None:
-    room, count = f"flood-{os.getpid()}", 120
-    plain: dict[str, Any] = {"compression": None, "max_size": None}
+    count = 120
     before = await stats_of(policy_server)
-    async with AsyncExitStack() as stack:
-        sock = slow_socket(policy_server)
-        stack.callback(sock.close)  # the last thing to close, whoever owns it by then
-        observer = await stack.enter_async_context(client(policy_server, "/observe"))
-        assert await recv(observer) == "observing"
-        slow = await stack.enter_async_context(
-            client(policy_server, f"/rooms/{room}?id=slow", sock=sock, max_queue=1, **plain)
-        )
-        fast = await stack.enter_async_context(
-            client(policy_server, f"/rooms/{room}?id=fast", **plain)
-        )
-        sender = await stack.enter_async_context(client(policy_server, f"/rooms/{room}?id=s"))
-        for ws in (slow, fast, sender):
-            assert await recv(ws) == f"joined {room}"
+    async with slow_room(policy_server, f"flood-{os.getpid()}") as (observer, slow, fast, sender):
         await flood(sender, fast, count)
         error = await record_of(observer, "error", "slow")
         assert error["error"] == "SlowConsumer"
@@ -157,21 +164,9 @@ async def test_close_policy_closes_only_the_slow_client_with_1013(
 async def test_drop_policy_drops_for_the_slow_client_only_and_keeps_it_open(
     drop_server: RunningServer,
 ) -> None:
-    room, count = f"drop-{os.getpid()}", 120
-    plain: dict[str, Any] = {"compression": None, "max_size": None}
+    count = 120
     before = await stats_of(drop_server)
-    async with AsyncExitStack() as stack:
-        sock = slow_socket(drop_server)
-        stack.callback(sock.close)
-        observer = await stack.enter_async_context(client(drop_server, "/observe"))
-        assert await recv(observer) == "observing"
-        slow = await stack.enter_async_context(
-            client(drop_server, f"/rooms/{room}?id=slow", sock=sock, max_queue=1, **plain)
-        )
-        fast = await stack.enter_async_context(client(drop_server, f"/rooms/{room}?id=fast"))
-        sender = await stack.enter_async_context(client(drop_server, f"/rooms/{room}?id=s"))
-        for ws in (slow, fast, sender):
-            assert await recv(ws) == f"joined {room}"
+    async with slow_room(drop_server, f"drop-{os.getpid()}") as (observer, slow, fast, sender):
         await flood(sender, fast, count)
         error = await record_of(observer, "error", "slow")
         assert error["error"] == "SlowConsumer"
