@@ -2,57 +2,56 @@
 
 ::
 
-    from ikisocket_adapters.asgi import asgi_app
-
     app = asgi_app(hub)                      # uvicorn module:app
     app = asgi_app(hub, fallback=other_app)  # wrap an existing ASGI application
 
-Here the server does the HTTP upgrade and the framing; only the
-:class:`~ikisocket_core.Hub` is used. For each connection the adapter runs a
-reader (ASGI ``receive`` -> hub inputs), one sender task that writes the
-connection's bounded outbound queue through its own ASGI ``send``, and, when
-``async def`` listeners ran, one task awaiting them in order. A slow client only
-fills its own queue; past ``max_queue`` bytes the ``backpressure`` policy drops
-messages for it or closes it with 1013, reported through the hub's ``error``
-event and :attr:`ASGIApp.stats`.
-
-A background service drains actions queued outside an input (async listeners,
-``hub.broadcast`` from a timer) and runs :meth:`Hub.tick` for ``idle_timeout``.
-It lives in the ASGI lifespan when the server sends one (or in
-:meth:`ASGIApp.lifespan` entered from a host application's lifespan) and
-otherwise in the task group of a live connection.
+The server does the upgrade and the framing, so each connection is a
+message-level :class:`~ikisocket_core.protocol.ServerConnection` of one
+:class:`~ikisocket_core.protocol.Server` per hub, and the engine applies the
+limits, the output bound and its ``backpressure`` policy, listener ordering and
+counters exactly as on ikisocket's own servers. This module only pumps: ASGI
+``receive`` into the connection; per connection, one sender task writing
+``conn.take()`` through its ASGI ``send`` and one task awaiting its ``async
+def`` listeners in order; and a background service that drains what is queued
+outside an input and sleeps until the engine's next deadline. The service lives
+in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ikisocket_core import (
-    Close,
     ConnectionState,
     Headers,
     Hub,
+    LocalProtocolError,
     MessageKind,
     Reject,
-    RemoteProtocolError,
     Request,
+)
+from ikisocket_core.protocol import (
+    CloseTransport,
+    Flush,
     RunHandler,
-    Send,
-    SlowConsumer,
-    Websocket,
+    Server,
+    ServerConfig,
+    ServerConnection,
+    ServerStats,
 )
 
-from ._common import SHUTDOWN_CODE, TICK_RESOLUTION, logger
+from ._common import SHUTDOWN_CODE, discard, logger
 
-__all__ = ["ASGIApp", "ASGIStats", "asgi_app"]
+__all__ = ["ASGIApp", "asgi_app"]
 
 #: ASGI's types, spelled as Starlette and the ASGI spec spell them.
 Scope = MutableMapping[str, Any]
@@ -61,22 +60,20 @@ Receive = Callable[[], Awaitable[Message]]
 ASGISend = Callable[[Message], Awaitable[None]]
 ASGIApplication = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
 
-#: The close code for a connection whose queue overflowed ("try again later").
-OVERFLOW_CODE = 1013
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+_CLOSED = ConnectionState.CLOSED
 
 
-@dataclass(slots=True)
-class ASGIStats:
-    """Counters of one hub's ASGI connections (read them; they only grow)."""
-
-    connections: int = 0
-    rejected: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    dropped_messages: int = 0
-    overflow_closes: int = 0
+def __getattr__(name: str) -> Any:
+    if name == "ASGIStats":
+        warnings.warn(
+            "ASGIStats is deprecated: ASGIApp.stats is the engine's ServerStats",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ServerStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def asgi_app(
@@ -87,6 +84,7 @@ def asgi_app(
     backpressure: Literal["drop", "close"] = "drop",
     max_message_size: int | None = 1024 * 1024,
     close_timeout: float = 10.0,
+    **options: Any,
 ) -> ASGIApp:
     """Make the ASGI 3 application that serves ``hub``'s WebSocket routes.
 
@@ -102,26 +100,30 @@ def asgi_app(
             ``"close"`` the connection with 1013.
         max_message_size: Largest message accepted, in bytes; more closes the
             connection with 1009. ``None`` leaves the limit to the server.
-        close_timeout: Seconds to wait for a close to be written, and for
-            connections to finish when the lifespan shuts down.
+        close_timeout: Seconds to wait for what was queued and the close to be
+            written, and for connections to finish when the lifespan shuts down.
+        **options: Any other :class:`~ikisocket_core.protocol.ServerConfig`
+            field, so the same limits are keywords on every adapter (those
+            about the handshake, frames and pings are the ASGI server's).
 
     Returns:
         The application.
+
+    Raises:
+        ValueError: A limit is out of range, or ``hub`` is already served by an
+            ASGI app with other limits (one hub, one engine).
     """
-    if backpressure not in ("drop", "close"):
-        raise ValueError("backpressure is 'drop' or 'close'")
-    if max_queue <= 0:
-        raise ValueError("max_queue must be positive")
-    if max_message_size is not None and max_message_size <= 0:
-        raise ValueError("max_message_size must be positive or None")
-    return ASGIApp(
-        hub,
-        fallback=fallback,
-        max_queue=max_queue,
-        backpressure=backpressure,
-        max_message_size=max_message_size,
-        close_timeout=close_timeout,
-    )
+    try:
+        config = ServerConfig(
+            max_queue=max_queue,
+            backpressure=backpressure,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            **options,
+        )
+    except LocalProtocolError as exc:
+        raise ValueError(str(exc)) from exc
+    return ASGIApp(hub, fallback=fallback, config=config)
 
 
 class ASGIApp:
@@ -130,29 +132,18 @@ class ASGIApp:
     Attributes:
         hub: The hub it serves.
         fallback: The wrapped application, if any.
+        config: The engine's limits.
     """
 
-    def __init__(
-        self,
-        hub: Hub,
-        *,
-        fallback: ASGIApplication | None,
-        max_queue: int,
-        backpressure: Literal["drop", "close"],
-        max_message_size: int | None,
-        close_timeout: float,
-    ) -> None:
+    def __init__(self, hub: Hub, *, fallback: ASGIApplication | None, config: ServerConfig) -> None:
         self.hub = hub
         self.fallback = fallback
-        self.max_queue = max_queue
-        self.backpressure = backpressure
-        self.max_message_size = max_message_size
-        self.close_timeout = close_timeout
-        self._driver = _Driver.of(hub)
+        self.config = config
+        self._driver = _Driver.of(hub, config)
 
     @property
-    def stats(self) -> ASGIStats:
-        """The hub's connection counters (shared by every app of the same hub)."""
+    def stats(self) -> ServerStats:
+        """The engine's counters for the hub's ASGI connections (shared by its apps)."""
         return self._driver.stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
@@ -196,7 +187,7 @@ class ASGIApp:
                 yield
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self._shutdown()
+                    await self._driver.shutdown()
                 self._driver.unpin(tg)
 
     # -- scopes ---------------------------------------------------------------------------
@@ -217,151 +208,148 @@ class ASGIApp:
     async def _lifespan(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         driver = self._driver
         async with anyio.create_task_group() as tg:
-            if self.fallback is not None:
 
-                async def relay() -> Message:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        driver.pin(tg)
-                    elif message["type"] == "lifespan.shutdown":
-                        await self._shutdown()
-                    return message
-
-                try:
-                    await self.fallback(scope, relay, send)
-                finally:
+            async def relay() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    driver.pin(tg)
+                elif message["type"] == "lifespan.shutdown":
+                    await driver.shutdown()
                     driver.unpin(tg)
-                return
+                return message
+
             try:
-                while True:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        driver.pin(tg)
-                        await send({"type": "lifespan.startup.complete"})
-                    elif message["type"] == "lifespan.shutdown":
-                        await self._shutdown()
-                        driver.unpin(tg)
-                        await send({"type": "lifespan.shutdown.complete"})
-                        return
+                await (self.fallback or _lifespan_of_nothing)(scope, relay, send)
             finally:
                 driver.unpin(tg)
-
-    async def _shutdown(self) -> None:
-        """Close every connection with 1001 and wait (bounded) for them to finish."""
-        driver = self._driver
-        driver.install()
-        self.hub.stop_accepting()
-        self.hub.close_all(SHUTDOWN_CODE, "server shutting down")
-        driver.drain()
-        with anyio.move_on_after(self.close_timeout):
-            while driver.conns:
-                await anyio.sleep(0.01)
 
     async def _websocket(self, scope: Scope, path: str, receive: Receive, send: ASGISend) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake
         driver = self._driver
-        driver.install()
-        conn = _Conn(self, driver, send)
+        server = driver.install()
         try:
-            result = self.hub.open(_request(scope, path), conn=conn)
+            driver.stamp()
+            result = server.accept(_request(scope, path), now=anyio.current_time())
         except Exception:
+            # The engine answers a failing hub with a Reject; this is only a safety net.
             logger.exception("opening a WebSocket on %s failed", path)
             result = Reject(status=500, reason="internal server error")
         if isinstance(result, Reject):
-            driver.stats.rejected += 1
             await _reject(scope, send, result)
             driver.drain()
             return
-        conn.kws = result
-        driver.stats.connections += 1
+        conn = _Conn(driver, result, send)
+        result.transport = conn
+        driver.accepted()
         await conn.serve(receive)
 
 
+def _encode(kind: MessageKind, data: bytes) -> Message:
+    # Called once per message whatever the number of targets: ASGI servers only
+    # read these dicts, so every target's send gets the same one.
+    if kind is _TEXT:
+        return {"type": "websocket.send", "text": data.decode("utf-8")}
+    return {"type": "websocket.send", "bytes": data}
+
+
 class _Driver:
-    """Moves one hub's actions into its connections' queues; one per hub."""
+    """One hub's engine and the tasks that pump it; one per hub."""
 
     @classmethod
-    def of(cls, hub: Hub) -> _Driver:
+    def of(cls, hub: Hub, config: ServerConfig) -> _Driver:
         driver = _drivers.get(id(hub))
         if driver is None or driver.hub is not hub:
-            driver = _drivers[id(hub)] = cls(hub)
+            driver = _drivers[id(hub)] = cls(hub, config)
+        elif driver.config != config:
+            raise ValueError("this hub is already served by an ASGI app with other limits")
         return driver
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, config: ServerConfig) -> None:
         self.hub = hub
-        self.stats = ASGIStats()
+        self.config = config
+        self.stats = ServerStats()
+        self.server: Server | None = None
         self.conns: dict[_Conn, None] = {}
-        self._installed = False
-        self._draining = False
+        self._gone: anyio.Event | None = None
         self._wake: anyio.Event | None = None
+        self._sleep_until: float | None = None
         self._service_scope: anyio.CancelScope | None = None
         self._service_tg: TaskGroup | None = None
         self._host: object = None  # the _Conn or pinned task group running the service
         self._pinned: TaskGroup | None = None
         self._moving = False
 
-    def install(self) -> None:
-        """Become the hub's driver (lazily, so importing an app never steals a hub)."""
-        if not self._installed:
-            self._installed = True
-            self.hub.set_wakeup(self._woken)
+    def install(self) -> Server:
+        """The engine, made on first use (so importing an app never steals a hub)."""
+        server = self.server
+        if server is None:
+            server = self.server = Server(self.hub, self.config, encode_message=_encode)
+            server.stats = self.stats
+            server.set_wakeup(self._woken)
+        return server
 
     def _woken(self) -> None:
-        # Called by the hub, possibly deep inside a command: only schedule the drain.
+        # Called by the engine, possibly deep inside a command: only schedule the drain.
         if self._wake is not None:
             self._wake.set()
+
+    def stamp(self) -> None:
+        """Give the engine the time before an input, when ``idle_timeout`` needs it."""
+        if self.hub.idle_timeout is not None:
+            self.install().tick(anyio.current_time())
+
+    def accepted(self) -> None:
+        """A connection opened: a service sleeping without a deadline may now have one."""
+        if self._wake is not None and self._sleep_until is None:
+            self._wake.set()
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1001 and wait (bounded) for them to finish."""
+        self.install().shutdown(SHUTDOWN_CODE, "server shutting down")
+        self.drain()
+        with anyio.move_on_after(self.config.close_timeout):
+            while self.conns:
+                self._gone = anyio.Event()
+                await self._gone.wait()
 
     # -- draining ------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Perform every queued action; synchronous, so no other task interleaves."""
-        if self._draining:
-            return  # the loop below picks up what was queued meanwhile
-        self._draining = True
-        try:
-            hub = self.hub
-            while actions := hub.drain_actions():
-                for action in actions:
-                    try:
-                        if isinstance(action, Send):
-                            self._send(action)
-                        elif isinstance(action, Close):
-                            conn = action.target.conn
-                            if isinstance(conn, _Conn):
-                                conn.push_close(action.code, action.reason)
-                        elif isinstance(action, RunHandler):
-                            self._run(action)
-                    except Exception:
-                        logger.exception("performing %r failed", action)
-        finally:
-            self._draining = False
-
-    def _send(self, action: Send) -> None:
-        data = action.data
-        # Decoded once per message, whatever the number of targets; ASGI servers
-        # only read these dicts, so every target shares the same one.
-        if action.kind is _TEXT:
-            message: Message = {"type": "websocket.send", "text": data.decode("utf-8")}
-        else:
-            message = {"type": "websocket.send", "bytes": data}
-        size = len(data)
-        for target in action.targets:
-            conn = target.conn
-            if isinstance(conn, _Conn) and conn.writable:
-                conn.push(message, size)
+        """Hand the engine's actions to the connections' tasks; synchronous."""
+        server = self.server
+        assert server is not None
+        for action in server.drain_actions():
+            if action.__class__ is Flush:
+                for conn in action.connections:
+                    conn.transport.wakeup.set()
+            elif isinstance(action, CloseTransport):
+                action.connection.transport.close_transport()
+            else:
+                self._run(action)  # type: ignore[arg-type]
 
     def _run(self, action: RunHandler) -> None:
-        target = action.target
-        conn = target.conn if target is not None else None
-        if isinstance(conn, _Conn) and not conn.done:
-            conn.add_handler(action.awaitable)
+        conn = action.connection
+        owner: _Conn | None = conn.transport if conn is not None else None
+        if owner is not None and not owner.done:
+            owner.add_handler(action.awaitable)
         elif self._service_tg is not None:
-            self._service_tg.start_soon(_await, action.awaitable)
+            self._service_tg.start_soon(self._run_late, conn, action.awaitable)
         else:
             logger.warning("no task to run an async listener on; it was dropped")
-            _discard(action.awaitable)
+            discard(action.awaitable)
+            self._done(conn)
+
+    async def _run_late(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
+        await awaitable
+        self._done(conn)
+
+    def _done(self, conn: ServerConnection | None) -> None:
+        server = self.server
+        assert server is not None
+        server.handler_done(conn)
+        self.drain()
 
     # -- the background service ----------------------------------------------------------
 
@@ -396,6 +384,8 @@ class _Driver:
     def detach(self, conn: _Conn) -> None:
         """A connection is gone."""
         self.conns.pop(conn, None)
+        if not self.conns and self._gone is not None:
+            self._gone.set()
         if self._host is None:
             self._ensure_service()
 
@@ -421,31 +411,26 @@ class _Driver:
         tg.start_soon(self._service, self._service_scope)
 
     async def _service(self, scope: anyio.CancelScope) -> None:
-        hub = self.hub
-        next_tick = 0.0
+        server = self.install()
         try:
             with scope:
-                self._wake = anyio.Event()
                 while True:
+                    # Made before draining: a wakeup during the drain is not lost.
+                    wake = self._wake = anyio.Event()
                     now = anyio.current_time()
-                    if now >= next_tick:
-                        hub.tick(now)
-                        interval = TICK_RESOLUTION
-                        if hub.idle_timeout is not None:
-                            interval = min(interval, hub.idle_timeout / 4)
-                        next_tick = now + interval
-                        deadline = hub.next_deadline()
-                        if deadline is not None and now < deadline < next_tick:
-                            next_tick = deadline
+                    deadline = server.next_deadline()
+                    if deadline is not None and deadline <= now:
+                        server.tick(now)
+                        deadline = server.next_deadline()
                     self.drain()
-                    with anyio.move_on_after(next_tick - now):
-                        await self._wake.wait()
-                    if self._wake.is_set():
-                        self._wake = anyio.Event()
+                    self._sleep_until = deadline
+                    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                        await wake.wait()
         finally:
             self._service_scope = None
             self._service_tg = None
             self._wake = None
+            self._sleep_until = None
             self._host = None
             if self._moving:
                 self._moving = False
@@ -453,117 +438,65 @@ class _Driver:
 
 
 class _Conn:
-    """One accepted ASGI WebSocket: its outbound queue, sender, reader and handler runner."""
+    """One accepted ASGI WebSocket: its sender, reader and handler runner."""
 
     __slots__ = (
-        "_close",
         "_handlers",
         "_idle",
-        "_in_flight",
-        "_overflowing",
-        "_queue",
+        "_readable",
         "_reader_scope",
         "_send_scope",
-        "_wake",
-        "app",
+        "closing",
+        "conn",
         "done",
         "driver",
-        "kws",
-        "queued",
         "running_handlers",
         "send",
         "tg",
-        "writable",
+        "wakeup",
     )
 
-    def __init__(self, app: ASGIApp, driver: _Driver, send: ASGISend) -> None:
-        self.app = app
+    def __init__(self, driver: _Driver, conn: ServerConnection, send: ASGISend) -> None:
         self.driver = driver
+        self.conn = conn
         self.send = send
-        self.kws: Websocket | None = None
         self.tg: TaskGroup | None = None
-        #: Messages still accepted for this connection.
-        self.writable = True
-        #: The connection finished; late async listeners run on the service.
+        #: The engine handed over the transport to close (``CloseTransport``).
+        self.closing = False
+        #: The ASGI call is ending; late async listeners run on the service.
         self.done = False
-        #: Bytes queued, including the message being written.
-        self.queued = 0
         self.running_handlers = False
-        self._queue: deque[tuple[Message, int]] = deque()
-        self._in_flight = 0
-        self._overflowing = False
         self._handlers: deque[Awaitable[None]] = deque()
-        self._wake = anyio.Event()
-        self._idle = anyio.Event()
-        #: The close to send once the queue is written (or at once, after an overflow).
-        self._close: Message | None = None
-        #: Cancelled to abandon the queue (and a write stuck on a client that stopped reading).
+        self.wakeup = anyio.Event()  # output waiting, or the close
+        self._readable = anyio.Event()  # conn.can_read may have turned true
+        self._idle = anyio.Event()  # the handler runner finished
+        #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
         self._send_scope = anyio.CancelScope()
-        self._reader_scope: anyio.CancelScope | None = None
+        self._reader_scope = anyio.CancelScope()
 
     # -- called while draining (synchronous) ---------------------------------------------
 
-    def push(self, message: Message, size: int) -> None:
-        queued = self.queued
-        if queued and queued + size > self.app.max_queue:
-            self._overflow(queued + size)
-            return
-        self._queue.append((message, size))
-        self.queued = queued + size
-        self._wake.set()
-
-    def push_close(self, code: int, reason: str) -> None:
-        if self._close is None:
-            self._close = {"type": "websocket.close", "code": code, "reason": reason}
-            self.writable = False
-            self._wake.set()
-
-    def fail(self, error: BaseException, code: int, reason: str) -> None:
-        """The peer is at fault: report ``error``, end the connection (``disconnect``), close."""
-        kws = self.kws
-        assert kws is not None
-        hub = self.driver.hub
-        if kws.is_alive:
-            hub.receive_error(kws, error)
-            hub.receive_disconnect(kws, code, reason, error)
-        self.push_close(code, reason)
+    def close_transport(self) -> None:
+        self.closing = True
+        self.wakeup.set()
+        if self.conn.close_code is None:
+            self._send_scope.cancel()  # the peer ended it: nothing more to write
+        else:
+            # What was taken, then the close, within close_timeout; past it the backlog goes.
+            deadline = anyio.current_time() + self.driver.config.close_timeout
+            self._send_scope.deadline = min(self._send_scope.deadline, deadline)
 
     def add_handler(self, awaitable: Awaitable[None]) -> None:
         self._handlers.append(awaitable)
         if not self.running_handlers and self.tg is not None:
             self._start_handlers()
 
-    def _overflow(self, size: int) -> None:
-        kws = self.kws
-        assert kws is not None
-        stats = self.driver.stats
-        error = SlowConsumer(size, self.app.max_queue)
-        if self.app.backpressure == "close":
-            stats.overflow_closes += 1
-            # The backlog will not be read in time: drop it and close at once.
-            self._discard_queue()
-            self.fail(error, OVERFLOW_CODE, "slow consumer")
-            return
-        stats.dropped_messages += 1
-        if not self._overflowing:
-            self._overflowing = True  # report once until the queue empties
-            if kws.is_alive:
-                self.driver.hub.receive_error(kws, error)
-
-    def _discard_queue(self) -> None:
-        self._queue.clear()
-        self.queued = 0
-        self._in_flight = 0
-        self._send_scope.cancel()
-
     # -- tasks ---------------------------------------------------------------------------
 
     async def serve(self, receive: Receive) -> None:
         """Accept, then read and write until either side closes."""
-        kws = self.kws
-        assert kws is not None
+        conn = self.conn
         driver = self.driver
-        hub = driver.hub
         try:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
@@ -573,34 +506,32 @@ class _Conn:
                 finally:
                     # From here on the task group takes no new tasks (trio closes it).
                     self.done = True
-                    self.writable = False
-                    self._discard_queue()
-                    self._wake.set()
+                    self._send_scope.cancel()
                     driver.release(self)
         finally:
             self.done = True
-            if kws.state is not ConnectionState.CLOSED:
-                # Cancelled from outside (server shutdown): still end it in the hub.
-                hub.receive_disconnect(kws, 1006)
+            if conn.state is not _CLOSED:
+                # Cancelled from outside (server shutdown): still end it in the engine.
+                driver.install().connection_lost(conn)
                 driver.drain()
             for awaitable in self._handlers:
-                _discard(awaitable)
+                discard(awaitable)
             self._handlers.clear()
             driver.detach(self)
 
     async def _run(self, receive: Receive) -> None:
-        kws = self.kws
-        assert kws is not None
+        conn = self.conn
         driver = self.driver
         if self._handlers:
             self._start_handlers()
         try:
             accept: Message = {"type": "websocket.accept"}
-            if kws.subprotocol is not None:
-                accept["subprotocol"] = kws.subprotocol
+            subprotocol = conn.kws.subprotocol if conn.kws is not None else None
+            if subprotocol is not None:
+                accept["subprotocol"] = subprotocol
             await self.send(accept)
         except Exception as exc:
-            driver.hub.receive_disconnect(kws, 1006, error=exc)
+            driver.install().connection_lost(conn, exc)
             driver.drain()
         else:
             assert self.tg is not None
@@ -612,83 +543,67 @@ class _Conn:
             await self._idle.wait()
 
     async def _reader(self, receive: Receive) -> None:
-        kws = self.kws
-        assert kws is not None
+        conn = self.conn
         driver = self.driver
-        hub = driver.hub
-        stats = driver.stats
-        limit = self.app.max_message_size
-        with anyio.CancelScope() as scope:
-            self._reader_scope = scope
+        with self._reader_scope:
             while True:
+                while not conn.can_read:
+                    # Async listeners run, or a big message waits: read once it is taken.
+                    self._readable = readable = anyio.Event()
+                    await readable.wait()
                 message = await receive()
-                while self.running_handlers:
-                    await self._idle.wait()  # one connection's events stay in order
                 kind = message["type"]
                 if kind == "websocket.receive":
                     data = message.get("bytes")
+                    driver.stamp()
                     if data is not None:
-                        mkind = _BINARY
+                        conn.receive_message(data, _BINARY)
                     else:
-                        data = (message.get("text") or "").encode("utf-8")
-                        mkind = _TEXT
-                    stats.messages_in += 1
-                    if limit is not None and len(data) > limit:
-                        error = RemoteProtocolError(
-                            f"a {len(data)}-byte message exceeds max_message_size={limit}",
-                            close_code=1009,
-                        )
-                        self.fail(error, 1009, "message too big")
-                    else:
-                        hub.receive_message(kws, data, mkind)
+                        conn.receive_message((message.get("text") or "").encode("utf-8"), _TEXT)
                     driver.drain()
                 elif kind == "websocket.disconnect":
-                    code = message.get("code", 1005)
-                    hub.receive_disconnect(kws, code, message.get("reason") or "")
+                    conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                     driver.drain()
                     return
 
     async def _sender(self) -> None:
-        queue = self._queue
-        stats = self.driver.stats
+        conn = self.conn
         send = self.send
         with self._send_scope:
-            while True:
-                while queue:
-                    message, size = queue.popleft()
-                    self._in_flight = size
-                    try:
-                        await send(message)
-                    except Exception as exc:
-                        # The client is gone; ``receive`` reports the disconnect.
-                        logger.debug("send failed on %r: %r", self.kws, exc)
-                        self.writable = False
-                        self._discard_queue()
-                        return
-                    stats.messages_out += 1
-                    self.queued -= self._in_flight
-                    self._in_flight = 0
-                if self._close is not None or self.done:
-                    break
-                self._overflowing = False
-                await self._wake.wait()
-                self._wake = anyio.Event()
-        if self._close is not None and not self.done:  # (done: the peer left first)
-            await self._send_close(self._close)
-
-    async def _send_close(self, message: Message) -> None:
-        kws = self.kws
-        assert kws is not None
-        with anyio.move_on_after(self.app.close_timeout):
             try:
-                await self.send(message)
+                while True:
+                    # Taken only once the previous batch is written: meanwhile the
+                    # engine's buffer fills and its max_queue policy decides.
+                    messages = conn.take()
+                    if messages:
+                        self._readable.set()
+                        for message in messages:
+                            await send(message)
+                    elif self.closing or self.done:
+                        break
+                    else:
+                        await self.wakeup.wait()
+                        self.wakeup = anyio.Event()
             except Exception as exc:
-                logger.debug("sending the close frame failed on %r: %r", kws, exc)
-        driver = self.driver
-        driver.hub.receive_disconnect(kws, message["code"], message["reason"])
-        driver.drain()
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
+                logger.debug("send failed on %r: %r", conn, exc)
+                self.driver.install().connection_lost(conn, exc)
+                self.driver.drain()
+                return
+        code = conn.close_code
+        if self.closing and code is not None and not self.done:  # (done: the peer left)
+            await self._send_close(code, conn.close_reason)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        conn = self.conn
+        with anyio.move_on_after(self.driver.config.close_timeout):
+            try:
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
+            except Exception as exc:
+                logger.debug("sending the close failed on %r: %r", conn, exc)
+        # The ASGI server runs the closing handshake: for the engine it is over.
+        conn.receive_close(code, reason)
+        self.driver.drain()
+        self._reader_scope.cancel()
 
     def _start_handlers(self) -> None:
         assert self.tg is not None
@@ -698,16 +613,18 @@ class _Conn:
 
     async def _run_handlers(self) -> None:
         handlers = self._handlers
+        driver = self.driver
         try:
             while handlers:
                 await handlers.popleft()
-                self.driver.drain()
+                self._readable.set()
+                driver._done(self.conn)
         finally:
             self.running_handlers = False
             self._idle.set()
 
 
-#: One driver per hub, shared by every app made for it (one hub, one driver).
+#: One driver per hub, shared by every app made for it (one hub, one engine).
 _drivers: weakref.WeakValueDictionary[int, _Driver] = weakref.WeakValueDictionary()
 
 
@@ -747,20 +664,9 @@ async def _reject(scope: Scope, send: ASGISend, reject: Reject) -> None:
     """Refuse before the upgrade: a real HTTP response where the server allows it."""
     try:
         if "websocket.http.response" in (scope.get("extensions") or {}):
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reject.headers]
             body = reject.reason.encode("utf-8")
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ]
-            headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reject.headers]
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": reject.status,
-                    "headers": headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
+            await _respond(send, reject.status, body, headers, kind="websocket.http")
         else:
             # ASGI servers answer a close before the accept with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
@@ -768,23 +674,26 @@ async def _reject(scope: Scope, send: ASGISend, reject: Reject) -> None:
         logger.debug("rejecting a WebSocket failed: %r", exc)
 
 
+async def _lifespan_of_nothing(scope: Scope, receive: Receive, send: ASGISend) -> None:
+    """The lifespan of an app with nothing else to start or stop."""
+    while True:
+        kind = (await receive())["type"]
+        await send({"type": f"{kind}.complete"})
+        if kind == "lifespan.shutdown":
+            return
+
+
 async def _respond(
-    send: ASGISend, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: ASGISend,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    kind: str = "http",
 ) -> None:
     head = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
         *(headers or []),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-def _discard(awaitable: Awaitable[None]) -> None:
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
+    await send({"type": f"{kind}.response.start", "status": status, "headers": head})
+    await send({"type": f"{kind}.response.body", "body": body})

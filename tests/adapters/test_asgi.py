@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 
+import ikisocket_adapters.asgi
 from ikisocket_adapters.asgi import ASGIApp, asgi_app
 from ikisocket_core import (
     BINARY,
@@ -31,6 +32,7 @@ from ikisocket_core import (
     SlowConsumer,
     Websocket,
 )
+from ikisocket_core.protocol import Server, ServerConfig, ServerStats
 
 Message = MutableMapping[str, Any]
 
@@ -82,6 +84,8 @@ class Peer:
         self._unstall = anyio.Event()
         self.send_error: Exception | None = None
         self.finished = anyio.Event()
+        #: Every message the app sent, as the very objects it passed to ``send``.
+        self.sent: list[Message] = []
 
     async def receive(self) -> Message:
         return await self._in.get()
@@ -91,6 +95,7 @@ class Peer:
             raise self.send_error
         if self.stalled and message["type"] == "websocket.send":
             await self._unstall.wait()
+        self.sent.append(message)
         self._out.put(dict(message))
 
     def stall(self) -> None:
@@ -254,6 +259,24 @@ async def test_accept_welcome_broadcast_and_echo_keep_the_message_kind() -> None
         assert bob.pending() == []
         assert app.stats.connections == 2
         assert app.stats.messages_in == 2
+
+
+async def test_a_broadcast_hands_the_same_asgi_message_to_every_target() -> None:
+    hub = Hub()
+    hub.websocket("/ws/:id", lambda kws: None)
+    async with serving(asgi_app(hub)) as h:
+        peers = [await h.open(f"/ws/user{i}") for i in range(3)]
+        hub.broadcast("to everyone")
+        hub.broadcast(b"\x00\x01", kind=BINARY)
+        for peer in peers:
+            assert await peer.get_text() == "to everyone"
+            assert await peer.get() == {"type": "websocket.send", "bytes": b"\x00\x01"}
+    text = [peer.sent[-2] for peer in peers]
+    binary = [peer.sent[-1] for peer in peers]
+    # Encoded once per message, whatever the number of targets: one dict, shared.
+    assert all(message is text[0] for message in text)
+    assert all(message is binary[0] for message in binary)
+    assert text[0] is not binary[0]
 
 
 async def test_request_details_reach_the_connection() -> None:
@@ -678,6 +701,35 @@ async def test_an_async_listener_holds_its_connection_but_not_the_others() -> No
         assert await waiting.get_text() == "after the gate: two"
 
 
+async def test_async_listeners_keep_each_connections_order() -> None:
+    hub = Hub()
+    hub.websocket("/ws/:id", lambda kws: None)
+    started: list[str] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def reply(ep: EventPayload) -> None:
+        started.append(ep.text)
+        # The first message of each connection waits longest: order must not depend on it.
+        await anyio.sleep(0.02 if ep.text.endswith("-0") else 0)
+        ep.kws.emit("done " + ep.text)
+
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.emit("sync " + ep.text))
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        bob = await h.open("/ws/bob")
+        for i in range(3):
+            await alice.text(f"a-{i}")
+            await bob.text(f"b-{i}")
+        for peer, name in ((alice, "a"), (bob, "b")):
+            got = [await peer.get_text() for _ in range(6)]
+            # Each message's listeners, sync and async, finish before the next message.
+            assert got == [
+                line for i in range(3) for line in (f"sync {name}-{i}", f"done {name}-{i}")
+            ]
+    # The two connections did not wait for each other.
+    assert started.index("b-0") < started.index("a-1")
+
+
 async def test_async_terminal_listeners_run_to_completion() -> None:
     hub = chat_hub()
     finished: list[str] = []
@@ -776,6 +828,41 @@ async def test_idle_connections_are_closed_by_the_timer() -> None:
     assert isinstance(error.cause, IdleTimeout)
 
 
+async def test_the_service_sleeps_until_the_next_deadline_instead_of_polling() -> None:
+    hub = chat_hub(idle_timeout=0.3)
+    ticks: list[float] = []
+    tick = hub.tick
+
+    def counting_tick(now: float) -> None:
+        ticks.append(now)
+        tick(now)
+
+    hub.tick = counting_tick  # type: ignore[method-assign]
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        await alice.text("still here")  # activity moves the deadline
+        assert await alice.get_text() == "still here"
+        assert await alice.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "idle timeout",
+        }
+        await alice.wait_finished()
+        # Nothing is connected: no deadline, so the service sleeps for good.
+        assert app_server(hub).next_deadline() is None
+    # A tick per input (the accept and the message stamp the time) and one per deadline
+    # the service slept until (the first was moved by the message; one more for float
+    # rounding at most): never a tick per period (every 75 ms would be about eight).
+    assert 3 <= len(ticks) <= 5
+
+
+def app_server(hub: Hub) -> Server:
+    server = asgi_app(hub)._driver.server
+    assert server is not None
+    return server
+
+
 # -- limits and backpressure ----------------------------------------------------------------
 
 
@@ -791,7 +878,7 @@ async def test_a_message_over_max_message_size_closes_with_1009() -> None:
         assert await alice.get() == {
             "type": "websocket.close",
             "code": 1009,
-            "reason": "message too big",
+            "reason": "message of 11+ bytes exceeds 10",  # the engine's, as on sockets
         }
     assert [name for name, _, _ in log] == ["error", "disconnect"]
     error = log[0][2]
@@ -834,7 +921,8 @@ async def test_drop_policy_drops_for_the_slow_client_only_and_reports_once() -> 
 async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is_stuck() -> None:
     hub = chat_hub()
     log = log_events(hub, EVENT_ERROR, EVENT_DISCONNECT, EVENT_CLOSE)
-    app = asgi_app(hub, max_queue=1000, backpressure="close")
+    # What was taken gets close_timeout to be written; then it is abandoned for the close.
+    app = asgi_app(hub, max_queue=1000, backpressure="close", close_timeout=0.2)
     async with serving(app) as h:
         fast = await h.open("/ws/fast")
         slow = await h.open("/ws/slow")
@@ -849,7 +937,7 @@ async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is
         assert await slow.get() == {
             "type": "websocket.close",
             "code": 1013,
-            "reason": "slow consumer",
+            "reason": "output buffer overflow",
         }
         await slow.wait_finished()
         assert [(name, user) for name, user, _ in log] == [
@@ -880,7 +968,52 @@ def test_options_are_checked() -> None:
         asgi_app(hub, max_message_size=0)
 
 
-def test_apps_of_one_hub_share_one_driver() -> None:
+def test_apps_of_one_hub_share_one_engine() -> None:
     hub = Hub()
-    assert asgi_app(hub).stats is asgi_app(hub).stats
-    assert asgi_app(hub).stats is not asgi_app(Hub()).stats
+    app = asgi_app(hub)
+    assert asgi_app(hub).stats is app.stats
+    assert asgi_app(Hub()).stats is not app.stats
+    assert isinstance(app.stats, ServerStats)
+    with pytest.raises(ValueError, match="other limits"):
+        asgi_app(hub, max_queue=1)  # one hub, one engine: its limits are the same
+
+
+def test_every_engine_limit_is_a_keyword() -> None:
+    app = asgi_app(Hub(), backpressure="close", close_timeout=1.5, compression=False)
+    assert app.config == ServerConfig(backpressure="close", close_timeout=1.5, compression=False)
+    with pytest.raises(TypeError):
+        asgi_app(Hub(), no_such_limit=1)
+
+
+def test_the_old_stats_name_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="ServerStats"):
+        from ikisocket_adapters.asgi import ASGIStats  # noqa: PLC0415
+    assert ASGIStats is ServerStats
+    with pytest.raises(AttributeError):
+        ikisocket_adapters.asgi.NoSuchName  # noqa: B018
+
+
+async def test_a_hub_open_that_raises_anyway_is_logged_and_refused_with_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = chat_hub()
+
+    @hub.before_upgrade
+    def broken(request: Request) -> Any:
+        # Anything but None, a bool, Accept or Reject: hub.open raises LocalProtocolError.
+        return "not a verdict" if request.path.endswith("alice") else None
+
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        peer = h.start(ws_scope("/ws/alice"))
+        with caplog.at_level(logging.ERROR, logger="ikisocket"):
+            start = await peer.connect()
+        assert (await peer.get())["type"] == "websocket.http.response.body"
+        await peer.wait_finished()
+    assert start["status"] == 500
+    assert "opening a WebSocket on /ws/alice failed" in caplog.text
+    assert len(hub) == 0
+    # The engine goes on serving.
+    async with serving(app) as h:
+        peer = await h.open("/ws/bob")
+        assert await peer.get_text() == "Hello user: bob"

@@ -7,8 +7,9 @@ need. Servers import it by name, with this directory on ``PYTHONPATH``:
 * ``apps:asgi_app``: the hub as an ASGI app (uvicorn, hypercorn, daphne);
 * ``apps:starlette_app``: the hub mounted at ``/rt`` in a Starlette app that
   also serves ``GET /health``;
-* ``apps:close_policy_app``: a separate hub whose slow clients are closed
-  (``backpressure="close"``);
+* ``apps:close_policy_app``, ``apps:drop_policy_app``: separate hubs whose slow
+  clients are closed (``backpressure="close"``) or miss messages (``"drop"``),
+  with ``GET /stats`` answering the engine's counters as JSON;
 * ``apps:idle_app``: a separate hub whose idle clients time out after 1 s.
 
 Routes (each connection's ``user_id`` attribute names it for observers):
@@ -30,6 +31,7 @@ Routes (each connection's ``user_id`` attribute names it for observers):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +39,7 @@ from typing import Any
 
 import anyio
 
+from ikisocket_adapters.asgi import ASGIApp
 from ikisocket_adapters.asgi import asgi_app as make_asgi_app
 from ikisocket_core import (
     EVENT_CLOSE,
@@ -53,7 +56,15 @@ from ikisocket_core import (
     Websocket,
 )
 
-__all__ = ["asgi_app", "close_policy_app", "hub", "idle_app", "make_hub"]
+__all__ = [
+    "asgi_app",
+    "close_policy_app",
+    "drop_policy_app",
+    "hub",
+    "idle_app",
+    "make_hub",
+    "with_stats",
+]
 
 #: The custom event the chat's messages can fire.
 CUSTOM_EVENT = "CUSTOM_EVENT"
@@ -247,8 +258,36 @@ def _starlette_app() -> Any:
     )
 
 
-#: A hub whose slow clients are closed with 1013.
-close_policy_app = make_asgi_app(make_hub(), backpressure="close", max_queue=256 * 1024)
+def with_stats(hub: Hub, **options: Any) -> ASGIApp:
+    """``hub`` as an ASGI app that also answers ``GET /stats`` with its engine's counters.
+
+    Args:
+        hub: The hub.
+        **options: :func:`~ikisocket_adapters.asgi.asgi_app` options.
+
+    Returns:
+        The app.
+    """
+
+    async def stats(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = json.dumps(dataclasses.asdict(app.stats)).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    app = make_asgi_app(hub, fallback=stats, **options)
+    return app
+
+
+#: A hub whose slow clients are closed with 1013 (``GET /stats``: its counters).
+close_policy_app = with_stats(make_hub(), backpressure="close", max_queue=256 * 1024)
+#: A hub whose slow clients miss messages (``GET /stats``: its counters).
+drop_policy_app = with_stats(make_hub(), backpressure="drop", max_queue=256 * 1024)
 #: A hub whose idle clients are closed after 1 s.
 idle_app = make_asgi_app(make_hub(idle_timeout=1.0))
 
