@@ -27,7 +27,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
-from ikisocket_core.protocol import Connection, Flush, Server
+from ikisocket_core.protocol import Flush, Server, ServerConnection
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
 
@@ -59,7 +59,7 @@ def make_server(mode: str) -> Server:
     return Server(make_hub(mode), compression=False, ping_interval=None)
 
 
-def open_connection(server: Server) -> Connection:
+def open_connection(server: Server) -> ServerConnection:
     conn = server.connect(now=0.0, client=("127.0.0.1", 1))
     server.receive_data(conn, HANDSHAKE)
     drain(server)

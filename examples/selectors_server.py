@@ -12,7 +12,7 @@ import sys
 import time
 
 from ikisocket_core import EVENT_MESSAGE, ConnectionState, EventPayload, Hub
-from ikisocket_core.protocol import CloseTransport, Connection, Flush, RunHandler, Server
+from ikisocket_core.protocol import CloseTransport, Flush, RunHandler, Server, ServerConnection
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 hub = Hub()
@@ -31,7 +31,7 @@ class SelectorServer:
         self.listener = socket.create_server((host, port))
         self.listener.setblocking(False)
         self.sel.register(self.listener, READ)
-        self.unsent: dict[Connection, bytes] = {}  # what a full socket buffer refused
+        self.unsent: dict[ServerConnection, bytes] = {}  # what a full socket buffer refused
 
     def run(self) -> None:
         while True:
@@ -72,7 +72,7 @@ class SelectorServer:
                 elif isinstance(action, RunHandler):
                     raise RuntimeError("async def listeners need an event-loop adapter")
 
-    def write(self, conn: Connection, data: bytes) -> None:
+    def write(self, conn: ServerConnection, data: bytes) -> None:
         sock: socket.socket = conn.transport
         closed = conn.state is ConnectionState.CLOSED  # the engine asked to close it
         try:
@@ -87,7 +87,7 @@ class SelectorServer:
         else:
             self.sel.modify(sock, READ, conn)
 
-    def drop(self, conn: Connection) -> None:
+    def drop(self, conn: ServerConnection) -> None:
         if conn.transport.fileno() >= 0:
             self.sel.unregister(conn.transport)
             conn.transport.close()

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ikisocket_core import Hub
-from ikisocket_core.protocol import CloseTransport, Connection, Flush, RunHandler, Server
+from ikisocket_core.protocol import CloseTransport, Flush, RunHandler, Server, ServerConnection
 
 log = logging.getLogger("custom_adapter")
 
@@ -36,9 +36,9 @@ class SelectorServer:
         self.listener = socket.create_server((host, port))
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ)
-        self.sockets: dict[Connection, socket.socket] = {}
-        self.unsent: dict[Connection, bytes] = {}  # taken from the engine, not yet written
-        self.closing: set[Connection] = set()  # close once ``unsent`` is empty
+        self.sockets: dict[ServerConnection, socket.socket] = {}
+        self.unsent: dict[ServerConnection, bytes] = {}  # taken from the engine, not yet written
+        self.closing: set[ServerConnection] = set()  # close once ``unsent`` is empty
         # [end:setup]
 
     @property
@@ -93,7 +93,7 @@ class SelectorServer:
         self.sockets[conn] = sock
         self.selector.register(sock, selectors.EVENT_READ, conn)
 
-    def read(self, conn: Connection) -> None:
+    def read(self, conn: ServerConnection) -> None:
         sock = self.sockets.get(conn)
         if sock is None:  # dropped earlier in this round
             return
@@ -135,7 +135,7 @@ class SelectorServer:
                 self.engine.handler_done(action.connection)
                 self.perform()  # what the listener queued, and input held back meanwhile
 
-    def write(self, conn: Connection) -> None:
+    def write(self, conn: ServerConnection) -> None:
         sock = self.sockets.get(conn)
         if sock is None:
             return
@@ -159,7 +159,7 @@ class SelectorServer:
         elif conn in self.closing:
             self.drop(conn)
 
-    def drop(self, conn: Connection, error: BaseException | None = None) -> None:
+    def drop(self, conn: ServerConnection, error: BaseException | None = None) -> None:
         """Close the socket and tell the engine the transport is gone."""
         sock = self.sockets.pop(conn)
         self.unsent.pop(conn, None)

@@ -21,11 +21,11 @@ from typing import Any
 from ikisocket_core import Hub
 from ikisocket_core.protocol import (
     CloseTransport,
-    Connection,
     Flush,
     RunHandler,
     Server,
     ServerConfig,
+    ServerConnection,
 )
 
 __all__ = [
@@ -122,7 +122,7 @@ class Peer:
     __slots__ = ("conn", "handlers")
 
     def __init__(self) -> None:
-        self.conn: Connection | None = None
+        self.conn: ServerConnection | None = None
         self.handlers: deque[Awaitable[None]] | None = None
 
 
@@ -165,7 +165,7 @@ class Driver:
         """Start ``fn(*args)`` as a task of the server."""
         raise NotImplementedError
 
-    def _flush(self, connections: tuple[Connection, ...]) -> None:
+    def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
         """Write (or have written) ``conn.take()`` of each connection."""
         raise NotImplementedError
 
@@ -236,7 +236,7 @@ class Driver:
         self.runners += 1
         self._spawn(self._handlers, conn, awaitable)
 
-    async def _handlers(self, conn: Connection | None, awaitable: Awaitable[None]) -> None:
+    async def _handlers(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
         """Run a connection's ``async def`` listeners one after another, in order."""
         peer: Peer | None = conn.transport if conn is not None else None
         try:

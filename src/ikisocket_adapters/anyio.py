@@ -44,7 +44,7 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 
 from ikisocket_core import ConnectionState, Hub
-from ikisocket_core.protocol import Connection
+from ikisocket_core.protocol import ServerConnection
 
 from ._common import (
     ACCEPT_RETRY,
@@ -155,7 +155,7 @@ class WebSocketServer(Driver):
         assert self._tg is not None
         self._tg.start_soon(fn, *args)
 
-    def _flush(self, connections: tuple[Connection, ...]) -> None:
+    def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
         """Wake the sender of each connection: it takes the bytes."""
         for conn in connections:
             conn.transport.signal.wake()
@@ -276,7 +276,7 @@ class WebSocketServer(Driver):
                 self.clients.discard(client)
                 self.changed.wake()
 
-    async def _reader(self, client: _Stream, conn: Connection) -> None:
+    async def _reader(self, client: _Stream, conn: ServerConnection) -> None:
         engine, receive, now = self.engine, client.stream.receive, self.now
         try:
             while conn.state is not _CLOSED:
@@ -292,7 +292,7 @@ class WebSocketServer(Driver):
         except _GONE as exc:
             self._lost(client, conn, exc)
 
-    async def _sender(self, client: _Stream, conn: Connection) -> None:
+    async def _sender(self, client: _Stream, conn: ServerConnection) -> None:
         send, signal = client.stream.send, client.signal
         with client.send_scope:
             try:
@@ -308,7 +308,7 @@ class WebSocketServer(Driver):
             except _GONE as exc:
                 self._lost(client, conn, exc)
 
-    def _lost(self, client: _Stream, conn: Connection, error: BaseException) -> None:
+    def _lost(self, client: _Stream, conn: ServerConnection, error: BaseException) -> None:
         """The stream of ``client`` failed: end its connection and let its sender finish."""
         self.engine.connection_lost(conn, error)
         self.pump()

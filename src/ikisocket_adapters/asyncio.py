@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from ikisocket_core import Hub
-from ikisocket_core.protocol import Connection
+from ikisocket_core.protocol import ServerConnection
 
 from ._common import BACKLOG, Driver, Peer, begin_shutdown, logger, scheme_of
 
@@ -167,7 +167,7 @@ class WebSocketServer(Driver):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _flush(self, connections: tuple[Connection, ...]) -> None:
+    def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
         """Write each connection's output to its transport, unless the transport is full."""
         for conn in connections:
             proto: _Protocol = conn.transport

@@ -36,6 +36,7 @@ costs what expired, not what is connected.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +59,6 @@ from ._timers import Deadlines
 
 __all__ = [
     "CloseTransport",
-    "Connection",
     "Flush",
     "KeepaliveTimeout",
     "RunHandler",
@@ -72,8 +72,6 @@ __all__ = [
 #: What :meth:`Server.drain_actions` returns.
 ServerAction = Flush | CloseTransport | RunHandler
 
-#: The name :class:`ServerConnection` had before the engine was one object per connection.
-Connection = ServerConnection
 
 _new = object.__new__
 _set_flush_connections = Flush.__dict__["connections"].__set__
@@ -361,3 +359,16 @@ class Server:
                     if conn is not None:
                         conn.blocked += 1
                     self._actions.append(RunHandler(conn, action.awaitable))  # type: ignore[union-attr]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Connection`` was the engine's per-connection class before it became one object
+    # per connection with its own inputs; the old name keeps working for a while.
+    if name == "Connection":
+        warnings.warn(
+            "ikisocket_core.protocol.Connection is now ServerConnection",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ServerConnection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,11 +48,11 @@ from wsproto.frame_protocol import FrameProtocol
 from ikisocket_core import RESERVED_EVENTS, EventPayload, Hub, MessageKind
 from ikisocket_core.protocol import (
     CloseTransport,
-    Connection,
     Flush,
     RunHandler,
     Server,
     ServerConfig,
+    ServerConnection,
 )
 
 Way = Literal["whole", "bytewise", "trailing"]
@@ -141,7 +141,7 @@ class Pair:
         auto_pong: Whether the client answers the server's pings (default).
     """
 
-    def __init__(self, net: Network, conn: Connection, way: Way, *, websocket: bool) -> None:
+    def __init__(self, net: Network, conn: ServerConnection, way: Way, *, websocket: bool) -> None:
         self.net = net
         self.conn = conn
         self.way: Way = way
@@ -309,9 +309,9 @@ class Network:
         self.hub = hub
         self.server = Server(hub, config, **options)
         self.now = 0.0
-        self.pairs: dict[Connection, Pair] = {}
+        self.pairs: dict[ServerConnection, Pair] = {}
         self.handlers: list[RunHandler] = []
-        self.closed: list[Connection] = []
+        self.closed: list[ServerConnection] = []
         self.actions: list[object] = []
         self.pending_drain = False
 

@@ -383,3 +383,12 @@ def test_deadlines_compact_their_stale_entries() -> None:
         d.arm(item, float(when))
     assert len(d._heap) < 200
     assert d.expired(10_000) == [item]
+
+
+def test_the_old_name_of_the_connection_class_warns() -> None:
+    import ikisocket_core.protocol as protocol  # noqa: PLC0415
+
+    with pytest.warns(DeprecationWarning, match="ServerConnection"):
+        assert protocol.Connection is ServerConnection
+    with pytest.raises(AttributeError):
+        protocol.Nothing  # noqa: B018

@@ -42,7 +42,7 @@ from wsproto.events import Request as WSRequest  # noqa: E402
 
 from ikisocket_adapters.asyncio import start_server  # noqa: E402
 from ikisocket_core import BINARY, EVENT_MESSAGE, EventPayload, Hub  # noqa: E402
-from ikisocket_core.protocol import CloseTransport, Connection, Server  # noqa: E402
+from ikisocket_core.protocol import CloseTransport, Server, ServerConnection  # noqa: E402
 from ikisocket_core.testing import TestClient, WebSocketRejected  # noqa: E402
 
 #: Every wait on a socket or a process is bounded by this many seconds.
@@ -195,7 +195,7 @@ def test_error_handling_sees_protocol_errors_then_the_disconnect() -> None:
 # -- backpressure: the in-memory engine with a wsproto client ------------------------------
 
 
-def _open_feed(server: Server) -> tuple[Connection, WSConnection]:
+def _open_feed(server: Server) -> tuple[ServerConnection, WSConnection]:
     client = WSConnection(ConnectionType.CLIENT)
     conn = server.connect(now=0.0, client=("127.0.0.1", 40000))
     server.receive_data(conn, client.send(WSRequest(host="localhost", target="/feed")))
