@@ -213,6 +213,18 @@ def test_cookies(raw: str | None, cookies: dict[str, str]) -> None:
     assert Request.from_target("/", headers).cookies() == cookies
 
 
+def test_two_cookie_headers_are_joined_with_a_semicolon() -> None:
+    # Regression: they were joined with ", ", which made {'a': '1,'} of "a=1" and "b=2".
+    request = Request.from_target("/", [("Cookie", "a=1"), ("cookie", "b=2; c=3")])
+    assert request.cookies() == {"a": "1", "b": "2", "c": "3"}
+    assert request.headers["Cookie"] == "a=1; b=2; c=3"
+    other = Request.from_target("/", [("X-A", "1"), ("x-a", "2")])
+    assert other.headers["x-a"] == "1, 2"  # every other header keeps RFC 9110's comma
+    client = TestClient(make_hub())
+    with client.websocket_connect("/ws/1", headers=[("cookie", "a=1"), ("cookie", "b=2")]) as ws:
+        assert ws.kws.cookies == {"a": "1", "b": "2"}
+
+
 # -- the request phase through the hub ------------------------------------------------------
 
 
