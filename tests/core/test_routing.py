@@ -16,13 +16,12 @@ from ikisocket_core import (
     Headers,
     Hub,
     LocalProtocolError,
-    Match,
     Reject,
     Request,
     Route,
-    Router,
     Websocket,
 )
+from ikisocket_core._routing import Match, Router
 from ikisocket_core.testing import TestClient, WebSocketRejected
 
 
