@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ._actions import Accept, Action, Close, Reject, Relay, RunHandler, Send
+from ._actions import Accept, Action, Close, Reject, RunHandler, Send
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -37,6 +37,16 @@ from ._events import (
     MessageKind,
 )
 from ._hub import BeforeUpgrade, Hub, Listener, Room, RouteCallback
+from ._relays import (
+    AbsenceRelay,
+    BroadcastRelay,
+    EmitRelay,
+    FireRelay,
+    HelloRelay,
+    PresenceRelay,
+    Relay,
+    RoomRelay,
+)
 from ._routing import Headers, Request, Route
 from ._state import ConnectionState
 from ._websocket import Websocket
@@ -72,26 +82,33 @@ __all__ = [
     "EVENT_PONG",
     "RESERVED_EVENTS",
     "TEXT",
+    "AbsenceRelay",
     "Accept",
     "Action",
     "BeforeUpgrade",
+    "BroadcastRelay",
     "Close",
     "ConnectionClosed",
     "ConnectionState",
     "DuplicateUUID",
+    "EmitRelay",
     "EventPayload",
+    "FireRelay",
     "Headers",
+    "HelloRelay",
     "Hub",
     "IdleTimeout",
     "IkisocketError",
     "Listener",
     "LocalProtocolError",
     "MessageKind",
+    "PresenceRelay",
     "Reject",
     "Relay",
     "RemoteProtocolError",
     "Request",
     "Room",
+    "RoomRelay",
     "Route",
     "RouteCallback",
     "RunHandler",

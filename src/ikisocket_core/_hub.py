@@ -22,7 +22,6 @@ from ._actions import (
     Action,
     Close,
     Reject,
-    Relay,
     RunHandler,
     _check_close,
     _send_action,
@@ -47,6 +46,16 @@ from ._events import (
     EventPayload,
     MessageKind,
     _event_payload,
+)
+from ._relays import (
+    AbsenceRelay,
+    BroadcastRelay,
+    EmitRelay,
+    FireRelay,
+    HelloRelay,
+    PresenceRelay,
+    Relay,
+    RoomRelay,
 )
 from ._routing import Match, Request, Router
 from ._state import ConnectionState, StateInput, transition
@@ -162,8 +171,16 @@ class Room:
         targets = tuple(k for k in members if k is not self._exclude)
         hub._send(targets, data, kind)
         if hub._node is not None:
-            exclude = None if self._exclude is None else self._exclude._uuid
-            hub._relay_message("room", data, kind, room=self.name, exclude=exclude)
+            payload, kind = hub._relay_data(data, kind)
+            hub._push_relay(
+                RoomRelay(
+                    node=hub._node,
+                    room=self.name,
+                    data=payload,
+                    kind=kind,
+                    exclude=None if self._exclude is None else self._exclude._uuid,
+                )
+            )
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once for each member (but the excluded one).
@@ -379,7 +396,8 @@ class Hub:
         """
         kws = self._conns.get(uuid)
         if kws is None and self._node is not None and self._is_remote(uuid):
-            self._relay_message("emit", data, kind, uuids=(uuid,))
+            payload, kind = self._relay_data(data, kind)
+            self._push_relay(EmitRelay(node=self._node, uuids=(uuid,), data=payload, kind=kind))
             return
         if kws is None:
             raise UnknownConnection(uuid)
@@ -410,7 +428,9 @@ class Hub:
                 remote[u] = None
         self._send(tuple(local), data, kind)
         if remote:
-            self._relay_message("emit", data, kind, uuids=tuple(remote))
+            payload, kind = self._relay_data(data, kind)
+            relay = EmitRelay(node=self._node, uuids=tuple(remote), data=payload, kind=kind)
+            self._push_relay(relay)
 
     def broadcast(
         self,
@@ -438,7 +458,9 @@ class Hub:
         self._send(targets, data, kind)
         if self._node is not None:
             skipped = exclude if exclude is None or isinstance(exclude, str) else exclude._uuid
-            self._relay_message("broadcast", data, kind, exclude=skipped)
+            payload, kind = self._relay_data(data, kind)
+            relay = BroadcastRelay(node=self._node, data=payload, kind=kind, exclude=skipped)
+            self._push_relay(relay)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once per live connection (the seed's ``Fire``).
@@ -456,7 +478,7 @@ class Hub:
             self._flush_outside()
         if self._node is not None:
             raw = data.encode("utf-8") if isinstance(data, str) else data
-            self._push_relay(Relay(op="fire", node=self._node, data=raw, event=event))
+            self._push_relay(FireRelay(node=self._node, event=event, data=raw))
 
     def to(self, room: str) -> Room:
         """A view of a room to emit or fire to.
@@ -572,7 +594,7 @@ class Hub:
         self._conns[uuid] = kws
         self._all = None
         if self._node is not None:
-            self._push_relay(Relay(op="present", node=self._node, uuids=(uuid,)))
+            self._push_relay(PresenceRelay(node=self._node, uuids=(uuid,)))
         self._depth += 1
         try:
             self._run_route(match.route.callback, kws)
@@ -809,9 +831,11 @@ class Hub:
         """Apply a relay another node published; it is not relayed again.
 
         Messages go to this node's connections (honouring ``exclude``), a
-        ``fire`` runs listeners on this node's connections, ``present`` and
-        ``absent`` update what this hub knows of the other node, and
-        ``hello`` is answered with a ``present`` relay listing this node's
+        :class:`~ikisocket_core.FireRelay` runs listeners on this node's
+        connections (or its room's members), presence and absence relays
+        update what this hub knows of the other node, and a
+        :class:`~ikisocket_core.HelloRelay` is answered with a
+        :class:`~ikisocket_core.PresenceRelay` listing this node's
         connections. Relays from this node itself are ignored. Commands queue
         actions as commands from a background job do: the driver's wakeup
         (see :meth:`set_wakeup`) is called.
@@ -820,46 +844,33 @@ class Hub:
             relay: The relay.
 
         Raises:
-            LocalProtocolError: The hub is not federated.
+            LocalProtocolError: The hub is not federated, or the relay is of
+                a kind this hub does not know.
         """
         if self._node is None:
             raise LocalProtocolError("receive_relay needs a federated hub (see Hub.federate)")
-        node, op = relay.node, relay.op
+        node = relay.node
         if node == self._node:
             return
-        if op == "present":
+        if isinstance(relay, PresenceRelay):
             self._remote.setdefault(node, {}).update(dict.fromkeys(relay.uuids))
-            return
-        if op == "absent":
+        elif isinstance(relay, AbsenceRelay):
             known = self._remote.get(node)
             if known is not None:
                 for u in relay.uuids:
                     known.pop(u, None)
-            return
-        if op == "hello":
+        elif isinstance(relay, HelloRelay):
             self._remote.setdefault(node, {})
-            self._push_relay(Relay(op="present", node=self._node, uuids=tuple(self._conns)))
-            return
-        self._depth += 1
-        try:
-            if op == "fire":
-                assert relay.event is not None
-                for kws in tuple(self._conns.values()):
-                    self._fire_one(kws, relay.event, relay.data)
-                return
-            conns = self._conns
-            if op == "emit":
-                targets = tuple({conns[u]: None for u in relay.uuids if u in conns})
-            elif op == "broadcast":
-                targets = tuple(k for k in conns.values() if k._uuid != relay.exclude)
-            else:  # room
-                assert relay.room is not None
-                members = self._room_members(relay.room)
-                targets = tuple(k for k in members if k._uuid != relay.exclude)
-            self._send(targets, relay.data, relay.kind)
-        finally:
-            self._depth -= 1
-            self._flush_outside()
+            self._push_relay(PresenceRelay(node=self._node, uuids=tuple(self._conns)))
+        elif isinstance(relay, (BroadcastRelay, RoomRelay, EmitRelay, FireRelay)):
+            self._depth += 1
+            try:
+                self._apply(relay)
+            finally:
+                self._depth -= 1
+                self._flush_outside()
+        else:
+            raise LocalProtocolError(f"unknown relay {relay!r}")
 
     def forget_node(self, node_id: str) -> None:
         """Drop what this hub knows of another node's connections (it is gone).
@@ -880,29 +891,29 @@ class Hub:
             self._relay_wakeup_pending = True
             self._relay_wakeup()
 
-    def _relay_message(
-        self,
-        op: str,
-        data: bytes | str,
-        kind: MessageKind,
-        *,
-        uuids: tuple[str, ...] = (),
-        room: str | None = None,
-        exclude: str | None = None,
-    ) -> None:
-        assert self._node is not None
+    def _apply(self, relay: BroadcastRelay | RoomRelay | EmitRelay | FireRelay) -> None:
+        conns = self._conns
+        if isinstance(relay, EmitRelay):
+            self._send(
+                tuple({conns[u]: None for u in relay.uuids if u in conns}), relay.data, relay.kind
+            )
+            return
+        skip = None if relay.exclude is None else conns.get(relay.exclude)
+        room = None if isinstance(relay, BroadcastRelay) else relay.room
+        found: tuple[Websocket, ...] | dict[Websocket, None]
+        found = tuple(conns.values()) if room is None else self._room_members(room)
+        targets = tuple(k for k in found if k is not skip)
+        if isinstance(relay, FireRelay):
+            for kws in targets:
+                self._fire_one(kws, relay.event, relay.data)
+        else:
+            self._send(targets, relay.data, relay.kind)
+
+    def _relay_data(self, data: bytes | str, kind: MessageKind) -> tuple[bytes, MessageKind]:
+        """A message's data and kind as a relay carries them (validated as for a send)."""
         if kind.__class__ is not MessageKind:
             kind = MessageKind(kind)
-        relay = Relay(
-            op=op,
-            node=self._node,
-            data=_payload(data, kind),
-            kind=kind,
-            uuids=uuids,
-            room=room,
-            exclude=exclude,
-        )
-        self._push_relay(relay)
+        return _payload(data, kind), kind
 
     def _push(self, action: Action) -> None:
         self._queue.append(action)
@@ -1038,7 +1049,7 @@ class Hub:
         del self._conns[kws._uuid]
         self._all = None
         if self._node is not None:
-            self._push_relay(Relay(op="absent", node=self._node, uuids=(kws._uuid,)))
+            self._push_relay(AbsenceRelay(node=self._node, uuids=(kws._uuid,)))
         for room in kws._rooms:
             members = self._rooms[room]
             del members[kws]
@@ -1064,8 +1075,8 @@ class Hub:
         kws._uuid = new
         self._all = None
         if self._node is not None:
-            self._push_relay(Relay(op="absent", node=self._node, uuids=(old,)))
-            self._push_relay(Relay(op="present", node=self._node, uuids=(new,)))
+            self._push_relay(AbsenceRelay(node=self._node, uuids=(old,)))
+            self._push_relay(PresenceRelay(node=self._node, uuids=(new,)))
 
     def _join(self, kws: Websocket, room: str) -> None:
         if kws.state is not _OPEN or room in kws._rooms:
