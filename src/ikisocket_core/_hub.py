@@ -183,15 +183,32 @@ class Room:
             )
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
-        """Run ``event``'s listeners once for each member (but the excluded one).
+        """Run ``event``'s listeners once for each member (but the excluded one), on every node.
 
         Args:
             event: The event name.
             data: The payload's data.
         """
-        for kws in tuple(self._hub._room_members(self.name)):
-            if kws is not self._exclude:
-                self._hub._fire_one(kws, event, data)
+        hub = self._hub
+        exclude = self._exclude
+        hub._depth += 1
+        try:
+            for kws in tuple(hub._room_members(self.name)):
+                if kws is not exclude:
+                    hub._fire_one(kws, event, data)
+        finally:
+            hub._depth -= 1
+            hub._flush_outside()
+        if hub._node is not None:
+            hub._push_relay(
+                FireRelay(
+                    node=hub._node,
+                    event=event,
+                    data=data.encode("utf-8") if isinstance(data, str) else data,
+                    room=self.name,
+                    exclude=None if exclude is None else exclude.uuid,
+                )
+            )
 
 
 class Hub:

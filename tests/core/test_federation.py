@@ -308,6 +308,35 @@ def test_room_emits_span_nodes(two: tuple[Hub, TestClient, Hub, TestClient, Bus]
     nothing_for(a1, a2, b1, b2)
 
 
+def test_room_fires_span_nodes_and_skip_the_sender(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    # Regression: Room.emit was relayed to the other nodes, Room.fire was not.
+    a, ca, b, cb, bus = two
+    seen = hear_dings((a, "a"), (b, "b"))
+
+    a1 = connect(ca, bus, "/ws/a1?room=lobby")
+    connect(ca, bus, "/ws/a2")
+    b1 = connect(cb, bus, "/ws/b1?room=lobby")
+    connect(cb, bus, "/ws/b2?room=lobby")
+    bus.carried.clear()
+    a.to("lobby").fire("ding", "all of it")
+    bus.flush()
+    everyone = [("a", "a1"), ("b", "b1"), ("b", "b2")]
+    assert sorted(seen) == [(node, who, b"all of it") for node, who in everyone]
+    assert bus.carried == [FireRelay(node="node-a", event="ding", data=b"all of it", room="lobby")]
+    seen.clear()
+    b.get(b1.uuid).to("lobby").fire("ding", b"not me")
+    bus.flush()
+    assert sorted(seen) == [("a", "a1", b"not me"), ("b", "b2", b"not me")]
+    seen.clear()
+    # A relay naming a connection of the receiving node as the sender skips it there too.
+    a.receive_relay(FireRelay(node="node-b", event="ding", room="lobby", exclude=a1.uuid))
+    b.to("empty").fire("ding")
+    bus.flush()
+    assert seen == []
+
+
 def test_hub_fire_runs_listeners_on_every_node_but_a_connections_fire_stays_local(
     two: tuple[Hub, TestClient, Hub, TestClient, Bus],
 ) -> None:
