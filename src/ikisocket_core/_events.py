@@ -72,6 +72,21 @@ TEXT = MessageKind.TEXT
 BINARY = MessageKind.BINARY
 
 
+def _message_kind(kind: object) -> MessageKind:
+    """``kind``, not a :class:`MessageKind`, as one, or a clear error (the slow path of a send).
+
+    The opcodes 1 and 2 (plain ints) are accepted. A ``bool`` is
+    refused although it is an ``int``: ``True`` would be ``TEXT`` and hide a
+    misplaced argument (``kws.broadcast(data, BINARY)`` style mistakes).
+    """
+    if isinstance(kind, bool) or not isinstance(kind, int):
+        raise TypeError(f"a message kind is TEXT or BINARY, not {kind!r}")
+    try:
+        return MessageKind(kind)
+    except ValueError:
+        raise ValueError(f"a message kind is TEXT (1) or BINARY (2), not {kind!r}") from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventPayload:
     """What a listener receives: the event and the connection it concerns.

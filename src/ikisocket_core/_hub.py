@@ -46,6 +46,7 @@ from ._events import (
     EventPayload,
     MessageKind,
     _event_payload,
+    _message_kind,
 )
 from ._relays import (
     AbsenceRelay,
@@ -929,7 +930,7 @@ class Hub:
     def _relay_data(self, data: bytes | str, kind: MessageKind) -> tuple[bytes, MessageKind]:
         """A message's data and kind as a relay carries them (validated as for a send)."""
         if kind.__class__ is not MessageKind:
-            kind = MessageKind(kind)
+            kind = _message_kind(kind)
         return _payload(data, kind), kind
 
     def _push(self, action: Action) -> None:
@@ -944,7 +945,7 @@ class Hub:
 
     def _send(self, targets: tuple[Websocket, ...], data: bytes | str, kind: MessageKind) -> None:
         if kind.__class__ is not MessageKind:
-            kind = MessageKind(kind)
+            kind = _message_kind(kind)
         payload = _payload(data, kind)
         if targets:
             self._push(_send_action(targets, payload, kind))

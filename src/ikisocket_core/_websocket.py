@@ -248,11 +248,26 @@ class Websocket:
     ) -> None:
         """Send a message to every live connection, by default all but this one.
 
+        The parameters keep the seed's order, ``(data, except_self, kind)``; so
+        that ``kws.broadcast(data, BINARY)`` cannot silently mean something
+        else, ``except_self`` must be a real ``bool``.
+
         Args:
             data: Bytes or text.
             except_self: Skip this connection (the seed's ``except``).
             kind: ``TEXT`` or ``BINARY``.
+
+        Raises:
+            TypeError: ``except_self`` is not a bool (pass ``kind=`` by keyword),
+                or ``kind`` is not a message kind.
+            ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT`` data
+                is not valid UTF-8.
         """
+        if except_self.__class__ is not bool:
+            raise TypeError(
+                f"except_self is a bool, not {except_self!r}"
+                " (give the kind by keyword: kws.broadcast(data, kind=BINARY))"
+            )
         self._hub.broadcast(data, kind, exclude=self if except_self else None)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
