@@ -136,6 +136,14 @@ class _Handler:
             close()
 
 
+class _Refused(Exception):
+    """Inside :meth:`Hub.open`: the request gets this answer (already logged)."""
+
+    def __init__(self, reject: Reject) -> None:
+        super().__init__(reject.reason)
+        self.reject = reject
+
+
 class Room:
     """A named group of connections, from :meth:`Hub.to` or :meth:`Websocket.to`.
 
@@ -561,6 +569,11 @@ class Hub:
 
         Returns:
             The new connection's handle, or the :class:`Reject` to answer with.
+            It never raises: a ``before_upgrade`` hook or UUID factory that
+            fails or answers something invalid (an unknown value, a
+            subprotocol the client did not offer) gets 500, a UUID that is
+            already connected 409; each is logged once on the ``ikisocket``
+            logger.
         """
         if not self._accepting:
             return Reject(status=503, reason="the server is not accepting connections")
@@ -571,41 +584,17 @@ class Hub:
             origin = request.origin
             if origin is not None and origin not in self.allowed_origins:
                 return Reject(status=403, reason="origin not allowed")
-        offered = request.subprotocols
-        subprotocol = next((p for p in self.subprotocols if p in offered), None)
-        uuid: str | None = None
-        attributes: Any = None
-        if self._before_upgrade is not None:
-            try:
-                verdict = self._before_upgrade(request)
-            except Exception:
-                logger.exception("before_upgrade failed for %s", request.path)
-                return Reject(status=500, reason="internal server error")
-            if verdict is False:
-                return Reject(status=403, reason="forbidden")
-            if isinstance(verdict, Reject):
-                return verdict
-            if isinstance(verdict, Accept):
-                uuid, attributes = verdict.uuid, verdict.attributes
-                if verdict.subprotocol is not None:
-                    if verdict.subprotocol not in offered:
-                        raise LocalProtocolError(
-                            f"subprotocol {verdict.subprotocol!r} was not offered by the client"
-                        )
-                    subprotocol = verdict.subprotocol
-            elif verdict not in (None, True):
-                raise LocalProtocolError(
-                    f"before_upgrade returns None, a bool, Accept or Reject, not {verdict!r}"
-                )
-        if uuid is None:
-            uuid = self._uuid_factory()
-            if uuid in self._conns or self._is_remote(uuid):
-                raise DuplicateUUID(uuid)
-        elif uuid in self._conns or self._is_remote(uuid):
-            return Reject(status=409, reason="this uuid is already connected")
-        kws = Websocket(
-            self, uuid, request, match.params, attributes=attributes, subprotocol=subprotocol
-        )
+        try:
+            uuid, attributes, subprotocol = self._admit(request)
+            kws = Websocket(
+                self, uuid, request, match.params, attributes=attributes, subprotocol=subprotocol
+            )
+        except _Refused as refused:
+            return refused.reject
+        except Exception:
+            # A broken hook or uuid factory: the same answer on every driver, which carries on.
+            logger.exception("refusing the WebSocket request for %s", request.path)
+            return Reject(status=500, reason="internal server error")
         kws.conn = conn
         kws.state = transition(kws.state, StateInput.ACCEPT)
         kws.last_activity = self._now
@@ -899,6 +888,60 @@ class Hub:
         self._remote.pop(node_id, None)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _admit(self, request: Request) -> tuple[str, Any, str | None]:
+        """The new connection's UUID, attributes and subprotocol, or raise ``_Refused``.
+
+        Any other exception means a hook or the UUID factory misbehaved (500).
+        """
+        offered = request.subprotocols
+        subprotocol = next((p for p in self.subprotocols if p in offered), None)
+        uuid: str | None = None
+        attributes: Any = None
+        taken = False
+        hook = self._before_upgrade
+        if hook is not None:
+            try:
+                verdict = hook(request)
+            except Exception:
+                logger.exception("before_upgrade failed for %s", request.path)
+                raise _Refused(Reject(status=500, reason="internal server error")) from None
+            if verdict is False:
+                raise _Refused(Reject(status=403, reason="forbidden"))
+            if isinstance(verdict, Reject):
+                raise _Refused(verdict)
+            if isinstance(verdict, Accept):
+                uuid, attributes = verdict.uuid, verdict.attributes
+                if verdict.subprotocol is not None:
+                    if verdict.subprotocol not in offered:
+                        raise LocalProtocolError(
+                            f"before_upgrade chose subprotocol {verdict.subprotocol!r},"
+                            " which the client did not offer"
+                        )
+                    subprotocol = verdict.subprotocol
+            elif verdict is not None and verdict is not True:
+                raise LocalProtocolError(
+                    f"before_upgrade returns None, a bool, Accept or Reject, not {verdict!r}"
+                )
+        if uuid is None:
+            try:
+                uuid = self._uuid_factory()
+            except DuplicateUUID as exc:  # the factory knows its UUID is taken
+                uuid = exc.uuid
+                taken = True
+            if not isinstance(uuid, str) or not uuid:
+                raise LocalProtocolError(f"the uuid factory made {uuid!r}, not a non-empty str")
+        if taken or self._is_taken(uuid):
+            logger.warning(
+                "refusing a WebSocket request for %s: uuid %r is already connected",
+                request.path,
+                uuid,
+            )
+            raise _Refused(Reject(status=409, reason="this uuid is already connected"))
+        return uuid, attributes, subprotocol
+
+    def _is_taken(self, uuid: str) -> bool:
+        return uuid in self._conns or self._is_remote(uuid)
 
     def _is_remote(self, uuid: str) -> bool:
         return any(uuid in members for members in self._remote.values())

@@ -25,6 +25,7 @@ from ikisocket_core import (
     Hub,
     LocalProtocolError,
     PresenceRelay,
+    Reject,
     Relay,
     Request,
     RoomRelay,
@@ -541,8 +542,10 @@ def test_a_uuid_in_use_on_another_node_is_a_duplicate(
     c.websocket("/ws/:id", lambda kws: None)
     c.federate("node-c")
     c.receive_relay(PresenceRelay(node="node-b", uuids=(b1.uuid,)))
-    with pytest.raises(DuplicateUUID):
-        c.open(Request.from_target("/ws/x", [("host", "h")]))
+    answer = c.open(Request.from_target("/ws/x", [("host", "h")]))
+    assert isinstance(answer, Reject)
+    assert answer.status == 409
+    assert c.connections == ()
 
 
 # -- the relay queue ---------------------------------------------------------------------
