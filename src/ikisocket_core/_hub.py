@@ -10,6 +10,7 @@ inputs; an ``async def`` listener's awaitable is handed out as a
 
 from __future__ import annotations
 
+import heapq
 import inspect
 import logging
 import uuid as _uuid
@@ -255,7 +256,7 @@ class Hub:
         self.on_listener_error = on_listener_error
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.subprotocols = tuple(subprotocols)
-        self.idle_timeout = idle_timeout
+        self._idle_timeout = idle_timeout
         self._router = Router()
         self._before_upgrade: BeforeUpgrade | None = None
         self._listeners: dict[str, tuple[Listener, ...]] = {}
@@ -264,6 +265,11 @@ class Hub:
         self._rooms: dict[str, dict[Websocket, None]] = {}
         self._accepting = True
         self._now = 0.0
+        # The idle timer: a heap of (deadline, sequence, connection) with one entry per
+        # open connection, re-armed lazily (see ``tick``); entries of closed connections
+        # are dropped when they surface or when the heap is compacted.
+        self._deadlines: list[tuple[float, int, Websocket]] = []
+        self._armed = 0
         self._queue: list[Action] = []
         self._depth = 0
         self._wakeup: Callable[[], None] | None = None
@@ -274,6 +280,11 @@ class Hub:
         self._relay_wakeup: Callable[[], None] | None = None
         self._relay_wakeup_pending = False
         self._remote: dict[str, dict[str, None]] = {}
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """The idle timeout in seconds, or ``None`` (set when the hub is made)."""
+        return self._idle_timeout
 
     def __repr__(self) -> str:
         return f"<Hub {len(self._conns)} connections, {len(self._router.routes)} routes>"
@@ -597,7 +608,9 @@ class Hub:
             return Reject(status=500, reason="internal server error")
         kws.conn = conn
         kws.state = transition(kws.state, StateInput.ACCEPT)
-        kws.last_activity = self._now
+        kws.last_activity = now = self._now
+        if self._idle_timeout is not None:
+            self._arm(kws, now + self._idle_timeout)
         self._conns[uuid] = kws
         self._all = None
         if self._node is not None:
@@ -712,33 +725,32 @@ class Hub:
         """Tell the hub the time (seconds, any monotonic origin) and run its timers.
 
         Closes connections idle for longer than ``idle_timeout`` (1001, with a
-        ``disconnect`` event: the peer timed out). After calling
-        this, you must drain actions.
+        ``disconnect`` event: the peer timed out). Drivers may call it as
+        often as they like (the engine does on every read): it costs
+        O(1) when no deadline has passed, and O(log n) per passed deadline.
+        After calling this, you must drain actions.
 
         Args:
             now: The current monotonic time.
         """
         self._now = now
-        if self.idle_timeout is None:
-            return
-        limit = now - self.idle_timeout
-        self._depth += 1
-        try:
-            for kws in tuple(self._conns.values()):
-                if kws.last_activity <= limit and kws.state is _OPEN:
-                    self._server_close(kws, 1001, "idle timeout", IdleTimeout(self.idle_timeout))
-        finally:
-            self._depth -= 1
+        deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:
+            self._expire(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work to do, or ``None`` if never.
 
+        The time may be early (a connection that was active since its
+        deadline was armed is re-armed by that :meth:`tick`), never late.
+
         Returns:
             A time on the clock :meth:`tick` is given.
         """
-        if self.idle_timeout is None or not self._conns:
-            return None
-        return min(k.last_activity for k in self._conns.values()) + self.idle_timeout
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].state is not _OPEN:
+            heapq.heappop(deadlines)  # a connection that ended: its deadline goes with it
+        return deadlines[0][0] if deadlines else None
 
     # -- driver outputs ------------------------------------------------------------------
 
@@ -1157,3 +1169,31 @@ class Hub:
 
     def _room_members(self, room: str) -> dict[Websocket, None]:
         return self._rooms.get(room, {})
+
+    def _arm(self, kws: Websocket, deadline: float) -> None:
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self._conns) + 64:
+            # Mostly ended connections: drop them (amortised O(1) per connection).
+            deadlines[:] = [entry for entry in deadlines if entry[2].state is _OPEN]
+            heapq.heapify(deadlines)
+        self._armed += 1
+        heapq.heappush(deadlines, (deadline, self._armed, kws))
+
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        timeout = self._idle_timeout
+        assert timeout is not None  # only then is anything armed
+        self._depth += 1
+        try:
+            while deadlines and deadlines[0][0] <= now:
+                kws = heapq.heappop(deadlines)[2]
+                if kws.state is not _OPEN:
+                    continue
+                # Lazy re-arming: activity since the deadline was armed moves it (never early).
+                due = kws.last_activity + timeout
+                if due <= now:
+                    self._server_close(kws, 1001, "idle timeout", IdleTimeout(timeout))
+                else:
+                    self._arm(kws, due)
+        finally:
+            self._depth -= 1
