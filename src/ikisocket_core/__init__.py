@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
+from ._dispatch import RouteCallback
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -34,9 +35,11 @@ from ._events import (
     RESERVED_EVENTS,
     TEXT,
     EventPayload,
+    Listener,
     MessageKind,
 )
-from ._hub import BeforeUpgrade, Hub, Listener, Room, RouteCallback
+from ._hub import BeforeUpgrade, Hub
+from ._registry import Room
 from ._relays import (
     AbsenceRelay,
     BroadcastRelay,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "RESERVED_EVENTS",
     "TEXT",
     "EventPayload",
+    "Listener",
     "MessageKind",
 ]
 
@@ -126,6 +127,10 @@ class EventPayload:
             ValueError: The data is not valid JSON (``json.JSONDecodeError``).
         """
         return json.loads(self.data)
+
+
+#: A listener: called with the event's payload; may be ``async def``.
+Listener = Callable[[EventPayload], Awaitable[None] | None]
 
 
 # The hub builds one payload per event: a frozen dataclass ``__init__`` sets each field

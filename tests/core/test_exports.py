@@ -30,9 +30,19 @@ def load(name: str) -> ModuleType:
 
 
 def test_the_core_modules_are_all_found() -> None:
-    assert {"_actions", "_errors", "_events", "_hub", "_routing", "_state", "_websocket"} <= set(
-        PRIVATE
-    )
+    assert {
+        "_actions",
+        "_dispatch",
+        "_errors",
+        "_events",
+        "_federation",
+        "_hub",
+        "_registry",
+        "_relays",
+        "_routing",
+        "_state",
+        "_websocket",
+    } <= set(PRIVATE)
     assert "testing" in PUBLIC
 
 

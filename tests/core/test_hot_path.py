@@ -30,7 +30,7 @@ from ikisocket_core import (
     Send,
     Websocket,
 )
-from ikisocket_core._hub import _Handler
+from ikisocket_core._dispatch import _Handler
 from ikisocket_core.protocol import _frame
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

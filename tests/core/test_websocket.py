@@ -272,3 +272,46 @@ def test_a_bad_kind_is_refused_by_every_verb(kind: object, error: type[Exception
         with pytest.raises(error, match="message kind is TEXT"):
             verb()
     assert hub.drain_actions() == []
+
+
+def test_uuid_assignment_on_a_closed_handle_only_renames_it() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    a.uuid = a.uuid  # the same: nothing to do
+    a.close()
+    a.uuid = "renamed"
+    assert a.uuid == "renamed"
+    assert "renamed" not in hub
+    with pytest.raises(LocalProtocolError):
+        a.uuid = ""
+
+
+def test_rooms_and_own_listeners_are_released_after_the_terminal_event() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    seen: list[tuple[frozenset[str], bool]] = []
+    a.join("r")
+    a.on(EVENT_CLOSE, lambda ep: seen.append((ep.kws.rooms, ep.kws.listeners is not None)))
+    a.close()
+    assert seen == [(frozenset({"r"}), True)]  # still readable by terminal listeners
+    assert (a.rooms, a.listeners) == (frozenset(), None)
+    a.join("s")  # a no-op once closed
+    a.leave("r")
+    assert a.rooms == frozenset()
+    assert hub.rooms == {}
+
+
+def test_leaving_a_room_after_closing_keeps_the_hub_consistent() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    a.join("r")
+    seen: list[frozenset[str]] = []
+
+    def leave_on_close(ep: EventPayload) -> None:
+        ep.kws.leave("r")  # the hub already dropped it from its rooms
+        seen.append(ep.kws.rooms)
+
+    a.on(EVENT_CLOSE, leave_on_close)
+    a.close()
+    assert seen == [frozenset()]
+    assert hub.rooms == {}
