@@ -60,7 +60,7 @@ nitpick_ignore: list[tuple[str, str]] = [
 ]
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # The type variables of the decorator overloads (``on``, ``websocket``).
-    (r"py:class", r"ikisocket_core\._hub\.[LR]"),
+    (r"py:class", r"ikisocket_core\._(hub|dispatch)\.[LR]"),
     (r"py:class", r"ikisocket_core\._websocket\._L"),
 ]
 

@@ -36,7 +36,8 @@ from sphinx.util import logging
 from sphinx.util.matching import patfilter
 
 import ikisocket_core
-from ikisocket_core import TRANSITIONS, ConnectionState
+from ikisocket_core import ConnectionState
+from ikisocket_core._state import TRANSITIONS
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 Each process federates its hub (see :meth:`ikisocket_core.Hub.federate`) and
 runs a :class:`RedisBackplane` beside its server. The backplane publishes the
-hub's relays (broadcasts, room emits, hub-wide fires, emits to connections on
-other nodes, and which connections opened or ended) on one Redis pub/sub
+hub's relays (broadcasts, room emits, room and hub-wide fires, emits to
+connections on other nodes, and which connections opened or ended) on one Redis pub/sub
 channel and applies the other nodes' relays to its hub::
 
     backplane = RedisBackplane(hub, "redis://127.0.0.1:6379/0")
@@ -25,6 +25,7 @@ asyncio (plain, or anyio on asyncio), not on trio.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import uuid as _uuid
@@ -39,7 +40,14 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ikisocket_core import Hub, LocalProtocolError, MessageKind, Relay
+from ikisocket_core import (
+    HelloRelay,
+    Hub,
+    LocalProtocolError,
+    MessageKind,
+    PresenceRelay,
+    Relay,
+)
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "decode_relay", "encode_relay"]
 
@@ -54,7 +62,10 @@ _BATCH = 512
 
 
 def encode_relay(relay: Relay) -> bytes:
-    """Serialise a relay as compact JSON (the data as base64).
+    """Serialise a relay as compact JSON: its ``op`` tag and fields (the data as base64).
+
+    Fields at their default are left out, so each message carries only what
+    its kind of relay says.
 
     Args:
         relay: The relay.
@@ -62,18 +73,36 @@ def encode_relay(relay: Relay) -> bytes:
     Returns:
         The message to publish.
     """
-    doc: dict[str, Any] = {"op": relay.op, "node": relay.node}
-    if relay.data:
-        doc["data"] = base64.b64encode(relay.data).decode("ascii")
-    if relay.kind is not MessageKind.TEXT:
-        doc["kind"] = int(relay.kind)
-    if relay.uuids:
-        doc["uuids"] = list(relay.uuids)
-    for name in ("room", "event", "exclude"):
-        value = getattr(relay, name)
-        if value is not None:
-            doc[name] = value
+    doc: dict[str, Any] = {"op": relay.op}
+    for field in dataclasses.fields(relay):
+        value = getattr(relay, field.name)
+        if value is None or value == field.default:
+            continue
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, MessageKind):
+            value = int(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        doc[field.name] = value
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def _field(name: str, value: Any) -> Any:
+    """One field of a decoded relay, checked and converted back from JSON."""
+    if name == "data":
+        return base64.b64decode(value, validate=True)
+    if name == "kind":
+        if value.__class__ is not int:
+            raise ValueError("kind is 1 or 2")
+        return MessageKind(value)
+    if name == "uuids":
+        if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+            raise ValueError("uuids is a list of strings")
+        return tuple(value)
+    if not isinstance(value, str):  # node, room, event, exclude
+        raise ValueError(f"{name} is a string")
+    return value
 
 
 def decode_relay(message: bytes | str) -> Relay:
@@ -83,30 +112,20 @@ def decode_relay(message: bytes | str) -> Relay:
         message: The published message.
 
     Returns:
-        The relay.
+        The relay, of the class its ``op`` tag names.
 
     Raises:
         ValueError: It is not a relay.
     """
     try:
         doc = json.loads(message)
-        uuids = doc.get("uuids", [])
-        if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
-            raise ValueError("uuids is a list of strings")
-        optional = {}
-        for name in ("room", "event", "exclude"):
-            value = doc.get(name)
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} is a string")
-            optional[name] = value
-        return Relay(
-            op=doc["op"],
-            node=doc["node"],
-            data=base64.b64decode(doc.get("data", ""), validate=True),
-            kind=MessageKind(doc.get("kind", 1)),
-            uuids=tuple(uuids),
-            **optional,
-        )
+        cls = Relay.for_op(doc["op"])
+        fields = {
+            field.name: _field(field.name, doc[field.name])
+            for field in dataclasses.fields(cls)
+            if field.name in doc
+        }
+        return cls(**fields)
     except (KeyError, TypeError, AttributeError, ValueError, LocalProtocolError) as exc:
         raise ValueError(f"not a relay: {exc}") from None
 
@@ -286,8 +305,8 @@ class RedisBackplane:
             # ``hello`` with their connections.
             for node in self.hub.remote_nodes:
                 self.hub.forget_node(node)
-            hello = Relay(op="hello", node=self.node_id)
-            present = Relay(op="present", node=self.node_id, uuids=self.hub.connections)
+            hello = HelloRelay(node=self.node_id)
+            present = PresenceRelay(node=self.node_id, uuids=self.hub.connections)
             await client.publish(self.channel, encode_relay(hello))
             await client.publish(self.channel, encode_relay(present))
             self.connected = True

@@ -8,7 +8,11 @@ with an adapter from ``ikisocket_adapters`` or test it with
 
 from __future__ import annotations
 
-from ._actions import Accept, Action, Close, Reject, Relay, RunHandler, Send
+import warnings
+from typing import Any
+
+from ._actions import Accept, Action, Close, Reject, RunHandler, Send
+from ._dispatch import RouteCallback
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
@@ -31,11 +35,23 @@ from ._events import (
     RESERVED_EVENTS,
     TEXT,
     EventPayload,
+    Listener,
     MessageKind,
 )
-from ._hub import BeforeUpgrade, Hub, Listener, Room, RouteCallback
-from ._routing import Headers, Match, Request, Route, Router
-from ._state import TRANSITIONS, ConnectionState, StateInput, transition
+from ._hub import BeforeUpgrade, Hub
+from ._registry import Room
+from ._relays import (
+    AbsenceRelay,
+    BroadcastRelay,
+    EmitRelay,
+    FireRelay,
+    HelloRelay,
+    PresenceRelay,
+    Relay,
+    RoomRelay,
+)
+from ._routing import Headers, Request, Route
+from ._state import ConnectionState
 from ._websocket import Websocket
 
 __version__ = "0.1.0.dev0"
@@ -69,35 +85,38 @@ __all__ = [
     "EVENT_PONG",
     "RESERVED_EVENTS",
     "TEXT",
-    "TRANSITIONS",
+    "AbsenceRelay",
     "Accept",
     "Action",
     "BeforeUpgrade",
+    "BroadcastRelay",
     "Close",
     "ConnectionClosed",
     "ConnectionState",
     "DuplicateUUID",
+    "EmitRelay",
     "EventPayload",
+    "FireRelay",
     "Headers",
+    "HelloRelay",
     "Hub",
     "IdleTimeout",
     "IkisocketError",
     "Listener",
     "LocalProtocolError",
-    "Match",
     "MessageKind",
+    "PresenceRelay",
     "Reject",
     "Relay",
     "RemoteProtocolError",
     "Request",
     "Room",
+    "RoomRelay",
     "Route",
     "RouteCallback",
-    "Router",
     "RunHandler",
     "Send",
     "SlowConsumer",
-    "StateInput",
     "UnknownConnection",
     "Websocket",
     "broadcast",
@@ -108,5 +127,39 @@ __all__ = [
     "new",
     "off",
     "on",
-    "transition",
 ]
+
+#: Names the package exported before they became internals: still importable, with a warning.
+_MOVED = {
+    "TRANSITIONS": "ikisocket_core._state",
+    "transition": "ikisocket_core._state",
+    "StateInput": "ikisocket_core._state",
+    "Router": "ikisocket_core._routing",
+    "Match": "ikisocket_core._routing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``ikisocket_core.TRANSITIONS`` and the other former exports, with a DeprecationWarning.
+
+    Args:
+        name: The attribute asked for.
+
+    Returns:
+        The internal object.
+
+    Raises:
+        AttributeError: ``name`` is not one of them.
+    """
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ikisocket_core' has no attribute {name!r}")
+    warnings.warn(
+        f"ikisocket_core.{name} is internal and no longer exported; "
+        f"import it from {module} if you must (it may change without notice)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from importlib import import_module  # noqa: PLC0415 (only on this deprecated path)
+
+    return getattr(import_module(module), name)

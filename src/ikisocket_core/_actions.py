@@ -17,7 +17,7 @@ from ._events import MessageKind
 if TYPE_CHECKING:
     from ._websocket import Websocket
 
-__all__ = ["Accept", "Action", "Close", "Reject", "Relay", "RunHandler", "Send"]
+__all__ = ["Accept", "Action", "Close", "Reject", "RunHandler", "Send"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,50 +146,3 @@ def _check_close(code: int, reason: str) -> None:
         raise LocalProtocolError(f"close code {code} may not be sent (RFC 6455 section 7.4)")
     if len(reason.encode("utf-8")) > 123:
         raise LocalProtocolError("a close reason is at most 123 UTF-8 bytes (RFC 6455 5.5)")
-
-
-#: The operations a :class:`Relay` carries.
-RELAY_OPS = frozenset({"broadcast", "room", "fire", "emit", "present", "absent", "hello"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Relay:
-    """What a federated hub asks its backplane to tell the other nodes.
-
-    A hub queues relays only after :meth:`~ikisocket_core.Hub.federate`; a backplane takes them
-    with :meth:`~ikisocket_core.Hub.drain_relays`, carries them to every other node, and each
-    of those applies them with :meth:`~ikisocket_core.Hub.receive_relay`.
-
-    Attributes:
-        op: ``"broadcast"``, ``"room"`` (a room emit), ``"fire"`` (a hub-wide
-            fire), ``"emit"`` (to the connections in ``uuids``), ``"present"``
-            or ``"absent"`` (connections in ``uuids`` opened or ended), or
-            ``"hello"`` (a node joined: every other node answers with its
-            ``"present"`` list).
-        node: The id of the node that queued it.
-        data: The message, or the fired event's data.
-        kind: Text or binary (messages only).
-        uuids: The connections the relay is about (``emit``, ``present``, ``absent``).
-        room: The room (``room`` only).
-        event: The event name (``fire`` only).
-        exclude: A connection UUID not to send to (``broadcast`` and ``room``).
-    """
-
-    op: str
-    node: str
-    data: bytes = b""
-    kind: MessageKind = MessageKind.TEXT
-    uuids: tuple[str, ...] = ()
-    room: str | None = None
-    event: str | None = None
-    exclude: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.op not in RELAY_OPS:
-            raise LocalProtocolError(f"unknown relay op {self.op!r}")
-        if not isinstance(self.node, str) or not self.node:
-            raise LocalProtocolError("a relay needs the id of the node that sent it")
-        if self.op == "room" and not self.room:
-            raise LocalProtocolError("a room relay needs a room name")
-        if self.op == "fire" and not self.event:
-            raise LocalProtocolError("a fire relay needs an event name")

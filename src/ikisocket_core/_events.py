@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "RESERVED_EVENTS",
     "TEXT",
     "EventPayload",
+    "Listener",
     "MessageKind",
 ]
 
@@ -72,6 +73,21 @@ TEXT = MessageKind.TEXT
 BINARY = MessageKind.BINARY
 
 
+def _message_kind(kind: object) -> MessageKind:
+    """``kind``, not a :class:`MessageKind`, as one, or a clear error (the slow path of a send).
+
+    The opcodes 1 and 2 (plain ints) are accepted. A ``bool`` is
+    refused although it is an ``int``: ``True`` would be ``TEXT`` and hide a
+    misplaced argument (``kws.broadcast(data, BINARY)`` style mistakes).
+    """
+    if isinstance(kind, bool) or not isinstance(kind, int):
+        raise TypeError(f"a message kind is TEXT or BINARY, not {kind!r}")
+    try:
+        return MessageKind(kind)
+    except ValueError:
+        raise ValueError(f"a message kind is TEXT (1) or BINARY (2), not {kind!r}") from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventPayload:
     """What a listener receives: the event and the connection it concerns.
@@ -111,6 +127,10 @@ class EventPayload:
             ValueError: The data is not valid JSON (``json.JSONDecodeError``).
         """
         return json.loads(self.data)
+
+
+#: A listener: called with the event's payload; may be ``async def``.
+Listener = Callable[[EventPayload], Awaitable[None] | None]
 
 
 # The hub builds one payload per event: a frozen dataclass ``__init__`` sets each field

@@ -22,6 +22,11 @@ __all__ = ["Headers", "Match", "Request", "Route", "Router"]
 class Headers(Mapping[str, str]):
     """Request headers with case-insensitive names; repeated headers joined by ``", "``.
 
+    ``Cookie`` is the exception: its repeats are joined by ``"; "``, the
+    separator of its own syntax (RFC 6265 section 5.4; HTTP/2 clients send
+    one header per cookie, RFC 9113 section 8.2.3), because a comma would
+    end up inside a cookie value.
+
     Args:
         raw: ``(name, value)`` pairs as received.
     """
@@ -33,7 +38,10 @@ class Headers(Mapping[str, str]):
         merged: dict[str, str] = {}
         for name, value in self.raw:
             key = name.lower()
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+            if key in merged:
+                merged[key] += ("; " if key == "cookie" else ", ") + value
+            else:
+                merged[key] = value
         self._map = merged
 
     def __getitem__(self, name: str) -> str:

@@ -3,20 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import LocalProtocolError
-from ._events import MessageKind
+from ._events import EventPayload, Listener, MessageKind, _event_payload
 from ._state import ConnectionState
 
 if TYPE_CHECKING:
-    from ._hub import Hub, Listener, Room
+    from ._registry import Room
     from ._routing import Headers, Request
 
 __all__ = ["Websocket"]
 
-_L = TypeVar("_L", bound="Listener")
+_L = TypeVar("_L", bound=Listener)
+_OPEN = ConnectionState.OPEN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionOwner:
+    """What a :class:`Websocket` asks of the hub that owns it: the whole interface between them.
+
+    The hub builds one for itself from its own (bound) methods, so a verb on a
+    connection costs one call, as if it called the hub directly, and neither
+    side reads the other's private names. A connection reads no more of the
+    hub than this; the hub reads no more of a connection than its public
+    names (``uuid``, ``state``, ``rooms``, ``listeners``, :meth:`~ikisocket_core.Websocket.payload`,
+    :meth:`~ikisocket_core.Websocket.release`...).
+
+    Attributes:
+        send: Queue one message for some connections: ``(targets, data, kind)``.
+        fire: Run an event's listeners for one connection: ``(kws, event, data)``.
+        join: Add an open connection, already holding the room, to the room's members.
+        leave: Remove an open connection from a room's members.
+        rekey: Move an open connection to a new UUID (raises ``DuplicateUUID``);
+            the connection then takes the UUID itself.
+        close: Close a connection from the server: ``(kws, code, reason)``.
+        room: The view of a room that skips one connection: ``(name, exclude)``.
+        emit_to: :meth:`~ikisocket_core.Hub.emit_to`.
+        emit_to_list: :meth:`~ikisocket_core.Hub.emit_to_list`.
+        broadcast: ``(data, kind, exclude)``, as :meth:`~ikisocket_core.Hub.broadcast`.
+    """
+
+    send: Callable[[tuple[Websocket, ...], bytes | str, MessageKind], None]
+    fire: Callable[[Websocket, str, bytes | str], None]
+    join: Callable[[Websocket, str], None]
+    leave: Callable[[Websocket, str], None]
+    rekey: Callable[[Websocket, str], None]
+    close: Callable[[Websocket, int, str], None]
+    room: Callable[[str, Websocket], Room]
+    emit_to: Callable[[str, bytes | str, MessageKind], None]
+    emit_to_list: Callable[[Iterable[str], bytes | str, MessageKind], None]
+    broadcast: Callable[[bytes | str, MessageKind, Websocket | None], None]
 
 
 class Websocket:
@@ -37,19 +76,24 @@ class Websocket:
         conn: The driver's own object for this connection (the seed's
             ``kws.Conn``): a transport, a stream, an ASGI ``send``. The hub
             never touches it.
+        listeners: This connection's own listeners by event name, or ``None``
+            while it has none (the hub reads it; change it with :meth:`on`
+            and :meth:`off`).
+        state: Where the connection is in its life (see ``_state``).
+        last_activity: Hub time of the last message received (for ``idle_timeout``).
     """
 
     __slots__ = (
         "__weakref__",
         "_attributes",
-        "_hub",
-        "_listeners",
+        "_owner",
         "_rooms",
         "_uuid",
         "conn",
         "cookies",
         "headers",
         "last_activity",
+        "listeners",
         "locals",
         "params",
         "query",
@@ -60,7 +104,7 @@ class Websocket:
 
     def __init__(
         self,
-        hub: Hub,
+        owner: ConnectionOwner,
         uuid: str,
         request: Request,
         params: dict[str, str],
@@ -68,7 +112,7 @@ class Websocket:
         attributes: Mapping[str, Any] | None = None,
         subprotocol: str | None = None,
     ) -> None:
-        self._hub = hub
+        self._owner = owner
         self._uuid = uuid
         self.request = request
         self.params = params
@@ -80,11 +124,9 @@ class Websocket:
         self.conn: Any = None
         #: Replaced, never mutated, so payloads can share it as a snapshot.
         self._attributes: dict[str, Any] = dict(attributes or {})
-        self._listeners: dict[str, tuple[Listener, ...]] | None = None
+        self.listeners: dict[str, tuple[Listener, ...]] | None = None
         self._rooms: dict[str, None] = {}
-        #: Where the connection is in its life (see ``_state``).
         self.state = ConnectionState.CONNECTING
-        #: Hub time of the last message received (for ``idle_timeout``).
         self.last_activity = 0.0
 
     def __repr__(self) -> str:
@@ -105,17 +147,55 @@ class Websocket:
     def uuid(self, value: str) -> None:
         if not isinstance(value, str) or not value:
             raise LocalProtocolError("a uuid is a non-empty string")
-        self._hub._rekey(self, value)
+        if value != self._uuid and self.state is _OPEN:
+            self._owner.rekey(self, value)  # raises DuplicateUUID; we keep the old one then
+        self._uuid = value
 
     @property
     def is_alive(self) -> bool:
         """Whether the connection is open and routable."""
-        return self.state is ConnectionState.OPEN
+        return self.state is _OPEN
 
     @property
     def rooms(self) -> frozenset[str]:
         """The rooms this connection is in."""
         return frozenset(self._rooms)
+
+    # -- what the hub asks of a connection ----------------------------------------------
+
+    def payload(
+        self,
+        name: str,
+        data: bytes = b"",
+        kind: MessageKind = MessageKind.TEXT,
+        error: BaseException | None = None,
+    ) -> EventPayload:
+        """The payload of an event on this connection, with a snapshot of its attributes.
+
+        The hub calls it once per event it dispatches.
+
+        Args:
+            name: The event name.
+            data: The event's data.
+            kind: How a message arrived.
+            error: The event's exception, if any.
+
+        Returns:
+            The payload listeners receive.
+        """
+        # Attributes are replaced on change, never mutated, so the view is a snapshot.
+        return _event_payload(
+            self, name, self._uuid, MappingProxyType(self._attributes), error, data, kind
+        )
+
+    def release(self) -> None:
+        """Drop this connection's rooms and own listeners: it is gone.
+
+        The hub calls it once the connection's terminal event has run
+        (terminal listeners can still read them).
+        """
+        self._rooms = {}
+        self.listeners = None
 
     # -- attributes -----------------------------------------------------------------------
 
@@ -178,9 +258,9 @@ class Websocket:
         """
         if callback is None:
             return lambda fn: self.on(event, fn)
-        if self._listeners is None:
-            self._listeners = {}
-        self._listeners[event] = (*self._listeners.get(event, ()), callback)
+        if self.listeners is None:
+            self.listeners = {}
+        self.listeners[event] = (*self.listeners.get(event, ()), callback)
         return callback
 
     def off(self, event: str, callback: Listener | None = None) -> None:
@@ -190,15 +270,14 @@ class Websocket:
             event: The event name.
             callback: The listener to remove; every one of ``event`` when omitted.
         """
-        if not self._listeners or event not in self._listeners:
+        own = self.listeners
+        if not own or event not in own:
             return
-        remaining = (
-            () if callback is None else tuple(fn for fn in self._listeners[event] if fn != callback)
-        )
+        remaining = () if callback is None else tuple(fn for fn in own[event] if fn != callback)
         if remaining:
-            self._listeners[event] = remaining
+            own[event] = remaining
         else:
-            del self._listeners[event]
+            del own[event]
 
     # -- verbs ---------------------------------------------------------------------------
 
@@ -212,8 +291,8 @@ class Websocket:
         Raises:
             ValueError: ``TEXT`` data is not valid UTF-8.
         """
-        if self.state is ConnectionState.OPEN:
-            self._hub._send((self,), data, kind)
+        if self.state is _OPEN:
+            self._owner.send((self,), data, kind)
 
     def emit_to(self, uuid: str, data: bytes | str, kind: MessageKind = MessageKind.TEXT) -> None:
         """Send a message to another connection by UUID.
@@ -226,7 +305,7 @@ class Websocket:
         Raises:
             UnknownConnection: No live connection has that UUID.
         """
-        self._hub.emit_to(uuid, data, kind)
+        self._owner.emit_to(uuid, data, kind)
 
     def emit_to_list(
         self, uuids: Iterable[str], data: bytes | str, kind: MessageKind = MessageKind.TEXT
@@ -238,7 +317,7 @@ class Websocket:
             data: Bytes or text.
             kind: ``TEXT`` or ``BINARY``.
         """
-        self._hub.emit_to_list(uuids, data, kind)
+        self._owner.emit_to_list(uuids, data, kind)
 
     def broadcast(
         self,
@@ -248,12 +327,27 @@ class Websocket:
     ) -> None:
         """Send a message to every live connection, by default all but this one.
 
+        The parameters keep the seed's order, ``(data, except_self, kind)``; so
+        that ``kws.broadcast(data, BINARY)`` cannot silently mean something
+        else, ``except_self`` must be a real ``bool``.
+
         Args:
             data: Bytes or text.
             except_self: Skip this connection (the seed's ``except``).
             kind: ``TEXT`` or ``BINARY``.
+
+        Raises:
+            TypeError: ``except_self`` is not a bool (pass ``kind=`` by keyword),
+                or ``kind`` is not a message kind.
+            ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT`` data
+                is not valid UTF-8.
         """
-        self._hub.broadcast(data, kind, exclude=self if except_self else None)
+        if except_self.__class__ is not bool:
+            raise TypeError(
+                f"except_self is a bool, not {except_self!r}"
+                " (give the kind by keyword: kws.broadcast(data, kind=BINARY))"
+            )
+        self._owner.broadcast(data, kind, self if except_self else None)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run the listeners of a (custom) event for this connection.
@@ -262,7 +356,7 @@ class Websocket:
             event: The event name.
             data: The payload's data.
         """
-        self._hub._fire_one(self, event, data)
+        self._owner.fire(self, event, data)
 
     def join(self, room: str) -> None:
         """Add this connection to a room (a no-op when it is closed).
@@ -270,7 +364,10 @@ class Websocket:
         Args:
             room: The room name.
         """
-        self._hub._join(self, room)
+        if self.state is not _OPEN or room in self._rooms:
+            return
+        self._rooms[room] = None
+        self._owner.join(self, room)
 
     def leave(self, room: str) -> None:
         """Remove this connection from a room.
@@ -278,7 +375,11 @@ class Websocket:
         Args:
             room: The room name.
         """
-        self._hub._leave(self, room)
+        if room not in self._rooms:
+            return
+        del self._rooms[room]
+        if self.state is _OPEN:
+            self._owner.leave(self, room)
 
     def to(self, room: str) -> Room:
         """A view of a room that never sends to this connection (Socket.IO's ``socket.to``).
@@ -289,9 +390,7 @@ class Websocket:
         Returns:
             The room view.
         """
-        from ._hub import Room  # noqa: PLC0415 (the hub module imports this one)
-
-        return Room(self._hub, room, exclude=self)
+        return self._owner.room(room, self)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection from the server; fires ``close`` once.
@@ -305,4 +404,4 @@ class Websocket:
         Raises:
             LocalProtocolError: The code may not be sent or the reason is too long.
         """
-        self._hub._server_close(self, code, reason)
+        self._owner.close(self, code, reason)

@@ -21,6 +21,8 @@ PUBLIC = [name for name in MODULES if not name.startswith("_")]
 
 #: Bound to ``default_hub``: the seed's package-level functions.
 ALIASES = {"on", "off", "new", "emit_to", "emit_to_list", "broadcast", "fire", "default_hub"}
+#: Offered by their private modules but internal: not re-exported (see ``test_internals...``).
+INTERNAL = {"TRANSITIONS", "transition", "StateInput", "Router", "Match"}
 
 
 def load(name: str) -> ModuleType:
@@ -28,9 +30,19 @@ def load(name: str) -> ModuleType:
 
 
 def test_the_core_modules_are_all_found() -> None:
-    assert {"_actions", "_errors", "_events", "_hub", "_routing", "_state", "_websocket"} <= set(
-        PRIVATE
-    )
+    assert {
+        "_actions",
+        "_dispatch",
+        "_errors",
+        "_events",
+        "_federation",
+        "_hub",
+        "_registry",
+        "_relays",
+        "_routing",
+        "_state",
+        "_websocket",
+    } <= set(PRIVATE)
     assert "testing" in PUBLIC
 
 
@@ -45,15 +57,31 @@ def test_each_module_declares_all_and_every_name_resolves(name: str) -> None:
 
 
 def test_the_package_reexports_the_private_modules() -> None:
-    union = {exported for name in PRIVATE for exported in load(name).__all__}
+    union = {exported for name in PRIVATE for exported in load(name).__all__} - INTERNAL
     package = set(ikisocket_core.__all__)
     assert union <= package
     assert package - union == ALIASES
     for exported in package:
         assert hasattr(ikisocket_core, exported)
     for name in PRIVATE:
-        for exported in load(name).__all__:
+        for exported in set(load(name).__all__) - INTERNAL:
             assert getattr(ikisocket_core, exported) is getattr(load(name), exported)
+
+
+@pytest.mark.parametrize("name", sorted(INTERNAL))
+def test_internals_are_not_exported_but_still_resolve_with_a_warning(name: str) -> None:
+    assert name not in ikisocket_core.__all__
+    assert name not in vars(ikisocket_core)
+    owner = next(load(m) for m in PRIVATE if name in load(m).__all__)
+    with pytest.warns(DeprecationWarning, match=rf"ikisocket_core\.{name} is internal"):
+        found = getattr(ikisocket_core, name)
+    assert found is getattr(owner, name)
+
+
+def test_an_unknown_attribute_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        ikisocket_core.nothing_here  # noqa: B018
+    assert not hasattr(ikisocket_core, "Relays")
 
 
 def test_aliases_are_bound_to_the_default_hub() -> None:

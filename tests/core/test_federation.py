@@ -6,18 +6,29 @@ hub's drained relays to every other hub, as the Redis backplane does.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from ikisocket_core import (
     BINARY,
     TEXT,
+    AbsenceRelay,
     Accept,
+    BroadcastRelay,
     DuplicateUUID,
+    EmitRelay,
     EventPayload,
+    FireRelay,
+    HelloRelay,
     Hub,
     LocalProtocolError,
+    PresenceRelay,
+    Reject,
     Relay,
     Request,
+    RoomRelay,
     UnknownConnection,
     Websocket,
 )
@@ -75,6 +86,18 @@ def connect(client: TestClient, bus: Bus, path: str) -> WebSocketTestSession:
     return session
 
 
+def hear_dings(*hubs: tuple[Hub, str]) -> list[tuple[str, str, bytes]]:
+    """Record ``(node, id attribute, data)`` for every ``ding`` event on these hubs."""
+    seen: list[tuple[str, str, bytes]] = []
+    for hub, name in hubs:
+
+        @hub.on("ding")
+        def heard(ep: EventPayload, name: str = name) -> None:
+            seen.append((name, ep.kws.get_attribute("id"), ep.data))
+
+    return seen
+
+
 def nothing_for(*sessions: WebSocketTestSession) -> None:
     for session in sessions:
         assert session.pending == 0
@@ -84,18 +107,102 @@ def nothing_for(*sessions: WebSocketTestSession) -> None:
 
 
 def test_a_relay_is_validated() -> None:
-    with pytest.raises(LocalProtocolError, match="unknown relay op"):
-        Relay(op="shout", node="n")
     with pytest.raises(LocalProtocolError, match="node"):
-        Relay(op="broadcast", node="")
+        BroadcastRelay(node="")
     with pytest.raises(LocalProtocolError, match="room name"):
-        Relay(op="room", node="n")
+        RoomRelay(node="n", room="")
     with pytest.raises(LocalProtocolError, match="event name"):
-        Relay(op="fire", node="n")
-    relay = Relay(op="room", node="n", room="r", data=b"x", kind=BINARY, exclude="u")
-    assert (relay.room, relay.data, relay.kind, relay.exclude) == ("r", b"x", BINARY, "u")
+        FireRelay(node="n", event="")
+    with pytest.raises(LocalProtocolError, match="room name"):
+        FireRelay(node="n", event="e", room="")
+    relay = RoomRelay(node="n", room="r", data=b"x", kind=BINARY, exclude="u")
+    assert (relay.op, relay.room, relay.data, relay.kind, relay.exclude) == (
+        "room",
+        "r",
+        b"x",
+        BINARY,
+        "u",
+    )
+    assert isinstance(relay, Relay)
     with pytest.raises(AttributeError):
-        relay.op = "fire"  # type: ignore[misc]
+        relay.room = "s"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        HelloRelay("n")  # type: ignore[call-arg]  # keyword-only
+
+
+def test_one_class_per_relay_each_with_its_own_fields() -> None:
+    kinds: list[type[Relay]] = [
+        BroadcastRelay,
+        RoomRelay,
+        FireRelay,
+        EmitRelay,
+        PresenceRelay,
+        AbsenceRelay,
+        HelloRelay,
+    ]
+    assert [cls.op for cls in kinds] == [
+        "broadcast",
+        "room",
+        "fire",
+        "emit",
+        "present",
+        "absent",
+        "hello",
+    ]
+    assert all(issubclass(cls, Relay) for cls in kinds)
+    assert [f.name for f in dataclasses.fields(HelloRelay)] == ["node"]
+    assert [f.name for f in dataclasses.fields(PresenceRelay)] == ["node", "uuids"]
+    assert not hasattr(HelloRelay(node="n"), "__dict__")  # slotted
+
+
+def test_the_old_relay_spelling_still_builds_the_right_class_with_a_warning() -> None:
+    expected: list[tuple[dict[str, Any], Relay]] = [
+        ({"op": "hello", "node": "n"}, HelloRelay(node="n")),
+        ({"op": "present", "node": "n", "uuids": ("a",)}, PresenceRelay(node="n", uuids=("a",))),
+        ({"op": "absent", "node": "n", "uuids": ("a",)}, AbsenceRelay(node="n", uuids=("a",))),
+        (
+            {"op": "broadcast", "node": "n", "data": b"x", "kind": BINARY, "exclude": "u"},
+            BroadcastRelay(node="n", data=b"x", kind=BINARY, exclude="u"),
+        ),
+        (
+            {"op": "room", "node": "n", "room": "r", "data": b"x", "room_unused": None},
+            RoomRelay(node="n", room="r", data=b"x"),
+        ),
+        (
+            {"op": "emit", "node": "n", "uuids": ("a",), "data": b"x", "room": None},
+            EmitRelay(node="n", uuids=("a",), data=b"x"),
+        ),
+        (
+            {"op": "fire", "node": "n", "event": "e", "data": b"d", "kind": TEXT},
+            FireRelay(node="n", event="e", data=b"d"),
+        ),
+    ]
+    for old, new in expected:
+        with pytest.warns(DeprecationWarning, match=r"Relay\(op=\.\.\.\) is deprecated"):
+            made = Relay(**old)
+        assert type(made) is type(new)
+        assert made == new
+    refused = [
+        ({"op": "shout", "node": "n"}, "unknown relay op"),
+        ({"op": "room", "node": "n"}, "room name"),
+        ({"op": "fire", "node": "n"}, "event name"),
+        ({"op": "broadcast", "node": "n", "room": "r"}, "no 'room'"),  # it could not carry it
+    ]
+    for old, error in refused:
+        with (
+            pytest.warns(DeprecationWarning, match="deprecated"),
+            pytest.raises(LocalProtocolError, match=error),
+        ):
+            Relay(**old)
+
+
+def test_a_relay_of_a_kind_the_hub_does_not_know_is_refused() -> None:
+    class Odd(Relay):
+        node = "node-b"
+
+    hub = make_hub("node-a")
+    with pytest.raises(LocalProtocolError, match="unknown relay"):
+        hub.receive_relay(Odd())
 
 
 # -- turning it on -----------------------------------------------------------------------
@@ -136,7 +243,7 @@ def test_a_hub_that_is_not_federated_queues_no_relays_and_behaves_as_before() ->
     assert hub.all_connections == (two.uuid,)
     assert hub.remote_nodes == ()
     with pytest.raises(LocalProtocolError, match="federated"):
-        hub.receive_relay(Relay(op="hello", node="x"))
+        hub.receive_relay(HelloRelay(node="x"))
 
 
 # -- messages across nodes ---------------------------------------------------------------
@@ -175,7 +282,7 @@ def test_a_connections_broadcast_skips_itself_everywhere(
     assert a2.receive_text() == "from a1"
     assert b1.receive_text() == "from a1"
     nothing_for(a1, a2, b1)
-    relay = next(r for r in bus.carried if r.op == "broadcast")
+    relay = next(r for r in bus.carried if isinstance(r, BroadcastRelay))
     assert (relay.node, relay.exclude, relay.kind) == ("node-a", a1.uuid, TEXT)
 
 
@@ -202,16 +309,40 @@ def test_room_emits_span_nodes(two: tuple[Hub, TestClient, Hub, TestClient, Bus]
     nothing_for(a1, a2, b1, b2)
 
 
+def test_room_fires_span_nodes_and_skip_the_sender(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    # Regression: Room.emit was relayed to the other nodes, Room.fire was not.
+    a, ca, b, cb, bus = two
+    seen = hear_dings((a, "a"), (b, "b"))
+
+    a1 = connect(ca, bus, "/ws/a1?room=lobby")
+    connect(ca, bus, "/ws/a2")
+    b1 = connect(cb, bus, "/ws/b1?room=lobby")
+    connect(cb, bus, "/ws/b2?room=lobby")
+    bus.carried.clear()
+    a.to("lobby").fire("ding", "all of it")
+    bus.flush()
+    everyone = [("a", "a1"), ("b", "b1"), ("b", "b2")]
+    assert sorted(seen) == [(node, who, b"all of it") for node, who in everyone]
+    assert bus.carried == [FireRelay(node="node-a", event="ding", data=b"all of it", room="lobby")]
+    seen.clear()
+    b.get(b1.uuid).to("lobby").fire("ding", b"not me")
+    bus.flush()
+    assert sorted(seen) == [("a", "a1", b"not me"), ("b", "b2", b"not me")]
+    seen.clear()
+    # A relay naming a connection of the receiving node as the sender skips it there too.
+    a.receive_relay(FireRelay(node="node-b", event="ding", room="lobby", exclude=a1.uuid))
+    b.to("empty").fire("ding")
+    bus.flush()
+    assert seen == []
+
+
 def test_hub_fire_runs_listeners_on_every_node_but_a_connections_fire_stays_local(
     two: tuple[Hub, TestClient, Hub, TestClient, Bus],
 ) -> None:
     a, ca, b, cb, bus = two
-    seen: list[tuple[str, str, bytes]] = []
-    for hub, name in ((a, "a"), (b, "b")):
-
-        @hub.on("ding")
-        def ding(ep: EventPayload, name: str = name) -> None:
-            seen.append((name, ep.kws.get_attribute("id"), ep.data))
+    seen = hear_dings((a, "a"), (b, "b"))
 
     a1, b1 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1")
     a.fire("ding", "text")
@@ -228,7 +359,7 @@ def test_hub_fire_runs_listeners_on_every_node_but_a_connections_fire_stays_loca
     b.get(b1.uuid).fire("ding", "mine")
     bus.flush()
     assert seen == [("b", "b1", b"mine")]
-    assert not any(r.op == "fire" and r.data == b"mine" for r in bus.carried)
+    assert not any(isinstance(r, FireRelay) and r.data == b"mine" for r in bus.carried)
     nothing_for(a1, b1)
 
 
@@ -271,7 +402,7 @@ def test_emit_to_list_splits_local_remote_and_unknown(
     assert a1.receive_bytes() == b"both"
     assert b1.receive_bytes() == b"both"
     nothing_for(a1, b1, b2)
-    assert [(r.op, r.uuids) for r in bus.carried] == [("emit", (b1.uuid,))]
+    assert bus.carried == [EmitRelay(node="node-a", uuids=(b1.uuid,), data=b"both", kind=BINARY)]
     a.emit_to_list([a1.uuid], "local only")
     a.emit_to_list(["nobody"], "to no one")
     assert a.drain_relays() == []
@@ -283,14 +414,12 @@ def test_hello_is_answered_with_the_local_connections() -> None:
     a = make_hub("node-a")
     ca = TestClient(a)
     a1, a2 = ca.websocket_connect("/ws/a1"), ca.websocket_connect("/ws/a2")
-    assert [(r.op, r.uuids) for r in a.drain_relays()] == [
-        ("present", (a1.uuid,)),
-        ("present", (a2.uuid,)),
+    assert a.drain_relays() == [
+        PresenceRelay(node="node-a", uuids=(a1.uuid,)),
+        PresenceRelay(node="node-a", uuids=(a2.uuid,)),
     ]
-    a.receive_relay(Relay(op="hello", node="node-late"))
-    assert [(r.op, r.node, r.uuids) for r in a.drain_relays()] == [
-        ("present", "node-a", (a1.uuid, a2.uuid))
-    ]
+    a.receive_relay(HelloRelay(node="node-late"))
+    assert a.drain_relays() == [PresenceRelay(node="node-a", uuids=(a1.uuid, a2.uuid))]
     assert a.remote_nodes == ("node-late",)
 
 
@@ -300,10 +429,10 @@ def test_a_late_node_learns_presence_through_hello() -> None:
     a1 = ca.websocket_connect("/ws/a1")
     a.drain_relays()  # node-b was not listening yet: the present relay is lost
     bus = Bus((a, ca), (b, cb))
-    b.receive_relay(Relay(op="present", node="node-a", uuids=()))
+    b.receive_relay(PresenceRelay(node="node-a", uuids=()))
     with pytest.raises(UnknownConnection):
         b.emit_to(a1.uuid, "x")
-    a.receive_relay(Relay(op="hello", node="node-b"))
+    a.receive_relay(HelloRelay(node="node-b"))
     bus.flush()
     b.emit_to(a1.uuid, "found you")
     bus.flush()
@@ -320,7 +449,7 @@ def test_forget_node_drops_its_connections(
     assert a.remote_nodes == ()
     with pytest.raises(UnknownConnection):
         a.emit_to(b1.uuid, "x")
-    a.receive_relay(Relay(op="absent", node="node-b", uuids=(b1.uuid,)))  # late: ignored
+    a.receive_relay(AbsenceRelay(node="node-b", uuids=(b1.uuid,)))  # late: ignored
     assert a.all_connections == ()
 
 
@@ -329,9 +458,9 @@ def test_relays_from_this_node_are_ignored() -> None:
     ca = TestClient(a)
     a1 = ca.websocket_connect("/ws/a1")
     a.drain_relays()
-    a.receive_relay(Relay(op="broadcast", node="node-a", data=b"echo"))
-    a.receive_relay(Relay(op="present", node="node-a", uuids=("ghost",)))
-    a.receive_relay(Relay(op="hello", node="node-a"))
+    a.receive_relay(BroadcastRelay(node="node-a", data=b"echo"))
+    a.receive_relay(PresenceRelay(node="node-a", uuids=("ghost",)))
+    a.receive_relay(HelloRelay(node="node-a"))
     ca.pump()
     assert a1.pending == 0
     assert a.all_connections == (a1.uuid,)
@@ -345,10 +474,10 @@ def test_receive_relay_does_not_relay_again(
     connect(ca, bus, "/ws/a1")
     b1 = connect(cb, bus, "/ws/b1?room=r")
     for relay in (
-        Relay(op="broadcast", node="node-a", data=b"1"),
-        Relay(op="room", node="node-a", room="r", data=b"2"),
-        Relay(op="emit", node="node-a", uuids=(b1.uuid, "elsewhere"), data=b"3"),
-        Relay(op="fire", node="node-a", event="nothing-listens"),
+        BroadcastRelay(node="node-a", data=b"1"),
+        RoomRelay(node="node-a", room="r", data=b"2"),
+        EmitRelay(node="node-a", uuids=(b1.uuid, "elsewhere"), data=b"3"),
+        FireRelay(node="node-a", event="nothing-listens"),
     ):
         b.receive_relay(relay)
     cb.pump()
@@ -362,7 +491,7 @@ def test_a_remote_relay_wakes_the_driver_of_the_connections() -> None:
     b1 = cb.websocket_connect("/ws/b1")
     woken: list[int] = []
     b.set_wakeup(lambda: woken.append(1))
-    b.receive_relay(Relay(op="broadcast", node="node-a", data=b"wake"))
+    b.receive_relay(BroadcastRelay(node="node-a", data=b"wake"))
     assert woken == [1]
     cb.pump()
     assert b1.receive_text() == "wake"
@@ -380,9 +509,9 @@ def test_rekey_is_announced_as_absent_then_present(
     bus.carried.clear()
     b.get(old).uuid = "user-42"
     bus.flush()
-    assert [(r.op, r.uuids) for r in bus.carried] == [
-        ("absent", (old,)),
-        ("present", ("user-42",)),
+    assert bus.carried == [
+        AbsenceRelay(node="node-b", uuids=(old,)),
+        PresenceRelay(node="node-b", uuids=("user-42",)),
     ]
     a.emit_to("user-42", "renamed")
     bus.flush()
@@ -412,9 +541,11 @@ def test_a_uuid_in_use_on_another_node_is_a_duplicate(
     c = Hub(uuid_factory=lambda: b1.uuid)
     c.websocket("/ws/:id", lambda kws: None)
     c.federate("node-c")
-    c.receive_relay(Relay(op="present", node="node-b", uuids=(b1.uuid,)))
-    with pytest.raises(DuplicateUUID):
-        c.open(Request.from_target("/ws/x", [("host", "h")]))
+    c.receive_relay(PresenceRelay(node="node-b", uuids=(b1.uuid,)))
+    answer = c.open(Request.from_target("/ws/x", [("host", "h")]))
+    assert isinstance(answer, Reject)
+    assert answer.status == 409
+    assert c.connections == ()
 
 
 # -- the relay queue ---------------------------------------------------------------------
@@ -431,7 +562,7 @@ def test_relay_wakeup_is_called_once_until_the_next_drain() -> None:
     assert woken == [1]
     relays = a.drain_relays()
     assert [r.op for r in relays] == ["present", "broadcast", "broadcast"]
-    assert relays[2].kind is BINARY
+    assert relays[2] == BroadcastRelay(node="node-a", data=b"two", kind=BINARY)
     a.broadcast("three")
     assert woken == [1, 1]
     a.set_relay_wakeup(None)
@@ -441,3 +572,13 @@ def test_relay_wakeup_is_called_once_until_the_next_drain() -> None:
     assert len(a.drain_relays()) == 1
     ca.pump()
     assert a1.pending == 4
+
+
+def test_each_relay_class_is_found_by_its_op() -> None:
+    kinds: tuple[type[Relay], ...] = (BroadcastRelay, RoomRelay, FireRelay, EmitRelay)
+    kinds += (PresenceRelay, AbsenceRelay, HelloRelay)
+    for cls in kinds:
+        assert Relay.for_op(cls.op) is cls
+    for wrong in ("shout", "", ["room"]):
+        with pytest.raises(LocalProtocolError, match="unknown relay op"):
+            Relay.for_op(wrong)  # type: ignore[arg-type]

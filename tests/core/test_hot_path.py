@@ -30,8 +30,8 @@ from ikisocket_core import (
     Send,
     Websocket,
 )
+from ikisocket_core._dispatch import _Handler
 from ikisocket_core._frames import _frame
-from ikisocket_core._hub import _Handler
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

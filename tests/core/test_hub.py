@@ -1240,3 +1240,99 @@ def test_broadcast_excluding_a_connection_of_another_hub_reaches_everyone() -> N
     (send,) = hub.drain_actions()
     assert isinstance(send, ikisocket_core.Send)
     assert send.targets == (mine,)
+
+
+# -- the idle timer is a heap --------------------------------------------------------------
+
+
+class CountingSlot:
+    """Wraps a slot of ``Websocket`` and counts the reads (what a timer tick really looks at)."""
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot
+        self.reads = 0
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        self.reads += 1
+        return self.slot.__get__(obj, owner)
+
+    def __set__(self, obj: object, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+
+def test_a_tick_with_nothing_due_looks_at_no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = make_hub(idle_timeout=10)
+    conns = [open_direct(hub) for _ in range(300)]
+    activity = CountingSlot(Websocket.__dict__["last_activity"])
+    state = CountingSlot(Websocket.__dict__["state"])
+    monkeypatch.setattr(Websocket, "last_activity", activity)
+    monkeypatch.setattr(Websocket, "state", state)
+    for step in range(1000):
+        hub.tick(step / 100)  # 0 .. 9.99: nothing due yet
+    assert (activity.reads, state.reads) == (0, 0)
+    assert hub.next_deadline() == 10.0
+    assert state.reads == 1  # the earliest deadline only
+    hub.tick(5)
+    hub.receive_message(conns[0], "still here")  # stamps last_activity = 5
+    state.reads = activity.reads = 0
+    hub.tick(10)
+    # Each expired deadline is looked at once: 299 connections closed, one re-armed.
+    assert activity.reads == 300
+    assert [k.is_alive for k in conns].count(True) == 1
+    assert hub.next_deadline() == 15.0
+    hub.tick(14.999)
+    assert conns[0].is_alive
+    hub.tick(15)
+    assert not conns[0].is_alive
+    assert hub.next_deadline() is None
+
+
+def test_the_idle_timer_never_closes_early_and_re_arms_lazily() -> None:
+    hub = make_hub(idle_timeout=10)
+    kws = open_direct(hub)
+    for now in (9.0, 18.0, 27.0):  # active just before each deadline
+        hub.tick(now)
+        hub.receive_message(kws, "x")
+    hub.tick(36.9)
+    assert kws.is_alive
+    assert hub.next_deadline() == 37.0
+    hub.tick(37.0)
+    assert not kws.is_alive
+
+
+def test_next_deadline_skips_connections_that_ended() -> None:
+    hub = make_hub(idle_timeout=10)
+    first = open_direct(hub)
+    hub.tick(3)
+    second = open_direct(hub)
+    assert hub.next_deadline() == 10.0
+    first.close()
+    assert hub.next_deadline() == 13.0
+    hub.receive_disconnect(second)
+    assert hub.next_deadline() is None
+    hub.tick(100)  # nothing left to do
+    assert len(hub) == 0
+
+
+def test_the_timer_heap_stays_bounded_under_churn() -> None:
+    hub = make_hub(idle_timeout=3600)
+    keep = open_direct(hub)
+    for _ in range(1000):
+        open_direct(hub).close()
+    # Ended connections' deadlines are dropped as the heap grows, not an hour later.
+    assert len(hub._deadlines) <= 2 * len(hub) + 65
+    assert hub.next_deadline() == 3600.0
+    hub.tick(3600)
+    assert not keep.is_alive
+
+
+def test_tick_gives_the_hub_its_clock_without_a_timeout() -> None:
+    hub = make_hub()
+    kws = open_direct(hub)
+    hub.tick(42.0)
+    hub.receive_message(kws, "x")
+    assert kws.last_activity == 42.0
+    assert hub.next_deadline() is None
+    assert hub.idle_timeout is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -16,13 +17,12 @@ from ikisocket_core import (
     Headers,
     Hub,
     LocalProtocolError,
-    Match,
     Reject,
     Request,
     Route,
-    Router,
     Websocket,
 )
+from ikisocket_core._routing import Match, Router
 from ikisocket_core.testing import TestClient, WebSocketRejected
 
 
@@ -213,6 +213,18 @@ def test_cookies(raw: str | None, cookies: dict[str, str]) -> None:
     assert Request.from_target("/", headers).cookies() == cookies
 
 
+def test_two_cookie_headers_are_joined_with_a_semicolon() -> None:
+    # Regression: they were joined with ", ", which made {'a': '1,'} of "a=1" and "b=2".
+    request = Request.from_target("/", [("Cookie", "a=1"), ("cookie", "b=2; c=3")])
+    assert request.cookies() == {"a": "1", "b": "2", "c": "3"}
+    assert request.headers["Cookie"] == "a=1; b=2; c=3"
+    other = Request.from_target("/", [("X-A", "1"), ("x-a", "2")])
+    assert other.headers["x-a"] == "1, 2"  # every other header keeps RFC 9110's comma
+    client = TestClient(make_hub())
+    with client.websocket_connect("/ws/1", headers=[("cookie", "a=1"), ("cookie", "b=2")]) as ws:
+        assert ws.kws.cookies == {"a": "1", "b": "2"}
+
+
 # -- the request phase through the hub ------------------------------------------------------
 
 
@@ -326,29 +338,91 @@ def test_before_upgrade_accept_chooses_uuid_attributes_and_subprotocol() -> None
         assert again.uuid == "u1"
 
 
-def test_before_upgrade_accept_of_a_subprotocol_not_offered_is_an_api_error() -> None:
+def refused_once(
+    caplog: pytest.LogCaptureFixture, hub: Hub, target: str, status: int, **kwargs: Any
+) -> logging.LogRecord:
+    """Open ``target``: it is refused with ``status``, logged once on "ikisocket", nothing kept."""
+    caplog.clear()
+    before = hub.connections
+    with caplog.at_level(logging.INFO, logger="ikisocket"):
+        answer = hub.open(Request.from_target(target, **kwargs))
+    assert isinstance(answer, Reject)
+    assert answer.status == status
+    assert hub.connections == before
+    records = [r for r in caplog.records if r.name == "ikisocket"]
+    assert len(records) == 1
+    return records[0]
+
+
+def test_before_upgrade_accept_of_a_subprotocol_not_offered_is_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hub = make_hub()
     hub.before_upgrade(lambda request: Accept(subprotocol="never-offered"))
-    with pytest.raises(LocalProtocolError):
+    record = refused_once(caplog, hub, "/ws/1", 500, headers=[("sec-websocket-protocol", "chat")])
+    assert record.exc_info is not None
+    assert "'never-offered'" in str(record.exc_info[1])
+    with pytest.raises(WebSocketRejected) as refused:  # the same answer through a driver
         TestClient(hub).websocket_connect("/ws/1", subprotocols=["chat"])
-    assert hub.connections == ()
+    assert refused.value.status == 500
 
 
-def test_before_upgrade_returning_something_else_is_an_api_error() -> None:
+def test_before_upgrade_returning_something_else_is_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hub = make_hub()
     hub.before_upgrade(lambda request: "yes")  # type: ignore[arg-type,return-value]
-    with pytest.raises(LocalProtocolError):
-        hub.open(Request.from_target("/ws/1"))
-    assert hub.connections == ()
+    record = refused_once(caplog, hub, "/ws/1", 500)
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], LocalProtocolError)
+    hub.before_upgrade(lambda request: 1)  # type: ignore[arg-type,return-value]
+    refused_once(caplog, hub, "/ws/1", 500)  # 1 == True, but it is not True
 
 
-def test_a_uuid_factory_repeating_a_live_uuid_raises() -> None:
+def test_a_uuid_factory_repeating_a_live_uuid_gets_409(caplog: pytest.LogCaptureFixture) -> None:
     hub = Hub(uuid_factory=lambda: "same")
     hub.websocket("/ws", noop)
     assert isinstance(hub.open(Request.from_target("/ws")), Websocket)
-    with pytest.raises(DuplicateUUID):
-        hub.open(Request.from_target("/ws"))
+    record = refused_once(caplog, hub, "/ws", 409)
+    assert "'same' is already connected" in record.getMessage()
     assert hub.connections == ("same",)
+
+
+def test_a_uuid_factory_raising_duplicate_uuid_gets_409(caplog: pytest.LogCaptureFixture) -> None:
+    def taken() -> str:
+        raise DuplicateUUID("u1")
+
+    hub = Hub(uuid_factory=taken)
+    hub.websocket("/ws", noop)
+    record = refused_once(caplog, hub, "/ws", 409)
+    assert "'u1'" in record.getMessage()
+
+
+@pytest.mark.parametrize("made", [RuntimeError("no entropy"), "", 7])
+def test_a_failing_or_invalid_uuid_factory_gets_500(
+    caplog: pytest.LogCaptureFixture, made: object
+) -> None:
+    def factory() -> str:
+        if isinstance(made, Exception):
+            raise made
+        return made  # type: ignore[return-value]
+
+    hub = Hub(uuid_factory=factory)
+    hub.websocket("/ws", noop)
+    record = refused_once(caplog, hub, "/ws", 500)
+    assert record.exc_info is not None
+    with pytest.raises(WebSocketRejected) as refused:
+        TestClient(hub).websocket_connect("/ws")
+    assert refused.value.status == 500
+
+
+def test_an_accept_with_attributes_that_are_no_mapping_gets_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = make_hub()
+    hub.before_upgrade(lambda request: Accept(attributes=5))  # type: ignore[arg-type]
+    refused_once(caplog, hub, "/ws/1", 500)
 
 
 def test_allowed_origins() -> None:

@@ -11,15 +11,13 @@ from ikisocket_core import (
     EVENT_CONNECT,
     EVENT_DISCONNECT,
     EVENT_MESSAGE,
-    TRANSITIONS,
     ConnectionState,
     EventPayload,
     Hub,
     LocalProtocolError,
-    StateInput,
     Websocket,
-    transition,
 )
+from ikisocket_core._state import TRANSITIONS, StateInput, transition
 from ikisocket_core.testing import TestClient
 
 S = ConnectionState

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -164,11 +165,15 @@ def test_emit_kinds_and_text_validation() -> None:
     kws = open_direct(hub)
     kws.emit("text")
     kws.emit(b"raw", BINARY)
+    kws.emit(b"x", 2)  # type: ignore[arg-type]  # the RFC 6455 opcodes work as kinds
+    kws.emit("y", 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         kws.emit(b"\xc3\x28")
     assert hub.drain_actions() == [
         Send(targets=(kws,), data=b"text", kind=TEXT),
         Send(targets=(kws,), data=b"raw", kind=BINARY),
+        Send(targets=(kws,), data=b"x", kind=BINARY),
+        Send(targets=(kws,), data=b"y", kind=TEXT),
     ]
 
 
@@ -216,3 +221,97 @@ def test_close_refuses_bad_codes_and_long_reasons() -> None:
     assert kws.is_alive
     kws.close(1000, "é" * 61 + "x")  # 123 bytes: fine
     assert not kws.is_alive
+
+
+def test_broadcast_keeps_the_seeds_positional_order() -> None:
+    hub = make_hub()
+    a, b = open_direct(hub), open_direct(hub)
+    a.broadcast(b"others", True, BINARY)
+    a.broadcast(b"all", False, BINARY)
+    a.broadcast("text others")
+    assert hub.drain_actions() == [
+        Send(targets=(b,), data=b"others", kind=BINARY),
+        Send(targets=(a, b), data=b"all", kind=BINARY),
+        Send(targets=(b,), data=b"text others", kind=TEXT),
+    ]
+
+
+def test_a_kind_in_the_except_self_place_is_a_type_error() -> None:
+    # Regression: kws.broadcast(b"\x00\x01", BINARY) sent TEXT to everyone but the sender,
+    # BINARY landing in ``except_self`` (truthy). It is refused, never reinterpreted.
+    hub = make_hub()
+    a, _b = open_direct(hub), open_direct(hub)
+    for wrong in (BINARY, TEXT, 2, 1, None, "yes"):
+        with pytest.raises(TypeError, match="except_self is a bool"):
+            a.broadcast(b"\x00\x01", wrong)  # type: ignore[arg-type]
+    assert hub.drain_actions() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        *[(wrong, TypeError) for wrong in (True, False, "2", 2.0, None)],
+        *[(wrong, ValueError) for wrong in (0, 3, -1)],
+    ],
+)
+def test_a_bad_kind_is_refused_by_every_verb(kind: object, error: type[Exception]) -> None:
+    hub = make_hub()
+    a, b = open_direct(hub), open_direct(hub)
+    verbs: list[Callable[[], None]] = [
+        lambda: a.emit(b"x", kind),  # type: ignore[arg-type]
+        lambda: a.emit_to(b.uuid, b"x", kind),  # type: ignore[arg-type]
+        lambda: a.emit_to_list([b.uuid], b"x", kind),  # type: ignore[arg-type]
+        lambda: a.broadcast(b"x", True, kind),  # type: ignore[arg-type]
+        lambda: a.broadcast(b"x", kind=kind),  # type: ignore[arg-type]
+        lambda: a.to("r").emit(b"x", kind),  # type: ignore[arg-type]
+        lambda: hub.broadcast(b"x", kind),  # type: ignore[arg-type]
+        lambda: hub.emit_to(a.uuid, b"x", kind),  # type: ignore[arg-type]
+        lambda: hub.to("r").emit(b"x", kind),  # type: ignore[arg-type]
+    ]
+    for verb in verbs:
+        with pytest.raises(error, match="message kind is TEXT"):
+            verb()
+    assert hub.drain_actions() == []
+
+
+def test_uuid_assignment_on_a_closed_handle_only_renames_it() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    a.uuid = a.uuid  # the same: nothing to do
+    a.close()
+    a.uuid = "renamed"
+    assert a.uuid == "renamed"
+    assert "renamed" not in hub
+    with pytest.raises(LocalProtocolError):
+        a.uuid = ""
+
+
+def test_rooms_and_own_listeners_are_released_after_the_terminal_event() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    seen: list[tuple[frozenset[str], bool]] = []
+    a.join("r")
+    a.on(EVENT_CLOSE, lambda ep: seen.append((ep.kws.rooms, ep.kws.listeners is not None)))
+    a.close()
+    assert seen == [(frozenset({"r"}), True)]  # still readable by terminal listeners
+    assert (a.rooms, a.listeners) == (frozenset(), None)
+    a.join("s")  # a no-op once closed
+    a.leave("r")
+    assert a.rooms == frozenset()
+    assert hub.rooms == {}
+
+
+def test_leaving_a_room_after_closing_keeps_the_hub_consistent() -> None:
+    hub = make_hub()
+    a = open_direct(hub)
+    a.join("r")
+    seen: list[frozenset[str]] = []
+
+    def leave_on_close(ep: EventPayload) -> None:
+        ep.kws.leave("r")  # the hub already dropped it from its rooms
+        seen.append(ep.kws.rooms)
+
+    a.on(EVENT_CLOSE, leave_on_close)
+    a.close()
+    assert seen == [frozenset()]
+    assert hub.rooms == {}

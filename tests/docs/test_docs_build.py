@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ikisocket_core import TRANSITIONS
+from ikisocket_core._state import TRANSITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

@@ -32,7 +32,20 @@ from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
-from ikisocket_core import BINARY, EventPayload, Hub, Relay, Websocket
+from ikisocket_core import (
+    BINARY,
+    AbsenceRelay,
+    BroadcastRelay,
+    EmitRelay,
+    EventPayload,
+    FireRelay,
+    HelloRelay,
+    Hub,
+    PresenceRelay,
+    Relay,
+    RoomRelay,
+    Websocket,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -211,19 +224,34 @@ async def nothing_more(*clients: ClientConnection) -> None:
 
 
 def test_a_relay_survives_the_wire() -> None:
-    relays = [
-        Relay(op="hello", node="n"),
-        Relay(op="room", node="n", room="r", data=b"\x00\xff", kind=BINARY, exclude="u"),
-        Relay(op="fire", node="n", event="e", data=b"d"),
-        Relay(op="emit", node="n", uuids=("a", "b"), data="é".encode()),
+    relays: list[Relay] = [
+        HelloRelay(node="n"),
+        PresenceRelay(node="n", uuids=("a", "b")),
+        AbsenceRelay(node="n", uuids=("a",)),
+        BroadcastRelay(node="n", data=b"all", exclude="u"),
+        RoomRelay(node="n", room="r", data=b"\x00\xff", kind=BINARY, exclude="u"),
+        FireRelay(node="n", event="e", data=b"d"),
+        FireRelay(node="n", event="e", room="r", exclude="u"),
+        EmitRelay(node="n", uuids=("a", "b"), data="é".encode()),
     ]
     for relay in relays:
+        assert type(decode_relay(encode_relay(relay))) is type(relay)
         assert decode_relay(encode_relay(relay)) == relay
+    # The wire format is the first release's (``op`` tag, defaults left out): mixed nodes agree.
+    assert encode_relay(HelloRelay(node="n")) == b'{"op":"hello","node":"n"}'
+    assert decode_relay(
+        b'{"op":"room","node":"n","data":"AP8=","kind":2,"room":"r","exclude":"u"}'
+    ) == RoomRelay(node="n", room="r", data=b"\x00\xff", kind=BINARY, exclude="u")
     for junk in (
         b"[]",
         b"{}",
         b'{"op":"shout","node":"n"}',
         b'{"op":"emit","node":"n","uuids":[1]}',
+        b'{"op":"emit","node":"n","uuids":"ab"}',
+        b'{"op":"emit","node":"n","kind":3}',
+        b'{"op":"emit","node":"n","kind":true}',
+        b'{"op":"hello","node":5}',
+        b'{"op":"hello"}',
     ):
         with pytest.raises(ValueError, match="relay"):
             decode_relay(junk)
@@ -353,7 +381,11 @@ async def test_relays_wait_for_redis_and_the_oldest_are_dropped(
         tg.cancel_scope.cancel()
     relays = [decode_relay(m) for m in seen]
     assert [r.op for r in relays] == ["hello", "present", "broadcast", "broadcast"]
-    assert [r.data for r in relays[2:]] == [b"queued 1", b"queued 2"]
+    node = backplane.node_id
+    assert relays[2:] == [
+        BroadcastRelay(node=node, data=b"queued 1"),
+        BroadcastRelay(node=node, data=b"queued 2"),
+    ]
 
 
 # -- nodes in other processes ------------------------------------------------------------
@@ -421,7 +453,7 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                     if message is not None:
                         relay = decode_relay(message["data"])
-                        if relay.op == "absent" and relay.uuids == (b1_uuid,):
+                        if relay == AbsenceRelay(node=relay.node, uuids=(b1_uuid,)):
                             break
             await anyio.to_thread.run_sync(proc.wait, LIMIT)
             assert proc.returncode == 0

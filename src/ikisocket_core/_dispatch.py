@@ -1,0 +1,315 @@
+"""Listeners and the action queue: running an event's listeners and collecting what they ask for.
+
+The middle layer of the :class:`~ikisocket_core.Hub`. An input or a command
+dispatches an event to the hub's listeners and then the connection's own;
+whatever they ask for (a message, a close) is queued as an action for the
+driver. Listeners run synchronously; an ``async def`` listener's awaitable
+leaves as a :class:`~ikisocket_core.RunHandler` action wrapped in a
+:class:`_Handler`, which the driver awaits.
+
+``_depth`` counts the input calls in progress: actions queued outside any of
+them (a timer's broadcast, an ``async def`` listener that resumed) make the
+hub call the driver's wakeup so that it drains them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from ._actions import Action, Close, RunHandler, _check_close, _send_action
+from ._errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError, SlowConsumer
+from ._events import (
+    EVENT_CLOSE,
+    EVENT_CONNECT,
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    EventPayload,
+    Listener,
+    MessageKind,
+    _message_kind,
+)
+from ._registry import _Registry
+from ._state import ConnectionState, StateInput, transition
+
+if TYPE_CHECKING:
+    from ._websocket import Websocket
+
+__all__ = ["RouteCallback"]
+
+logger = logging.getLogger("ikisocket")
+
+#: A route callback (the seed's ``ikisocket.New`` callback); may be ``async def``.
+RouteCallback = Callable[["Websocket"], Awaitable[None] | None]
+
+L = TypeVar("L", bound=Listener)
+
+_OPEN = ConnectionState.OPEN
+_TEXT = MessageKind.TEXT
+
+
+def _payload(data: bytes | str, kind: MessageKind) -> bytes:
+    """Normalise outbound data to bytes, refusing text that is not UTF-8."""
+    if data.__class__ is str:
+        return data.encode("utf-8")
+    if data.__class__ is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"message data is bytes or str, not {type(data).__name__}")
+        data = bytes(data)
+    if kind == _TEXT and not data.isascii():
+        data.decode("utf-8")  # raises UnicodeDecodeError
+    return data
+
+
+class _Handler:
+    """What a :class:`RunHandler` carries: an ``async def`` listener's awaitable, guarded.
+
+    Awaiting it never raises an ``Exception``: a failure goes to the ``error``
+    listeners. :meth:`close` discards it unrun (an adapter shutting down)
+    and closes the listener's own coroutine too, so Python does not warn that
+    it was never awaited.
+    """
+
+    __slots__ = ("_awaitable", "_ep", "_hub", "_then_connect")
+
+    def __init__(
+        self,
+        hub: _Dispatcher,
+        ep: EventPayload,
+        awaitable: Awaitable[Any],
+        *,
+        then_connect: bool = False,
+    ) -> None:
+        self._hub = hub
+        self._ep = ep
+        self._awaitable = awaitable
+        self._then_connect = then_connect  # an async route callback: ``connect`` follows it
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        hub, kws = self._hub, self._ep.kws
+        try:
+            await self._awaitable
+        except Exception as exc:
+            hub._listener_failed(self._ep, exc)
+        if self._then_connect and kws.state is _OPEN:
+            hub._fire_one(kws, EVENT_CONNECT, b"")
+
+    def close(self) -> None:
+        """Discard the handler without running it."""
+        close = getattr(self._awaitable, "close", None)
+        if close is not None:
+            close()
+
+
+class _Dispatcher(_Registry):
+    """The hub's middle layer: listeners, dispatch, the action queue and server-side closes."""
+
+    def __init__(self, on_listener_error: Literal["keep", "close"]) -> None:
+        super().__init__()
+        self.on_listener_error = on_listener_error
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
+        self._queue: list[Action] = []
+        self._depth = 0
+        self._wakeup: Callable[[], None] | None = None
+        self._wakeup_pending = False
+
+    # -- registration ----------------------------------------------------------------------
+
+    @overload
+    def on(self, event: str, callback: None = None) -> Callable[[L], L]: ...
+    @overload
+    def on(self, event: str, callback: L) -> L: ...
+    def on(self, event: str, callback: L | None = None) -> L | Callable[[L], L]:
+        """Add a listener for an event (the seed's ``ikisocket.On``); many per event.
+
+        Usable as ``hub.on("message", fn)`` or as ``@hub.on("message")``.
+
+        Args:
+            event: ``EVENT_MESSAGE``, ``EVENT_CONNECT``... or a custom name.
+            callback: The listener, sync or ``async def``.
+
+        Returns:
+            The listener, or a decorator when ``callback`` is omitted.
+        """
+        if not isinstance(event, str) or not event:
+            raise LocalProtocolError("an event name is a non-empty string")
+        if callback is None:
+            return lambda fn: self.on(event, fn)
+        if not callable(callback):
+            raise LocalProtocolError(f"a listener must be callable, not {callback!r}")
+        self._listeners[event] = (*self._listeners.get(event, ()), callback)
+        return callback
+
+    def off(self, event: str, callback: Listener | None = None) -> None:
+        """Remove a listener, or every listener of ``event``.
+
+        Args:
+            event: The event name.
+            callback: The listener to remove; all of ``event``'s when omitted.
+        """
+        if callback is None:
+            self._listeners.pop(event, None)
+            return
+        remaining = tuple(fn for fn in self._listeners.get(event, ()) if fn != callback)
+        if remaining:
+            self._listeners[event] = remaining
+        else:
+            self._listeners.pop(event, None)
+
+    # -- driver outputs ------------------------------------------------------------------
+
+    def drain_actions(self) -> list[Action]:
+        """Take every queued action, oldest first, and clear the queue.
+
+        Returns:
+            The actions to perform, in order.
+        """
+        queue = self._queue
+        self._queue = []
+        self._wakeup_pending = False
+        return queue
+
+    def set_wakeup(self, callback: Callable[[], None] | None) -> None:
+        """Register what to call when actions are queued outside an input call.
+
+        Commands from background jobs (``hub.broadcast`` from a timer) and from
+        ``async def`` listeners queue actions while the driver is not in an
+        input call; the hub then calls ``callback`` once, until the next
+        :meth:`drain_actions`, so the driver can schedule a drain. The callback
+        must not drain synchronously.
+
+        Args:
+            callback: A plain function, or ``None`` to remove it.
+        """
+        self._wakeup = callback
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _push(self, action: Action) -> None:
+        self._queue.append(action)
+        if self._depth == 0:
+            self._flush_outside()
+
+    def _flush_outside(self) -> None:
+        if self._queue and not self._wakeup_pending and self._depth == 0 and self._wakeup:
+            self._wakeup_pending = True
+            self._wakeup()
+
+    def _send(self, targets: tuple[Websocket, ...], data: bytes | str, kind: MessageKind) -> None:
+        if kind.__class__ is not MessageKind:
+            kind = _message_kind(kind)
+        payload = _payload(data, kind)
+        if targets:
+            self._push(_send_action(targets, payload, kind))
+
+    def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
+        if kws.state is not _OPEN:
+            return
+        self._depth += 1
+        try:
+            self._dispatch(kws, name, data, _TEXT)
+        finally:
+            self._depth -= 1
+
+    def _fire_one(self, kws: Websocket, event: str, data: bytes | str) -> None:
+        if kws.state is not _OPEN:
+            return
+        if data.__class__ is str:
+            data = data.encode("utf-8")
+        self._depth += 1
+        try:
+            self._dispatch(kws, event, data, _TEXT)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def _dispatch(
+        self,
+        kws: Websocket,
+        name: str,
+        data: bytes,
+        kind: MessageKind,
+        error: BaseException | None = None,
+    ) -> None:
+        listeners = self._listeners.get(name, ())
+        own = kws.listeners
+        local = own.get(name, ()) if own else ()
+        if not listeners and not local:
+            if name == EVENT_ERROR and error is not None:
+                if isinstance(error, (RemoteProtocolError, SlowConsumer)):
+                    # The peer's fault, not the application's: no traceback.
+                    logger.info("connection %s: %s", kws.uuid, error)
+                else:
+                    logger.error(
+                        "error on connection %s (no error listener)", kws.uuid, exc_info=error
+                    )
+            return
+        ep = kws.payload(name, data, kind, error)
+        for fn in listeners:
+            self._call(fn, ep)
+        for fn in local:
+            self._call(fn, ep)
+
+    def _call(self, fn: Listener, ep: EventPayload) -> None:
+        try:
+            result = fn(ep)
+        except Exception as exc:
+            self._listener_failed(ep, exc)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._push(RunHandler(target=ep.kws, awaitable=_Handler(self, ep, result)))
+
+    def _run_route(self, callback: RouteCallback, kws: Websocket) -> None:
+        ep = kws.payload(EVENT_CONNECT)
+        try:
+            result = callback(kws)
+        except Exception as exc:
+            self._listener_failed(ep, exc)
+            result = None
+        if result is not None and inspect.isawaitable(result):
+            handler = _Handler(self, ep, result, then_connect=True)
+            self._push(RunHandler(target=kws, awaitable=handler))
+        elif kws.state is _OPEN:
+            self._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
+
+    def _listener_failed(self, ep: EventPayload, exc: Exception) -> None:
+        kws = ep.kws
+        if ep.name == EVENT_ERROR:
+            logger.error("error listener failed on connection %s", kws.uuid, exc_info=exc)
+            return
+        self._depth += 1
+        try:
+            self._dispatch(kws, EVENT_ERROR, ep.data, ep.kind, exc)
+            if self.on_listener_error == "close" and kws.state is _OPEN:
+                self._server_close(kws, 1011, "internal error")
+        finally:
+            self._depth -= 1
+            self._flush_outside()
+
+    def _server_close(
+        self,
+        kws: Websocket,
+        code: int,
+        reason: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        # With a cause the peer is at fault (it timed out): that is a ``disconnect``.
+        _check_close(code, reason)
+        if kws.state is not _OPEN:
+            return
+        kws.state = transition(kws.state, StateInput.SERVER_CLOSE)
+        self._unregister(kws)
+        self._depth += 1
+        try:
+            self._queue.append(Close(target=kws, code=code, reason=reason))
+            event = EVENT_CLOSE if cause is None else EVENT_DISCONNECT
+            self._dispatch(kws, event, b"", _TEXT, ConnectionClosed(code, reason, cause))
+        finally:
+            self._depth -= 1
+            kws.release()  # terminal listeners could still read rooms and listeners
+            self._flush_outside()

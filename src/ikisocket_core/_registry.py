@@ -1,0 +1,233 @@
+"""Who is where: the live connections by UUID, the rooms, and the other nodes' connections.
+
+The registry is the bottom layer of the :class:`~ikisocket_core.Hub`. A
+connection is in it exactly while it is ``OPEN``: it enters when accepted and
+leaves the moment it starts closing, before its terminal listeners run. A
+federated hub also remembers which connections the other nodes announced
+(``present``/``absent`` relays), so that ``emit_to`` can tell "elsewhere" from
+"nowhere", and it queues the relays that announce its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._errors import DuplicateUUID, UnknownConnection
+from ._events import MessageKind
+from ._relays import AbsenceRelay, FireRelay, PresenceRelay, Relay, RoomRelay
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+    from ._websocket import Websocket
+
+__all__ = ["Room"]
+
+
+class Room:
+    """A named group of connections, from :meth:`Hub.to` or :meth:`Websocket.to`.
+
+    Args:
+        hub: The hub the room lives in.
+        name: The room name.
+        exclude: A connection that this view never sends to (the sender).
+    """
+
+    __slots__ = ("_exclude", "_hub", "name")
+
+    def __init__(self, hub: Hub, name: str, exclude: Websocket | None = None) -> None:
+        self._hub = hub
+        self.name = name
+        self._exclude = exclude
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        """The UUIDs of the room's members on this node, in joining order."""
+        return tuple(k.uuid for k in self._hub._room_members(self.name))
+
+    def __len__(self) -> int:
+        return len(self._hub._room_members(self.name))
+
+    def emit(self, data: bytes | str, kind: MessageKind = MessageKind.TEXT) -> None:
+        """Send a message to every member (but the excluded one), on every node.
+
+        Args:
+            data: Bytes or text.
+            kind: ``TEXT`` or ``BINARY``.
+
+        Raises:
+            TypeError: ``kind`` is not a message kind.
+            ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT``
+                data is not valid UTF-8.
+        """
+        hub = self._hub
+        members = hub._room_members(self.name)
+        targets = tuple(k for k in members if k is not self._exclude)
+        hub._send(targets, data, kind)
+        if hub._node is not None:
+            payload, kind = hub._relay_data(data, kind)
+            hub._push_relay(
+                RoomRelay(
+                    node=hub._node,
+                    room=self.name,
+                    data=payload,
+                    kind=kind,
+                    exclude=None if self._exclude is None else self._exclude.uuid,
+                )
+            )
+
+    def fire(self, event: str, data: bytes | str = b"") -> None:
+        """Run ``event``'s listeners once for each member (but the excluded one), on every node.
+
+        Args:
+            event: The event name.
+            data: The payload's data.
+        """
+        hub = self._hub
+        exclude = self._exclude
+        hub._depth += 1
+        try:
+            for kws in tuple(hub._room_members(self.name)):
+                if kws is not exclude:
+                    hub._fire_one(kws, event, data)
+        finally:
+            hub._depth -= 1
+            hub._flush_outside()
+        if hub._node is not None:
+            hub._push_relay(
+                FireRelay(
+                    node=hub._node,
+                    event=event,
+                    data=data.encode("utf-8") if isinstance(data, str) else data,
+                    room=self.name,
+                    exclude=None if exclude is None else exclude.uuid,
+                )
+            )
+
+
+class _Registry:
+    """The hub's bottom layer: live connections, rooms, remote presence, the relay queue."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, Websocket] = {}
+        #: ``tuple(self._conns.values())``, kept until the registry changes (broadcasts).
+        self._all: tuple[Websocket, ...] | None = None
+        self._rooms: dict[str, dict[Websocket, None]] = {}
+        # Federation (off until ``federate``): relays for the backplane, remote presence.
+        self._node: str | None = None
+        self._relays: list[Relay] = []
+        self._relay_wakeup: Callable[[], None] | None = None
+        self._relay_wakeup_pending = False
+        self._remote: dict[str, dict[str, None]] = {}
+
+    # -- looking connections up -----------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[str, ...]:
+        """The UUIDs of the live connections."""
+        return tuple(self._conns)
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self._conns
+
+    def get(self, uuid: str) -> Websocket:
+        """The live connection with this UUID.
+
+        Args:
+            uuid: The UUID.
+
+        Returns:
+            Its handle.
+
+        Raises:
+            UnknownConnection: No live connection has it.
+        """
+        try:
+            return self._conns[uuid]
+        except KeyError:
+            raise UnknownConnection(uuid) from None
+
+    @property
+    def rooms(self) -> dict[str, tuple[str, ...]]:
+        """Every non-empty room and its members' UUIDs."""
+        return {name: tuple(k.uuid for k in m) for name, m in self._rooms.items()}
+
+    @property
+    def node_id(self) -> str | None:
+        """This hub's node id, or ``None`` when it is not federated."""
+        return self._node
+
+    @property
+    def remote_nodes(self) -> tuple[str, ...]:
+        """The other nodes this hub knows connections of."""
+        return tuple(self._remote)
+
+    @property
+    def all_connections(self) -> tuple[str, ...]:
+        """The UUIDs of the live connections on this node and, when federated, on the others."""
+        every = dict.fromkeys(self._conns)
+        for members in self._remote.values():
+            every.update(members)
+        return tuple(every)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _is_taken(self, uuid: str) -> bool:
+        return uuid in self._conns or self._is_remote(uuid)
+
+    def _is_remote(self, uuid: str) -> bool:
+        return any(uuid in members for members in self._remote.values())
+
+    def _push_relay(self, relay: Relay) -> None:
+        self._relays.append(relay)
+        if not self._relay_wakeup_pending and self._relay_wakeup is not None:
+            self._relay_wakeup_pending = True
+            self._relay_wakeup()
+
+    def _register(self, kws: Websocket) -> None:
+        uuid = kws.uuid
+        self._conns[uuid] = kws
+        self._all = None
+        if self._node is not None:
+            self._push_relay(PresenceRelay(node=self._node, uuids=(uuid,)))
+
+    def _unregister(self, kws: Websocket) -> None:
+        uuid = kws.uuid
+        del self._conns[uuid]
+        self._all = None
+        if self._node is not None:
+            self._push_relay(AbsenceRelay(node=self._node, uuids=(uuid,)))
+        for room in kws.rooms:
+            members = self._rooms[room]
+            del members[kws]
+            if not members:
+                del self._rooms[room]
+
+    def _rekey(self, kws: Websocket, new: str) -> None:
+        # Only for an open connection with a different UUID (the Websocket checks both).
+        if self._is_taken(new):
+            raise DuplicateUUID(new)
+        old = kws.uuid
+        del self._conns[old]
+        self._conns[new] = kws
+        self._all = None
+        if self._node is not None:
+            self._push_relay(AbsenceRelay(node=self._node, uuids=(old,)))
+            self._push_relay(PresenceRelay(node=self._node, uuids=(new,)))
+
+    def _join(self, kws: Websocket, room: str) -> None:
+        # Only for an open connection that has just taken the room (the Websocket checks).
+        self._rooms.setdefault(room, {})[kws] = None
+
+    def _leave(self, kws: Websocket, room: str) -> None:
+        # Only for an open connection that has just dropped the room (the Websocket checks).
+        members = self._rooms[room]
+        del members[kws]
+        if not members:
+            del self._rooms[room]
+
+    def _room_members(self, room: str) -> dict[Websocket, None]:
+        return self._rooms.get(room, {})

@@ -1,0 +1,266 @@
+"""Relays: what a federated hub asks its backplane to tell the other nodes.
+
+A hub queues relays only after :meth:`~ikisocket_core.Hub.federate`; a
+backplane takes them with :meth:`~ikisocket_core.Hub.drain_relays`, carries
+them to every other node, and each of those applies them with
+:meth:`~ikisocket_core.Hub.receive_relay`.
+
+There is one frozen value per thing a node can say, named as a noun
+(:class:`BroadcastRelay`, :class:`RoomRelay`, :class:`FireRelay`,
+:class:`EmitRelay`, :class:`PresenceRelay`, :class:`AbsenceRelay`,
+:class:`HelloRelay`); :class:`Relay` is their common base, so
+``isinstance(x, Relay)`` and ``Relay`` in type hints mean "any relay". Each
+class names its wire operation in :attr:`Relay.op` (``"broadcast"``,
+``"room"``...), which a backplane can use as the tag of its encoding.
+
+The first release had a single ``Relay(op=..., ...)`` class with optional
+fields; that spelling still works (it returns the concrete class for ``op``)
+and warns with a :class:`DeprecationWarning`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ._errors import LocalProtocolError
+from ._events import MessageKind
+
+__all__ = [
+    "AbsenceRelay",
+    "BroadcastRelay",
+    "EmitRelay",
+    "FireRelay",
+    "HelloRelay",
+    "PresenceRelay",
+    "Relay",
+    "RoomRelay",
+]
+
+
+class _RelayType(type):
+    """The metaclass of :class:`Relay`: calling ``Relay`` itself is the old spelling."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Relay:
+            return _legacy_relay(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class _ConcreteRelayType(_RelayType):
+    # The concrete classes are built by ``type.__call__`` directly (in C, as any class).
+    __call__ = type.__call__
+
+
+class Relay(metaclass=_RelayType):
+    """Any relay: the common base of the concrete relay classes.
+
+    Use it in ``isinstance`` checks and type hints. Calling it with the first
+    release's arguments (``Relay(op="broadcast", node=..., data=...)``) still
+    builds the matching concrete relay, with a :class:`DeprecationWarning`.
+
+    Attributes:
+        op: The wire name of the relay's kind (a class attribute).
+        node: The id of the node that queued it.
+    """
+
+    __slots__ = ()
+
+    op: ClassVar[str]
+    node: str
+    # Every concrete relay is a dataclass: say so, so ``dataclasses.fields(relay)`` type-checks.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node, str) or not self.node:
+            raise LocalProtocolError("a relay needs the id of the node that sent it")
+
+    @staticmethod
+    def for_op(op: str) -> type[Relay]:
+        """The relay class whose ``op`` is ``op`` (what a backplane decodes a tag with).
+
+        Args:
+            op: A wire name: ``"broadcast"``, ``"room"``, ``"fire"``, ``"emit"``,
+                ``"present"``, ``"absent"`` or ``"hello"``.
+
+        Returns:
+            The concrete relay class.
+
+        Raises:
+            LocalProtocolError: No relay has that name.
+        """
+        try:
+            return _BY_OP[op]
+        except (KeyError, TypeError):
+            raise LocalProtocolError(f"unknown relay op {op!r}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastRelay(Relay, metaclass=_ConcreteRelayType):
+    """A message for every connection of every other node.
+
+    Attributes:
+        node: The id of the node that queued it.
+        data: The message.
+        kind: Text or binary.
+        exclude: A connection UUID not to send to (the sender), or ``None``.
+    """
+
+    op: ClassVar[str] = "broadcast"
+    node: str
+    data: bytes = b""
+    kind: MessageKind = MessageKind.TEXT
+    exclude: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomRelay(Relay, metaclass=_ConcreteRelayType):
+    """A message for the members of a room on every other node.
+
+    Attributes:
+        node: The id of the node that queued it.
+        room: The room.
+        data: The message.
+        kind: Text or binary.
+        exclude: A connection UUID not to send to (the sender), or ``None``.
+    """
+
+    op: ClassVar[str] = "room"
+    node: str
+    room: str
+    data: bytes = b""
+    kind: MessageKind = MessageKind.TEXT
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        Relay.__post_init__(self)
+        if not isinstance(self.room, str) or not self.room:
+            raise LocalProtocolError("a room relay needs a room name")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireRelay(Relay, metaclass=_ConcreteRelayType):
+    """An event whose listeners run on every other node's connections, or a room's members.
+
+    Attributes:
+        node: The id of the node that queued it.
+        event: The event name.
+        data: The event's data.
+        room: Only the members of this room (a room fire), or ``None`` for
+            every connection (a hub-wide fire).
+        exclude: A connection UUID not to fire for (the sender), or ``None``.
+    """
+
+    op: ClassVar[str] = "fire"
+    node: str
+    event: str
+    data: bytes = b""
+    room: str | None = None
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        Relay.__post_init__(self)
+        if not isinstance(self.event, str) or not self.event:
+            raise LocalProtocolError("a fire relay needs an event name")
+        if self.room is not None and (not isinstance(self.room, str) or not self.room):
+            raise LocalProtocolError("a room fire relay needs a room name")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmitRelay(Relay, metaclass=_ConcreteRelayType):
+    """A message for the listed connections, wherever they are.
+
+    Attributes:
+        node: The id of the node that queued it.
+        uuids: The target connections.
+        data: The message.
+        kind: Text or binary.
+    """
+
+    op: ClassVar[str] = "emit"
+    node: str
+    uuids: tuple[str, ...] = ()
+    data: bytes = b""
+    kind: MessageKind = MessageKind.TEXT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceRelay(Relay, metaclass=_ConcreteRelayType):
+    """These connections are open on the sending node.
+
+    Attributes:
+        node: The id of the node that queued it.
+        uuids: The connections.
+    """
+
+    op: ClassVar[str] = "present"
+    node: str
+    uuids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbsenceRelay(Relay, metaclass=_ConcreteRelayType):
+    """These connections of the sending node ended (or were re-keyed away).
+
+    Attributes:
+        node: The id of the node that queued it.
+        uuids: The connections.
+    """
+
+    op: ClassVar[str] = "absent"
+    node: str
+    uuids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelloRelay(Relay, metaclass=_ConcreteRelayType):
+    """A node joined: every other node answers with a :class:`PresenceRelay` of its connections.
+
+    Attributes:
+        node: The id of the node that joined.
+    """
+
+    op: ClassVar[str] = "hello"
+    node: str
+
+
+# The concrete relay class of each wire operation name (see ``Relay.for_op``).
+_BY_OP: dict[str, type[Relay]] = {
+    cls.op: cls
+    for cls in (
+        BroadcastRelay,
+        RoomRelay,
+        FireRelay,
+        EmitRelay,
+        PresenceRelay,
+        AbsenceRelay,
+        HelloRelay,
+    )
+}
+
+
+def _legacy_relay(*, op: str, node: str, **fields: Any) -> Relay:
+    """``Relay(op=..., node=..., ...)``, the first release's spelling, as its concrete class."""
+    warnings.warn(
+        "Relay(op=...) is deprecated: build the concrete relay (BroadcastRelay, RoomRelay, "
+        "FireRelay, EmitRelay, PresenceRelay, AbsenceRelay, HelloRelay)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    cls: Any = Relay.for_op(op)
+    # The old class had every field on every op; keep the ones this kind has, and
+    # refuse a value the new class could not carry rather than drop it silently.
+    names = cls.__dataclass_fields__
+    kept: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in names:
+            kept[name] = value
+        elif value not in (None, b"", (), MessageKind.TEXT):
+            raise LocalProtocolError(f"a {op!r} relay has no {name!r}")
+    if cls is RoomRelay:
+        kept.setdefault("room", "")  # refused by RoomRelay's own check, with its message
+    if cls is FireRelay:
+        kept.setdefault("event", "")
+    relay: Relay = cls(node=node, **kept)
+    return relay
