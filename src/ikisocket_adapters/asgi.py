@@ -229,13 +229,10 @@ class ASGIApp:
             return  # the client left before the handshake
         driver = self._driver
         server = driver.install()
-        try:
-            driver.stamp()
-            result = server.accept(_request(scope, path), now=anyio.current_time())
-        except Exception:
-            # The engine answers a failing hub with a Reject; this is only a safety net.
-            logger.exception("opening a WebSocket on %s failed", path)
-            result = Reject(status=500, reason="internal server error")
+        driver.stamp()
+        # The hub answers a refusal, a failing hook or a taken UUID with a Reject
+        # (403, 409, 500...): the same answer as on sockets, decided once.
+        result = server.accept(_request(scope, path), now=anyio.current_time())
         if isinstance(result, Reject):
             await _reject(scope, send, result)
             driver.drain()

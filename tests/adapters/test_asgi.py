@@ -993,14 +993,14 @@ def test_the_old_stats_name_still_works_with_a_warning() -> None:
         ikisocket_adapters.asgi.NoSuchName  # noqa: B018
 
 
-async def test_a_hub_open_that_raises_anyway_is_logged_and_refused_with_500(
+async def test_a_broken_before_upgrade_verdict_is_logged_and_refused_with_500(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub = chat_hub()
 
     @hub.before_upgrade
     def broken(request: Request) -> Any:
-        # Anything but None, a bool, Accept or Reject: hub.open raises LocalProtocolError.
+        # Anything but None, a bool, Accept or Reject: the hub refuses with 500.
         return "not a verdict" if request.path.endswith("alice") else None
 
     app = asgi_app(hub)
@@ -1011,7 +1011,7 @@ async def test_a_hub_open_that_raises_anyway_is_logged_and_refused_with_500(
         assert (await peer.get())["type"] == "websocket.http.response.body"
         await peer.wait_finished()
     assert start["status"] == 500
-    assert "opening a WebSocket on /ws/alice failed" in caplog.text
+    assert caplog.text.count("refusing the WebSocket request for /ws/alice") == 1
     assert len(hub) == 0
     # The engine goes on serving.
     async with serving(app) as h:
