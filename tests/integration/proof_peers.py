@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
+from wsproto.extensions import PerMessageDeflate
 
 __all__ = [
     "LIMIT",
@@ -36,6 +37,7 @@ __all__ = [
     "Record",
     "Served",
     "http_status",
+    "missing",
     "records",
     "require",
     "serve",
@@ -55,13 +57,17 @@ STOP_TIMEOUT = 10.0
 Record = tuple[str, str, str]
 
 
+def missing(what: str) -> None:
+    """Something a proof needs is missing: skip, but under CI (``CI=true``) fail instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what}: CI must run this proof")
+    pytest.skip(what)
+
+
 def require(module: str) -> None:
-    """Skip without ``module``; under CI (``CI=true``) fail instead, since CI installs it."""
+    """Skip without ``module``; under CI fail instead, since CI installs it."""
     if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{message}: CI must run this proof")
-        pytest.skip(message)
+        missing(f"{module} is not installed")
 
 
 @dataclass(frozen=True)
@@ -227,10 +233,10 @@ class RawPeer:
     Args:
         port: The server's port on 127.0.0.1.
         path: The request target.
-        extensions: A ``Sec-WebSocket-Extensions`` offer to make, if any.
+        compression: Offer permessage-deflate (RFC 7692).
     """
 
-    def __init__(self, port: int, path: str, *, extensions: str | None = None) -> None:
+    def __init__(self, port: int, path: str, *, compression: bool = False) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(LIMIT)
@@ -238,16 +244,16 @@ class RawPeer:
         self.sock = sock
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.events: list[Event] = []
-        self.response_headers: dict[bytes, bytes] = {}
-        extra = [(b"sec-websocket-extensions", extensions.encode())] if extensions else []
-        sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path, extra_headers=extra)))
+        self.extensions: list[str] = []
+        offer = [PerMessageDeflate()] if compression else []
+        sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path, extensions=offer)))
         while True:
             data = sock.recv(65536)
             assert data, "the server closed the connection during the handshake"
             self.ws.receive_data(data)
             for event in self.ws.events():
                 if isinstance(event, AcceptConnection):
-                    self.response_headers = dict(event.extra_headers)
+                    self.extensions = [e.name for e in event.extensions]
                     return
                 assert not isinstance(event, RejectConnection), event
                 self.events.append(event)
