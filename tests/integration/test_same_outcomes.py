@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -60,7 +60,7 @@ class Outcome:
     status: int
     close: tuple[int, str] | None = None
     received: tuple[tuple[str, tuple[Msg, ...]], ...] = ()
-    events: tuple[Record, ...] = field(default=())
+    events: tuple[Record, ...] = ()
 
 
 def reason_class(reason: str) -> str:
