@@ -42,9 +42,11 @@ from ikisocket_core import (
     EVENT_DISCONNECT,
     EVENT_ERROR,
     EVENT_MESSAGE,
+    Accept,
     ConnectionClosed,
     EventPayload,
     Hub,
+    Request,
     Websocket,
 )
 
@@ -97,6 +99,15 @@ def build_hub(record: Recorder) -> Hub:
 
     def user(ep: EventPayload) -> str:
         return str(ep.socket_attributes.get("user", "?"))
+
+    @hub.before_upgrade
+    def admit(request: Request) -> Accept | None:
+        name = request.path.rsplit("/", 1)[-1]
+        if name == "broken":
+            raise RuntimeError("a before_upgrade hook that fails")
+        if name.startswith("twin"):
+            return Accept(uuid="twin", attributes={"user": name})  # one UUID for two names
+        return None
 
     @hub.websocket("/chat/:id")
     def chat(kws: Websocket) -> None:

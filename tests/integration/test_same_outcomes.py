@@ -374,6 +374,28 @@ def request_head_too_big(d: Driver) -> Outcome:
     return Outcome(status, None, (), tuple(found))
 
 
+def uuid_taken(d: Driver) -> Outcome:
+    """A second connection asking for a UUID that is connected: 409, the first one unharmed."""
+    first = d.connect("/chat/twin-a")
+    status = d.http_status("/chat/twin-b", {}, upgrade=True)
+    first.send("still here")
+    got = (first.receive(),)
+    first.close()
+    found = d.records(("twin-a", "twin-b"), until=terminal)
+    return Outcome(status, None, (("twin-a", got),), tuple(found))
+
+
+def broken_hook(d: Driver) -> Outcome:
+    """A ``before_upgrade`` hook that raises: 500, nothing reaches the hub, the server goes on."""
+    status = d.http_status("/chat/broken", {}, upgrade=True)
+    after = d.connect("/chat/after-broken")
+    after.send("ok?")
+    got = (after.receive(),)
+    after.close()
+    found = d.records(("broken", "after-broken"), until=terminal)
+    return Outcome(status, None, (("after-broken", got),), tuple(found))
+
+
 CASES: dict[str, Callable[[Driver], Outcome]] = {
     "echo-broadcast": echo_and_broadcast_order,
     "1009-too-big": message_too_big,
@@ -381,6 +403,8 @@ CASES: dict[str, Callable[[Driver], Outcome]] = {
     "1011-keepalive": keepalive_timeout,
     "426-plain-get": plain_get_on_websocket_route,
     "431-head-too-big": request_head_too_big,
+    "409-uuid-taken": uuid_taken,
+    "500-broken-hook": broken_hook,
 }
 
 #: What the reference outcome of each case must show, whatever the engine's details.
@@ -391,6 +415,8 @@ ESSENCE: dict[str, tuple[int, int | None]] = {
     "1011-keepalive": (101, 1011),
     "426-plain-get": (426, None),
     "431-head-too-big": (431, None),
+    "409-uuid-taken": (409, None),
+    "500-broken-hook": (500, None),
 }
 
 
