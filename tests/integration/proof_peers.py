@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import LIMIT, ROOT, START_TIMEOUT, STOP_TIMEOUT
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
 from wsproto.extensions import PerMessageDeflate
@@ -45,13 +46,6 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-#: Seconds any single wait of a client may take.
-LIMIT = 10.0
-#: Seconds a server process has to start listening.
-START_TIMEOUT = 30.0
-#: Seconds a server process has to exit once terminated.
-STOP_TIMEOUT = 10.0
 
 #: One hub event as the server recorded it: ``(user, event, detail)``.
 Record = tuple[str, str, str]
