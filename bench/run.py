@@ -634,7 +634,7 @@ def compare_markdown(rows: list[dict[str, Any]], cells: Sequence[Cell]) -> list[
     for r in load:
         cpu = ratio = paired = rate = rate_ratio = "n/a"
         if r.get("before_us") and r.get("now_us"):
-            cpu = f"{r['before_us']:.1f} -> {r['now_us']:.1f}"
+            cpu = f"{_us(r['before_us'])} -> {_us(r['now_us'])}"
             ratio = f"{r['cpu_ratio']:.2f}x" + (" **worse**" if r.get("worse") else "")
         if r.get("paired"):
             paired = f"{r['paired'][0]:.2f}-{r['paired'][-1]:.2f}x"
@@ -670,6 +670,11 @@ def compare_markdown(rows: list[dict[str, Any]], cells: Sequence[Cell]) -> list[
         flag = f" -- **worse than {WORSE - 1:.0%}: {', '.join(worse)}**" if worse else ""
         out.append(f"- {cell.label}: " + ", ".join(parts) + flag)
     return [*out, ""]
+
+
+def _us(value: float) -> str:
+    """Microseconds: two decimals under 10 (a fan-out delivery costs well under one)."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def _pct(share: float | None) -> str:
@@ -737,7 +742,7 @@ def _cost(cell: Cell, s: dict[str, Any]) -> str:
     if s.get("server_us") is None:
         return "n/a"
     ratio = f" ({s['cpu_ratio']:.2f}x)" if s.get("cpu_ratio") else ""
-    return f"{s['server_us']:.1f}{ratio}"
+    return f"{_us(s['server_us'])}{ratio}"
 
 
 def _shares(cell: Cell, s: dict[str, Any]) -> str:
@@ -990,7 +995,10 @@ def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
         print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
         return 1
     status = 0
-    for slug, cell in PROFILE_LOADS:
+    # Files of another row than ours are prefixed with its name (``ikisocket-604db55-asyncio-``).
+    prefix = "" if spec.name == OURS else spec.name.replace("/", "-").replace("@", "-") + "-"
+    for load, cell in PROFILE_LOADS:
+        slug = prefix + load
         started = start_server(spec, cell.scenario, logs)
         if isinstance(started, str):
             print(f"{spec.name}: {started}", file=sys.stderr)
@@ -1174,7 +1182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(Path(args.render)))
         return 0
     if args.profile:
-        spec = next((s for s in SERVERS if s.name == args.profile_server), None)
+        known: Sequence[ServerSpec] = SERVERS
+        if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
+            short, _, root = extract_baseline(args.baseline)
+            known = with_baseline(SERVERS, short, root)
+        spec = next((s for s in known if s.name == args.profile_server), None)
         if spec is None:
             print(f"unknown server {args.profile_server!r}", file=sys.stderr)
             return 2
