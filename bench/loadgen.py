@@ -20,6 +20,12 @@ Scenarios:
   after every receiver got the previous one. A repetition ends when every
   receiver has every message. Reports delivered messages/s, and the time until
   the receivers were done (burst) or each broadcast's latency (lockstep).
+* ``idle``: opens ``--connections`` connections (at most ``--connect-cap``
+  seconds of connecting; what was reached is reported), lets the server settle,
+  then sends nothing for ``--idle-seconds``. Reports the server's CPU share
+  over that silence, its RSS growth per connection (``VmRSS`` before the first
+  connect and after the last), and the connect rate with the server's CPU per
+  connection. Then closes them all.
 
 Alongside each repetition it reports its own CPU use and the server's (read
 from ``/proc/<pid>/stat``) as a fraction of one core: a generator near 1.0
@@ -117,9 +123,13 @@ class Client(WSListener):
         self.on_text: Callable[[Client, WSFrame], None] = _ignore
         self.sent_at = 0.0
         self.received = 0
+        self.lost = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.lost = True
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -147,6 +157,93 @@ async def connect_all(url: str, count: int) -> list[Client]:
             raise ConnectionError(f"{batch - len(opened)} of {batch} connections failed")
         clients.extend(opened)
     return clients
+
+
+async def connect_until(url: str, count: int, cap: float) -> tuple[list[Client], int, str]:
+    """Open up to ``count`` connections, :data:`CONNECT_BATCH` at a time, for ``cap`` seconds.
+
+    Returns the clients, how many attempts failed, and the first failure. Stops
+    early when a whole batch fails (the server or the machine is out of something).
+    """
+    clients: list[Client] = []
+    failed = 0
+    first_error = ""
+    deadline = time.perf_counter() + cap
+    while len(clients) < count and time.perf_counter() < deadline:
+        batch = min(CONNECT_BATCH, count - len(clients))
+        left = max(1.0, deadline - time.perf_counter())
+        attempts = (
+            asyncio.wait_for(ws_connect(Client, url, enable_auto_ping=False), min(left, 30.0))
+            for _ in range(batch)
+        )
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        opened = 0
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                failed += 1
+                first_error = first_error or f"{type(outcome).__name__}: {outcome}"
+            elif isinstance(outcome[1], Client):
+                clients.append(outcome[1])
+                opened += 1
+        if not opened:
+            break
+    return clients, failed, first_error
+
+
+def rss_kib(pid: int | None) -> int | None:
+    """A process's resident set (``VmRSS``) in KiB, or ``None``."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+async def idle(args: argparse.Namespace, meter: CpuMeter) -> dict[str, Any]:
+    """Open many connections, then measure the server while nobody sends anything."""
+    pid = args.server_pid
+    await asyncio.sleep(0.2)
+    rss_before = rss_kib(pid)
+    cpu_before = cpu_seconds(pid)
+    began = time.perf_counter()
+    clients, failed, first_error = await connect_until(args.url, args.connections, args.connect_cap)
+    connect_s = time.perf_counter() - began
+    cpu_after = cpu_seconds(pid)
+    # Let the server finish what the last handshakes started, then measure the silence.
+    await asyncio.sleep(args.settle)
+    rss_open = rss_kib(pid)
+    meter.start()
+    await asyncio.sleep(args.idle_seconds)
+    cpu = meter.stop()
+    rss_end = rss_kib(pid)
+    lost = sum(c.lost for c in clients)
+    await close_all(clients)
+    n = len(clients)
+    connect_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    growth = None if rss_before is None or rss_open is None else rss_open - rss_before
+    return {
+        "connections": n,
+        "target": args.connections,
+        "failed": failed,
+        "first_error": first_error,
+        "lost": lost,
+        "connect_s": round(connect_s, 3),
+        "connect_rate": n / connect_s if connect_s else None,
+        "connect_us": connect_cpu / n * 1e6 if connect_cpu is not None and n else None,
+        "rss_before_kib": rss_before,
+        "rss_open_kib": rss_open,
+        "rss_end_kib": rss_end,
+        "kib_per_conn": growth / n if growth is not None and n else None,
+        "idle_s": args.idle_seconds,
+        "idle_cpu": cpu["server_cpu"],
+        "gen_idle_cpu": cpu["gen_cpu"],
+        "errors": args.connections - n + lost,
+    }
 
 
 async def close_all(clients: list[Client]) -> None:
@@ -325,7 +422,10 @@ async def run_scenario(args: argparse.Namespace) -> None:
     meter = CpuMeter(args.server_pid)
     deadline = time.perf_counter() + args.max_seconds
     began = time.perf_counter()
-    if args.scenario == "echo":
+    if args.scenario == "idle":
+        for rep in range(args.reps):
+            emit(type="rep", rep=rep, **(await idle(args, meter)))
+    elif args.scenario == "echo":
         clients = await connect_all(args.url, args.clients)
         echo = Echo(clients, args.size)
         emit(type="ready", connections=len(clients), connect_s=time.perf_counter() - began)
@@ -378,7 +478,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stdin", action="store_true", help="take argument lists as JSON lines")
     p.add_argument("--url")
-    p.add_argument("--scenario", choices=("echo", "broadcast"), default="echo")
+    p.add_argument("--scenario", choices=("echo", "broadcast", "idle"), default="echo")
     p.add_argument("--server-pid", type=int, default=None)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--pause", type=float, default=0.1, help="seconds between repetitions")
@@ -391,6 +491,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=100, help="broadcast: messages sent")
     p.add_argument("--lockstep", action="store_true", help="broadcast: one message at a time")
     p.add_argument("--timeout", type=float, default=20.0, help="broadcast: give up after")
+    p.add_argument("--connections", type=int, default=10_000, help="idle: connections")
+    p.add_argument("--connect-cap", type=float, default=60.0, help="idle: connect for at most")
+    p.add_argument("--settle", type=float, default=1.0, help="idle: seconds before measuring")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="idle: measured silence")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     return p.parse_args(argv)
 

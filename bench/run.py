@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import importlib.util
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 SERVERS_DIR = HERE / "servers"
 RESULTS = HERE / "results"
 OURS = "ikisocket/asyncio"
@@ -67,6 +69,17 @@ class ServerSpec:
     script: str
     loop: str
     requires: tuple[str, ...]
+    #: Where ``script`` lives (a ``--baseline`` row: the old revision's copy).
+    servers_dir: Path = SERVERS_DIR
+    #: Put first on ``PYTHONPATH`` (ours: the working tree's ``src/``, or the old revision's).
+    src: Path | None = None
+    #: A ``--baseline`` row: the name of the row it is the old revision of.
+    baseline_of: str | None = None
+
+    @property
+    def ours(self) -> bool:
+        """An ikisocket row (its server reports which ``ikisocket_core`` it imported)."""
+        return self.name.startswith("ikisocket")
 
     def missing(self) -> str | None:
         """The first required module that cannot be found, if any."""
@@ -80,9 +93,17 @@ class ServerSpec:
 
 
 SERVERS = (
-    ServerSpec(OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",)),
-    ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",)),
-    ServerSpec("ikisocket/trio", "ikisocket_trio.py", "trio", ("ikisocket_adapters.trio", "trio")),
+    ServerSpec(
+        OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",), src=REPO / "src"
+    ),
+    ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=REPO / "src"),
+    ServerSpec(
+        "ikisocket/trio",
+        "ikisocket_trio.py",
+        "trio",
+        ("ikisocket_adapters.trio", "trio"),
+        src=REPO / "src",
+    ),
     ServerSpec("websockets", "websockets_server.py", "asyncio", ("websockets.asyncio.server",)),
     ServerSpec("aiohttp", "aiohttp_server.py", "asyncio", ("aiohttp",)),
     ServerSpec("picows", "picows_server.py", "asyncio", ("picows",)),
@@ -94,14 +115,16 @@ SERVERS = (
 class Cell:
     """One scenario with its parameters: a column of the results."""
 
-    scenario: str  # "echo" or "broadcast"
-    clients: int = 1  # echo: concurrent clients; broadcast: receivers
+    scenario: str  # "echo", "broadcast" or "idle"
+    clients: int = 1  # echo: concurrent clients; broadcast: receivers; idle: connections
     size: int = 32
     messages: int = 0  # broadcast: messages the sender sends per repetition
     lockstep: bool = False  # broadcast: one message at a time (else a burst)
 
     @property
     def label(self) -> str:
+        if self.scenario == "idle":
+            return f"idle {self.clients:,}"
         if self.scenario == "echo":
             size = f"{self.size // 1024} KiB" if self.size >= 1024 else f"{self.size} B"
             return f"echo {self.clients}x{size}"
@@ -109,7 +132,11 @@ class Cell:
 
     def loadgen_args(self, duration: float, warmup: float, timeout: float) -> list[str]:
         args = ["--scenario", self.scenario, "--size", str(self.size)]
-        if self.scenario == "echo":
+        if self.scenario == "idle":
+            # duration: the measured silence; timeout: how long connecting may take.
+            args += ["--connections", str(self.clients), "--idle-seconds", str(duration)]
+            args += ["--connect-cap", str(timeout)]
+        elif self.scenario == "echo":
             args += ["--clients", str(self.clients)]
             args += ["--duration", str(duration), "--warmup", str(warmup)]
         else:
@@ -129,12 +156,14 @@ FULL_CELLS = (
     Cell("broadcast", 1000, 32, messages=50),
     Cell("broadcast", 100, 32, messages=100, lockstep=True),
     Cell("broadcast", 1000, 32, messages=20, lockstep=True),
+    Cell("idle", 10_000),
 )
 QUICK_CELLS = (
     Cell("echo", 1, 32),
     Cell("echo", 64, 32),
     Cell("broadcast", 100, 32, messages=50),
     Cell("broadcast", 100, 32, messages=20, lockstep=True),
+    Cell("idle", 10_000),
 )
 
 
@@ -147,6 +176,7 @@ class Running:
     proc: subprocess.Popen[str]
     port: int
     log: Path
+    imported: str | None = None  # ours: the ikisocket_core file the server imported
 
 
 @dataclass
@@ -157,10 +187,29 @@ class Results:
         default_factory=lambda: defaultdict(list)
     )
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    imported: dict[str, str] = field(default_factory=dict)
+    #: ``os.getloadavg()`` after each cell: the machine's load during the run.
+    loads: list[tuple[str, tuple[float, float, float]]] = field(default_factory=list)
 
 
 #: Medians by server name, then cell label.
 Table = dict[str, dict[str, dict[str, Any]]]
+#: What the tables show the median of, for a load cell and for the idle cell.
+LOAD_FIELDS = ("rate", "p50_ms", "p99_ms", "all_ms", "server_cpu", "gen_cpu", "server_us", "gen_us")
+IDLE_FIELDS = (
+    "connections",
+    "target",
+    "connect_s",
+    "connect_rate",
+    "connect_us",
+    "kib_per_conn",
+    "rss_before_kib",
+    "rss_open_kib",
+    "idle_cpu",
+    "gen_idle_cpu",
+)
+#: A before/now ratio of CPU per message above this is flagged as a regression.
+WORSE = 1.05
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -183,12 +232,30 @@ def read_line(stream: IO[str], timeout: float) -> str | None:
     return stream.readline()
 
 
-def launch(spec: ServerSpec, mode: str, logs: Path) -> tuple[subprocess.Popen[str], Path]:
-    log = logs / f"{spec.name.replace('/', '-')}-{mode}.log"
-    cmd = [sys.executable, str(SERVERS_DIR / spec.script), "--mode", mode, "--loop", spec.loop]
+def launch(
+    spec: ServerSpec, mode: str, logs: Path, tag: str = ""
+) -> tuple[subprocess.Popen[str], Path]:
+    """Start a server through ``servers/_launch.py``, which logs what ours imports."""
+    log = logs / f"{spec.name.replace('/', '-')}-{tag or mode}.log"
+    cmd = [sys.executable, str(SERVERS_DIR / "_launch.py")]
+    if spec.ours:
+        cmd += ["--probe", "ikisocket_core"]
+    cmd += [str(spec.servers_dir / spec.script), "--mode", mode, "--loop", spec.loop]
+    env = dict(os.environ)
+    if spec.src is not None:
+        # Ahead of site-packages (and of an editable install of another checkout).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(spec.src), env.get("PYTHONPATH"))))
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     return proc, log
+
+
+def imported_core(log: Path) -> str | None:
+    """The ``ikisocket_core`` file a server reported importing (``PROBE`` line of its log)."""
+    for line in log.read_text().splitlines():
+        if line.startswith("PROBE ikisocket_core "):
+            return line.split(" ", 2)[2]
+    return None
 
 
 def await_port(
@@ -201,12 +268,18 @@ def await_port(
         stop(proc)
         tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
         return f"did not start: {tail[0][:120]}"
-    return Running(spec, mode, proc, int(line.split()[1]), log)
+    imported = imported_core(log) if spec.ours else None
+    if spec.ours and spec.src is not None:
+        expected = spec.src.resolve() / "ikisocket_core"
+        if imported is None or not Path(imported).resolve().is_relative_to(expected):
+            stop(proc)
+            return f"imported ikisocket_core from {imported}, not from {expected}"
+    return Running(spec, mode, proc, int(line.split()[1]), log, imported)
 
 
-def start_server(spec: ServerSpec, mode: str, logs: Path) -> Running | str:
+def start_server(spec: ServerSpec, mode: str, logs: Path, tag: str = "") -> Running | str:
     """Start a server and wait for its port; return an error message on failure."""
-    return await_port(spec, mode, *launch(spec, mode, logs))
+    return await_port(spec, mode, *launch(spec, mode, logs, tag))
 
 
 def start_servers(specs: Sequence[ServerSpec], mode: str, logs: Path) -> list[Running | str]:
@@ -225,11 +298,40 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+class Lines:
+    """Lines from a pipe with a timeout, buffered here and not in a ``TextIOWrapper``.
+
+    ``select()`` on a file object's descriptor says nothing about lines its
+    buffer already holds: when the generator writes its last record and
+    ``done`` at once, ``readline()`` takes both into the buffer and a second
+    ``select()`` would wait for a line that has already arrived.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def read(self, timeout: float) -> str | None:
+        """The next line; ``""`` at end of file, ``None`` if none came within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return ""
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode() + "\n"
+
+
 class LoadGen:
     """The load generator process, kept up for the whole run (restarted if it hangs)."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
+        self.lines = Lines(-1)
 
     def _start(self) -> subprocess.Popen[str]:
         if self.proc is None or self.proc.poll() is not None:
@@ -237,6 +339,8 @@ class LoadGen:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
             )
+            assert self.proc.stdout is not None
+            self.lines = Lines(self.proc.stdout.fileno())
         return self.proc
 
     def run(self, server: Running, args: list[str], timeout: float) -> list[dict[str, Any]]:
@@ -251,7 +355,7 @@ class LoadGen:
         records: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
-            line = read_line(proc.stdout, max(0.0, deadline - time.monotonic()))
+            line = self.lines.read(max(0.0, deadline - time.monotonic()))
             if line is None or not line:
                 self.close()
                 why = "timed out" if line is None else "exited"
@@ -286,6 +390,9 @@ class Plan:
     duration: float  # echo: measured seconds per repetition
     warmup: float  # echo: unmeasured seconds first
     cap: float  # broadcast: a repetition gives up after this many seconds
+    idle_seconds: float = 5.0  # idle: the measured silence
+    idle_cap: float = 60.0  # idle: connecting gives up after this many seconds
+    idle_reps: int = 1  # idle: repetitions (each on a freshly started server)
 
 
 def measure(
@@ -311,6 +418,8 @@ def measure(
                     print(f"  {spec.name}: {started}", flush=True)
                 else:
                     running.append(started)
+                    if started.imported:
+                        results.imported[spec.name] = started.imported
             for cell in mode_cells:
                 t0 = time.perf_counter()
                 for rep in range(plan.reps):
@@ -321,10 +430,60 @@ def measure(
                         if key in results.failures:
                             continue
                         run_cell(server, cell, plan, results, gen)
-                print(f"  {cell.label}: {time.perf_counter() - t0:.1f} s", flush=True)
+                results.loads.append((cell.label, os.getloadavg()))
+                print(
+                    f"  {cell.label}: {time.perf_counter() - t0:.1f} s "
+                    f"(load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
         finally:
             for server in running:
                 stop(server.proc)
+    for cell in (c for c in cells if c.scenario == "idle"):
+        measure_idle(specs, cell, plan, logs=logs, results=results, gen=gen)
+
+
+def measure_idle(
+    specs: Sequence[ServerSpec],
+    cell: Cell,
+    plan: Plan,
+    *,
+    logs: Path,
+    results: Results,
+    gen: LoadGen,
+) -> None:
+    """The idle cell: each repetition on a freshly started server, one server at a time.
+
+    A fresh process, so the RSS growth is the connections' and not memory an
+    earlier cell left in the allocator; one at a time, so nothing else of ours
+    runs while a server's silence is measured.
+    """
+    t0 = time.perf_counter()
+    for rep in range(plan.idle_reps):
+        shift = rep % max(1, len(specs))
+        for spec in [*specs[shift:], *specs[:shift]]:
+            key = spec.name, cell.label
+            if key in results.failures:
+                continue
+            started = start_server(spec, "echo", logs, tag="idle")
+            if isinstance(started, str):
+                results.failures[key] = started
+                print(f"  {spec.name}: {started}", flush=True)
+                continue
+            if started.imported:
+                results.imported[spec.name] = started.imported
+            try:
+                run_cell(started, cell, plan, results, gen)
+            finally:
+                stop(started.proc)
+            last = results.reps.get(key, [{}])[-1]
+            print(
+                f"    {spec.name}: {last.get('connections')} connections in "
+                f"{last.get('connect_s')} s, idle CPU {last.get('idle_cpu')}",
+                flush=True,
+            )
+    results.loads.append((cell.label, os.getloadavg()))
+    print(f"  {cell.label}: {time.perf_counter() - t0:.1f} s (load {os.getloadavg()[0]:.1f})")
 
 
 def run_cell(server: Running, cell: Cell, plan: Plan, results: Results, gen: LoadGen) -> None:
@@ -332,8 +491,12 @@ def run_cell(server: Running, cell: Cell, plan: Plan, results: Results, gen: Loa
     if server.proc.poll() is not None:
         results.failures[key] = f"server exited ({server.proc.returncode}); see {server.log}"
         return
-    args = [*cell.loadgen_args(plan.duration, plan.warmup, plan.cap), "--reps", "1"]
-    budget = 30.0 + plan.duration + plan.warmup + 2 * plan.cap + cell.clients / 50
+    if cell.scenario == "idle":
+        args = [*cell.loadgen_args(plan.idle_seconds, 0, plan.idle_cap), "--reps", "1"]
+        budget = 60.0 + plan.idle_seconds + plan.idle_cap
+    else:
+        args = [*cell.loadgen_args(plan.duration, plan.warmup, plan.cap), "--reps", "1"]
+        budget = 30.0 + plan.duration + plan.warmup + 2 * plan.cap + cell.clients / 50
     for record in gen.run(server, args, timeout=budget):
         if record.get("type") == "rep":
             results.reps[key].append(record)
@@ -377,9 +540,13 @@ def summarise(specs: Sequence[ServerSpec], cells: Sequence[Cell], results: Resul
                         # CPU microseconds per message: robust to a busy machine's scheduling.
                         r[f"{who}_us"] = share * r["elapsed"] / r["messages"] * 1e6
             summary: dict[str, Any] = {"reps": len(records)}
-            fields = ("rate", "p50_ms", "p99_ms", "all_ms", "server_cpu", "gen_cpu")
-            for name in (*fields, "server_us", "gen_us"):
+            fields = IDLE_FIELDS if cell.scenario == "idle" else LOAD_FIELDS
+            for name in fields:
                 summary[name] = median_of(records, name)
+            if cell.scenario == "idle":
+                summary["first_error"] = next(
+                    (r["first_error"] for r in records if r.get("first_error")), ""
+                )
             summary["errors"] = sum(int(r.get("errors", 0)) for r in records)
             summary["timed_out"] = sum(bool(r.get("timed_out")) for r in records)
             if key in results.failures:
@@ -387,6 +554,8 @@ def summarise(specs: Sequence[ServerSpec], cells: Sequence[Cell], results: Resul
             row[cell.label] = summary
         table[spec.name] = row
     for cell in cells:
+        if cell.scenario == "idle":
+            continue
         ours = table.get(OURS, {}).get(cell.label, {})
         for row in table.values():
             s = row[cell.label]
@@ -395,6 +564,162 @@ def summarise(specs: Sequence[ServerSpec], cells: Sequence[Cell], results: Resul
             if ours.get("server_us") and s.get("server_us"):
                 s["cpu_ratio"] = s["server_us"] / ours["server_us"]
     return table
+
+
+def compare(
+    specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table, results: Results
+) -> list[dict[str, Any]]:
+    """Before vs now: each ``--baseline`` row against the row it is the old revision of.
+
+    Besides the ratio of the medians, ``paired`` has the ratio of each
+    repetition to the other's repetition of the same round: both ran within
+    seconds of each other, so their spread shows how much of a difference is
+    the machine's noise. Call after :func:`summarise` (it fills ``server_us``).
+    """
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        now_name = spec.baseline_of
+        if now_name is None or now_name not in table or spec.name not in table:
+            continue
+        for cell in cells:
+            before, now = table[spec.name][cell.label], table[now_name][cell.label]
+            entry: dict[str, Any] = {"before": spec.name, "now": now_name, "cell": cell.label}
+            if cell.scenario == "idle":
+                for name in ("idle_cpu", "kib_per_conn", "connect_us", "connections"):
+                    entry[f"before_{name}"] = before.get(name)
+                    entry[f"now_{name}"] = now.get(name)
+                out.append(entry)
+                continue
+            b_us, n_us = before.get("server_us"), now.get("server_us")
+            b_rate, n_rate = before.get("rate"), now.get("rate")
+            entry.update(before_us=b_us, now_us=n_us, before_rate=b_rate, now_rate=n_rate)
+            if b_us and n_us:
+                entry["cpu_ratio"] = n_us / b_us
+                entry["worse"] = n_us / b_us > WORSE
+            if b_rate and n_rate:
+                entry["rate_ratio"] = n_rate / b_rate
+            pairs = zip(
+                results.reps.get((now_name, cell.label), []),
+                results.reps.get((spec.name, cell.label), []),
+                strict=False,
+            )
+            entry["paired"] = sorted(
+                n["server_us"] / b["server_us"]
+                for n, b in pairs
+                if n.get("server_us") and b.get("server_us")
+            )
+            out.append(entry)
+    return out
+
+
+def _variant(name: str) -> str:
+    return name.split("/", 1)[-1]
+
+
+def compare_markdown(rows: list[dict[str, Any]], cells: Sequence[Cell]) -> list[str]:
+    """The before-vs-now table and one summary line per cell."""
+    if not rows:
+        return []
+    before = sorted({r["before"].split("/", 1)[0] for r in rows})
+    out = [
+        f"**Before vs now: {', '.join(before)} (before) against the working tree (now), "
+        "measured in the same run, interleaved. Server CPU per message (lower is better) "
+        "and throughput; now/before**",
+        "",
+        "| adapter | cell | CPU/msg before -> now (us) | now/before | per repetition "
+        "| throughput before -> now | now/before |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    load = [r for r in rows if "before_us" in r]
+    for r in load:
+        cpu = ratio = paired = rate = rate_ratio = "n/a"
+        if r.get("before_us") and r.get("now_us"):
+            cpu = f"{_us(r['before_us'])} -> {_us(r['now_us'])}"
+            ratio = f"{r['cpu_ratio']:.2f}x" + (" **worse**" if r.get("worse") else "")
+        if r.get("paired"):
+            paired = f"{r['paired'][0]:.2f}-{r['paired'][-1]:.2f}x"
+        if r.get("before_rate") and r.get("now_rate"):
+            rate = f"{human(r['before_rate'])} -> {human(r['now_rate'])}"
+            rate_ratio = f"{r['rate_ratio']:.2f}x"
+        out.append(
+            f"| {_variant(r['now'])} | {r['cell']} | {cpu} | {ratio} | {paired} "
+            f"| {rate} | {rate_ratio} |"
+        )
+    out += [
+        "",
+        f"Before vs now, per cell (CPU per message now/before; > {WORSE:.2f}x is flagged):",
+        "",
+    ]
+    for cell in cells:
+        mine = [r for r in rows if r["cell"] == cell.label]
+        if not mine:
+            continue
+        if cell.scenario == "idle":
+            parts = []
+            for r in mine:
+                cpu = _pct(r["before_idle_cpu"]) + " -> " + _pct(r["now_idle_cpu"])
+                kib = _num(r["before_kib_per_conn"]) + " -> " + _num(r["now_kib_per_conn"])
+                parts.append(f"{_variant(r['now'])} idle CPU {cpu}, KiB/connection {kib}")
+            out.append(f"- {cell.label}: " + "; ".join(parts))
+            continue
+        parts = [
+            f"{_variant(r['now'])} " + (f"{r['cpu_ratio']:.2f}x" if r.get("cpu_ratio") else "n/a")
+            for r in mine
+        ]
+        worse = [f"{_variant(r['now'])} {r['cpu_ratio']:.2f}x" for r in mine if r.get("worse")]
+        flag = f" -- **worse than {WORSE - 1:.0%}: {', '.join(worse)}**" if worse else ""
+        out.append(f"- {cell.label}: " + ", ".join(parts) + flag)
+    return [*out, ""]
+
+
+def _us(value: float) -> str:
+    """Microseconds: two decimals under 10 (a fan-out delivery costs well under one)."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.2f} %"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def idle_markdown(
+    specs: Sequence[ServerSpec], cell: Cell, table: Table, plan_s: float
+) -> list[str]:
+    """The idle cell: CPU while nothing happens, memory per connection, the connecting."""
+    out = [
+        f"**Idle: {cell.clients:,} connections opened, then nothing sent for {plan_s:g} s "
+        "(keepalive pings off). Server CPU while idle (% of one core), RSS growth per "
+        "connection, and the connecting (medians over the repetitions, a fresh server each)**",
+        "",
+        "| server | connections | idle CPU | KiB/connection | RSS before -> open (MiB) "
+        "| connecting: s (conn/s) | server CPU per connect (us) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for spec in specs:
+        s = table[spec.name][cell.label]
+        if "failed" in s:
+            out.append(f"| {spec.name} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        reached = f"{s['connections']:,.0f}"
+        if s.get("connections") != s.get("target"):
+            reached += f" of {s['target']:,.0f}!"
+        rss = "n/a"
+        if s.get("rss_before_kib") is not None and s.get("rss_open_kib") is not None:
+            rss = f"{s['rss_before_kib'] / 1024:.0f} -> {s['rss_open_kib'] / 1024:.0f}"
+        rate = f"{s['connect_s']:.1f} ({human(s['connect_rate'] or 0)})"
+        cols = [
+            reached,
+            _pct(s.get("idle_cpu")),
+            _num(s.get("kib_per_conn")),
+            rss,
+            rate,
+            _num(s.get("connect_us"), 0),
+        ]
+        out.append(f"| {spec.name} | " + " | ".join(cols) + " |")
+    return [*out, ""]
 
 
 def _throughput(cell: Cell, s: dict[str, Any]) -> str:
@@ -417,7 +742,7 @@ def _cost(cell: Cell, s: dict[str, Any]) -> str:
     if s.get("server_us") is None:
         return "n/a"
     ratio = f" ({s['cpu_ratio']:.2f}x)" if s.get("cpu_ratio") else ""
-    return f"{s['server_us']:.1f}{ratio}"
+    return f"{_us(s['server_us'])}{ratio}"
 
 
 def _shares(cell: Cell, s: dict[str, Any]) -> str:
@@ -445,11 +770,18 @@ TABLES = (
 )
 
 
-def markdown(specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table) -> str:
+def markdown(
+    specs: Sequence[ServerSpec],
+    all_cells: Sequence[Cell],
+    table: Table,
+    versus: list[dict[str, Any]] | None = None,
+    idle_s: float = 5.0,
+) -> str:
     """The result tables as Markdown."""
     names = [s.name for s in specs]
+    cells = [c for c in all_cells if c.scenario != "idle"]
     out: list[str] = []
-    for title, show in TABLES:
+    for title, show in TABLES if cells else ():
         out += [title, "", "| server | " + " | ".join(c.label for c in cells) + " |"]
         out.append("|---|" + "---:|" * len(cells))
         for name in names:
@@ -469,18 +801,31 @@ def markdown(specs: Sequence[ServerSpec], cells: Sequence[Cell], table: Table) -
             "(it depends on how the server batches its writes): " + "; ".join(costs),
             "",
         ]
-    out.append(
-        f"† the load generator used {GEN_BOUND:.0%}+ of a core: a lower bound. "
-        "! errors (see notes)."
-    )
+    if cells:
+        out.append(
+            f"† the load generator used {GEN_BOUND:.0%}+ of a core: a lower bound. "
+            "! errors (see notes)."
+        )
+        out.append("")
+    for cell in all_cells:
+        if cell.scenario == "idle":
+            out += idle_markdown(specs, cell, table, idle_s)
+    out += compare_markdown(versus or [], all_cells)
     notes = []
     for name in names:
-        for cell in cells:
+        for cell in all_cells:
             s = table[name][cell.label]
+            if s.get("first_error"):
+                notes.append(f"- {name}, {cell.label}: first failed connect: {s['first_error']}")
             if "failed" in s:
                 notes.append(f"- {name}, {cell.label}: {s['failed']}")
             elif s.get("errors") or s.get("warning"):
-                detail = s.get("warning") or f"{s['errors']} messages missing or wrong"
+                what = (
+                    "connections not made or lost"
+                    if cell.scenario == "idle"
+                    else ("messages missing or wrong")
+                )
+                detail = s.get("warning") or f"{s['errors']:.0f} {what}"
                 if s.get("timed_out"):
                     detail += f" ({s['timed_out']} repetition(s) cut off by the time cap)"
                 notes.append(f"- {name}, {cell.label}: {detail}")
@@ -495,8 +840,63 @@ def render(path: Path) -> str:
     fields = {"scenario", "clients", "size", "messages", "lockstep"}
     cells = [Cell(**{k: v for k, v in c.items() if k in fields}) for c in dump["cells"]]
     table: Table = dump["summary"]
-    specs = [s for s in SERVERS if s.name in table]
-    return describe(dump["environment"]) + "\n\n" + markdown(specs, cells, table)
+    known = {s.name: s for s in SERVERS}
+    specs = [known.get(name) or ServerSpec(name, "", "", ()) for name in table]
+    text = markdown(specs, cells, table, dump.get("compare"), dump.get("idle_s", 5.0))
+    return describe(dump["environment"]) + "\n\n" + text
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def extract_baseline(rev: str) -> tuple[str, str, Path]:
+    """Extract ``rev``'s ``src/`` and ``bench/servers/`` under ``bench/results/baseline-<short>/``.
+
+    Done once per commit (``.commit`` holds the full hash); the old servers then
+    run from there with the old ``src/`` first on ``PYTHONPATH``. A revision
+    without ``bench/servers/`` runs today's server scripts on its ``src/``.
+    Returns the short hash, the full hash and the directory.
+    """
+    full = git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    short = git("rev-parse", "--short", full)
+    root = RESULTS / f"baseline-{short}"
+    stamp = root / ".commit"
+    if not (stamp.exists() and stamp.read_text().strip() == full):
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        for paths in (("src", "bench/servers"), ("src",)):
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", full, *paths], capture_output=True, check=False
+            )
+            if archive.returncode == 0:
+                break
+        else:
+            raise SystemExit(f"git archive {full} src: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+        stamp.write_text(full + "\n")
+    return short, full, root
+
+
+def with_baseline(specs: Sequence[ServerSpec], short: str, root: Path) -> list[ServerSpec]:
+    """Each of our rows followed by the same server at the old revision."""
+    servers = root / "bench" / "servers"
+    out: list[ServerSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.ours:
+            out.append(
+                dataclasses.replace(
+                    spec,
+                    name=f"ikisocket@{short}/{_variant(spec.name)}",
+                    servers_dir=servers if (servers / spec.script).exists() else SERVERS_DIR,
+                    src=root / "src",
+                    baseline_of=spec.name,
+                )
+            )
+    return out
 
 
 def environment(argv: Sequence[str]) -> dict[str, Any]:
@@ -527,11 +927,23 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
 def describe(env: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     load = ", ".join(f"{x:.1f}" for x in env["loadavg"])
-    return (
+    text = (
         f"{env['date']}; Python {env['python']} on {env['platform']}; "
         f"{env['cores']} x {env['cpu']}; load average at start {load}\n{versions}\n"
         f"command: {env['command']}"
     )
+    if env.get("baseline"):
+        b = env["baseline"]
+        text += f"\nbaseline: {b['rev']} = {b['commit']} (src and servers in {b['dir']})"
+    if env.get("loadavg_end"):
+        ones = [x[1][0] for x in env.get("loadavg_during", [])]
+        end = ", ".join(f"{x:.1f}" for x in env["loadavg_end"])
+        text += f"\nload average at the end {end}"
+        if ones:
+            text += f"; 1-minute load after each cell {min(ones):.1f}-{max(ones):.1f}"
+    for name, path in env.get("imported", {}).items():
+        text += f"\n{name} imported {path}"
+    return text
 
 
 # -- profiling ------------------------------------------------------------------------------
@@ -583,7 +995,10 @@ def profile(spec: ServerSpec, seconds: float, logs: Path) -> int:
         print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
         return 1
     status = 0
-    for slug, cell in PROFILE_LOADS:
+    # Files of another row than ours are prefixed with its name (``ikisocket-604db55-asyncio-``).
+    prefix = "" if spec.name == OURS else spec.name.replace("/", "-").replace("@", "-") + "-"
+    for load, cell in PROFILE_LOADS:
+        slug = prefix + load
         started = start_server(spec, cell.scenario, logs)
         if isinstance(started, str):
             print(f"{spec.name}: {started}", file=sys.stderr)
@@ -704,13 +1119,56 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated names to run (default all): " + ", ".join(s.name for s in SERVERS),
     )
     p.add_argument(
-        "--scenarios", default="echo,broadcast", help="echo, broadcast or both (default)"
+        "--scenarios",
+        default="echo,broadcast,idle",
+        help="comma-separated: echo, broadcast, idle (default all three)",
     )
     p.add_argument("--profile", action="store_true", help="profile our server with py-spy")
     p.add_argument("--profile-server", default=OURS, help="which server --profile records")
     p.add_argument("--profile-seconds", type=float, default=8.0)
     p.add_argument("--render", metavar="JSON", help="print the tables of a saved run again")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run our servers at git revision REV (e.g. 604db55), as 'before' rows",
+    )
+    p.add_argument("--connections", type=int, default=None, help="idle: connections to open")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="idle: measured silence")
+    p.add_argument("--idle-cap", type=float, default=60.0, help="idle: seconds connecting may take")
     return p.parse_args(argv)
+
+
+def choose(
+    args: argparse.Namespace,
+) -> tuple[list[ServerSpec], list[Cell], Plan, dict[str, str] | None] | str:
+    """The servers, cells and plan the command line asks for (or why it cannot be run)."""
+    wanted = [w.strip() for w in args.servers.split(",") if w.strip()]
+    specs = [s for s in SERVERS if not wanted or s.name in wanted]
+    unknown = set(wanted) - {s.name for s in SERVERS}
+    if unknown:
+        return f"unknown server(s): {', '.join(sorted(unknown))}"
+    baseline = None
+    if args.baseline:
+        short, full, root = extract_baseline(args.baseline)
+        baseline = {"rev": args.baseline, "commit": full, "short": short, "dir": str(root)}
+        specs = with_baseline(specs, short, root)
+    scenarios = {s.strip() for s in args.scenarios.split(",")}
+    cells = [c for c in (QUICK_CELLS if args.quick else FULL_CELLS) if c.scenario in scenarios]
+    if args.connections:
+        cells = [
+            dataclasses.replace(c, clients=args.connections) if c.scenario == "idle" else c
+            for c in cells
+        ]
+    plan = Plan(
+        reps=args.reps,
+        duration=args.duration or (0.25 if args.quick else 1.0),
+        warmup=0.1 if args.quick else 0.2,
+        cap=4.0 if args.quick else 8.0,
+        idle_seconds=args.idle_seconds,
+        idle_cap=args.idle_cap,
+        idle_reps=1 if args.quick else args.reps,
+    )
+    return specs, cells, plan, baseline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,32 +1182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(Path(args.render)))
         return 0
     if args.profile:
-        spec = next((s for s in SERVERS if s.name == args.profile_server), None)
+        known: Sequence[ServerSpec] = SERVERS
+        if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
+            short, _, root = extract_baseline(args.baseline)
+            known = with_baseline(SERVERS, short, root)
+        spec = next((s for s in known if s.name == args.profile_server), None)
         if spec is None:
             print(f"unknown server {args.profile_server!r}", file=sys.stderr)
             return 2
         seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
         return profile(spec, seconds, logs)
-
-    wanted = [w.strip() for w in args.servers.split(",") if w.strip()]
-    specs = [s for s in SERVERS if not wanted or s.name in wanted]
-    unknown = set(wanted) - {s.name for s in SERVERS}
-    if unknown:
-        print(f"unknown server(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+    chosen = choose(args)
+    if isinstance(chosen, str):
+        print(chosen, file=sys.stderr)
         return 2
-    skipped = [(s, s.missing()) for s in specs if s.missing()]
-    scenarios = {s.strip() for s in args.scenarios.split(",")}
-    cells = [c for c in (QUICK_CELLS if args.quick else FULL_CELLS) if c.scenario in scenarios]
-    plan = Plan(
-        reps=args.reps,
-        duration=args.duration or (0.25 if args.quick else 1.0),
-        warmup=0.1 if args.quick else 0.2,
-        cap=4.0 if args.quick else 8.0,
-    )
+    specs, cells, plan, baseline = chosen
 
     env = environment(argv)
+    if baseline:
+        env["baseline"] = baseline
     print(describe(env), flush=True)
     results = Results()
+    skipped = [(s, s.missing()) for s in specs if s.missing()]
     for spec, module in skipped:
         print(f"  skipping {spec.name}: cannot import {module}", flush=True)
         for cell in cells:
@@ -761,20 +1215,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure(runnable, cells, plan, logs=logs, results=results, gen=gen)
     finally:
         gen.close()
-    elapsed = time.perf_counter() - started
-    env["elapsed_s"] = round(elapsed, 1)
+    env["elapsed_s"] = round(time.perf_counter() - started, 1)
     env["loadavg_end"] = os.getloadavg()
+    env["loadavg_during"] = results.loads
+    env["imported"] = results.imported
 
     table = summarise(specs, cells, results)
-    text = markdown(specs, cells, table)
-    load = ", ".join(f"{x:.1f}" for x in env["loadavg_end"])
-    print(f"\n{text}\n\n({elapsed:.0f} s; load average at the end {load})")
+    versus = compare(specs, cells, table, results)
+    text = markdown(specs, cells, table, versus, plan.idle_seconds)
+    print(f"\n{text}\n\n{describe(env)}\n({env['elapsed_s']:.0f} s)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     dump = {
         "environment": env,
         "cells": [c.__dict__ | {"label": c.label} for c in cells],
         "skipped": {s.name: m for s, m in skipped},
         "summary": table,
+        "compare": versus,
+        "idle_s": plan.idle_seconds,
         "reps": {f"{k[0]} | {k[1]}": v for k, v in results.reps.items()},
         "failures": {f"{k[0]} | {k[1]}": v for k, v in results.failures.items()},
     }
