@@ -88,6 +88,7 @@ class ServerConnection:
         "_out",
         "_out_closed",
         "_overflowing",
+        "_own_frames",
         "_ping",
         "_state",
         "_timer",
@@ -120,6 +121,9 @@ class ServerConnection:
         self.client = client
         self.scheme = scheme
         self.message_level = message_level
+        # Whether a broadcast's shared frame does not fit it (message level, or its own
+        # deflate context): one check per target on the fan-out path.
+        self._own_frames = message_level
         self.kws: Websocket | None = None
         self._state = _CONNECTING
         self.blocked = 0
@@ -325,6 +329,7 @@ class ServerConnection:
         self._http = None
         self.kws = kws
         self.compressed = bool(extensions)
+        self._own_frames = self.compressed
         self._ws = WSConnection(ConnectionType.SERVER, extensions)
         node.stats.upgrades += 1
         # Nothing was written yet (hub actions are converted later): the 101 goes first.
@@ -621,24 +626,24 @@ def deliver(node: Server, action: Send) -> None:
         if conn.__class__ is not ServerConnection or conn._out_closed:
             continue
         frames += 1
-        if conn.message_level:
+        if not conn._own_frames:
+            if shared is None:
+                shared = _frame(kind, data)
+                frame_size = len(shared)
+                node.stats.broadcast_encodes += 1
+            item: Any = shared
+            item_size = frame_size
+        elif conn.message_level:
             if shared_message is None:
                 shared_message = node.encode_message(kind, data)
-            item: Any = shared_message
+            item = shared_message
             item_size = size
-        elif conn.compressed:
+        else:
             message: Message[Any] = (
                 TextMessage(data=data.decode("utf-8")) if kind is _TEXT else BytesMessage(data=data)
             )
             item = conn._ws.send(message)  # type: ignore[union-attr]
             item_size = len(item)
-        else:
-            if shared is None:
-                shared = _frame(kind, data)
-                frame_size = len(shared)
-                node.stats.broadcast_encodes += 1
-            item = shared
-            item_size = frame_size
         # Backpressure above max_queue; a message always fits an empty buffer.
         buffered = conn.buffered
         if buffered and buffered + item_size > max_queue:
