@@ -119,6 +119,9 @@ class Server:
         self._now = 0.0
         self._pings = itertools.count(1)
         self._wakeup: Callable[[], None] | None = None
+        # The hub's only timer is idle_timeout (fixed when the hub is made): a read
+        # gives the hub the clock only when it has one, at no cost otherwise.
+        self._hub_timers = hub.idle_timeout is not None
         hub.set_wakeup(self._hub_woke)
 
     # -- making connections ---------------------------------------------------------------
@@ -201,7 +204,7 @@ class Server:
         """
         if now is not None:
             self._now = now
-            if self.hub.idle_timeout is not None:
+            if self._hub_timers:
                 self.hub.tick(now)
         conn.receive_data(data)
 
