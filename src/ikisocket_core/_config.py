@@ -43,6 +43,14 @@ class ServerConfig:
         max_request_size: Largest HTTP request head, in bytes (16 KiB); 431 beyond.
         compression: Negotiate permessage-deflate (RFC 7692) when offered.
         static: Plain HTTP responses for ``GET`` paths: ``{path: (content type, body)}``.
+        max_connections: Open WebSocket connections of the node (``None``: no
+            limit, the default); one more upgrade gets ``503`` with
+            ``Retry-After`` before the hub sees it.
+        max_connections_per_ip: Open WebSocket connections from one client
+            host (1,000); ``None`` lifts the limit. Past it: ``503``, as above.
+        max_handshakes: Connections still in their HTTP phase at once (1,000;
+            byte entry only). One more is answered ``503`` as soon as it
+            connects, without reading its request. ``None`` lifts the limit.
     """
 
     max_message_size: int | None = 1024 * 1024
@@ -55,6 +63,9 @@ class ServerConfig:
     max_request_size: int = 16 * 1024
     compression: bool = True
     static: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = 1000
+    max_handshakes: int | None = 1000
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("drop", "close"):
@@ -69,11 +80,21 @@ class ServerConfig:
                 raise LocalProtocolError(f"{name} must be positive")
         if self.ping_interval is not None and self.ping_interval <= 0:
             raise LocalProtocolError("ping_interval must be positive or None")
+        for name in ("max_connections", "max_connections_per_ip", "max_handshakes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise LocalProtocolError(f"{name} must be positive or None")
 
 
 @dataclass(slots=True)
 class ServerStats:
-    """Counters of a server's connections (read them; they only grow)."""
+    """Counters of a server's connections (read them; they only grow).
+
+    ``rejected`` counts upgrades the hub refused; the refusals of the
+    connection limits have their own counters (``over_max_connections``,
+    ``over_max_connections_per_ip``, ``over_max_handshakes``), and the hub
+    never sees those requests.
+    """
 
     connections: int = 0
     upgrades: int = 0
@@ -88,6 +109,9 @@ class ServerStats:
     keepalive_timeouts: int = 0
     handshake_timeouts: int = 0
     close_timeouts: int = 0
+    over_max_connections: int = 0
+    over_max_connections_per_ip: int = 0
+    over_max_handshakes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
 from ._frames import _frame, negotiate_extensions
-from ._http import Answer, HTTPPhase, examine
+from ._http import Answer, HTTPPhase, encode_early, examine
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 # Public through ikisocket_core.protocol, not the package top level.
 __all__: list[str] = []
+
+# What a connection counts against in the node's connection limits.
+UNCOUNTED = 0
+COUNTED_HANDSHAKE = 1  # max_handshakes: in its HTTP phase
+COUNTED_OPEN = 2  # max_connections and max_connections_per_ip: upgraded
 
 _CONNECTING = ConnectionState.CONNECTING
 _OPEN = ConnectionState.OPEN
@@ -79,10 +84,12 @@ class ServerConnection:
     """
 
     __slots__ = (
+        "_counted",
         "_frag",
         "_frag_kind",
         "_frag_size",
         "_held",
+        "_host",
         "_http",
         "_node",
         "_out",
@@ -144,6 +151,8 @@ class ServerConnection:
         self._frag_kind = _TEXT
         self._frag_size = 0
         self._held: deque[tuple[bytes, MessageKind]] | None = None
+        self._counted = UNCOUNTED
+        self._host: str | None = None
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.client} {self.state.value}>"
@@ -301,9 +310,13 @@ class ServerConnection:
         if isinstance(outcome, Answer):
             self._answer(outcome)
             return
-        result = node.hub.open(outcome.request, conn=self)
+        # The connection limits refuse before the hub sees the request (no hub state).
+        result: Websocket | Reject | None = node._over_limit(self.client)
+        if result is None:
+            result = node.hub.open(outcome.request, conn=self)
+            if isinstance(result, Reject):
+                node.stats.rejected += 1
         if isinstance(result, Reject):
-            node.stats.rejected += 1
             body = result.reason.encode()  # exactly the reason, as behind ASGI
             self._answer(Answer(result.status, body, result.headers))
             return
@@ -331,6 +344,7 @@ class ServerConnection:
         self.compressed = bool(extensions)
         self._own_frames = self.compressed
         self._ws = WSConnection(ConnectionType.SERVER, extensions)
+        node._count_open(self)
         node.stats.upgrades += 1
         # Nothing was written yet (hub actions are converted later): the 101 goes first.
         self._write_control(response)
@@ -345,6 +359,13 @@ class ServerConnection:
             node._deadlines.disarm(self)
         else:
             self._arm(_SCHEDULE_PING, node._now)
+
+    def _refuse_early(self, refusal: Reject) -> None:
+        """Answer before any request arrived (``max_handshakes``), then close."""
+        answer = Answer(refusal.status, refusal.reason.encode(), refusal.headers)
+        self._write_control(encode_early(answer))
+        self._state = transition(self._state, StateInput.REJECT)
+        self._close_transport()
 
     def _answer(self, answer: Answer) -> None:
         http = self._http

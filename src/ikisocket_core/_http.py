@@ -104,17 +104,8 @@ class HTTPPhase:
         Returns:
             The bytes to write.
         """
-        headers = [
-            ("content-length", str(len(answer.body))),
-            ("connection", "close"),
-            *answer.headers,
-        ]
-        if not any(name.lower() == "content-type" for name, _ in answer.headers):
-            headers.append(("content-type", "text/plain; charset=utf-8"))
-        try:
-            phrase = HTTPStatus(answer.status).phrase.encode("ascii")
-        except ValueError:
-            phrase = b""
+        headers = _response_headers(answer)
+        phrase = _phrase(answer.status)
         # h11 still lets the server answer after the client's request was unparseable.
         h = self._h11
         response = h11.Response(status_code=answer.status, headers=headers, reason=phrase)
@@ -141,6 +132,45 @@ class HTTPPhase:
             )
             or b""
         )
+
+
+def _response_headers(answer: Answer) -> list[tuple[str, str]]:
+    headers = [
+        ("content-length", str(len(answer.body))),
+        ("connection", "close"),
+        *answer.headers,
+    ]
+    if not any(name.lower() == "content-type" for name, _ in answer.headers):
+        headers.append(("content-type", "text/plain; charset=utf-8"))
+    return headers
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def encode_early(answer: Answer) -> bytes:
+    """Encode a response sent before the request arrived, then the connection closes.
+
+    h11 only answers a request it has seen; RFC 9112 section 9.6 still lets a
+    server send a response (and ``Connection: close``) at any time, which is
+    how a server past ``max_handshakes`` turns a connection away at once.
+
+    Args:
+        answer: The response (a HEAD request cannot be known yet: the body is sent).
+
+    Returns:
+        The bytes to write.
+    """
+    lines = [b"HTTP/1.1 %d %s" % (answer.status, _phrase(answer.status))]
+    lines.extend(
+        name.encode("latin-1") + b": " + value.encode("latin-1")
+        for name, value in _response_headers(answer)
+    )
+    return b"\r\n".join(lines) + b"\r\n\r\n" + answer.body
 
 
 def examine(

@@ -21,6 +21,13 @@ Driver input                               When
 ``server.tick(now)``                        the clock reached ``server.next_deadline()``
 =========================================  ==============================================
 
+The node also keeps the connection limits (``max_connections``,
+``max_connections_per_ip``, ``max_handshakes``): an upgrade past one is
+answered ``503 Service Unavailable`` with ``Retry-After`` before the hub sees
+the request, on both entries. A connection counts against the first two from
+its upgrade until the node forgets it (whatever ended it), and against the
+third while it is in its HTTP phase.
+
 After every input, call :meth:`Server.drain_actions`. It returns, in order:
 
 * :class:`Flush` first: the connections with output waiting; write
@@ -49,7 +56,7 @@ from ._config import (
     ServerConfig,
     ServerStats,
 )
-from ._connection import ServerConnection, deliver
+from ._connection import COUNTED_HANDSHAKE, COUNTED_OPEN, UNCOUNTED, ServerConnection, deliver
 from ._events import MessageKind
 from ._http import HTTPPhase
 from ._hub import Hub
@@ -61,6 +68,7 @@ __all__ = [
     "CloseTransport",
     "Flush",
     "KeepaliveTimeout",
+    "RETRY_AFTER",
     "RunHandler",
     "Server",
     "ServerAction",
@@ -71,6 +79,14 @@ __all__ = [
 
 #: What :meth:`Server.drain_actions` returns.
 ServerAction = Flush | CloseTransport | RunHandler
+
+#: Seconds a client refused by a connection limit is told to wait (``Retry-After``):
+#: long enough not to hammer a full server, short enough for a reconnecting browser.
+RETRY_AFTER = 5
+
+
+def _refusal(reason: str) -> Reject:
+    return Reject(status=503, reason=reason, headers=(("retry-after", str(RETRY_AFTER)),))
 
 
 _new = object.__new__
@@ -113,6 +129,11 @@ class Server:
         self.stats = ServerStats()
         self.encode_message = encode_message or _as_tuple
         self._conns: dict[ServerConnection, None] = {}
+        # The connection limits' counts: open (upgraded) connections, by client host,
+        # and connections in their HTTP phase. Changed only by _count_open and _forget.
+        self._open = 0
+        self._per_host: dict[str, int] = {}
+        self._handshakes = 0
         self._dirty: list[ServerConnection] = []
         self._actions: list[ServerAction] = []
         self._deadlines: Deadlines[ServerConnection] = Deadlines()
@@ -142,15 +163,26 @@ class Server:
             scheme: ``"ws"``, or ``"wss"`` behind TLS.
             transport: The driver's object, stored as ``conn.transport``.
 
+        Past ``max_handshakes`` the connection is answered ``503`` at once,
+        without waiting for its request, and closed (drain actions as usual).
+
         Returns:
             The connection to pass to later inputs.
         """
         self._now = max(self._now, now)
         conn = ServerConnection(self, client=client, scheme=scheme, transport=transport)
-        conn._http = HTTPPhase(self.config.max_request_size)
         self._conns[conn] = None
-        self._deadlines.arm(conn, now + self.config.handshake_timeout)
         self.stats.connections += 1
+        limit = self.config.max_handshakes
+        if limit is not None and self._handshakes >= limit:
+            # Refused before any parser exists: this is what bounds a slow-request flood.
+            self.stats.over_max_handshakes += 1
+            conn._refuse_early(_refusal("too many handshakes in progress"))
+            return conn
+        conn._http = HTTPPhase(self.config.max_request_size)
+        conn._counted = COUNTED_HANDSHAKE
+        self._handshakes += 1
+        self._deadlines.arm(conn, now + self.config.handshake_timeout)
         return conn
 
     def accept(
@@ -169,10 +201,15 @@ class Server:
             transport: The driver's object, stored as ``conn.transport``.
 
         Returns:
-            The connection, or the :class:`~ikisocket_core.Reject` to answer with.
+            The connection, or the :class:`~ikisocket_core.Reject` to answer with
+            (``503`` with ``Retry-After`` past a connection limit, without
+            asking the hub).
         """
         self._now = max(self._now, now)
         self.stats.connections += 1
+        refusal = self._over_limit(request.client)
+        if refusal is not None:
+            return refusal
         conn = ServerConnection(
             self,
             client=request.client,
@@ -186,6 +223,7 @@ class Server:
             return result
         conn.kws = result
         self._conns[conn] = None
+        self._count_open(conn)
         self.stats.upgrades += 1
         return conn
 
@@ -328,14 +366,73 @@ class Server:
         """Every connection the server holds (any state)."""
         return tuple(self._conns)
 
+    @property
+    def open_connections(self) -> int:
+        """How many connections count against ``max_connections`` now (upgraded, not gone)."""
+        return self._open
+
+    @property
+    def handshakes(self) -> int:
+        """How many connections count against ``max_handshakes`` now (in their HTTP phase)."""
+        return self._handshakes
+
+    def connections_from(self, host: str) -> int:
+        """How many connections from ``host`` count against ``max_connections_per_ip`` now.
+
+        Args:
+            host: The client host, as the driver gave it in ``client``.
+
+        Returns:
+            The count (0 for a host with none).
+        """
+        return self._per_host.get(host, 0)
+
     # -- for the connections (package-private) --------------------------------------------
 
     def _next_ping_number(self) -> int:
         return next(self._pings) & 0xFFFFFFFF
 
+    def _over_limit(self, client: tuple[str, int] | None) -> Reject | None:
+        """The 503 for one more upgrade from ``client``, if a connection limit forbids it."""
+        config = self.config
+        limit = config.max_connections
+        if limit is not None and self._open >= limit:
+            self.stats.over_max_connections += 1
+            return _refusal("the server is at its connection limit")
+        limit = config.max_connections_per_ip
+        if limit is not None and client is not None and self._per_host.get(client[0], 0) >= limit:
+            self.stats.over_max_connections_per_ip += 1
+            return _refusal("too many connections from this address")
+        return None
+
+    def _count_open(self, conn: ServerConnection) -> None:
+        """``conn`` was upgraded: it leaves the handshakes and counts as open."""
+        if conn._counted == COUNTED_HANDSHAKE:
+            self._handshakes -= 1
+        conn._counted = COUNTED_OPEN
+        self._open += 1
+        if conn.client is not None:
+            host = conn._host = conn.client[0]
+            self._per_host[host] = self._per_host.get(host, 0) + 1
+
     def _forget(self, conn: ServerConnection, *, close: bool = False) -> None:
+        # Every end path of every connection passes here, and only its first pass
+        # finds it registered: the limits' counts drop exactly once.
         if conn in self._conns:
             del self._conns[conn]
+            counted = conn._counted
+            conn._counted = UNCOUNTED
+            if counted == COUNTED_HANDSHAKE:
+                self._handshakes -= 1
+            elif counted == COUNTED_OPEN:
+                self._open -= 1
+                host = conn._host
+                if host is not None:
+                    left = self._per_host[host] - 1
+                    if left:
+                        self._per_host[host] = left
+                    else:
+                        del self._per_host[host]
             if close:
                 self._actions.append(CloseTransport(conn))
 

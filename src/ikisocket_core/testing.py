@@ -71,14 +71,18 @@ class WebSocketRejected(IkisocketError):
     Args:
         status: The HTTP status.
         reason: The response body.
+        headers: The response headers, names in lower case (``retry-after``...).
     """
 
-    def __init__(self, status: int, reason: str = "") -> None:
+    def __init__(
+        self, status: int, reason: str = "", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(
             f"connection rejected with HTTP {status}" + (f": {reason}" if reason else "")
         )
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 class WebSocketDisconnect(IkisocketError):
@@ -163,7 +167,7 @@ class WebSocketTestSession:
         self._client_closed = False
         self._reading = True
         self._accepted = False
-        self._rejection: tuple[int, bytearray] | None = None
+        self._rejection: tuple[int, tuple[tuple[str, str], ...], bytearray] | None = None
         self._pongs: list[bytes] = []
 
     @property
@@ -421,10 +425,11 @@ class WebSocketTestSession:
             elif isinstance(event, AcceptConnection):
                 self._accepted = True
             elif isinstance(event, RejectConnection):
-                self._rejection = (event.status_code, bytearray())
+                head = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
+                self._rejection = (event.status_code, head, bytearray())
             elif isinstance(event, RejectData):  # pragma: no branch - nothing else arrives
                 assert self._rejection is not None
-                self._rejection[1].extend(event.data)
+                self._rejection[2].extend(event.data)
 
 
 class _HTTPPeer:
@@ -530,8 +535,8 @@ class TestClient:
         )
         self._feed(conn, ws.send(request))
         if session._rejection is not None:
-            status, body = session._rejection
-            raise WebSocketRejected(status, body.decode("utf-8", "replace"))
+            status, head, body = session._rejection
+            raise WebSocketRejected(status, body.decode("utf-8", "replace"), head)
         assert session._accepted  # the engine answers a whole request at once
         return session
 

@@ -315,11 +315,18 @@ class Network:
         self.actions: list[object] = []
         self.pending_drain = False
 
-    def attach(self, way: Way = "whole", *, websocket: bool = True) -> Pair:
-        """Accept a new transport; nothing is sent yet."""
-        conn = self.server.connect(now=self.now, client=("127.0.0.1", 40000 + len(self.pairs)))
+    def attach(
+        self, way: Way = "whole", *, websocket: bool = True, host: str | None = "127.0.0.1"
+    ) -> Pair:
+        """Accept a new transport from ``host`` (``None``: no address); nothing is sent yet.
+
+        What the server wrote at once (a refusal past ``max_handshakes``) is delivered.
+        """
+        client = None if host is None else (host, 40000 + len(self.pairs))
+        conn = self.server.connect(now=self.now, client=client)
         p = Pair(self, conn, way, websocket=websocket)
         self.pairs[conn] = p
+        self.drain()
         return p
 
     def pair(
@@ -330,13 +337,14 @@ class Network:
         headers: Sequence[tuple[str, str]] = (),
         subprotocols: Sequence[str] = (),
         extensions: Sequence[Extension] = (),
+        host: str | None = "127.0.0.1",
     ) -> Pair:
         """Attach a wsproto client and send its handshake request.
 
         With ``way="trailing"`` the request is held back and sent together with
         the client's first frames.
         """
-        p = self.attach(way)
+        p = self.attach(way, host=host)
         assert p.ws is not None
         request = p.ws.send(
             Request(
