@@ -285,6 +285,17 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
+def _limit(text: str) -> int | None:
+    """A connection limit on the command line: a count, 0 for none."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0: no limit), not {text!r}")
+    return value or None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ikisocket", description="Serve realtime events over WebSocket."
@@ -311,6 +322,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-message-size", type=int, default=None, help="bytes (1 MiB)")
         p.add_argument("--ping-interval", type=float, default=None, help="seconds (20)")
+        # Absent unless given: the engine's defaults apply (docs/security.md).
+        p.add_argument(
+            "--max-connections",
+            type=_limit,
+            default=argparse.SUPPRESS,
+            help="open WebSockets of the server (no limit; 0: none)",
+        )
+        p.add_argument(
+            "--max-connections-per-ip",
+            type=_limit,
+            default=argparse.SUPPRESS,
+            help="open WebSockets from one address (1000; 0: no limit)",
+        )
         p.add_argument(
             "--redis",
             metavar="URL",
@@ -344,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits["max_message_size"] = args.max_message_size
     if args.ping_interval is not None:
         limits["ping_interval"] = args.ping_interval or None
+    for name in ("max_connections", "max_connections_per_ip"):
+        if hasattr(args, name):
+            limits[name] = getattr(args, name)
     try:
         if args.command == "demo":
             module = _demo_app()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
@@ -89,6 +89,28 @@ def test_run_serves_and_sigterm_closes_clients_with_1001_then_exits_0(adapter: l
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1001
         assert proc.wait(TIMEOUT) == 0
+
+
+def test_connection_limits_are_options() -> None:
+    port = free_port()
+    limits = ["--max-connections", "0", "--max-connections-per-ip", "1"]
+    with serving("run", APP, "--port", str(port), *limits) as (proc, url):
+        with connect(url + "/", open_timeout=TIMEOUT) as ws:
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url + "/", open_timeout=TIMEOUT)
+            assert refused.value.response.status_code == 503
+            assert refused.value.response.headers["Retry-After"] == "5"
+            ws.send("the first one is still served")
+            assert ws.recv(TIMEOUT) == "the first one is still served"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_connection_limit_is_a_usage_error(value: str) -> None:
+    done = run_cli("run", APP, "--max-connections-per-ip", value)
+    assert done.returncode == 2
+    assert "--max-connections-per-ip: expected a count (0: no limit)" in done.stderr
 
 
 def test_sigint_exits_0_too() -> None:
