@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 import pytest
 import trustme
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, TextMessage
@@ -723,3 +723,56 @@ async def nothing_left_after_clients_leave(serve: Serve) -> None:
         await wait_for(lambda: len(anyio.get_running_tasks()) <= tasks_before)
         await wait_for(lambda: _open_fds() <= fds_before)
         assert not hub.rooms
+
+
+async def _read_to_eof(port: int) -> bytes:
+    """Connect, send nothing, and read what the server writes until it hangs up."""
+    data = b""
+    with anyio.fail_after(TIMEOUT):
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    data += await stream.receive()
+    return data
+
+
+async def connection_limits_answer_503_and_keep_serving(serve: Serve) -> None:
+    """Past max_handshakes, max_connections, max_connections_per_ip: 503 with Retry-After."""
+    hub = echo_hub()
+    async with running(serve, hub, max_connections=2, max_handshakes=1) as server:
+        engine = server.engine
+        # A client that connects and says nothing holds the one handshake place...
+        async with await anyio.connect_tcp("127.0.0.1", server.port):
+            await wait_for(lambda: engine.handshakes == 1)
+            # ...so the next one is answered at once, before it sent anything.
+            answer = await _read_to_eof(server.port)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"\r\nretry-after: 5\r\n" in answer.lower()
+        assert engine.stats.over_max_handshakes == 1
+        await wait_for(lambda: engine.handshakes == 0)
+        async with clients(server.port, 2) as (first, second):
+            with pytest.raises(InvalidStatus) as refused:
+                await Client.open(server.port)
+            assert refused.value.response.status_code == 503
+            assert refused.value.response.headers["Retry-After"] == "5"
+            assert engine.stats.over_max_connections == 1
+            assert len(hub) == 2  # the refused one never reached the hub
+            for client in (first, second):
+                await client.send("still served")
+                assert await client.recv() == "still served"
+            await first.close()
+            await wait_for(lambda: engine.open_connections == 1)
+            async with clients(server.port, 1) as (third,):
+                await third.send("a free place")
+                assert await third.recv() == "a free place"
+        await wait_for(lambda: engine.open_connections == 0 and not engine.connections)
+    async with (
+        running(serve, hub, max_connections_per_ip=1) as server,
+        clients(server.port, 1) as (only,),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            await Client.open(server.port)
+        assert refused.value.response.status_code == 503
+        assert server.engine.stats.over_max_connections_per_ip == 1
+        await only.send("one per address")
+        assert await only.recv() == "one per address"

@@ -512,6 +512,24 @@ async def test_before_upgrade_status_headers_and_body_are_sent() -> None:
         assert await ok.get_text() == "Hello user: alice"
 
 
+async def test_past_the_per_ip_limit_the_upgrade_gets_503_with_retry_after() -> None:
+    hub = chat_hub()
+    app = asgi_app(hub, max_connections_per_ip=1)
+    async with serving(app) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        peer = h.start(ws_scope("/ws/bob"))  # the same client address
+        start = await peer.connect()
+        assert start["type"] == "websocket.http.response.start"
+        assert start["status"] == 503
+        assert (b"retry-after", b"5") in start["headers"]
+        assert (await peer.get())["body"] == b"too many connections from this address"
+        await peer.wait_finished()
+        assert len(hub) == 1  # bob never reached the hub
+    assert app.stats.over_max_connections_per_ip == 1
+    assert app.stats.rejected == 0
+
+
 async def test_allowed_origins_refuses_other_sites_with_403() -> None:
     hub = chat_hub(allowed_origins=["https://chat.example"])
     async with serving(asgi_app(hub)) as h:

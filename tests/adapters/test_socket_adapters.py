@@ -95,6 +95,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.keepalive_timeout_fires_at_its_deadline,
     scenarios.nothing_due_means_no_ticks,
     scenarios.ping_flood_is_bounded,
+    scenarios.connection_limits_answer_503_and_keep_serving,
 ]
 
 

@@ -10,7 +10,9 @@ need. Servers import it by name, with this directory on ``PYTHONPATH``:
 * ``apps:close_policy_app``, ``apps:drop_policy_app``: separate hubs whose slow
   clients are closed (``backpressure="close"``) or miss messages (``"drop"``),
   with ``GET /stats`` answering the engine's counters as JSON;
-* ``apps:idle_app``: a separate hub whose idle clients time out after 1 s.
+* ``apps:idle_app``: a separate hub whose idle clients time out after 1 s;
+* ``apps:limited_app``: a separate hub that takes two connections at most
+  (``max_connections=2``), with ``GET /stats``.
 
 Routes (each connection's ``user_id`` attribute names it for observers):
 
@@ -62,6 +64,7 @@ __all__ = [
     "drop_policy_app",
     "hub",
     "idle_app",
+    "limited_app",
     "make_hub",
     "with_stats",
 ]
@@ -290,6 +293,8 @@ close_policy_app = with_stats(make_hub(), backpressure="close", max_queue=256 * 
 drop_policy_app = with_stats(make_hub(), backpressure="drop", max_queue=256 * 1024)
 #: A hub whose idle clients are closed after 1 s.
 idle_app = make_asgi_app(make_hub(idle_timeout=1.0))
+#: A hub that takes two connections at most (``GET /stats``: its counters).
+limited_app = with_stats(make_hub(), max_connections=2)
 
 _lazy = {"starlette_app": _starlette_app}
 _built: dict[str, Any] = {}

@@ -22,7 +22,7 @@ import anyio.to_thread
 import pytest
 from servers import LAUNCHERS, LIMIT, RunningServer, client, launch, recv
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -54,6 +54,12 @@ def drop_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 def idle_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """``apps:idle_app``: idle clients are closed after 1 s."""
     yield from serve(request.param, "apps:idle_app")
+
+
+@pytest.fixture(scope="module")
+def limited_server() -> Iterator[RunningServer]:
+    """``apps:limited_app``: two connections at most."""
+    yield from serve("uvicorn-websockets-sansio", "apps:limited_app")
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +253,35 @@ async def test_starlette_http_routes_work_beside_the_mounted_hub(
         assert await anyio.to_thread.run_sync(get_text, health) == (200, "ok, 1 connected")
         await ws.send("both at once")
         assert await recv(ws) == "both at once"
+
+
+async def test_past_max_connections_the_upgrade_gets_a_real_503_with_retry_after(
+    limited_server: RunningServer,
+) -> None:
+    async with (
+        client(limited_server, "/echo?id=one") as one,
+        client(limited_server, "/echo?id=two") as two,
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with client(limited_server, "/echo?id=three"):
+                pass
+        response = refused.value.response
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.body == b"the server is at its connection limit"
+        for ws in (one, two):
+            await ws.send("still served")
+            assert await recv(ws) == "still served"
+        stats = await stats_of(limited_server)
+        assert stats["over_max_connections"] == 1
+        assert stats["upgrades"] == 2
+    # Both left: their places are free again.
+    with anyio.fail_after(LIMIT):
+        while True:
+            try:
+                async with client(limited_server, "/echo?id=again") as again:
+                    await again.send("a free place")
+                    assert await recv(again) == "a free place"
+                    break
+            except InvalidStatus:  # the server may not have seen both ends yet
+                await anyio.sleep(0.05)
