@@ -43,6 +43,12 @@ class ServerConfig:
         max_request_size: Largest HTTP request head, in bytes (16 KiB); 431 beyond.
         compression: Negotiate permessage-deflate (RFC 7692) when offered.
         static: Plain HTTP responses for ``GET`` paths: ``{path: (content type, body)}``.
+        handler_timeout: Seconds an ``async def`` listener may run (``None``: no
+            limit, the default). One that runs longer is cancelled and its
+            connection gets an ``error`` event with a
+            :class:`~ikisocket_core.HandlerTimeout`; the hub's
+            ``on_listener_error`` decides whether the connection is then closed
+            (1011). The connection's later listeners still run, in order.
     """
 
     max_message_size: int | None = 1024 * 1024
@@ -55,6 +61,7 @@ class ServerConfig:
     max_request_size: int = 16 * 1024
     compression: bool = True
     static: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    handler_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("drop", "close"):
@@ -67,8 +74,10 @@ class ServerConfig:
         for name in ("ping_timeout", "handshake_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise LocalProtocolError(f"{name} must be positive")
-        if self.ping_interval is not None and self.ping_interval <= 0:
-            raise LocalProtocolError("ping_interval must be positive or None")
+        for name in ("ping_interval", "handler_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise LocalProtocolError(f"{name} must be positive or None")
 
 
 @dataclass(slots=True)
@@ -88,6 +97,7 @@ class ServerStats:
     keepalive_timeouts: int = 0
     handshake_timeouts: int = 0
     close_timeouts: int = 0
+    handler_timeouts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
