@@ -39,6 +39,7 @@ from ikisocket_core import (
     EVENT_ERROR,
     EVENT_MESSAGE,
     EventPayload,
+    HandlerTimeout,
     Hub,
     SlowConsumer,
     Websocket,
@@ -723,3 +724,100 @@ async def nothing_left_after_clients_leave(serve: Serve) -> None:
         await wait_for(lambda: len(anyio.get_running_tasks()) <= tasks_before)
         await wait_for(lambda: _open_fds() <= fds_before)
         assert not hub.rooms
+
+
+# -- the handler watchdog and TLS that cannot be stalled ------------------------------------
+
+
+def watchdog_hub(**hub_options: Any) -> tuple[Hub, list[BaseException]]:
+    """``/ws``: "hang" never returns, "boom" raises, anything else is answered "done ..."."""
+    hub = Hub(**hub_options)
+    hub.websocket("/ws", lambda kws: None)
+    errors: list[BaseException] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def handle(ep: EventPayload) -> None:
+        if ep.data == b"hang":
+            await anyio.sleep_forever()
+        if ep.data == b"boom":
+            raise RuntimeError("boom")
+        ep.kws.emit(b"done " + ep.data)
+
+    @hub.on(EVENT_ERROR)
+    def failed(ep: EventPayload) -> None:
+        assert ep.error is not None
+        errors.append(ep.error)
+
+    return hub, errors
+
+
+async def handler_timeout_cancels_a_hung_listener(serve: Serve) -> None:
+    hub, errors = watchdog_hub()
+    async with running(serve, hub, handler_timeout=0.3) as server:
+        async with clients(server.port, 2) as (hung, other):
+            await hung.send("hang")
+            await hung.send("next")  # runs once "hang" is cancelled
+            await other.send("meanwhile")
+            assert await other.recv() == "done meanwhile"  # not held by the hung listener
+            assert await hung.recv() == "done next"
+            (error,) = errors
+            assert isinstance(error, HandlerTimeout)
+            assert error.timeout == 0.3
+            assert "handle" in error.listener
+            assert server.engine.stats.handler_timeouts == 1
+            await other.send("still")
+            assert await other.recv() == "done still"
+
+
+async def handler_timeout_closes_with_1011_when_configured(serve: Serve) -> None:
+    hub, errors = watchdog_hub(on_listener_error="close")
+    async with running(serve, hub, handler_timeout=0.3) as server:
+        async with clients(server.port, 2) as (hung, other):
+            await hung.send("hang")
+            assert await hung.close_code() == 1011
+            assert [type(e) for e in errors] == [HandlerTimeout]
+            await other.send("fine")
+            assert await other.recv() == "done fine"
+
+
+async def raising_listener_affects_no_other_connection(serve: Serve) -> None:
+    hub, errors = watchdog_hub()
+    async with running(serve, hub) as server, clients(server.port, 2) as (bad, good):
+        await bad.send("boom")
+        await good.send("hello")
+        assert await good.recv() == "done hello"
+        await bad.send("again")  # the raising connection itself stays served too
+        assert await bad.recv() == "done again"
+        assert [str(e) for e in errors] == ["boom"]
+
+
+def _handshaking(server: Any) -> set[Any]:
+    """The TLS handshakes in progress (the asyncio test handle wraps the server)."""
+    return set(getattr(server, "server", server).handshaking)
+
+
+async def silent_tls_client_is_dropped_and_leaves_nothing(serve: Serve) -> None:
+    server_ctx, client_ctx = tls_contexts()
+    with anyio.fail_after(TIMEOUT):  # default close_timeout (10 s) is longer: no waiting on it
+        async with running(serve, echo_hub(), ssl_context=server_ctx, handshake_timeout=0.5) as s:
+            async with await anyio.connect_tcp("127.0.0.1", s.port) as silent:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await silent.receive()  # dropped at handshake_timeout, TLS never started
+            await wait_for(lambda: not _handshaking(s))
+            assert not s.engine.connections
+            async with clients(s.port, 1, ssl_context=client_ctx) as (client,):
+                await client.send("still serving")
+                assert await client.recv() == "still serving"
+
+
+async def stalled_tls_handshake_does_not_hold_the_shutdown(serve: Serve) -> None:
+    server_ctx, _ = tls_contexts()
+    # handshake_timeout and close_timeout are both far beyond the bounded wait.
+    options = {"ssl_context": server_ctx, "handshake_timeout": 60.0, "close_timeout": 60.0}
+    with anyio.fail_after(TIMEOUT):
+        async with running(serve, echo_hub(), **options) as server:
+            silent = await anyio.connect_tcp("127.0.0.1", server.port)
+            inner = getattr(server, "server", server)
+            if getattr(inner, "own_tls", True):  # uvloop's loop negotiates TLS unseen
+                await wait_for(lambda: bool(_handshaking(server)))
+        await silent.aclose()  # the shutdown returned at once (within the bounded wait)
