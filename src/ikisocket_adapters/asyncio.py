@@ -191,7 +191,8 @@ class WebSocketServer(Driver):
     async def _start_tls(self, proto: _Protocol) -> None:
         """Negotiate TLS on ``proto``'s TCP transport within ``handshake_timeout``."""
         raw = proto.raw
-        assert raw is not None and self.ssl_context is not None
+        assert raw is not None
+        assert self.ssl_context is not None
         transport: asyncio.BaseTransport | None = None
         try:
             transport = await self.loop.start_tls(

@@ -321,6 +321,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve the hub named by an import string")
     run.add_argument("app", help="package.module:hub")
     common(run, 8000)
+    run.add_argument(
+        "--handler-timeout",
+        type=float,
+        default=None,
+        help="cancel an async listener after this many seconds (off)",
+    )
     demo = sub.add_parser("demo", help="serve the chat demo with its web page")
     common(demo, 3000)
     return parser
@@ -344,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits["max_message_size"] = args.max_message_size
     if args.ping_interval is not None:
         limits["ping_interval"] = args.ping_interval or None
+    if getattr(args, "handler_timeout", None) is not None:
+        limits["handler_timeout"] = args.handler_timeout
     try:
         if args.command == "demo":
             module = _demo_app()

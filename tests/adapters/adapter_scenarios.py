@@ -753,31 +753,35 @@ def watchdog_hub(**hub_options: Any) -> tuple[Hub, list[BaseException]]:
 
 async def handler_timeout_cancels_a_hung_listener(serve: Serve) -> None:
     hub, errors = watchdog_hub()
-    async with running(serve, hub, handler_timeout=0.3) as server:
-        async with clients(server.port, 2) as (hung, other):
-            await hung.send("hang")
-            await hung.send("next")  # runs once "hang" is cancelled
-            await other.send("meanwhile")
-            assert await other.recv() == "done meanwhile"  # not held by the hung listener
-            assert await hung.recv() == "done next"
-            (error,) = errors
-            assert isinstance(error, HandlerTimeout)
-            assert error.timeout == 0.3
-            assert "handle" in error.listener
-            assert server.engine.stats.handler_timeouts == 1
-            await other.send("still")
-            assert await other.recv() == "done still"
+    async with (
+        running(serve, hub, handler_timeout=0.3) as server,
+        clients(server.port, 2) as (hung, other),
+    ):
+        await hung.send("hang")
+        await hung.send("next")  # runs once "hang" is cancelled
+        await other.send("meanwhile")
+        assert await other.recv() == "done meanwhile"  # not held by the hung listener
+        assert await hung.recv() == "done next"
+        (error,) = errors
+        assert isinstance(error, HandlerTimeout)
+        assert error.timeout == 0.3
+        assert "handle" in error.listener
+        assert server.engine.stats.handler_timeouts == 1
+        await other.send("still")
+        assert await other.recv() == "done still"
 
 
 async def handler_timeout_closes_with_1011_when_configured(serve: Serve) -> None:
     hub, errors = watchdog_hub(on_listener_error="close")
-    async with running(serve, hub, handler_timeout=0.3) as server:
-        async with clients(server.port, 2) as (hung, other):
-            await hung.send("hang")
-            assert await hung.close_code() == 1011
-            assert [type(e) for e in errors] == [HandlerTimeout]
-            await other.send("fine")
-            assert await other.recv() == "done fine"
+    async with (
+        running(serve, hub, handler_timeout=0.3) as server,
+        clients(server.port, 2) as (hung, other),
+    ):
+        await hung.send("hang")
+        assert await hung.close_code() == 1011
+        assert [type(e) for e in errors] == [HandlerTimeout]
+        await other.send("fine")
+        assert await other.recv() == "done fine"
 
 
 async def raising_listener_affects_no_other_connection(serve: Serve) -> None:
