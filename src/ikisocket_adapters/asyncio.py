@@ -193,7 +193,7 @@ class WebSocketServer(Driver):
         raw = proto.raw
         assert raw is not None
         assert self.ssl_context is not None
-        transport: asyncio.BaseTransport | None = None
+        transport: asyncio.Transport | None = None
         try:
             transport = await self.loop.start_tls(
                 raw,
