@@ -185,6 +185,10 @@ class Driver:
         """The hub queued work outside an input: schedule a :meth:`pump` (never inline)."""
         raise NotImplementedError
 
+    async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
+        """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""
+        raise NotImplementedError
+
     def _runner_done(self) -> None:
         """A handler runner finished (a no-op unless a shutdown waits for them)."""
 
@@ -237,13 +241,23 @@ class Driver:
         self._spawn(self._handlers, conn, awaitable)
 
     async def _handlers(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
-        """Run a connection's ``async def`` listeners one after another, in order."""
+        """Run a connection's ``async def`` listeners one after another, in order.
+
+        Each gets at most ``handler_timeout`` seconds (from when it starts), then
+        is cancelled and reported to the engine; the next one still runs.
+        """
         peer: Peer | None = conn.transport if conn is not None else None
+        engine = self.engine
+        timeout = engine.config.handler_timeout
         try:
             while True:
                 self._pending.discard(awaitable)
                 try:
-                    await awaitable
+                    if timeout is None:
+                        await awaitable
+                    elif not await self._within(awaitable, timeout):
+                        # Cancelled here; what it means (error event, 1011) is the engine's call.
+                        engine.handler_timed_out(conn, awaitable)
                 finally:
                     self.engine.handler_done(conn)
                     self.pump()

@@ -34,7 +34,7 @@ From synchronous code (a test, another thread), an anyio portal runs it::
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
@@ -115,6 +115,7 @@ class WebSocketServer(Driver):
         self.scheme = scheme_of(ssl_context)
         self.listeners: list[anyio.abc.SocketListener] = []
         self.clients: set[_Stream] = set()
+        self.handshaking: set[anyio.CancelScope] = set()  # TLS handshakes in progress
         self.changed = _Signal()  # a client or a handler runner came or went
         self._pump_requested = False
         self._pump_signal = _Signal()
@@ -159,6 +160,12 @@ class WebSocketServer(Driver):
         """Wake the sender of each connection: it takes the bytes."""
         for conn in connections:
             conn.transport.signal.wake()
+
+    async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
+        """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""
+        with anyio.move_on_after(timeout) as scope:
+            await awaitable
+        return not scope.cancelled_caught
 
     def _close_transport(self, peer: _Stream) -> None:
         """Let the sender finish: what is still buffered gets ``close_timeout`` to leave."""
@@ -238,7 +245,10 @@ class WebSocketServer(Driver):
         engine = self.engine
         try:
             if self.ssl_context is not None:
-                with anyio.move_on_after(engine.config.handshake_timeout):
+                # Bounded by handshake_timeout, and cancelled by a shutdown: a handshake
+                # in progress is not a client yet and must not hold the shutdown.
+                with anyio.move_on_after(engine.config.handshake_timeout) as handshake:
+                    self.handshaking.add(handshake)
                     try:
                         # Not standard_compatible: the WebSocket close handshake already says
                         # the stream ended on purpose, and clients often skip close_notify.
@@ -250,6 +260,8 @@ class WebSocketServer(Driver):
                         )
                     except (anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
                         logger.debug("TLS handshake failed: %s", exc.__cause__ or exc)
+                    finally:
+                        self.handshaking.discard(handshake)
                 if client.stream is raw:
                     return
             peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
@@ -322,6 +334,8 @@ class WebSocketServer(Driver):
         self._accept_scope.cancel()
         for listener in self.listeners:
             await listener.aclose()
+        for handshake in tuple(self.handshaking):
+            handshake.cancel()
         begin_shutdown(self.engine)
         self.pump()
         with anyio.move_on_after(self.engine.config.close_timeout):

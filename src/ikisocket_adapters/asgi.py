@@ -339,8 +339,21 @@ class _Driver:
             self._done(conn)
 
     async def _run_late(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
-        await awaitable
+        await self.run_one(conn, awaitable)
         self._done(conn)
+
+    async def run_one(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
+        """Await one handler, cancelled after ``handler_timeout``; the engine decides what then."""
+        timeout = self.config.handler_timeout
+        if timeout is None:
+            await awaitable
+            return
+        with anyio.move_on_after(timeout) as scope:
+            await awaitable
+        if scope.cancelled_caught:
+            server = self.server
+            assert server is not None
+            server.handler_timed_out(conn, awaitable)
 
     def _done(self, conn: ServerConnection | None) -> None:
         server = self.server
@@ -613,7 +626,7 @@ class _Conn:
         driver = self.driver
         try:
             while handlers:
-                await handlers.popleft()
+                await driver.run_one(self.conn, handlers.popleft())
                 self._readable.set()
                 driver._done(self.conn)
         finally:

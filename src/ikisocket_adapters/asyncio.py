@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, cast
@@ -41,7 +41,7 @@ __all__ = ["WebSocketServer", "open_server", "serve", "start_server"]
 class _Protocol(Peer, asyncio.Protocol):
     """One TCP (or TLS) connection."""
 
-    __slots__ = ("node", "paused", "reading", "receive", "transport", "write")
+    __slots__ = ("early", "node", "paused", "raw", "reading", "receive", "transport", "write")
 
     def __init__(self, node: WebSocketServer) -> None:
         super().__init__()
@@ -52,12 +52,30 @@ class _Protocol(Peer, asyncio.Protocol):
         # Bound once per connection: the per-message path makes no attribute lookups.
         self.receive = node.engine.receive_data
         self.write: Any = None
+        self.raw: asyncio.Transport | None = None  # the TCP transport while TLS is negotiated
+        # Decrypted bytes that arrive between the end of the TLS handshake and the moment
+        # its task resumes (start_tls returns a turn of the loop later).
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        node = self.node
+        if node.own_tls and self.raw is None:
+            # TLS first, bounded by handshake_timeout; the engine sees the connection
+            # only once it speaks TLS (start_tls resumes reading itself).
+            self.raw = cast("asyncio.Transport", transport)
+            self.raw.pause_reading()
+            node.handshaking.add(self)
+            node._spawn(node._start_tls, self)
+            return
+        self.established(transport)
+
+    def established(self, transport: asyncio.BaseTransport) -> None:
+        """The connection speaks WebSocket's transport (TCP, or TLS once negotiated)."""
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
         self.transport = cast("asyncio.Transport", transport)
         self.write = self.transport.write
         node = self.node
+        node.idle.clear()
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self.conn = node.engine.connect(
@@ -65,10 +83,15 @@ class _Protocol(Peer, asyncio.Protocol):
         )
         node.protocols.add(self)
         node.pump()  # arms the handshake deadline
+        if self.early:
+            early, self.early = b"".join(self.early), []
+            self.data_received(early)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn is not None:
+        if conn is None:
+            self.early.append(data)
+        else:
             node = self.node
             self.receive(conn, data, node.loop.time())
             node.pump()
@@ -87,8 +110,7 @@ class _Protocol(Peer, asyncio.Protocol):
         if self.conn is not None:
             node.engine.connection_lost(self.conn, exc)
             node.pump()
-        if not node.protocols:
-            node.idle.set()
+        node._check_idle()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -125,7 +147,10 @@ class WebSocketServer(Driver):
         self.loop = asyncio.get_running_loop()
         self.scheme = scheme_of(ssl_context)
         self.ssl_context = ssl_context
+        # TLS negotiated by the protocol (start_tls) on asyncio's own loops; by the loop on uvloop.
+        self.own_tls = ssl_context is not None and isinstance(self.loop, asyncio.BaseEventLoop)
         self.protocols: set[_Protocol] = set()
+        self.handshaking: set[_Protocol] = set()  # TLS handshakes in progress
         self.idle = asyncio.Event()
         self.idle.set()
         self.handlers_allowed = True
@@ -147,13 +172,49 @@ class WebSocketServer(Driver):
 
     async def _listen(self, host: str | None, port: int, **kwargs: Any) -> None:
         def factory() -> _Protocol:
-            self.idle.clear()
+            if self.ssl_context is None or self.own_tls:
+                self.idle.clear()  # else once TLS is up (a failed handshake is never seen)
             return _Protocol(self)
 
-        self._listener = await self.loop.create_server(
-            factory, host, port, ssl=self.ssl_context, **kwargs
-        )
+        if self.ssl_context is not None and not self.own_tls:
+            # uvloop's start_tls does not work on a server's accepted transport: its own
+            # TLS server, bounded by handshake_timeout too (uvloop offers no way to
+            # abort handshakes in progress at shutdown: they end at handshake_timeout).
+            kwargs["ssl"] = self.ssl_context
+            kwargs["ssl_handshake_timeout"] = self.engine.config.handshake_timeout
+        # Else no ssl= here: the protocol negotiates TLS itself (start_tls), so that a
+        # handshake counts against handshake_timeout and one that fails or stalls is
+        # known, aborted at shutdown, and never holds wait_closed().
+        self._listener = await self.loop.create_server(factory, host, port, **kwargs)
         logger.info("listening on %s://%s:%d", self.scheme, host or "*", self.port)
+
+    async def _start_tls(self, proto: _Protocol) -> None:
+        """Negotiate TLS on ``proto``'s TCP transport within ``handshake_timeout``."""
+        raw = proto.raw
+        assert raw is not None
+        assert self.ssl_context is not None
+        transport: asyncio.Transport | None = None
+        try:
+            transport = await self.loop.start_tls(
+                raw,
+                proto,
+                self.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.engine.config.handshake_timeout,
+            )
+        except Exception as exc:  # timeout, reset, bad ClientHello: the same outcome
+            logger.debug("TLS handshake failed: %s", exc)
+        finally:
+            self.handshaking.discard(proto)
+        if transport is None or self._closing or transport.is_closing():
+            (transport or raw).abort()
+            self._check_idle()
+            return
+        proto.established(transport)
+
+    def _check_idle(self) -> None:
+        if not self.protocols and not self.handshaking:
+            self.idle.set()
 
     # -- the driver's primitives ----------------------------------------------------------
 
@@ -183,6 +244,14 @@ class WebSocketServer(Driver):
                 proto.write(b"".join(chunks))
             if not proto.reading:
                 self._readable(proto)
+
+    async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
+        """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""
+        try:
+            await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def _close_transport(self, peer: _Protocol) -> None:
         """Close the transport; it flushes what was written first.
@@ -236,6 +305,9 @@ class WebSocketServer(Driver):
         self._closing = True
         if self._listener is not None:
             self._listener.close()
+        for proto in tuple(self.handshaking):  # a TLS handshake in progress is not a client yet
+            if proto.raw is not None:
+                proto.raw.abort()
         begin_shutdown(self.engine)
         self.pump()
 

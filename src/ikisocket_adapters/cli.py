@@ -345,6 +345,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve the hub named by an import string")
     run.add_argument("app", help="package.module:hub")
     common(run, 8000)
+    run.add_argument(
+        "--handler-timeout",
+        type=float,
+        default=None,
+        help="cancel an async listener after this many seconds (off)",
+    )
     demo = sub.add_parser("demo", help="serve the chat demo with its web page")
     common(demo, 3000)
     return parser
@@ -371,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("max_connections", "max_connections_per_ip"):
         if hasattr(args, name):
             limits[name] = getattr(args, name)
+    if getattr(args, "handler_timeout", None) is not None:
+        limits["handler_timeout"] = args.handler_timeout
     try:
         if args.command == "demo":
             module = _demo_app()

@@ -16,6 +16,7 @@ from ._dispatch import RouteCallback
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
+    HandlerTimeout,
     IdleTimeout,
     IkisocketError,
     LocalProtocolError,
@@ -97,6 +98,7 @@ __all__ = [
     "EmitRelay",
     "EventPayload",
     "FireRelay",
+    "HandlerTimeout",
     "Headers",
     "HelloRelay",
     "Hub",

@@ -51,6 +51,12 @@ class ServerConfig:
         max_handshakes: Connections still in their HTTP phase at once (1,000;
             byte entry only). One more is answered ``503`` as soon as it
             connects, without reading its request. ``None`` lifts the limit.
+        handler_timeout: Seconds an ``async def`` listener may run (``None``: no
+            limit, the default). One that runs longer is cancelled and its
+            connection gets an ``error`` event with a
+            :class:`~ikisocket_core.HandlerTimeout`; the hub's
+            ``on_listener_error`` decides whether the connection is then closed
+            (1011). The connection's later listeners still run, in order.
     """
 
     max_message_size: int | None = 1024 * 1024
@@ -66,6 +72,7 @@ class ServerConfig:
     max_connections: int | None = None
     max_connections_per_ip: int | None = 1000
     max_handshakes: int | None = 1000
+    handler_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("drop", "close"):
@@ -78,9 +85,13 @@ class ServerConfig:
         for name in ("ping_timeout", "handshake_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise LocalProtocolError(f"{name} must be positive")
-        if self.ping_interval is not None and self.ping_interval <= 0:
-            raise LocalProtocolError("ping_interval must be positive or None")
-        for name in ("max_connections", "max_connections_per_ip", "max_handshakes"):
+        for name in (
+            "ping_interval",
+            "handler_timeout",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_handshakes",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise LocalProtocolError(f"{name} must be positive or None")
@@ -112,6 +123,7 @@ class ServerStats:
     over_max_connections: int = 0
     over_max_connections_per_ip: int = 0
     over_max_handshakes: int = 0
+    handler_timeouts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._actions import Action, Close, RunHandler, _check_close, _send_action
-from ._errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError, SlowConsumer
+from ._errors import (
+    ConnectionClosed,
+    HandlerTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SlowConsumer,
+)
 from ._events import (
     EVENT_CLOSE,
     EVENT_CONNECT,
@@ -96,6 +102,25 @@ class _Handler:
             await self._awaitable
         except Exception as exc:
             hub._listener_failed(self._ep, exc)
+        if self._then_connect and kws.state is _OPEN:
+            hub._fire_one(kws, EVENT_CONNECT, b"")
+
+    def timed_out(self, timeout: float) -> None:
+        """The driver cancelled the listener after ``timeout`` seconds: report it as its failure.
+
+        The ``error`` listeners get a :class:`HandlerTimeout` and the hub's
+        ``on_listener_error`` policy applies, exactly as if the listener had
+        raised; an ``async def`` route callback is then followed by ``connect``
+        as after a failure.
+
+        Args:
+            timeout: The configured handler timeout.
+        """
+        hub, ep, kws = self._hub, self._ep, self._ep.kws
+        awaitable = self._awaitable
+        # A coroutine carries its function's name; any other awaitable, its type's.
+        name = getattr(awaitable, "__qualname__", type(awaitable).__qualname__)
+        hub._listener_failed(ep, HandlerTimeout(timeout, name))
         if self._then_connect and kws.state is _OPEN:
             hub._fire_one(kws, EVENT_CONNECT, b"")
 

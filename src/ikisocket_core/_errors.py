@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConnectionClosed",
     "DuplicateUUID",
+    "HandlerTimeout",
     "IdleTimeout",
     "IkisocketError",
     "LocalProtocolError",
@@ -124,3 +125,23 @@ class IdleTimeout(IkisocketError):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"no message for {timeout:g} s")
         self.timeout = timeout
+
+
+class HandlerTimeout(IkisocketError):
+    """An ``async def`` listener ran longer than ``handler_timeout`` and was cancelled.
+
+    Reported through the ``error`` event of the listener's connection, like an
+    exception the listener raised; with the hub's ``on_listener_error="close"``
+    the connection is then closed with 1011. Later listeners of the connection
+    still run.
+
+    Args:
+        timeout: The configured handler timeout, in seconds.
+        listener: The name of the listener that was cancelled.
+    """
+
+    def __init__(self, timeout: float, listener: str = "") -> None:
+        name = f"listener {listener} " if listener else "listener "
+        super().__init__(f"{name}ran longer than {timeout:g} s and was cancelled")
+        self.timeout = timeout
+        self.listener = listener

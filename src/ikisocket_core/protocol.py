@@ -18,6 +18,7 @@ Driver input                               When
 ``conn.receive_message(data, kind)``        a whole message arrived (message entry)
 ``conn.receive_close(code, reason)``        the peer closed (message entry)
 ``server.handler_done(conn)``               a :class:`RunHandler` of ``conn`` finished
+``server.handler_timed_out(conn, aw)``      the driver cancelled ``aw`` at ``handler_timeout``
 ``server.tick(now)``                        the clock reached ``server.next_deadline()``
 =========================================  ==============================================
 
@@ -34,7 +35,10 @@ After every input, call :meth:`Server.drain_actions`. It returns, in order:
   ``conn.take()`` to each (unless its transport is paused: take it later);
 * :class:`CloseTransport`: close a transport once what was taken is written;
 * :class:`RunHandler`: await ``awaitable`` for ``conn``; stop reading ``conn``
-  until :meth:`Server.handler_done` makes ``conn.can_read`` true again.
+  until :meth:`Server.handler_done` makes ``conn.can_read`` true again. With a
+  ``config.handler_timeout``, cancel the awaitable once it has run that long
+  and call :meth:`Server.handler_timed_out` before ``handler_done``: what
+  follows (the ``error`` event, a 1011 close) is decided here, not by drivers.
 
 Sleep until :meth:`Server.next_deadline`, then call :meth:`Server.tick`; a tick
 costs what expired, not what is connected.
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._actions import Close, Reject, Send
@@ -277,6 +281,23 @@ class Server:
         """
         if conn is not None:
             conn.handler_done()
+
+    def handler_timed_out(self, conn: ServerConnection | None, awaitable: Awaitable[None]) -> None:
+        """The driver cancelled ``awaitable`` after it ran ``config.handler_timeout`` seconds.
+
+        The connection's ``error`` listeners get a :class:`~ikisocket_core.HandlerTimeout`
+        and the hub's ``on_listener_error`` policy applies (``"close"``: close
+        with 1011). Call :meth:`handler_done` afterwards, as for any handler
+        that finished. After calling this, you must call :meth:`drain_actions`.
+
+        Args:
+            conn: The connection the handler ran for (``None`` for none).
+            awaitable: The :class:`RunHandler`'s awaitable that was cancelled.
+        """
+        self.stats.handler_timeouts += 1
+        timed_out = getattr(awaitable, "timed_out", None)
+        if timed_out is not None:  # the hub's guarded handler; anything else has no listener
+            timed_out(self.config.handler_timeout or 0.0)
 
     def tick(self, now: float) -> None:
         """Run the deadlines that expired (handshake, keepalive, closing handshake) and the hub's.

@@ -39,6 +39,7 @@ from ikisocket_core import (
     EVENT_ERROR,
     EVENT_MESSAGE,
     EventPayload,
+    HandlerTimeout,
     Hub,
     SlowConsumer,
     Websocket,
@@ -426,19 +427,19 @@ async def nothing_due_means_no_ticks(serve: Serve) -> None:
             assert ticks == []
 
 
-def _ping_flood(sock: socket.socket, seconds: float) -> int:
-    """Write masked pings with 125-byte payloads for ``seconds``, never reading; bytes sent."""
+def _ping_flood(sock: socket.socket, done: Callable[[float], bool]) -> int:
+    """Write masked pings with 125-byte payloads, never reading, until ``done(elapsed)``."""
     mask = b"\x01\x02\x03\x04"
     payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"p" * 125))
     burst = memoryview((bytes([0x89, 0x80 | 125]) + mask + payload) * 64)
     sock.settimeout(0.05)
     offset = sent = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    while not done(time.monotonic() - start):
         try:
             n = sock.send(burst[offset:])
         except TimeoutError:
-            continue  # the server stopped reading: keep trying until the time is up
+            continue  # the server stopped reading: keep trying until done
         sent += n
         offset = (offset + n) % len(burst)  # never break a frame
     return sent
@@ -473,9 +474,15 @@ async def ping_flood_is_bounded(serve: Serve) -> None:
                 served = 0
                 async with anyio.create_task_group() as tg:
 
+                    def done(elapsed: float) -> bool:
+                        # At least 2 s, and on past the moment the server stopped
+                        # reading (however long the kernel's buffers took to fill on a
+                        # loaded machine), but never more than 20 s.
+                        return elapsed >= 20.0 or (elapsed >= 2.0 and paused[0])
+
                     async def flood() -> None:
                         nonlocal flooding
-                        await anyio.to_thread.run_sync(_ping_flood, flooder, 2.0)
+                        await anyio.to_thread.run_sync(_ping_flood, flooder, done)
                         flooding = False
 
                     tg.start_soon(flood)
@@ -776,3 +783,104 @@ async def connection_limits_answer_503_and_keep_serving(serve: Serve) -> None:
         assert server.engine.stats.over_max_connections_per_ip == 1
         await only.send("one per address")
         assert await only.recv() == "one per address"
+
+
+# -- the handler watchdog and TLS that cannot be stalled ------------------------------------
+
+
+def watchdog_hub(**hub_options: Any) -> tuple[Hub, list[BaseException]]:
+    """``/ws``: "hang" never returns, "boom" raises, anything else is answered "done ..."."""
+    hub = Hub(**hub_options)
+    hub.websocket("/ws", lambda kws: None)
+    errors: list[BaseException] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def handle(ep: EventPayload) -> None:
+        if ep.data == b"hang":
+            await anyio.sleep_forever()
+        if ep.data == b"boom":
+            raise RuntimeError("boom")
+        ep.kws.emit(b"done " + ep.data)
+
+    @hub.on(EVENT_ERROR)
+    def failed(ep: EventPayload) -> None:
+        assert ep.error is not None
+        errors.append(ep.error)
+
+    return hub, errors
+
+
+async def handler_timeout_cancels_a_hung_listener(serve: Serve) -> None:
+    hub, errors = watchdog_hub()
+    async with (
+        running(serve, hub, handler_timeout=0.3) as server,
+        clients(server.port, 2) as (hung, other),
+    ):
+        await hung.send("hang")
+        await hung.send("next")  # runs once "hang" is cancelled
+        await other.send("meanwhile")
+        assert await other.recv() == "done meanwhile"  # not held by the hung listener
+        assert await hung.recv() == "done next"
+        (error,) = errors
+        assert isinstance(error, HandlerTimeout)
+        assert error.timeout == 0.3
+        assert "handle" in error.listener
+        assert server.engine.stats.handler_timeouts == 1
+        await other.send("still")
+        assert await other.recv() == "done still"
+
+
+async def handler_timeout_closes_with_1011_when_configured(serve: Serve) -> None:
+    hub, errors = watchdog_hub(on_listener_error="close")
+    async with (
+        running(serve, hub, handler_timeout=0.3) as server,
+        clients(server.port, 2) as (hung, other),
+    ):
+        await hung.send("hang")
+        assert await hung.close_code() == 1011
+        assert [type(e) for e in errors] == [HandlerTimeout]
+        await other.send("fine")
+        assert await other.recv() == "done fine"
+
+
+async def raising_listener_affects_no_other_connection(serve: Serve) -> None:
+    hub, errors = watchdog_hub()
+    async with running(serve, hub) as server, clients(server.port, 2) as (bad, good):
+        await bad.send("boom")
+        await good.send("hello")
+        assert await good.recv() == "done hello"
+        await bad.send("again")  # the raising connection itself stays served too
+        assert await bad.recv() == "done again"
+        assert [str(e) for e in errors] == ["boom"]
+
+
+def _handshaking(server: Any) -> set[Any]:
+    """The TLS handshakes in progress (the asyncio test handle wraps the server)."""
+    return set(getattr(server, "server", server).handshaking)
+
+
+async def silent_tls_client_is_dropped_and_leaves_nothing(serve: Serve) -> None:
+    server_ctx, client_ctx = tls_contexts()
+    with anyio.fail_after(TIMEOUT):  # default close_timeout (10 s) is longer: no waiting on it
+        async with running(serve, echo_hub(), ssl_context=server_ctx, handshake_timeout=0.5) as s:
+            async with await anyio.connect_tcp("127.0.0.1", s.port) as silent:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await silent.receive()  # dropped at handshake_timeout, TLS never started
+            await wait_for(lambda: not _handshaking(s))
+            assert not s.engine.connections
+            async with clients(s.port, 1, ssl_context=client_ctx) as (client,):
+                await client.send("still serving")
+                assert await client.recv() == "still serving"
+
+
+async def stalled_tls_handshake_does_not_hold_the_shutdown(serve: Serve) -> None:
+    server_ctx, _ = tls_contexts()
+    # handshake_timeout and close_timeout are both far beyond the bounded wait.
+    options = {"ssl_context": server_ctx, "handshake_timeout": 60.0, "close_timeout": 60.0}
+    with anyio.fail_after(TIMEOUT):
+        async with running(serve, echo_hub(), **options) as server:
+            silent = await anyio.connect_tcp("127.0.0.1", server.port)
+            inner = getattr(server, "server", server)
+            if getattr(inner, "own_tls", True):  # uvloop's loop negotiates TLS unseen
+                await wait_for(lambda: bool(_handshaking(server)))
+        await silent.aclose()  # the shutdown returned at once (within the bounded wait)

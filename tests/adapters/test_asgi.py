@@ -24,6 +24,7 @@ from ikisocket_core import (
     EVENT_MESSAGE,
     ConnectionClosed,
     EventPayload,
+    HandlerTimeout,
     Hub,
     IdleTimeout,
     Reject,
@@ -1035,3 +1036,67 @@ async def test_a_broken_before_upgrade_verdict_is_logged_and_refused_with_500(
     async with serving(app) as h:
         peer = await h.open("/ws/bob")
         assert await peer.get_text() == "Hello user: bob"
+
+
+# -- the handler watchdog ------------------------------------------------------------------
+
+
+def hanging_hub(**options: Any) -> tuple[Hub, list[BaseException]]:
+    hub = Hub(**options)
+    hub.websocket("/ws/:id", lambda kws: None)
+    errors: list[BaseException] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def handle(ep: EventPayload) -> None:
+        if ep.data == b"hang":
+            await anyio.sleep_forever()
+        if ep.data == b"boom":
+            raise RuntimeError("boom")
+        ep.kws.emit(b"done " + ep.data)
+
+    @hub.on(EVENT_ERROR)
+    def failed(ep: EventPayload) -> None:
+        assert ep.error is not None
+        errors.append(ep.error)
+
+    return hub, errors
+
+
+async def test_a_hung_async_listener_is_cancelled_at_handler_timeout() -> None:
+    hub, errors = hanging_hub()
+    app = asgi_app(hub, handler_timeout=0.2)
+    async with serving(app) as h:
+        hung, other = await h.open("/ws/a"), await h.open("/ws/b")
+        await hung.text("hang")
+        await hung.text("next")  # runs once "hang" is cancelled
+        await other.text("meanwhile")
+        assert await other.get_text() == "done meanwhile"
+        assert await hung.get_text() == "done next"
+        assert [type(e) for e in errors] == [HandlerTimeout]
+        assert app.stats.handler_timeouts == 1
+
+
+async def test_a_hung_async_listener_closes_with_1011_when_configured() -> None:
+    hub, errors = hanging_hub(on_listener_error="close")
+    app = asgi_app(hub, handler_timeout=0.2)
+    async with serving(app) as h:
+        hung, other = await h.open("/ws/a"), await h.open("/ws/b")
+        await hung.text("hang")
+        closed = await hung.get()
+        assert closed["type"] == "websocket.close"
+        assert closed["code"] == 1011
+        await other.text("fine")
+        assert await other.get_text() == "done fine"
+        assert len(errors) == 1
+
+
+async def test_a_raising_async_listener_affects_no_other_connection() -> None:
+    hub, errors = hanging_hub()
+    async with serving(asgi_app(hub)) as h:
+        bad, good = await h.open("/ws/a"), await h.open("/ws/b")
+        await bad.text("boom")
+        await good.text("hello")
+        assert await good.get_text() == "done hello"
+        await bad.text("again")
+        assert await bad.get_text() == "done again"
+        assert [str(e) for e in errors] == ["boom"]

@@ -96,6 +96,11 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.nothing_due_means_no_ticks,
     scenarios.ping_flood_is_bounded,
     scenarios.connection_limits_answer_503_and_keep_serving,
+    scenarios.handler_timeout_cancels_a_hung_listener,
+    scenarios.handler_timeout_closes_with_1011_when_configured,
+    scenarios.raising_listener_affects_no_other_connection,
+    scenarios.silent_tls_client_is_dropped_and_leaves_nothing,
+    scenarios.stalled_tls_handshake_does_not_hold_the_shutdown,
 ]
 
 

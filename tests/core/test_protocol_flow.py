@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from ikisocket_core import (
     ConnectionClosed,
     ConnectionState,
     EventPayload,
+    HandlerTimeout,
     Hub,
     LocalProtocolError,
     Request,
@@ -635,6 +637,8 @@ def test_wakeup_is_called_when_the_hub_queues_work_outside_an_input() -> None:
         {"handshake_timeout": -1},
         {"close_timeout": 0},
         {"ping_interval": 0},
+        {"handler_timeout": 0},
+        {"handler_timeout": -1.0},
     ],
 )
 def test_config_is_validated(options: dict[str, Any]) -> None:
@@ -683,3 +687,124 @@ def test_shutdown_closes_open_connections_with_1001_and_drops_idle_ones_at_once(
     assert log[0].error is not None
     assert getattr(log[0].error, "code", None) == 1001
     assert not hub.accepting
+
+
+# -- the handler watchdog (the driver times, the engine decides) ---------------------------------
+
+
+class _Forever:
+    """An awaitable that suspends and never finishes (until the driver cancels it)."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        while True:
+            yield
+
+
+class _Cancelled(BaseException):
+    """What a driver throws into a handler it cancels (asyncio's or trio's cancellation)."""
+
+
+def _start(handler: RunHandler) -> Generator[Any, None, None]:
+    """Start a handler as a driver's task would; it suspends in ``_Forever``."""
+    steps = handler.awaitable.__await__()
+    steps.send(None)
+    return steps
+
+
+def _cancel(net: Network, handler: RunHandler, steps: Generator[Any, None, None]) -> None:
+    """Cancel a started handler at its timeout and report it, as every driver does."""
+    with pytest.raises(_Cancelled):
+        steps.throw(_Cancelled())
+    net.server.handler_timed_out(handler.connection, handler.awaitable)
+    net.server.handler_done(handler.connection)
+    net.drain()
+
+
+def watchdog_hub(**hub_options: Any) -> tuple[Hub, list[str], list[BaseException]]:
+    numbers = itertools.count(1)
+    hub = Hub(uuid_factory=lambda: f"c{next(numbers)}", **hub_options)
+    hub.websocket("/ws", lambda kws: None)
+    order: list[str] = []
+    errors: list[BaseException] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def handle(ep: EventPayload) -> None:
+        order.append(ep.data.decode())
+        if ep.data == b"hang":
+            await _Forever()
+        ep.kws.emit(b"done " + ep.data)
+
+    @hub.on(EVENT_ERROR)
+    def failed(ep: EventPayload) -> None:
+        assert ep.error is not None
+        errors.append(ep.error)
+
+    return hub, order, errors
+
+
+def test_a_timed_out_handler_reports_handler_timeout_and_the_next_message_runs() -> None:
+    hub, order, errors = watchdog_hub()
+    net = Network(hub, handler_timeout=2.5)
+    p, other = net.pair(), net.pair()
+    p.send_text("hang")
+    p.send_text("next")  # held back while "hang" runs
+    (hung,) = net.handlers
+    net.handlers.clear()
+    steps = _start(hung)
+    assert order == ["hang"]
+    other.send_text("meanwhile")  # another connection is not held up
+    net.run_handlers()
+    assert other.messages == ["done meanwhile"]
+    _cancel(net, hung, steps)
+    (error,) = errors
+    assert isinstance(error, HandlerTimeout)
+    assert error.timeout == 2.5
+    assert "handle" in error.listener
+    assert "2.5 s" in str(error)
+    assert net.server.stats.handler_timeouts == 1
+    assert p.conn.state is ConnectionState.OPEN  # on_listener_error="keep" (the default)
+    net.run_handlers()
+    assert order == ["hang", "meanwhile", "next"]
+    assert p.messages == ["done next"]
+
+
+def test_a_timed_out_handler_closes_with_1011_when_listener_errors_close() -> None:
+    hub, _, errors = watchdog_hub(on_listener_error="close")
+    net = Network(hub, handler_timeout=1.0)
+    p = net.pair()
+    p.send_text("hang")
+    (hung,) = net.handlers
+    net.handlers.clear()
+    _cancel(net, hung, _start(hung))
+    assert [type(e) for e in errors] == [HandlerTimeout]
+    assert p.close_frames[0].code == 1011
+    assert p.conn.state is not ConnectionState.OPEN
+
+
+def test_a_timed_out_async_route_callback_is_still_followed_by_connect() -> None:
+    hub = Hub()
+    seen: list[str] = []
+
+    async def route(kws: Websocket) -> None:
+        await _Forever()
+
+    hub.websocket("/ws", route)
+    hub.on(EVENT_CONNECT, lambda ep: seen.append("connect"))
+    hub.on(EVENT_ERROR, lambda ep: seen.append(type(ep.error).__name__))
+    net = Network(hub, handler_timeout=1.0)
+    net.pair()
+    (hung,) = net.handlers
+    net.handlers.clear()
+    _cancel(net, hung, _start(hung))
+    assert seen == ["HandlerTimeout", "connect"]
+
+
+def test_a_timed_out_awaitable_that_is_not_a_listener_is_only_counted() -> None:
+    hub, _, errors = watchdog_hub()
+    net = Network(hub, handler_timeout=1.0)
+    net.server.handler_timed_out(None, _Forever())
+    assert net.server.drain_actions() == []
+    assert errors == []
+    assert net.server.stats.handler_timeouts == 1
+    assert "_Forever" in str(HandlerTimeout(1.0, type(_Forever()).__qualname__))
+    assert str(HandlerTimeout(3)) == "listener ran longer than 3 s and was cancelled"
