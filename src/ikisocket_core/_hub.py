@@ -591,7 +591,7 @@ class Hub(_Federation):
             if not isinstance(uuid, str) or not uuid:
                 raise LocalProtocolError(f"the uuid factory made {uuid!r}, not a non-empty str")
         if taken or self._is_taken(uuid):
-            logger.warning(
+            logger.debug(  # the driver logs the refusal (409) with the peer's address
                 "refusing a WebSocket request for %s: uuid %r is already connected",
                 request.path,
                 uuid,

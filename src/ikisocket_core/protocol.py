@@ -49,7 +49,7 @@ from ._config import (
     ServerConfig,
     ServerStats,
 )
-from ._connection import ServerConnection, deliver
+from ._connection import ServerConnection, deliver, log_refusal
 from ._events import MessageKind
 from ._http import HTTPPhase
 from ._hub import Hub
@@ -183,6 +183,7 @@ class Server:
         result = self.hub.open(request, conn=conn)
         if isinstance(result, Reject):
             self.stats.rejected += 1
+            log_refusal(request.client, result.status, result.reason)
             return result
         conn.kws = result
         self._conns[conn] = None
