@@ -54,7 +54,7 @@ fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet atheris
 	@mkdir -p $(FUZZ_CORPUS)
 	$(BIN)/python tests/fuzz/fuzz_engine.py $(FUZZ_CORPUS) tests/fuzz/seeds \
-		-max_total_time=$(SECONDS) -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+		-dict=tests/fuzz/engine.dict -max_total_time=$(SECONDS) -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_CORPUS)/ $(FUZZ_ARGS)
 
 # RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).

@@ -13,7 +13,8 @@ An input is two header bytes, then the bytes the peer sends::
     byte 0  flags (see ``F_*``): prepend a valid handshake, offer permessage-deflate,
             a second, never-reading connection, backpressure "close", an ``async def``
             listener, a clock step between chunks, and how the input ends
-    byte 1  chunk size (0: the whole input at once)
+    byte 1  chunk size in the low 7 bits (0: the whole input at once); the high bit sends
+            every other chunk to the second connection instead (with its flag)
 
 What is checked is what the engine documents (``protocol.py``, ``_connection.py``,
 docs/explanation/errors.md and docs/howto/backpressure.md):
@@ -112,10 +113,7 @@ class _ErrorRecords(logging.Handler):
         self.records.append(record)
 
 
-_errors = _ErrorRecords()
 _logger = logging.getLogger("ikisocket")
-_logger.addHandler(_errors)
-_logger.propagate = False  # the peer's faults are logged at INFO: keep the fuzzer's output clean
 
 
 def _run_awaitable(awaitable: Any) -> None:
@@ -165,10 +163,10 @@ class Session:
 
     def _record(self, ep: EventPayload) -> None:
         self.events.append((ep.name, ep.kws.uuid, ep.data))
+        check(len(ep.data) <= MAX_MESSAGE, f"{len(ep.data)} bytes delivered on {ep.name}")
 
     def _message(self, ep: EventPayload) -> None:
         self._record(ep)
-        check(len(ep.data) <= MAX_MESSAGE, f"a message of {len(ep.data)} bytes was delivered")
         kws = ep.kws
         if ep.data.startswith(b"close"):
             kws.close(4000, "asked")
@@ -176,8 +174,19 @@ class Session:
         kws.emit(ep.data, ep.kind)  # echo: output on the connection that sent it
         kws.to(kws.params["room"]).emit(b"seen", MessageKind.BINARY)  # fan-out to the others
 
-    async def _async_message(self, ep: EventPayload) -> None:
-        self._message(ep)
+    def _async_message(self, ep: EventPayload) -> Any:
+        # Recorded when the hub calls it; its body runs when the driver awaits it,
+        # maybe after the connection ended (emitting is then a no-op).
+        self._record(ep)
+        return self._later(ep)
+
+    async def _later(self, ep: EventPayload) -> None:
+        kws = ep.kws
+        if ep.data.startswith(b"close"):
+            kws.close(4000, "asked")
+            return
+        kws.emit(ep.data, ep.kind)
+        kws.to(kws.params["room"]).emit(b"seen", MessageKind.BINARY)
 
     # -- the driver ----------------------------------------------------------------------
 
@@ -212,15 +221,16 @@ class Session:
             self.drain()
 
     def feed(self, conn: ServerConnection, chunk: bytes) -> None:
-        # A driver stops reading while can_read is False: run the handlers, let the peer read.
-        if self.handlers:
-            self.run_handlers()
-        if not conn.can_read:
-            conn.take()
-        if self.flags & F_CLOCK:
+        if self.flags & F_CLOCK:  # time passes, even while handlers run
             self.now += 1.0
             self.server.tick(self.now)
             self.drain()
+        # A driver stops reading while can_read is False: run the handlers, let the peer read.
+        self.run_handlers()
+        if not conn.can_read:
+            if conn not in self.readers:
+                return  # it does not read: the driver stops reading it too (and drops this)
+            conn.take()
         self.server.receive_data(conn, chunk, self.now)
         self.check_bounds(len(chunk))
         self.drain()
@@ -233,7 +243,8 @@ class Session:
             check(frag <= MAX_MESSAGE, f"{frag} bytes reassembled past max_message_size")
 
     def end(self, how: int) -> None:
-        self.run_handlers()
+        if how != END_LOST:  # a transport may also break while handlers run
+            self.run_handlers()
         if how == END_TIMEOUT:
             for _ in range(4):  # every deadline (handshake, ping, pong, close) runs out
                 self.now += 10.0
@@ -252,7 +263,7 @@ class Session:
             self.drain()
         self.run_handlers()
 
-    def verify(self) -> None:
+    def verify(self, logged: list[logging.LogRecord]) -> None:
         check(self.server.connections == (), "the server still holds connections")
         check(len(self.hub) == 0, "the hub still holds connections")
         connected = {uuid for name, uuid, _ in self.events if name == EVENT_CONNECT}
@@ -264,8 +275,7 @@ class Session:
                 check(not later, f"{uuid}: {later} after its terminal event")
         check(set(ended) == connected, f"ended {sorted(ended)}, connected {sorted(connected)}")
         check(all(n == 1 for n in ended.values()), f"terminal events per connection: {ended}")
-        errors = [r.getMessage() for r in _errors.records]
-        _errors.records.clear()
+        errors = [r.getMessage() for r in logged]
         check(not errors, f"logged at ERROR: {errors}")
 
 
@@ -287,20 +297,32 @@ def run_one(data: bytes) -> None:
     """
     if len(data) < 2:
         return
-    flags, size, body = data[0], data[1], data[2:]
-    session = Session(flags)
+    flags, body = data[0], data[2:]
+    errors = _ErrorRecords()
+    _logger.addHandler(errors)
+    try:
+        _run(Session(flags), data[1], body, errors.records)
+    finally:
+        _logger.removeHandler(errors)
+
+
+def _run(session: Session, chunking: int, body: bytes, logged: list[logging.LogRecord]) -> None:
+    flags, size = session.flags, chunking & 0x7F
     deflate = bool(flags & F_DEFLATE)
+    conn = session.connect(reads=True)
+    targets = [conn]
     if flags & F_SLOW_PEER:
         # A valid peer in the same room that never reads: it gets the fan-out.
         slow = session.connect(reads=False)
         session.feed(slow, HEADS[not deflate])
-    conn = session.connect(reads=True)
+        if chunking & 0x80:
+            targets.append(slow)
     if flags & F_HANDSHAKE:
         body = HEADS[deflate] + body
-    for piece in chunks(body, size):
-        session.feed(conn, piece)
+    for number, piece in enumerate(chunks(body, size)):
+        session.feed(targets[number % len(targets)], piece)
     session.end(flags >> 6)
-    session.verify()
+    session.verify(logged)
 
 
 # -- seeds ---------------------------------------------------------------------------------
@@ -385,6 +407,7 @@ def main(argv: list[str]) -> None:
         for name, data in seeds().items():
             (out / name).write_bytes(data)
         return
+    _logger.propagate = False  # the peer's faults are logged at INFO: keep the output clean
     atheris: Any = importlib.import_module("atheris")
     atheris.instrument_all()
     atheris.Setup(argv, run_one)

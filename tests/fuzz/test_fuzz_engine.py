@@ -8,6 +8,7 @@ payloads, split at random.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,9 @@ def test_a_broken_outcome_is_reported() -> None:
     conn = session.connect(reads=True)
     session.feed(conn, b"GET / HTTP/1.1\r\n")
     with pytest.raises(Failure, match="still holds"):
-        session.verify()
+        session.verify([])
     with pytest.raises(Failure, match="nope"):
         check(False, "nope")
+    record = logging.LogRecord("ikisocket", logging.ERROR, __file__, 1, "boom", (), None)
+    with pytest.raises(Failure, match="logged at ERROR"):
+        Session(0).verify([record])
