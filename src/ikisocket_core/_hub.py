@@ -350,8 +350,9 @@ class Hub(_Federation):
             It never raises: a ``before_upgrade`` hook or UUID factory that
             fails or answers something invalid (an unknown value, a
             subprotocol the client did not offer) gets 500, a UUID that is
-            already connected 409; each is logged once on the ``ikisocket``
-            logger.
+            already connected 409. A failing hook or factory logs its
+            traceback on the ``ikisocket`` logger; the driver logs every
+            refusal in one line, with the peer's address.
         """
         if not self._accepting:
             return Reject(status=503, reason="the server is not accepting connections")
