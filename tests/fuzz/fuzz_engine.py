@@ -5,8 +5,10 @@ Run it with atheris for N seconds (``make fuzz SECONDS=N``)::
     .venv/bin/python tests/fuzz/fuzz_engine.py tests/fuzz/corpus tests/fuzz/seeds -max_total_time=N
 
 The same property runs under Hypothesis in ``test_fuzz_engine.py`` (part of
-``make test``), and every input that once broke it is replayed by
-``test_fuzz_regressions.py``.
+``make test``), which also replays every input of :func:`seeds`. An input
+that breaks it (libFuzzer writes it to ``tests/fuzz/corpus/crash-*``) becomes
+a named entry there, then the committed seeds are regenerated with
+``python tests/fuzz/fuzz_engine.py --write-seeds tests/fuzz/seeds``.
 
 An input is two header bytes, then the bytes the peer sends::
 
