@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 EXTRAS ?= test,trio,anyio,redis,uvloop,docs
 
-.PHONY: demo test lint typecheck matrix conformance docs bench clean
+.PHONY: demo test lint typecheck matrix conformance docs bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required")'
@@ -46,9 +46,20 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -n --keep-going -b html docs docs/_build/html
 
+# Fuzz the engine's byte entry with atheris for SECONDS (see tests/fuzz/fuzz_engine.py). New
+# inputs go to the git-ignored tests/fuzz/corpus; the committed seeds are read, never written.
+SECONDS ?= 60
+FUZZ_CORPUS = tests/fuzz/corpus
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet atheris
+	@mkdir -p $(FUZZ_CORPUS)
+	$(BIN)/python tests/fuzz/fuzz_engine.py $(FUZZ_CORPUS) tests/fuzz/seeds \
+		-dict=tests/fuzz/engine.dict -max_total_time=$(SECONDS) -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_CORPUS)/ $(FUZZ_ARGS)
+
 # RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).
 conformance: $(STAMP)
 	$(BIN)/python tests/conformance/matrix.py --adapters all --cases all
 
 clean:
-	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/fuzz/corpus

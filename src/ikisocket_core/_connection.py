@@ -17,6 +17,7 @@ and collects their output for the driver; it decides nothing itself.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 
 # Public through ikisocket_core.protocol, not the package top level.
 __all__: list[str] = []
+
+# Logging hygiene (docs/explanation/errors.md): one line per refused or failed
+# connection, with the peer's address and the reason; never a message body, a
+# header value or a traceback for what the peer did; nothing for the happy path.
+logger = logging.getLogger("ikisocket")
 
 # What a connection counts against in the node's connection limits.
 UNCOUNTED = 0
@@ -362,6 +368,7 @@ class ServerConnection:
 
     def _refuse_early(self, refusal: Reject) -> None:
         """Answer before any request arrived (``max_handshakes``), then close."""
+        log_refusal(self.client, refusal.status, refusal.reason)
         answer = Answer(refusal.status, refusal.reason.encode(), refusal.headers)
         self._write_control(encode_early(answer))
         self._state = transition(self._state, StateInput.REJECT)
@@ -370,6 +377,8 @@ class ServerConnection:
     def _answer(self, answer: Answer) -> None:
         http = self._http
         assert http is not None
+        if answer.status >= 400:
+            log_refusal(self.client, answer.status, answer.body.decode("utf-8", "replace"))
         self._write_control(http.respond(answer))
         self._http = None
         self._state = transition(self._state, StateInput.REJECT)
@@ -496,12 +505,18 @@ class ServerConnection:
         self._node._pump_hub()  # what listeners emitted before the failure goes out first
         code = error.close_code
         reason = str(error)[:100]
+        self._log_failure(code, reason)
         self._write_close(code, reason)
         kws = self.kws
         if kws is not None and kws.state is _OPEN:
             self._node.hub.receive_error(kws, error)
         self._end(code, reason, error)
         self._close_transport()
+
+    def _log_failure(self, code: int, reason: str) -> None:
+        kws = self.kws
+        uuid = "" if kws is None else f" ({kws.uuid})"
+        logger.info("failed %s%s: %d %s", peer_name(self.client), uuid, code, reason)
 
     def _end(self, code: int, reason: str, error: BaseException | None) -> None:
         """Report the end of the connection to the hub, once."""
@@ -527,6 +542,8 @@ class ServerConnection:
         """
         if self._out_closed or self.state is _CLOSED:
             return
+        if code == 1011:  # a listener failed (its traceback is logged by the hub)
+            self._log_failure(code, reason)
         self._write_close(code, reason)
         if self.message_level:
             self._close_transport()  # the ASGI server runs the closing handshake
@@ -563,6 +580,7 @@ class ServerConnection:
         timer = self._timer
         if timer == _HANDSHAKE:
             node.stats.handshake_timeouts += 1
+            logger.info("failed %s: handshake timeout", peer_name(self.client))
             self._http = None
             self._end(1006, "handshake timeout", None)
             self._close_transport()
@@ -611,6 +629,7 @@ class ServerConnection:
             # What is queued will never be read in time: drop it and fail the connection.
             self._out = []
             self.buffered = 0
+            self._log_failure(1013, str(error))
             node.hub.receive_error(kws, error)  # ignored if the hub already closed it
             self._write_close(1013, "output buffer overflow")
             self._end(1013, "output buffer overflow", error)
@@ -619,7 +638,28 @@ class ServerConnection:
         node.stats.dropped_messages += 1
         if not self._overflowing:
             self._overflowing = True
+            logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
             node.hub.receive_error(kws, error)
+
+
+def peer_name(client: tuple[str, int] | None) -> str:
+    """The peer's address as logged: ``host:port``, ``[v6]:port`` or ``unknown peer``."""
+    if client is None:
+        return "unknown peer"
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def log_refusal(client: tuple[str, int] | None, status: int, reason: str) -> None:
+    """Log one refused request: INFO for the peer's 4xx, WARNING for the server's 5xx.
+
+    Args:
+        client: The peer's address.
+        status: The HTTP status it was answered with.
+        reason: Why (the answer's reason, never a request header).
+    """
+    level = logging.WARNING if status >= 500 else logging.INFO
+    logger.log(level, "refused %s: %d %s", peer_name(client), status, reason)
 
 
 def deliver(node: Server, action: Send) -> None:

@@ -267,8 +267,9 @@ class _Dispatcher(_Registry):
         if not listeners and not local:
             if name == EVENT_ERROR and error is not None:
                 if isinstance(error, (RemoteProtocolError, SlowConsumer)):
-                    # The peer's fault, not the application's: no traceback.
-                    logger.info("connection %s: %s", kws.uuid, error)
+                    # The peer's fault, not the application's: no traceback, and the
+                    # engine already logged its one line with the peer's address.
+                    logger.debug("connection %s: %s", kws.uuid, error)
                 else:
                     logger.error(
                         "error on connection %s (no error listener)", kws.uuid, exc_info=error

@@ -350,8 +350,9 @@ class Hub(_Federation):
             It never raises: a ``before_upgrade`` hook or UUID factory that
             fails or answers something invalid (an unknown value, a
             subprotocol the client did not offer) gets 500, a UUID that is
-            already connected 409; each is logged once on the ``ikisocket``
-            logger.
+            already connected 409. A failing hook or factory logs its
+            traceback on the ``ikisocket`` logger; the driver logs every
+            refusal in one line, with the peer's address.
         """
         if not self._accepting:
             return Reject(status=503, reason="the server is not accepting connections")
@@ -591,7 +592,7 @@ class Hub(_Federation):
             if not isinstance(uuid, str) or not uuid:
                 raise LocalProtocolError(f"the uuid factory made {uuid!r}, not a non-empty str")
         if taken or self._is_taken(uuid):
-            logger.warning(
+            logger.debug(  # the driver logs the refusal (409) with the peer's address
                 "refusing a WebSocket request for %s: uuid %r is already connected",
                 request.path,
                 uuid,

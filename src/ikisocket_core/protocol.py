@@ -60,7 +60,14 @@ from ._config import (
     ServerConfig,
     ServerStats,
 )
-from ._connection import COUNTED_HANDSHAKE, COUNTED_OPEN, UNCOUNTED, ServerConnection, deliver
+from ._connection import (
+    COUNTED_HANDSHAKE,
+    COUNTED_OPEN,
+    UNCOUNTED,
+    ServerConnection,
+    deliver,
+    log_refusal,
+)
 from ._events import MessageKind
 from ._http import HTTPPhase
 from ._hub import Hub
@@ -213,6 +220,7 @@ class Server:
         self.stats.connections += 1
         refusal = self._over_limit(request.client)
         if refusal is not None:
+            log_refusal(request.client, refusal.status, refusal.reason)
             return refusal
         conn = ServerConnection(
             self,
@@ -224,6 +232,7 @@ class Server:
         result = self.hub.open(request, conn=conn)
         if isinstance(result, Reject):
             self.stats.rejected += 1
+            log_refusal(request.client, result.status, result.reason)
             return result
         conn.kws = result
         self._conns[conn] = None
