@@ -13,6 +13,7 @@ next deadline.
 ::
 
     import asyncio
+import sys
     from ikisocket_adapters.asyncio import serve
 
     asyncio.run(serve(hub, "127.0.0.1", 3000))
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -147,8 +149,15 @@ class WebSocketServer(Driver):
         self.loop = asyncio.get_running_loop()
         self.scheme = scheme_of(ssl_context)
         self.ssl_context = ssl_context
-        # TLS negotiated by the protocol (start_tls) on asyncio's own loops; by the loop on uvloop.
-        self.own_tls = ssl_context is not None and isinstance(self.loop, asyncio.BaseEventLoop)
+        # TLS negotiated by the protocol (start_tls) on asyncio's own loops from Python 3.11;
+        # by the loop on uvloop and on 3.10, whose selector transport starts reading after
+        # connection_made even when the protocol paused it there, so the ClientHello could
+        # reach the protocol before start_tls takes the transport over.
+        self.own_tls = (
+            ssl_context is not None
+            and isinstance(self.loop, asyncio.BaseEventLoop)
+            and sys.version_info >= (3, 11)
+        )
         self.protocols: set[_Protocol] = set()
         self.handshaking: set[_Protocol] = set()  # TLS handshakes in progress
         self.idle = asyncio.Event()
