@@ -13,7 +13,6 @@ next deadline.
 ::
 
     import asyncio
-import sys
     from ikisocket_adapters.asyncio import serve
 
     asyncio.run(serve(hub, "127.0.0.1", 3000))
