@@ -17,7 +17,6 @@ and collects their output for the driver; it decides nothing itself.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
 from ._frames import _frame, negotiate_extensions
 from ._http import Answer, HTTPPhase, encode_early, examine
+from ._log import log_refusal, logger, peer_name
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ if TYPE_CHECKING:
 
 # Public through ikisocket_core.protocol, not the package top level.
 __all__: list[str] = []
-
-# Logging hygiene (docs/explanation/errors.md): one line per refused or failed
-# connection, with the peer's address and the reason; never a message body, a
-# header value or a traceback for what the peer did; nothing for the happy path.
-logger = logging.getLogger("ikisocket")
 
 # What a connection counts against in the node's connection limits.
 UNCOUNTED = 0
@@ -640,26 +635,6 @@ class ServerConnection:
             self._overflowing = True
             logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
             node.hub.receive_error(kws, error)
-
-
-def peer_name(client: tuple[str, int] | None) -> str:
-    """The peer's address as logged: ``host:port``, ``[v6]:port`` or ``unknown peer``."""
-    if client is None:
-        return "unknown peer"
-    host, port = client[0], client[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def log_refusal(client: tuple[str, int] | None, status: int, reason: str) -> None:
-    """Log one refused request: INFO for the peer's 4xx, WARNING for the server's 5xx.
-
-    Args:
-        client: The peer's address.
-        status: The HTTP status it was answered with.
-        reason: Why (the answer's reason, never a request header).
-    """
-    level = logging.WARNING if status >= 500 else logging.INFO
-    logger.log(level, "refused %s: %d %s", peer_name(client), status, reason)
 
 
 def deliver(node: Server, action: Send) -> None:

@@ -66,11 +66,11 @@ from ._connection import (
     UNCOUNTED,
     ServerConnection,
     deliver,
-    log_refusal,
 )
 from ._events import MessageKind
 from ._http import HTTPPhase
 from ._hub import Hub
+from ._log import log_refusal
 from ._routing import Request
 from ._state import ConnectionState
 from ._timers import Deadlines

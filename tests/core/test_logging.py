@@ -18,7 +18,7 @@ import pytest
 from pairing import Network, Pair, pair
 
 from ikisocket_core import EVENT_ERROR, EVENT_MESSAGE, EventPayload, Hub, Reject, Request
-from ikisocket_core._connection import peer_name
+from ikisocket_core._log import peer_name
 from ikisocket_core.protocol import Server
 
 PEER = "127.0.0.1:40000"
