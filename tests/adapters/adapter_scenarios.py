@@ -788,10 +788,10 @@ async def connection_limits_answer_503_and_keep_serving(serve: Serve) -> None:
 # -- the handler watchdog and TLS that cannot be stalled ------------------------------------
 
 
-def watchdog_hub(**hub_options: Any) -> tuple[Hub, list[BaseException]]:
-    """``/ws``: "hang" never returns, "boom" raises, anything else is answered "done ..."."""
+def watchdog_hub(path: str = "/ws", **hub_options: Any) -> tuple[Hub, list[BaseException]]:
+    """``path``: "hang" never returns, "boom" raises, anything else is answered "done ..."."""
     hub = Hub(**hub_options)
-    hub.websocket("/ws", lambda kws: None)
+    hub.websocket(path, lambda kws: None)
     errors: list[BaseException] = []
 
     @hub.on(EVENT_MESSAGE)

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from adapter_scenarios import watchdog_hub
 from anyio.abc import TaskGroup
 
 import ikisocket_adapters.asgi
@@ -1042,24 +1043,7 @@ async def test_a_broken_before_upgrade_verdict_is_logged_and_refused_with_500(
 
 
 def hanging_hub(**options: Any) -> tuple[Hub, list[BaseException]]:
-    hub = Hub(**options)
-    hub.websocket("/ws/:id", lambda kws: None)
-    errors: list[BaseException] = []
-
-    @hub.on(EVENT_MESSAGE)
-    async def handle(ep: EventPayload) -> None:
-        if ep.data == b"hang":
-            await anyio.sleep_forever()
-        if ep.data == b"boom":
-            raise RuntimeError("boom")
-        ep.kws.emit(b"done " + ep.data)
-
-    @hub.on(EVENT_ERROR)
-    def failed(ep: EventPayload) -> None:
-        assert ep.error is not None
-        errors.append(ep.error)
-
-    return hub, errors
+    return watchdog_hub("/ws/:id", **options)
 
 
 async def test_a_hung_async_listener_is_cancelled_at_handler_timeout() -> None:
