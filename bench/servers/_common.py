@@ -23,6 +23,15 @@ from typing import Literal
 
 Mode = Literal["echo", "broadcast"]
 HOST = "127.0.0.1"
+#: The options every ikisocket bench server runs with. Every benchmark client comes from
+#: 127.0.0.1, and the other servers have no such limits: lift them (docs/security.md).
+OURS: dict[str, object] = {
+    "backlog": 1024,
+    "compression": False,
+    "ping_interval": None,
+    "max_connections_per_ip": None,
+    "max_handshakes": None,
+}
 PATH = "/ws"
 #: Listen backlog for every server (the load generator connects 100 at a time).
 BACKLOG = 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _common import HOST, PATH, announce, parse_args, run_asyncio
+from _common import HOST, OURS, PATH, announce, parse_args, run_asyncio
 
 from ikisocket_adapters.asyncio import start_server
 from ikisocket_core import EVENT_MESSAGE, EventPayload, Hub, Websocket
@@ -41,13 +41,7 @@ async def main(mode: str) -> None:
         make_hub(mode),
         HOST,
         0,
-        backlog=1024,
-        compression=False,
-        ping_interval=None,
-        # Every benchmark client comes from 127.0.0.1, and the other servers have no such
-        # limits: lift them (docs/security.md).
-        max_connections_per_ip=None,
-        max_handshakes=None,
+        **OURS,
     )
     announce(server.port)
     await asyncio.Event().wait()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import trio
-from _common import HOST, announce, parse_args, raise_fd_limit
+from _common import HOST, OURS, announce, parse_args, raise_fd_limit
 from ikisocket_asyncio import make_hub
 
 from ikisocket_adapters.trio import open_server
@@ -14,13 +14,7 @@ async def main(mode: str) -> None:
         make_hub(mode),
         HOST,
         0,
-        backlog=1024,
-        compression=False,
-        ping_interval=None,
-        # Every benchmark client comes from 127.0.0.1, and the other servers have no such
-        # limits: lift them (docs/security.md).
-        max_connections_per_ip=None,
-        max_handshakes=None,
+        **OURS,
     ) as server:
         announce(server.port)
         await trio.sleep_forever()
