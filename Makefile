@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 EXTRAS ?= test,trio,anyio,redis,uvloop,docs
 
-.PHONY: demo test lint typecheck matrix conformance docs bench fuzz clean
+.PHONY: demo test lint typecheck matrix conformance docs bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required")'
@@ -57,9 +57,17 @@ fuzz: $(STAMP)
 		-dict=tests/fuzz/engine.dict -max_total_time=$(SECONDS) -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_CORPUS)/ $(FUZZ_ARGS)
 
+# Soak: 2,000 clients churn against one ADAPTER's server for MINUTES, then the server must be
+# back where it started (see tests/soak/soak.py); samples and a plot go to tests/soak/results.
+MINUTES ?= 2
+ADAPTER ?= asyncio
+soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet matplotlib
+	$(BIN)/python tests/soak/soak.py --adapter $(ADAPTER) --minutes $(MINUTES) $(SOAK_ARGS)
+
 # RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).
 conformance: $(STAMP)
 	$(BIN)/python tests/conformance/matrix.py --adapters all --cases all
 
 clean:
-	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/fuzz/corpus
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/fuzz/corpus tests/soak/results

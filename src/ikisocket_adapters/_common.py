@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
@@ -82,7 +83,7 @@ def make_server(hub: Hub, limits: dict[str, Any]) -> Server:
     unknown = set(limits) - known
     if unknown:
         raise TypeError(f"unknown server option(s): {', '.join(sorted(unknown))}")
-    return Server(hub, ServerConfig(**limits))
+    return Server(hub, ServerConfig(**limits), clock=time.perf_counter)
 
 
 def begin_shutdown(server: Server) -> None:

@@ -20,6 +20,7 @@ in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 import weakref
 from collections import deque
@@ -286,7 +287,9 @@ class _Driver:
         """The engine, made on first use (so importing an app never steals a hub)."""
         server = self.server
         if server is None:
-            server = self.server = Server(self.hub, self.config, encode_message=_encode)
+            server = self.server = Server(
+                self.hub, self.config, encode_message=_encode, clock=time.perf_counter
+            )
             server.stats = self.stats
             server.set_wakeup(self._woken)
         return server

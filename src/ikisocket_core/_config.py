@@ -57,6 +57,12 @@ class ServerConfig:
             :class:`~ikisocket_core.HandlerTimeout`; the hub's
             ``on_listener_error`` decides whether the connection is then closed
             (1011). The connection's later listeners still run, in order.
+        slow_listener_threshold: Seconds a plain (not ``async def``) listener
+            or route callback may take before it is logged, once per
+            listener, at WARNING with its name (0.1; ``None``: never). Such a
+            listener blocks the event loop, and every connection waits for it.
+            Timing needs the driver's clock (``Server(..., clock=)``); every
+            bundled driver and ``TestClient`` give one.
     """
 
     max_message_size: int | None = 1024 * 1024
@@ -73,6 +79,7 @@ class ServerConfig:
     max_connections_per_ip: int | None = 1000
     max_handshakes: int | None = 1000
     handler_timeout: float | None = None
+    slow_listener_threshold: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("drop", "close"):
@@ -88,6 +95,7 @@ class ServerConfig:
         for name in (
             "ping_interval",
             "handler_timeout",
+            "slow_listener_threshold",
             "max_connections",
             "max_connections_per_ip",
             "max_handshakes",

@@ -158,6 +158,11 @@ class _Dispatcher(_Registry):
         self._depth = 0
         self._wakeup: Callable[[], None] | None = None
         self._wakeup_pending = False
+        # Timing plain listeners (set_listener_clock): the clock, the threshold, and the
+        # listeners already reported.
+        self._clock: Callable[[], float] | None = None
+        self._slow = 0.0
+        self._reported_slow: set[str] = set()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -229,6 +234,23 @@ class _Dispatcher(_Registry):
         """
         self._wakeup = callback
 
+    def set_listener_clock(self, clock: Callable[[], float] | None, threshold: float) -> None:
+        """Time plain listeners with ``clock``; report those slower than ``threshold``.
+
+        A listener that is not ``async def`` (or a route callback) runs on the
+        driver's event loop: while it runs, no connection is served. One that
+        takes longer than ``threshold`` seconds is logged once, at WARNING, with
+        its name. The protocol engine calls this with its driver's clock; the
+        hub reads no clock by itself.
+
+        Args:
+            clock: A monotonic clock in seconds (``time.perf_counter``), or
+                ``None`` to stop timing.
+            threshold: Seconds.
+        """
+        self._clock = clock
+        self._slow = threshold
+
     # -- internals -----------------------------------------------------------------------
 
     def _push(self, action: Action) -> None:
@@ -298,26 +320,50 @@ class _Dispatcher(_Registry):
             self._call(fn, ep)
 
     def _call(self, fn: Listener, ep: EventPayload) -> None:
+        clock = self._clock
+        started = 0.0 if clock is None else clock()
         try:
             result = fn(ep)
         except Exception as exc:
+            if clock is not None and clock() - started > self._slow:
+                self._blocked(fn, ep.name, clock() - started)
             self._listener_failed(ep, exc)
             return
+        if clock is not None and clock() - started > self._slow:
+            self._blocked(fn, ep.name, clock() - started)
         if result is not None and inspect.isawaitable(result):
             self._push(RunHandler(target=ep.kws, awaitable=_Handler(self, ep, result)))
 
     def _run_route(self, callback: RouteCallback, kws: Websocket) -> None:
         ep = kws.payload(EVENT_CONNECT)
+        clock = self._clock
+        started = 0.0 if clock is None else clock()
         try:
             result = callback(kws)
         except Exception as exc:
             self._listener_failed(ep, exc)
             result = None
+        if clock is not None and clock() - started > self._slow:
+            self._blocked(callback, "route callback", clock() - started)
         if result is not None and inspect.isawaitable(result):
             handler = _Handler(self, ep, result, then_connect=True)
             self._push(RunHandler(target=kws, awaitable=handler))
         elif kws.state is _OPEN:
             self._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
+
+    def _blocked(self, fn: Callable[..., Any], event: str, seconds: float) -> None:
+        """A plain listener held the event loop for ``seconds``: say so, once per listener."""
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        if name in self._reported_slow:
+            return
+        self._reported_slow.add(name)
+        logger.warning(
+            "listener %s (%s) blocked the event loop for %.3f s; every connection waited "
+            "(make it async def, or move the blocking work to a thread). Reported once.",
+            name,
+            event,
+            seconds,
+        )
 
     def _listener_failed(self, ep: EventPayload, exc: Exception) -> None:
         kws = ep.kws

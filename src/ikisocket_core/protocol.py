@@ -119,6 +119,9 @@ class Server:
             an outgoing message into what :meth:`ServerConnection.take`
             returns, once per message whatever the number of targets
             (default: a ``(kind, data)`` tuple).
+        clock: The driver's monotonic clock (``time.perf_counter``), to time
+            plain listeners against ``config.slow_listener_threshold``; the
+            engine reads no clock without it.
         **options: :class:`ServerConfig` fields.
     """
 
@@ -128,6 +131,7 @@ class Server:
         config: ServerConfig | None = None,
         *,
         encode_message: Callable[[MessageKind, bytes], Any] | None = None,
+        clock: Callable[[], float] | None = None,
         **options: Any,
     ) -> None:
         if options:
@@ -155,6 +159,9 @@ class Server:
         # gives the hub the clock only when it has one, at no cost otherwise.
         self._hub_timers = hub.idle_timeout is not None
         hub.set_wakeup(self._hub_woke)
+        threshold = self.config.slow_listener_threshold
+        if clock is not None and threshold is not None:
+            hub.set_listener_clock(clock, threshold)
 
     # -- making connections ---------------------------------------------------------------
 

@@ -458,6 +458,9 @@ class TestClient:
             ``lambda coro: trio.run(lambda: coro)``. By default a loop-free
             runner is used.
         start_time: The fake clock's first reading.
+        listener_clock: A clock to time plain listeners with, as drivers do
+            (``time.perf_counter``, or a fake one), so that one slower than
+            ``slow_listener_threshold`` is logged; by default they are not timed.
         **limits: :class:`~ikisocket_core.protocol.ServerConfig` fields
             (``max_message_size``, ``max_queue``, ``backpressure``,
             ``ping_interval`` ...), as an adapter takes them.
@@ -474,10 +477,11 @@ class TestClient:
         *,
         run_async: Callable[[Any], object] | None = None,
         start_time: float = 0.0,
+        listener_clock: Callable[[], float] | None = None,
         **limits: Any,
     ) -> None:
         self.hub = hub
-        self.server = Server(hub, **limits)
+        self.server = Server(hub, clock=listener_clock, **limits)
         self._run_async = run_async or _run_without_loop
         self._now = start_time
         self._port = 50000

@@ -133,13 +133,13 @@ def _masked_frame(opcode: int, payload: bytes) -> bytes:
 
 async def _chat_then_leave(url: str, tally: Tally, rng: random.Random, rooms: int) -> None:
     ws = await open_chatter(url, f"room{rng.randrange(rooms)}", tally, deflate=rng.random() < 0.3)
-    await chat(ws, tally, rng, interval=1.0, seconds=rng.uniform(1.0, 8.0))
+    await chat(ws, tally, rng, interval=2.0, seconds=rng.uniform(1.0, 8.0))
     await ws.close()
 
 
 async def _chat_then_reset(url: str, tally: Tally, rng: random.Random, rooms: int) -> None:
     ws = await open_chatter(url, f"room{rng.randrange(rooms)}", tally, deflate=rng.random() < 0.3)
-    await chat(ws, tally, rng, interval=1.0, seconds=rng.uniform(1.0, 8.0))
+    await chat(ws, tally, rng, interval=2.0, seconds=rng.uniform(1.0, 8.0))
     _reset(ws)
 
 

@@ -7,7 +7,10 @@
 ``--adapter`` is one of :data:`ADAPTERS`. Each second one JSON line goes to
 ``--samples``: seconds since start, RSS and its peak (KiB, from
 ``/proc/self/status``), open file descriptors, tasks of the event loop, the
-hub's registry size, and the load application's books. It prints
+hub's registry size, the interpreter's allocated blocks, and the load
+application's books. On SIGUSR1 it collects garbage, asks the C allocator to
+hand free memory back (glibc's ``malloc_trim``) and writes a sample marked
+``"trimmed": true`` at once: RSS then is what the process really holds. It prints
 ``listening <port>`` once it accepts connections. On SIGTERM the server
 shuts down gracefully (every client gets 1001, bounded by ``close_timeout``),
 then prints one line ``report {json}`` with the books, the registry size and
@@ -20,6 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import signal
@@ -64,10 +70,22 @@ def _tasks() -> int:
     return len(asyncio.all_tasks())
 
 
-def sample(start: float) -> dict[str, Any]:
+def _trim() -> bool:
+    """Hand the allocator's free memory back to the system (glibc); whether it could."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+    return True
+
+
+def sample(start: float, *, trimmed: bool = False) -> dict[str, Any]:
     """One reading of the process and the hub."""
     return {
         "t": round(time.monotonic() - start, 3),
+        "trimmed": trimmed,
+        "blocks": sys.getallocatedblocks(),
         "rss_kib": _status_kib("VmRSS:"),
         "hwm_kib": _status_kib("VmHWM:"),
         "fds": len(os.listdir("/proc/self/fd")),
@@ -83,6 +101,17 @@ async def _sampler(out: TextIO | None, start: float) -> None:
             out.write(json.dumps(sample(start)) + "\n")
             out.flush()
         await anyio.sleep(1.0)
+
+
+async def _trimmer(out: TextIO | None, start: float) -> None:
+    """On SIGUSR1: collect garbage, trim the heap, then write a sample marked ``trimmed``."""
+    with anyio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            gc.collect()
+            trimmed = _trim()
+            if out is not None:
+                out.write(json.dumps(sample(start, trimmed=trimmed)) + "\n")
+                out.flush()
 
 
 def _announce(port: int) -> None:
@@ -135,6 +164,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_sampler, out, start)
+            tg.start_soon(_trimmer, out, start)
             took = await _serve_until_signalled(args.adapter, args.port, limits)
             tg.cancel_scope.cancel()
         final = sample(start)
