@@ -100,6 +100,10 @@ def _field(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
         return tuple(value)
+    if name in ("part", "parts"):
+        if value.__class__ is not int:
+            raise ValueError(f"{name} is an int")
+        return value
     if not isinstance(value, str):  # node, room, event, exclude
         raise ValueError(f"{name} is a string")
     return value
