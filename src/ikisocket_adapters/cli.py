@@ -135,7 +135,7 @@ def _backplane(hub: Hub, redis_url: str | None) -> Any:
     try:
         from .redis import RedisBackplane  # noqa: PLC0415
     except ImportError:
-        raise CLIError("--redis needs the redis package (pip install 'ikisocket[redis]')") from None
+        raise CLIError("--redis needs the coredis package (pip install 'ikisocket[redis]')") from None
     try:
         return RedisBackplane(hub, redis_url)
     except ValueError as exc:
@@ -205,9 +205,6 @@ def _run_anyio(
 
     from .anyio import serve  # noqa: PLC0415
 
-    if backend == "trio" and redis_url is not None:
-        # The message predates --backend: "anyio" meant its default, asyncio.
-        raise CLIError("--redis needs an asyncio-based adapter (--adapter asyncio or anyio)")
     backplane = _backplane(hub, redis_url)
 
     async def run() -> None:
@@ -339,7 +336,7 @@ def _parser() -> argparse.ArgumentParser:
             "--redis",
             metavar="URL",
             default=None,
-            help="share connections with other processes through this Redis (asyncio, anyio)",
+            help="share connections with other processes through this Redis (any adapter)",
         )
 
     run = sub.add_parser("run", help="serve the hub named by an import string")

@@ -1,25 +1,30 @@
-"""The Redis backplane: one application served by several processes.
+"""The Redis backplane: one application served by several processes, on every adapter.
 
 Each process federates its hub (see :meth:`ikisocket_core.Hub.federate`) and
 runs a :class:`RedisBackplane` beside its server. The backplane publishes the
 hub's relays (broadcasts, room emits, room and hub-wide fires, emits to
-connections on other nodes, and which connections opened or ended) on one Redis pub/sub
-channel and applies the other nodes' relays to its hub::
+connections on other nodes, and which connections opened or ended) on one Redis
+pub/sub channel and applies the other nodes' relays to its hub::
 
     backplane = RedisBackplane(hub, "redis://127.0.0.1:6379/0")
     async with anyio.create_task_group() as tg:
         await tg.start(backplane.run)
-        ...  # serve the hub with the asyncio or anyio adapter
+        ...  # serve the hub with any adapter
 
-Every node keeps a key ``<channel>:node:<id>`` alive in Redis (it expires
-``node_ttl`` seconds after the node stops refreshing it); a node whose key
-expired is forgotten by the others. When Redis goes away the backplane
-reconnects with backoff (0.1 s doubling to 2 s), keeps what it has to
-publish in a bounded queue meanwhile, and announces itself again.
+It is written on anyio with the coredis client, so the same code runs on
+asyncio (also with uvloop), on trio, and under any ASGI server.
+
+Every ``heartbeat`` seconds a node publishes its full membership (a presence
+snapshot, which is also its heartbeat); the others replace what they knew of
+it, and forget a node they have not heard from for ``node_ttl`` seconds (its
+connections are gone and their UUIDs free again). The node also hears its own
+heartbeat: a node that stops hearing itself is deaf (its subscription died
+silently) and reconnects. When Redis goes away the backplane reconnects with
+backoff (0.1 s doubling to 2 s), keeps what it has to publish in a bounded
+queue meanwhile, and announces itself again.
 
 Delivery is at most once: what is published while a node is disconnected
-does not reach it. ``redis.asyncio`` needs asyncio, so the backplane runs on
-asyncio (plain, or anyio on asyncio), not on trio.
+does not reach it.
 """
 
 from __future__ import annotations
@@ -28,17 +33,16 @@ import base64
 import dataclasses
 import json
 import logging
+import sys
 import uuid as _uuid
 from collections import deque
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import anyio
+import coredis
 from anyio.abc import TaskStatus
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import (
     HelloRelay,
@@ -47,7 +51,11 @@ from ikisocket_core import (
     MessageKind,
     PresenceRelay,
     Relay,
+    default_hub,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover (the backport anyio depends on)
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "decode_relay", "encode_relay"]
 
@@ -59,6 +67,18 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
 _BATCH = 512
+_SCHEMES = ("redis", "rediss", "unix")
+_COUNTERS = (
+    "published",
+    "received",
+    "applied",
+    "dropped",
+    "malformed",
+    "connects",
+    "reconnects",
+    "forgotten",
+    "deaf",
+)
 
 
 def encode_relay(relay: Relay) -> bytes:
@@ -134,87 +154,138 @@ def decode_relay(message: bytes | str) -> Relay:
         raise ValueError(f"not a relay: {exc}") from None
 
 
+def _check_url(url: str) -> None:
+    """Refuse a URL that is not a Redis URL (now, not in the reconnect loop)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix:// (not {url!r})")
+    try:
+        coredis.ConnectionPool.from_url(url)
+    except Exception as exc:  # coredis raises what its URL parsing raises
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
+
+
+class _Deaf(Exception):
+    """This node stopped hearing its own heartbeat: its subscription is dead."""
+
+
 class RedisBackplane:
     """Carries a hub's relays to the other nodes through Redis pub/sub, and theirs to it.
 
     Creating it federates the hub (with ``node_id``, or the id the hub
-    already has, or a random one). Run it with :meth:`run` beside the server,
-    on asyncio.
+    already has, or a random one), with ``node_ttl``, ``heartbeat`` (as the
+    presence interval) and ``max_pending`` (as ``max_relays``). Run it with
+    :meth:`run` beside the server, on any anyio backend: asyncio (plain or
+    uvloop, e.g. the asyncio adapter or an ASGI server) or trio.
+
+    ``RedisBackplane(url)`` (the URL first, no hub) serves the default hub
+    of the module-level functions (``ikisocket_core.on`` ...).
 
     Args:
-        hub: The application's hub.
+        hub: The application's hub, or the Redis URL (then the default hub is served).
         url: The Redis URL (``redis://``, ``rediss://`` or ``unix://``).
-        channel: The pub/sub channel every node of the application uses;
-            heartbeat keys are ``<channel>:node:<id>``.
-        heartbeat: Seconds between refreshes of this node's key (and checks
-            of the other nodes' keys).
-        node_ttl: Seconds after which a node that stopped refreshing its key
-            is forgotten by the others.
-        max_pending: How many relays are kept while Redis is unreachable;
-            beyond that the oldest are dropped (counted in ``stats``).
+        mode: ``"pubsub"``: at most once, lowest latency (the only mode so far).
+        channel: The pub/sub channel every node of the application uses.
+        heartbeat: Seconds between this node's presence snapshots (its
+            heartbeat); also how often it checks the others' TTLs.
+        node_ttl: Seconds after which the others forget a node they have not
+            heard from (and after which a node that does not hear its own
+            heartbeat reconnects).
+        max_pending: How many relays are kept while Redis is unreachable (and
+            in the hub's queue); beyond that the oldest are dropped (counted).
         node_id: This node's id.
 
     Raises:
         ValueError: A setting is out of range, or the URL is not a Redis URL.
 
     Attributes:
+        hub: The hub it serves.
         node_id: This node's id.
         connected: Whether it is connected and subscribed right now.
-        stats: Counters: ``published``, ``received``, ``dropped`` (relays
-            lost), ``malformed`` (messages on the channel that were not
-            relays), ``connects``, ``forgotten`` (nodes whose key expired).
+        stats: Counters: ``published``, ``received`` (relays from other
+            nodes), ``applied`` (of those, given to the hub), ``dropped``
+            (relays lost: queue overflow here or in the hub, or a failed
+            publish), ``malformed`` (messages on the channel that were not
+            relays), ``connects``, ``reconnects`` (connects after the first),
+            ``forgotten`` (nodes whose TTL passed), ``deaf`` (reconnects because
+            this node stopped hearing itself).
     """
 
     def __init__(
         self,
-        hub: Hub,
-        url: str = DEFAULT_URL,
+        hub: Hub | str | None = None,
+        url: str | None = None,
         *,
+        mode: Literal["pubsub"] = "pubsub",
         channel: str = "ikisocket",
         heartbeat: float = 2.0,
         node_ttl: float = 6.0,
         max_pending: int = 10_000,
         node_id: str | None = None,
     ) -> None:
+        if isinstance(hub, str):
+            if url is not None:
+                raise ValueError(
+                    "give the URL once: RedisBackplane(hub, url) or RedisBackplane(url)"
+                )
+            hub, url = None, hub
+        if mode != "pubsub":
+            raise ValueError(f"mode is 'pubsub' (not {mode!r})")
         if heartbeat <= 0:
             raise ValueError("heartbeat must be positive")
         if node_ttl <= heartbeat:
             raise ValueError("node_ttl must be longer than heartbeat")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
-        parse_url(url)  # a malformed URL is a ValueError now, not in the reconnect loop
-        self.hub = hub
+        url = DEFAULT_URL if url is None else url
+        _check_url(url)
+        self.hub = default_hub if hub is None else hub
         self.url = url
+        self.mode = mode
         self.channel = channel
         self.heartbeat = heartbeat
         self.node_ttl = node_ttl
         self.max_pending = max_pending
-        self.node_id = node_id or hub.node_id or _uuid.uuid4().hex
-        hub.federate(self.node_id)
-        self.connected = False
-        self.stats = dict.fromkeys(
-            ("published", "received", "dropped", "malformed", "connects", "forgotten"), 0
+        self.node_id = node_id or self.hub.node_id or _uuid.uuid4().hex
+        self.hub.federate(
+            self.node_id, node_ttl=node_ttl, presence_interval=heartbeat, max_relays=max_pending
         )
+        self.connected = False
+        self.stats = dict.fromkeys(_COUNTERS, 0)
+        self._peers: dict[str, float] = {}
+        self._heard_self: float | None = None
+        self._hub_dropped = self.hub.dropped_relays
         self._pending: deque[Relay] = deque()
         self._wakeup: anyio.Event | None = None
         self._more: anyio.Event | None = None
-        self._failure: BaseException | None = None
         self._has_started = False
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
         return f"<RedisBackplane node {self.node_id} {state} {self.url}>"
 
-    def node_key(self, node_id: str) -> str:
-        """The heartbeat key of a node.
+    @property
+    def peers(self) -> dict[str, float]:
+        """Each other node this one heard from, and how many seconds ago (its last relay)."""
+        now = anyio.current_time()
+        return {node: now - heard for node, heard in self._peers.items()}
 
-        Args:
-            node_id: The node's id.
+    def health(self) -> dict[str, Any]:
+        """One snapshot of this node's health, for a liveness probe or a metrics endpoint.
+
+        Must be called from inside the event loop that runs the backplane.
 
         Returns:
-            The Redis key.
+            ``node``, ``connected``, ``pending`` (relays waiting to be published),
+            the counters of ``stats``, and ``peers`` (see :attr:`peers`).
         """
-        return f"{self.channel}:node:{node_id}"
+        return {
+            "node": self.node_id,
+            "connected": self.connected,
+            "pending": len(self._pending),
+            **self.stats,
+            "peers": self.peers,
+        }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, carry relays both ways, and reconnect whenever Redis goes away.
@@ -222,8 +293,8 @@ class RedisBackplane:
         Runs until cancelled. ``task_status.started()`` is called after the
         first connection attempt, whether it succeeded or not (the server
         need not wait for Redis). When cancelled it publishes what is still
-        queued (e.g. the ``absent`` relays of clients the server just closed)
-        and deletes its heartbeat key, bounded by one second.
+        queued (e.g. the ``absent`` relays of clients the server just closed),
+        bounded by one second.
 
         Args:
             task_status: For ``TaskGroup.start``.
@@ -235,6 +306,7 @@ class RedisBackplane:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect_forever)
+                tg.start_soon(self._tick_forever)
                 await self._connect_forever(task_status)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
@@ -244,7 +316,7 @@ class RedisBackplane:
             self.hub.set_relay_wakeup(None)
             self.connected = False
 
-    # -- internals -----------------------------------------------------------------------
+    # -- the hub's side ------------------------------------------------------------------
 
     def _relay_queued(self) -> None:
         if self._wakeup is not None:
@@ -258,7 +330,15 @@ class RedisBackplane:
             self._collect()
 
     def _collect(self) -> None:
-        relays = self.hub.drain_relays()
+        hub = self.hub
+        relays = hub.drain_relays()
+        dropped = hub.dropped_relays
+        self.stats["dropped"] += dropped - self._hub_dropped
+        self._hub_dropped = dropped
+        if not self.connected:
+            # A snapshot made while Redis is away would be stale when it goes out; the
+            # (re)connect publishes a fresh one.
+            relays = [r for r in relays if not (isinstance(r, PresenceRelay) and r.parts)]
         if not relays:
             return
         pending = self._pending
@@ -270,24 +350,51 @@ class RedisBackplane:
         assert self._more is not None
         self._more.set()
 
+    async def _tick_forever(self) -> None:
+        while True:
+            now = anyio.current_time()
+            for node in self.hub.tick_federation(now):
+                logger.info(
+                    "redis backplane: node %s is gone (silent for %g s)", node, self.node_ttl
+                )
+                self.stats["forgotten"] += 1
+                self._peers.pop(node, None)
+            await anyio.sleep(self.heartbeat / 2)
+
+    def _receive(self, message: bytes | str) -> None:
+        try:
+            relay = decode_relay(message)
+        except ValueError as exc:
+            self.stats["malformed"] += 1
+            logger.warning("redis backplane: ignoring a message on %s: %s", self.channel, exc)
+            return
+        now = anyio.current_time()
+        if relay.node == self.node_id:
+            if isinstance(relay, PresenceRelay) and relay.parts:
+                self._heard_self = now  # our own heartbeat came back: we are not deaf
+            return
+        self.stats["received"] += 1
+        self._peers[relay.node] = now
+        self.hub.receive_relay(relay, now=now)
+        self.stats["applied"] += 1
+
+    # -- Redis' side ---------------------------------------------------------------------
+
     async def _connect_forever(self, task_status: TaskStatus[None]) -> None:
         delay = _FIRST_DELAY
         while True:
-            client = self._client()
             try:
-                await self._session(client, task_status)
+                await self._session(task_status)
             except Exception as exc:
+                reason = _reason(exc)
                 if self.connected:
-                    logger.warning("redis backplane lost %s: %s", self.url, exc)
+                    logger.warning("redis backplane lost %s: %s", self.url, reason)
                 elif delay == _FIRST_DELAY:  # once per outage, not at every attempt
-                    logger.warning("redis backplane cannot reach %s: %s", self.url, exc)
+                    logger.warning("redis backplane cannot reach %s: %s", self.url, reason)
                 else:
-                    logger.debug("redis backplane cannot reach %s: %s", self.url, exc)
-            finally:
-                was_connected = self.connected
-                self.connected = False
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                    await client.aclose()
+                    logger.debug("redis backplane cannot reach %s: %s", self.url, reason)
+            was_connected = self.connected
+            self.connected = False
             if was_connected:
                 delay = _FIRST_DELAY
             self._started(task_status)
@@ -299,114 +406,91 @@ class RedisBackplane:
             self._has_started = True
             task_status.started()
 
-    async def _session(self, client: Redis, task_status: TaskStatus[None]) -> None:
-        pubsub = client.pubsub()
-        try:
-            await self._beat(client)
+    def _client(self) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
+            self.url,
+            connect_timeout=2.0,
+            stream_timeout=self.node_ttl,
+            retry_policy=NoRetryPolicy(),
+        )
+
+    async def _session(self, task_status: TaskStatus[None]) -> None:
+        async with (
+            self._client() as client,
+            client.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=None,  # this loop reconnects, and announces the node again
+                max_idle_seconds=max(1, round(self.heartbeat)),
+            ) as pubsub,
+        ):
             await pubsub.subscribe(self.channel)
-            # What this hub knows of the others may be stale (it missed what they published
-            # while it was away): forget it, and announce this node; the others answer
-            # ``hello`` with their connections.
-            for node in self.hub.remote_nodes:
-                self.hub.forget_node(node)
-            hello = HelloRelay(node=self.node_id)
-            present = PresenceRelay(node=self.node_id, uuids=self.hub.connections)
-            await client.publish(self.channel, encode_relay(hello))
-            await client.publish(self.channel, encode_relay(present))
+            # Announce this node: the others answer ``hello`` with their snapshots, and
+            # replace what they knew of this one with its own.
+            hello = [HelloRelay(node=self.node_id), *self.hub.presence_relays()]
+            await self._publish(client, hello)
             self.connected = True
+            self._heard_self = anyio.current_time()
             self.stats["connects"] += 1
+            if self.stats["connects"] > 1:
+                self.stats["reconnects"] += 1
             logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
             self._started(task_status)
-            self._failure = None
             async with anyio.create_task_group() as tg:
-                scope = tg.cancel_scope
-                tg.start_soon(self._guard, self._read, pubsub, scope)
-                tg.start_soon(self._guard, self._write, client, scope)
-                tg.start_soon(self._guard, self._heartbeat, client, scope)
-            if self._failure is not None:
-                raise self._failure
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                tg.start_soon(self._read, pubsub)
+                tg.start_soon(self._write, client)
+                tg.start_soon(self._probe)
 
-    async def _guard(self, fn: Any, arg: Any, scope: anyio.CancelScope) -> None:
-        try:
-            await fn(arg)
-        except Exception as exc:
-            if self._failure is None:
-                self._failure = exc
-            scope.cancel()
-
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: Any) -> None:
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                relay = decode_relay(message["data"])
-            except ValueError as exc:
-                self.stats["malformed"] += 1
-                logger.warning("redis backplane: ignoring a message on %s: %s", self.channel, exc)
-                continue
-            if relay.node == self.node_id:
-                continue
-            self.stats["received"] += 1
-            self.hub.receive_relay(relay)
+            message = await pubsub.get_message(timeout=self.heartbeat)
+            if message is not None and message.get("type") == "message":
+                self._receive(message["data"])
 
-    async def _write(self, client: Redis) -> None:
+    async def _write(self, client: coredis.Redis[bytes]) -> None:
+        pending = self._pending
         while True:
             assert self._more is not None
             await self._more.wait()
             self._more = anyio.Event()
-            await self._publish_pending(client)
+            while pending:
+                batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
+                await self._publish(client, batch)
 
-    async def _publish_pending(self, client: Redis) -> None:
-        pending = self._pending
-        while pending:
-            batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
-            try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for relay in batch:
-                        pipe.publish(self.channel, encode_relay(relay))
-                    await pipe.execute()
-            except BaseException:
-                self.stats["dropped"] += len(batch)  # at most once: not sent again
-                raise
-            self.stats["published"] += len(batch)
+    async def _publish(self, client: coredis.Redis[bytes], relays: list[Relay]) -> None:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for relay in relays:
+                    pipe.publish(self.channel, encode_relay(relay))
+        except BaseException:
+            self.stats["dropped"] += len(relays)  # at most once: not sent again
+            raise
+        self.stats["published"] += len(relays)
 
-    async def _beat(self, client: Redis) -> None:
-        await client.set(self.node_key(self.node_id), b"1", px=int(self.node_ttl * 1000))
-
-    async def _heartbeat(self, client: Redis) -> None:
+    async def _probe(self) -> None:
+        """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
         while True:
             await anyio.sleep(self.heartbeat)
-            await self._beat(client)
-            nodes = self.hub.remote_nodes
-            if not nodes:
-                continue
-            alive = await client.mget([self.node_key(n) for n in nodes])
-            for node, value in zip(nodes, alive, strict=True):
-                if value is None:
-                    logger.info("redis backplane: node %s is gone", node)
-                    self.stats["forgotten"] += 1
-                    self.hub.forget_node(node)
+            heard = self._heard_self
+            if heard is not None and anyio.current_time() - heard > self.node_ttl:
+                self.stats["deaf"] += 1
+                raise _Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")
 
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
         self._collect()
-        client = self._client()
+        relays = list(self._pending)
+        self._pending.clear()
+        if not relays:
+            return
         try:
-            await self._publish_pending(client)
-            await client.delete(self.node_key(self.node_id))
+            async with self._client() as client:
+                await self._publish(client, relays)
         except Exception as exc:
             logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
-        finally:
-            await client.aclose()
 
-    def _client(self) -> Redis:
-        return Redis.from_url(
-            self.url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=2.0,
-            socket_timeout=self.node_ttl,
-        )
+
+def _reason(exc: BaseException) -> str:
+    """The first leaf of an exception group (anyio task groups wrap what failed)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

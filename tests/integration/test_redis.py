@@ -25,11 +25,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import coredis
 import pytest
-from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from ikisocket_adapters.anyio import serve
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
 from ikisocket_core import (
@@ -47,7 +48,15 @@ from ikisocket_core import (
     Websocket,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.anyio,
+    # coredis 6.9 creates a connection's anyio memory streams before it connects and closes
+    # them only after a successful connect: every failed attempt (Redis down, on purpose
+    # here) leaves six of them to the garbage collector, which warns. Harmless; not ours.
+    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 #: No single wait takes longer than this many seconds.
 LIMIT = 10.0
@@ -305,7 +314,7 @@ async def test_broadcast_emit_to_rooms_and_fire_cross_nodes(redis_server: RedisS
         got = {await recv(ws) for ws in (a1, b1, b2)}
         assert got == {"rang a1: now", "rang b1: now", "rang b2: now"}
 
-        async with Redis.from_url(redis_server.url) as raw:  # not a relay: ignored
+        async with coredis.Redis.from_url(redis_server.url) as raw:  # not a relay: ignored
             await raw.publish(a.backplane.channel, b"junk")
         await until(lambda: a.backplane.stats["malformed"] == b.backplane.stats["malformed"] == 1)
 
@@ -369,14 +378,18 @@ async def test_relays_wait_for_redis_and_the_oldest_are_dropped(
             node_hub.broadcast(f"queued {n}")
         await until(lambda: backplane.stats["dropped"] == 1)
         redis_server.start()
-        async with Redis.from_url(redis_server.url) as raw, raw.pubsub() as pubsub:
+        async with (
+            coredis.Redis.from_url(redis_server.url) as raw,
+            raw.pubsub() as pubsub,
+        ):
             await pubsub.subscribe(backplane.channel)
-            await until(lambda: backplane.stats["published"] == 2)
+            await until(lambda: backplane.stats["published"] >= 4)  # hello, snapshot, 2 relays
             seen: list[bytes] = []
             with anyio.fail_after(LIMIT):
                 while len(seen) < 4:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                     if message is not None:
+                        assert isinstance(message["data"], bytes)
                         seen.append(message["data"])
         tg.cancel_scope.cancel()
     relays = [decode_relay(m) for m in seen]
@@ -440,7 +453,10 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
     port = free_port()
     cli = [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub"]
     with process([*cli, "--port", str(port), "--redis", redis_server.url]) as proc:
-        async with Redis.from_url(redis_server.url) as raw, raw.pubsub() as pubsub:
+        async with (
+            coredis.Redis.from_url(redis_server.url) as raw,
+            raw.pubsub() as pubsub,
+        ):
             await pubsub.subscribe("ikisocket")
             async with client(f"ws://127.0.0.1:{port}", "b1") as (ws, b1_uuid):
                 proc.send_signal(signal.SIGTERM)
@@ -452,12 +468,12 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                     if message is not None:
+                        assert isinstance(message["data"], bytes)
                         relay = decode_relay(message["data"])
                         if relay == AbsenceRelay(node=relay.node, uuids=(b1_uuid,)):
                             break
             await anyio.to_thread.run_sync(proc.wait, LIMIT)
             assert proc.returncode == 0
-            assert await raw.exists(f"ikisocket:node:{relay.node}") == 0
 
 
 def test_a_malformed_redis_url_is_one_line() -> None:
@@ -478,8 +494,8 @@ async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
     ports = [free_port(), free_port()]
     cli = [sys.executable, "-m", "ikisocket_adapters", "demo", "--redis", redis_server.url]
     with (
-        process([*cli, "--port", str(ports[0])]),
-        process([*cli, "--port", str(ports[1]), "--adapter", "anyio"]),
+        process([*cli, "--port", str(ports[0]), "--uvloop"]),
+        process([*cli, "--port", str(ports[1]), "--adapter", "trio"]),
     ):
         async with (
             connect(f"ws://127.0.0.1:{ports[0]}/ws/alice", open_timeout=LIMIT) as alice,
@@ -502,24 +518,6 @@ async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
             assert (got["from"], got["data"]) == ("alice", "hi bob")
 
 
-TRIO_AND_REDIS = ("--adapter", "trio", "--redis", "redis://127.0.0.1:1/0", "--port", "0")
-
-
-def test_redis_needs_an_asyncio_based_adapter() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub", *TRIO_AND_REDIS],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=LIMIT,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ikisocket: error: --redis needs an asyncio-based adapter (--adapter asyncio or anyio)"
-    ]
-
-
 # -- a node in a subprocess --------------------------------------------------------------
 
 
@@ -530,9 +528,30 @@ async def _serve_node(port: int, url: str) -> None:
         await tg.start(backplane.run)
         await until(lambda: backplane.connected)
         async with await start_server(node_hub, "127.0.0.1", port):
-            print(f"node: listening on {port}", flush=True)
+            print(f"node: listening on {port} (asyncio)", flush=True)
             await anyio.sleep_forever()
 
 
+async def _serve_anyio_node(port: int, url: str) -> None:
+    """The same node on the anyio adapter, for the backend it runs on (trio too)."""
+    node_hub = make_hub()
+    async with anyio.create_task_group() as tg:
+        backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
+        await tg.start(backplane.run)
+        await until(lambda: backplane.connected)
+        await tg.start(
+            lambda task_status: serve(node_hub, "127.0.0.1", port, task_status=task_status)
+        )
+        import sniffio  # noqa: PLC0415 (trio depends on it)
+
+        print(f"node: listening on {port} ({sniffio.current_async_library()})", flush=True)
+
+
 if __name__ == "__main__":
-    anyio.run(_serve_node, int(sys.argv[1]), sys.argv[2])
+    # ``PORT URL [asyncio|trio|anyio-asyncio]``: the asyncio adapter, or the anyio one on a backend.
+    which = sys.argv[3] if len(sys.argv) > 3 else "asyncio"
+    if which == "asyncio":
+        anyio.run(_serve_node, int(sys.argv[1]), sys.argv[2])
+    else:
+        backend = "trio" if which == "trio" else "asyncio"
+        anyio.run(_serve_anyio_node, int(sys.argv[1]), sys.argv[2], backend=backend)
