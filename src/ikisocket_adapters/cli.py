@@ -135,7 +135,7 @@ def _backplane(hub: Hub, redis_url: str | None) -> Any:
     try:
         from .redis import RedisBackplane  # noqa: PLC0415
     except ImportError:
-        raise CLIError("--redis needs the coredis package (pip install 'ikisocket[redis]')") from None
+        raise CLIError("--redis needs coredis (pip install 'ikisocket[redis]')") from None
     try:
         return RedisBackplane(hub, redis_url)
     except ValueError as exc:
