@@ -23,8 +23,19 @@ silently) and reconnects. When Redis goes away the backplane reconnects with
 backoff (0.1 s doubling to 2 s), keeps what it has to publish in a bounded
 queue meanwhile, and announces itself again.
 
-Delivery is at most once: what is published while a node is disconnected
-does not reach it.
+Two delivery modes:
+
+- ``mode="pubsub"`` (the default): at most once, lowest latency. What is
+  published while a node is disconnected does not reach it.
+- ``mode="streams"``: every relay is ``XADD``ed to the stream
+  ``<channel>:stream``, trimmed to about ``backlog`` entries, and each node
+  reads from the last entry it applied, so a Redis pause, a network blip or a
+  paused node loses nothing and delivers once, in order per publisher (each
+  entry carries its publisher's sequence number: a relay published twice, after
+  a publish whose answer was lost, is applied once). When relays were lost
+  anyway (a node's gap is older than the backlog, or Redis restarted without
+  persistence) the node fires a :class:`Resync` through every connection's
+  ``error`` listeners instead of losing them quietly.
 """
 
 from __future__ import annotations
@@ -42,11 +53,13 @@ from urllib.parse import urlsplit
 import anyio
 import coredis
 from anyio.abc import TaskStatus
+from coredis import PureToken
 from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import (
     HelloRelay,
     Hub,
+    IkisocketError,
     LocalProtocolError,
     MessageKind,
     PresenceRelay,
@@ -57,7 +70,7 @@ from ikisocket_core import (
 if sys.version_info < (3, 11):  # pragma: no cover (the backport anyio depends on)
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["DEFAULT_URL", "RedisBackplane", "decode_relay", "encode_relay"]
+__all__ = ["DEFAULT_URL", "RedisBackplane", "Resync", "decode_relay", "encode_relay"]
 
 logger = logging.getLogger("ikisocket")
 
@@ -78,6 +91,8 @@ _COUNTERS = (
     "reconnects",
     "forgotten",
     "deaf",
+    "duplicates",
+    "resyncs",
 )
 
 
@@ -165,6 +180,39 @@ def _check_url(url: str) -> None:
         raise ValueError(f"not a usable Redis URL: {exc}") from None
 
 
+class Resync(IkisocketError):
+    """Relays from another node were lost (Streams mode): what this node shows may be stale.
+
+    Reported through the ``error`` listeners of every connection of the node
+    that lost them (``ep.error``); the connections stay open. Resync what they
+    show (reload the state from its source), or close them so that clients
+    reconnect.
+
+    Args:
+        node: The node whose relays were lost.
+        missed: How many of its relays were lost.
+        cause: Why, for people.
+
+    Attributes:
+        node: The node whose relays were lost.
+        missed: How many of its relays were lost.
+        cause: Why, for people.
+    """
+
+    def __init__(self, node: str, missed: int, cause: str) -> None:
+        super().__init__(f"lost {missed} relays of node {node}: {cause}")
+        self.node = node
+        self.missed = missed
+        self.cause = cause
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``"ms-seq"``) as a pair that compares in stream order."""
+    text = value.decode("ascii") if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class _Deaf(Exception):
     """This node stopped hearing its own heartbeat: its subscription is dead."""
 
@@ -184,7 +232,8 @@ class RedisBackplane:
     Args:
         hub: The application's hub, or the Redis URL (then the default hub is served).
         url: The Redis URL (``redis://``, ``rediss://`` or ``unix://``).
-        mode: ``"pubsub"``: at most once, lowest latency (the only mode so far).
+        mode: ``"pubsub"`` (at most once, lowest latency) or ``"streams"``
+            (no loss while Redis keeps the stream; see the module's docs).
         channel: The pub/sub channel every node of the application uses.
         heartbeat: Seconds between this node's presence snapshots (its
             heartbeat); also how often it checks the others' TTLs.
@@ -193,6 +242,9 @@ class RedisBackplane:
             heartbeat reconnects).
         max_pending: How many relays are kept while Redis is unreachable (and
             in the hub's queue); beyond that the oldest are dropped (counted).
+        backlog: Streams mode: about how many entries the stream keeps
+            (``XADD ... MAXLEN ~ backlog``); a node away for longer than the
+            others need to publish that many gets a :class:`Resync`.
         node_id: This node's id.
 
     Raises:
@@ -208,7 +260,9 @@ class RedisBackplane:
             publish), ``malformed`` (messages on the channel that were not
             relays), ``connects``, ``reconnects`` (connects after the first),
             ``forgotten`` (nodes whose TTL passed), ``deaf`` (reconnects because
-            this node stopped hearing itself).
+            this node stopped hearing itself), ``duplicates`` (Streams mode:
+            relays read twice, applied once), ``resyncs`` (Streams mode:
+            :class:`Resync` reports).
     """
 
     def __init__(
@@ -216,12 +270,13 @@ class RedisBackplane:
         hub: Hub | str | None = None,
         url: str | None = None,
         *,
-        mode: Literal["pubsub"] = "pubsub",
+        mode: Literal["pubsub", "streams"] = "pubsub",
         channel: str = "ikisocket",
         heartbeat: float = 2.0,
         node_ttl: float = 6.0,
         max_pending: int = 10_000,
         node_id: str | None = None,
+        backlog: int = 10_000,
     ) -> None:
         if isinstance(hub, str):
             if url is not None:
@@ -229,8 +284,10 @@ class RedisBackplane:
                     "give the URL once: RedisBackplane(hub, url) or RedisBackplane(url)"
                 )
             hub, url = None, hub
-        if mode != "pubsub":
-            raise ValueError(f"mode is 'pubsub' (not {mode!r})")
+        if mode not in ("pubsub", "streams"):
+            raise ValueError(f"mode is 'pubsub' or 'streams' (not {mode!r})")
+        if backlog < 1:
+            raise ValueError("backlog must be at least 1")
         if heartbeat <= 0:
             raise ValueError("heartbeat must be positive")
         if node_ttl <= heartbeat:
@@ -246,6 +303,8 @@ class RedisBackplane:
         self.heartbeat = heartbeat
         self.node_ttl = node_ttl
         self.max_pending = max_pending
+        self.backlog = backlog
+        self.stream = f"{channel}:stream"
         self.node_id = node_id or self.hub.node_id or _uuid.uuid4().hex
         self.hub.federate(
             self.node_id, node_ttl=node_ttl, presence_interval=heartbeat, max_relays=max_pending
@@ -255,7 +314,14 @@ class RedisBackplane:
         self._peers: dict[str, float] = {}
         self._heard_self: float | None = None
         self._hub_dropped = self.hub.dropped_relays
-        self._pending: deque[Relay] = deque()
+        # Relays to publish with their sequence numbers (the order this node queued them).
+        self._pending: deque[tuple[int, Relay]] = deque()
+        self._seq = 0
+        # Streams mode: this run's incarnation (sequence numbers restart with a process),
+        # the last entry applied, and the last sequence number seen of each publisher.
+        self._epoch = _uuid.uuid4().hex[:12]
+        self._last_id: bytes | str | None = None
+        self._seen: dict[tuple[str, str], int] = {}
         self._wakeup: anyio.Event | None = None
         self._more: anyio.Event | None = None
         self._has_started = False
@@ -346,9 +412,13 @@ class RedisBackplane:
             if len(pending) >= self.max_pending:
                 pending.popleft()
                 self.stats["dropped"] += 1
-            pending.append(relay)
+            pending.append(self._numbered(relay))
         assert self._more is not None
         self._more.set()
+
+    def _numbered(self, relay: Relay) -> tuple[int, Relay]:
+        self._seq += 1
+        return self._seq, relay
 
     async def _tick_forever(self) -> None:
         while True:
@@ -361,12 +431,41 @@ class RedisBackplane:
                 self._peers.pop(node, None)
             await anyio.sleep(self.heartbeat / 2)
 
+    def _malformed(self, exc: Exception) -> None:
+        self.stats["malformed"] += 1
+        where = self.stream if self.mode == "streams" else self.channel
+        logger.warning("redis backplane: ignoring a message on %s: %s", where, exc)
+
+    def _receive_entry(self, fields: Any) -> None:
+        """A stream entry: drop what was applied already, report a gap, apply the rest."""
+        try:
+            node, epoch = fields[b"n"].decode(), fields[b"e"].decode()
+            seq, message = int(fields[b"s"]), fields[b"r"]
+        except (KeyError, ValueError, AttributeError, TypeError) as exc:
+            self._malformed(ValueError(f"not a relay entry: {exc!r}"))
+            return
+        if node != self.node_id:
+            last = self._seen.get((node, epoch))
+            if last is not None and seq <= last:
+                self.stats["duplicates"] += 1  # published again after a lost answer
+                return
+            self._seen[node, epoch] = seq
+            if last is not None and seq > last + 1:
+                self._resync(node, seq - last - 1, "older than the stream's backlog")
+        self._receive(message)
+
+    def _resync(self, node: str, missed: int, cause: str) -> None:
+        self.stats["resyncs"] += 1
+        logger.warning(
+            "redis backplane: node %s lost %d relays of %s: %s", self.node_id, missed, node, cause
+        )
+        self.hub.receive_relay_loss(Resync(node, missed, cause))
+
     def _receive(self, message: bytes | str) -> None:
         try:
             relay = decode_relay(message)
         except ValueError as exc:
-            self.stats["malformed"] += 1
-            logger.warning("redis backplane: ignoring a message on %s: %s", self.channel, exc)
+            self._malformed(exc)
             return
         now = anyio.current_time()
         if relay.node == self.node_id:
@@ -415,6 +514,15 @@ class RedisBackplane:
         )
 
     async def _session(self, task_status: TaskStatus[None]) -> None:
+        if self.mode == "streams":
+            async with self._client() as client:
+                await self._position(client)
+                await self._announce(client, task_status)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_stream, client)
+                    tg.start_soon(self._write, client)
+                    tg.start_soon(self._probe)
+            return
         async with (
             self._client() as client,
             client.pubsub(
@@ -424,21 +532,52 @@ class RedisBackplane:
             ) as pubsub,
         ):
             await pubsub.subscribe(self.channel)
-            # Announce this node: the others answer ``hello`` with their snapshots, and
-            # replace what they knew of this one with its own.
-            hello = [HelloRelay(node=self.node_id), *self.hub.presence_relays()]
-            await self._publish(client, hello)
-            self.connected = True
-            self._heard_self = anyio.current_time()
-            self.stats["connects"] += 1
-            if self.stats["connects"] > 1:
-                self.stats["reconnects"] += 1
-            logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
-            self._started(task_status)
+            await self._announce(client, task_status)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, pubsub)
                 tg.start_soon(self._write, client)
                 tg.start_soon(self._probe)
+
+    async def _announce(self, client: coredis.Redis[bytes], task_status: TaskStatus[None]) -> None:
+        # Announce this node: the others answer ``hello`` with their snapshots, and replace
+        # what they knew of this one with its own.
+        hello = [HelloRelay(node=self.node_id), *self.hub.presence_relays()]
+        if self.mode == "streams":
+            # After what waits: a publisher's sequence numbers go out in order.
+            self._pending.extend(self._numbered(relay) for relay in hello)
+            assert self._more is not None
+            self._more.set()
+        else:
+            await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
+        self.connected = True
+        self._heard_self = anyio.current_time()
+        self.stats["connects"] += 1
+        if self.stats["connects"] > 1:
+            self.stats["reconnects"] += 1
+        logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
+        self._started(task_status)
+
+    async def _position(self, client: coredis.Redis[bytes]) -> None:
+        """Where to read the stream from: the last entry applied, unless the stream is new."""
+        newest = await client.xrevrange(self.stream, "+", "-", count=1)
+        top = newest[0].identifier if newest else None
+        last = self._last_id
+        if last is None:  # the first connection: what was published before is history
+            self._last_id = top if top is not None else b"0-0"
+        elif top is None or _stream_id(top) < _stream_id(last):
+            # Redis lost the stream (a restart without persistence): read the new one whole;
+            # publishers' sequence numbers tell whether relays were lost meanwhile.
+            self._last_id = b"0-0"
+
+    async def _read_stream(self, client: coredis.Redis[bytes]) -> None:
+        block = max(1, int(self.heartbeat * 1000))
+        while True:
+            assert self._last_id is not None
+            found = await client.xread({self.stream: self._last_id}, count=_BATCH, block=block)
+            for entries in (found or {}).values():
+                for entry in entries:
+                    self._last_id = entry.identifier
+                    self._receive_entry(entry.field_values)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
@@ -456,15 +595,38 @@ class RedisBackplane:
                 batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
                 await self._publish(client, batch)
 
-    async def _publish(self, client: coredis.Redis[bytes], relays: list[Relay]) -> None:
+    async def _publish(
+        self, client: coredis.Redis[bytes], batch: list[tuple[int, Relay]], *, again: bool = True
+    ) -> None:
+        streams = self.mode == "streams"
         try:
             async with client.pipeline(transaction=False) as pipe:
-                for relay in relays:
-                    pipe.publish(self.channel, encode_relay(relay))
+                for seq, relay in batch:
+                    if streams:
+                        entry: dict[str, str | bytes | int] = {
+                            "n": self.node_id,
+                            "e": self._epoch,
+                            "s": seq,
+                            "r": encode_relay(relay),
+                        }
+                        pipe.xadd(
+                            self.stream,
+                            entry,
+                            trim_strategy=PureToken.MAXLEN,
+                            threshold=self.backlog,
+                            trim_operator=PureToken.APPROXIMATELY,
+                        )
+                    else:
+                        pipe.publish(self.channel, encode_relay(relay))
         except BaseException:
-            self.stats["dropped"] += len(relays)  # at most once: not sent again
+            if streams and again:
+                # Not lost: published again after the reconnect (readers drop a relay they
+                # already applied, in case this batch did reach Redis).
+                self._pending.extendleft(reversed(batch))
+            else:
+                self.stats["dropped"] += len(batch)  # at most once: not sent again
             raise
-        self.stats["published"] += len(relays)
+        self.stats["published"] += len(batch)
 
     async def _probe(self) -> None:
         """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
@@ -478,13 +640,13 @@ class RedisBackplane:
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
         self._collect()
-        relays = list(self._pending)
+        batch = list(self._pending)
         self._pending.clear()
-        if not relays:
+        if not batch:
             return
         try:
             async with self._client() as client:
-                await self._publish(client, relays)
+                await self._publish(client, batch, again=False)
         except Exception as exc:
             logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
 

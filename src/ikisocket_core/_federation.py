@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ._dispatch import _Dispatcher, _payload
 from ._errors import LocalProtocolError
-from ._events import MessageKind, _message_kind
+from ._events import EVENT_ERROR, MessageKind, _message_kind
 from ._relays import (
     _PRESENCE_CHUNK,
     AbsenceRelay,
@@ -259,6 +259,31 @@ class _Federation(_Dispatcher):
         when = self._federation_now if now is None else now
         if when is not None:
             self._heard[node] = when
+
+    def receive_relay_loss(self, error: BaseException) -> None:
+        """The backplane lost relays meant for this node: tell every connection.
+
+        Runs the ``error`` listeners of each of this node's connections with
+        ``error`` (its type and attributes say what was lost); the connections
+        stay open, and the application resyncs them as it sees fit. Commands
+        the listeners give queue actions as commands from a background job
+        do: the driver's wakeup (see :meth:`set_wakeup`) is called.
+
+        Args:
+            error: What was lost (e.g. the Redis backplane's ``Resync``).
+
+        Raises:
+            LocalProtocolError: The hub is not federated.
+        """
+        if self._node is None:
+            raise LocalProtocolError("receive_relay_loss needs a federated hub (see Hub.federate)")
+        self._depth += 1
+        try:
+            for kws in tuple(self._conns.values()):
+                self._dispatch(kws, EVENT_ERROR, b"", MessageKind.TEXT, error)
+        finally:
+            self._depth -= 1
+            self._flush_outside()
 
     def forget_node(self, node_id: str) -> None:
         """Drop what this hub knows of another node's connections (it is gone).

@@ -320,3 +320,28 @@ def test_room_and_fire_relays_still_flow_with_the_new_order() -> None:
         b.receive_relay(relay)
     cb.pump()
     assert b1.receive_text() == "hi"
+
+
+def test_a_relay_loss_reaches_every_connections_error_listeners() -> None:
+    with pytest.raises(LocalProtocolError, match="federated"):
+        Hub().receive_relay_loss(RuntimeError("lost"))
+    a = make_hub("node-a")
+    seen: list[tuple[str, BaseException | None]] = []
+
+    @a.on("error")
+    def failed(ep: EventPayload) -> None:
+        seen.append((ep.kws.get_attribute("id"), ep.error))
+        ep.kws.emit("please reload")
+
+    ca = TestClient(a)
+    a1, a2 = ca.websocket_connect("/ws/a1"), ca.websocket_connect("/ws/a2")
+    ca.pump()
+    woken: list[bool] = []
+    a.set_wakeup(lambda: woken.append(True))
+    lost = RuntimeError("lost 3 relays")
+    a.receive_relay_loss(lost)
+    assert seen == [("a1", lost), ("a2", lost)]
+    assert woken == [True]  # once, for what the listeners queued
+    ca.pump()
+    assert a1.receive_text() == a2.receive_text() == "please reload"
+    assert a1.pending == a2.pending == 0

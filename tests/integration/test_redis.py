@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.anyio import serve
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
-from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
+from ikisocket_adapters.redis import RedisBackplane, Resync, decode_relay, encode_relay
 from ikisocket_core import (
     BINARY,
     AbsenceRelay,
@@ -102,6 +102,11 @@ def make_hub() -> Hub:
     @hub.on("ring")
     def on_ring(ep: EventPayload) -> None:
         ep.kws.emit(f"rang {ep.kws.get_attribute('id')}: {ep.data.decode()}")
+
+    @hub.on("error")
+    def on_error(ep: EventPayload) -> None:
+        if isinstance(ep.error, Resync):  # Streams mode lost relays: tell the client
+            ep.kws.emit(json.dumps({"resync": ep.error.node, "missed": ep.error.missed}))
 
     return hub
 
@@ -181,13 +186,15 @@ class Node:
 
 
 @asynccontextmanager
-async def nodes(url: str, count: int = 2) -> AsyncIterator[list[Node]]:
+async def nodes(url: str, count: int = 2, **options: Any) -> AsyncIterator[list[Node]]:
     """``count`` in-process nodes on their own ports, connected and aware of each other."""
     async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
         running: list[Node] = []
         for _ in range(count):
             node_hub = make_hub()
-            backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
+            backplane = RedisBackplane(
+                node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL, **options
+            )
             await tg.start(backplane.run)
             server = await start_server(node_hub, "127.0.0.1", 0)
             stack.push_async_callback(server.wait_closed)
@@ -493,6 +500,7 @@ def test_a_malformed_redis_url_is_one_line() -> None:
 async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
     ports = [free_port(), free_port()]
     cli = [sys.executable, "-m", "ikisocket_adapters", "demo", "--redis", redis_server.url]
+    cli += ["--redis-mode", "streams"]  # the same on every node (pubsub: the SIGTERM test)
     with (
         process([*cli, "--port", str(ports[0]), "--uvloop"]),
         process([*cli, "--port", str(ports[1]), "--adapter", "trio"]),
@@ -521,10 +529,10 @@ async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
 # -- a node in a subprocess --------------------------------------------------------------
 
 
-async def _serve_node(port: int, url: str) -> None:
+async def _serve_node(port: int, url: str, mode: Any = "pubsub") -> None:
     node_hub = make_hub()
     async with anyio.create_task_group() as tg:
-        backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
+        backplane = RedisBackplane(node_hub, url, mode=mode, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
         await tg.start(backplane.run)
         await until(lambda: backplane.connected)
         async with await start_server(node_hub, "127.0.0.1", port):
@@ -548,10 +556,11 @@ async def _serve_anyio_node(port: int, url: str) -> None:
 
 
 if __name__ == "__main__":
-    # ``PORT URL [asyncio|trio|anyio-asyncio]``: the asyncio adapter, or the anyio one on a backend.
+    # ``PORT URL [asyncio|trio|anyio-asyncio [MODE]]``: the asyncio adapter, or the anyio one.
     which = sys.argv[3] if len(sys.argv) > 3 else "asyncio"
     if which == "asyncio":
-        anyio.run(_serve_node, int(sys.argv[1]), sys.argv[2])
+        mode = sys.argv[4] if len(sys.argv) > 4 else "pubsub"
+        anyio.run(_serve_node, int(sys.argv[1]), sys.argv[2], mode)
     else:
         backend = "trio" if which == "trio" else "asyncio"
         anyio.run(_serve_anyio_node, int(sys.argv[1]), sys.argv[2], backend=backend)
