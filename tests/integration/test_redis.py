@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.anyio import serve
+from ikisocket_adapters.asgi import asgi_app
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
 from ikisocket_adapters.redis import RedisBackplane, Resync, decode_relay, encode_relay
 from ikisocket_core import (
@@ -553,6 +554,36 @@ async def _serve_anyio_node(port: int, url: str) -> None:
         import sniffio  # noqa: PLC0415 (trio depends on it)
 
         print(f"node: listening on {port} ({sniffio.current_async_library()})", flush=True)
+
+
+def _asgi_node(url: str) -> Any:
+    """The same node as an ASGI app: its lifespan runs the backplane beside the hub's service.
+
+    Any ASGI server serves it (``hypercorn --worker-class trio`` too); the tests
+    start it as ``test_redis:asgi_node`` with ``IKISOCKET_TEST_REDIS`` set to the URL.
+    """
+    node_hub = make_hub()
+    inner = asgi_app(node_hub)
+    backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await inner(scope, receive, send)
+            return
+        assert (await receive())["type"] == "lifespan.startup"
+        async with anyio.create_task_group() as tg:
+            await tg.start(backplane.run)
+            async with inner.lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                assert (await receive())["type"] == "lifespan.shutdown"
+            # The hub's clients are closed: now the backplane (their "absent" goes out).
+            tg.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return app
+
+
+asgi_node = _asgi_node(os.environ.get("IKISOCKET_TEST_REDIS", "redis://127.0.0.1:1/0"))
 
 
 if __name__ == "__main__":

@@ -218,3 +218,32 @@ async def test_health_counts_and_a_deaf_node_heals_itself(
         await until(lambda: a.backplane.stats["reconnects"] >= 1 and a.backplane.connected)
         monkeypatch.undo()
         await until(lambda: b1_uuid in a.hub.all_connections)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["-m", "hypercorn", "--worker-class", "trio", "--bind"],
+        ["-m", "uvicorn", "--host", "127.0.0.1", "--port"],
+    ],
+    ids=["hypercorn-trio", "uvicorn"],
+)
+async def test_an_asgi_node_joins_the_application(
+    redis_server: RedisServer, server: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    where = f"127.0.0.1:{port}" if "--bind" in server else str(port)
+    args = [sys.executable, *server[:-1], "test_redis:asgi_node", server[-1], where]
+    monkeypatch.setenv("IKISOCKET_TEST_REDIS", redis_server.url)
+    with process(args, "unning on"):  # "Running on" (hypercorn), "Uvicorn running on"
+        async with (
+            nodes(redis_server.url, count=1) as (a,),
+            client(a.url, "a1") as (a1, a1_uuid),
+            client(f"ws://127.0.0.1:{port}", "s1") as (s1, s1_uuid),
+        ):
+            await until(lambda: s1_uuid in a.hub.all_connections)
+            assert await who(s1) == {a1_uuid, s1_uuid}
+            await send(s1, op="broadcast", data="from asgi")
+            assert await recv(a1) == await recv(s1) == "from asgi"
+            await send(a1, op="emit_to", to=s1_uuid, data="to asgi")
+            assert await recv(s1) == "to asgi"
