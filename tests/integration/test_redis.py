@@ -288,6 +288,27 @@ def test_the_backplane_checks_its_settings() -> None:
     federated = Hub()
     federated.federate("mine")
     assert RedisBackplane(federated).node_id == "mine"
+    for url in ("rediss://127.0.0.1:6380/0", "unix:///tmp/redis.sock?db=1"):
+        assert RedisBackplane(Hub(), url).url == url
+    for wrong in ("x://", "http://127.0.0.1:6379", "redis://127.0.0.1:notaport/0"):
+        with pytest.raises(ValueError, match="Redis URL"):
+            RedisBackplane(Hub(), wrong)
+    with pytest.raises(ValueError, match="URL once"):
+        RedisBackplane("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0")
+    # ``RedisBackplane(url)`` serves the default hub (checked in a fresh interpreter: it
+    # federates that process-wide hub).
+    code = (
+        "import ikisocket_core as core\n"
+        "from ikisocket_adapters.redis import RedisBackplane\n"
+        "b = RedisBackplane('redis://127.0.0.1:6390/0', node_id='n1')\n"
+        "assert b.hub is core.default_hub and core.default_hub.node_id == 'n1'\n"
+        "assert b.url == 'redis://127.0.0.1:6390/0' and b.mode == 'pubsub'\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 # -- across nodes ------------------------------------------------------------------------
