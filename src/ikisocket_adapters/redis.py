@@ -451,7 +451,9 @@ class RedisBackplane:
                 return
             self._seen[node, epoch] = seq
             if last is not None and seq > last + 1:
-                self._resync(node, seq - last - 1, "older than the stream's backlog")
+                # Trimmed from the stream before this node read them, dropped by a publisher
+                # whose queue overflowed, or lost with a Redis restart: say so, once per gap.
+                self._resync(node, seq - last - 1, "a gap in its sequence numbers")
         self._receive(message)
 
     def _resync(self, node: str, missed: int, cause: str) -> None:
