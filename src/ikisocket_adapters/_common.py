@@ -29,6 +29,7 @@ from ikisocket_core.protocol import (
 )
 
 __all__ = [
+    "ACCEPT_BATCH",
     "ACCEPT_RETRY",
     "BACKLOG",
     "RECEIVE_SIZE",
@@ -59,6 +60,8 @@ SHUTDOWN_CODE = 1001
 BACKLOG = socket.SOMAXCONN
 #: Bytes a task-based reader asks for at a time.
 RECEIVE_SIZE = 64 * 1024
+#: Connections a task-based acceptor takes from the kernel's queue per wake-up, at most.
+ACCEPT_BATCH = 128
 #: accept() errors that mean "out of resources right now": wait and retry.
 ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 

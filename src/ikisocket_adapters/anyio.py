@@ -33,6 +33,7 @@ From synchronous code (a test, another thread), an anyio portal runs it::
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -47,6 +48,7 @@ from ikisocket_core import ConnectionState, Hub
 from ikisocket_core.protocol import ServerConnection
 
 from ._common import (
+    ACCEPT_BATCH,
     ACCEPT_RETRY,
     BACKLOG,
     RECEIVE_SIZE,
@@ -225,6 +227,10 @@ class WebSocketServer(Driver):
             self._done.set()
 
     async def _accept(self, listener: anyio.abc.SocketListener) -> None:
+        # One awaited accept, then whatever else waits in the kernel's queue without
+        # awaiting (as asyncio's own servers do): on a busy loop, an accept per trip
+        # round the scheduler would let the queue fill while the clients time out.
+        sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         while True:
             try:
                 stream = await listener.accept()
@@ -237,6 +243,23 @@ class WebSocketServer(Driver):
                 await anyio.sleep(0.1)
                 continue
             self._spawn(self._connection, stream)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    accepted, _ = sock.accept()
+                except OSError:  # nothing more waits (or a failure the next accept reports)
+                    break
+                self._spawn(self._accepted, accepted)
+
+    async def _accepted(self, sock: socket.socket) -> None:
+        """A socket accepted without awaiting: wrap it as a stream and serve it."""
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = await anyio.abc.SocketStream.from_socket(sock)
+        except OSError:
+            sock.close()  # the peer is gone already
+            return
+        await self._connection(stream)
 
     async def _connection(self, raw: anyio.abc.SocketStream) -> None:
         client = _Stream(raw)

@@ -78,7 +78,7 @@ class _Handler:
     it was never awaited.
     """
 
-    __slots__ = ("_awaitable", "_ep", "_hub", "_then_connect")
+    __slots__ = ("_awaitable", "_ep", "_finished", "_hub", "_then_connect")
 
     def __init__(
         self,
@@ -92,6 +92,8 @@ class _Handler:
         self._ep = ep
         self._awaitable = awaitable
         self._then_connect = then_connect  # an async route callback: ``connect`` follows it
+        self._finished = False
+        ep.kws._busy += 1
 
     def __await__(self) -> Generator[Any, None, None]:
         return self._run().__await__()
@@ -99,11 +101,24 @@ class _Handler:
     async def _run(self) -> None:
         hub, kws = self._hub, self._ep.kws
         try:
-            await self._awaitable
-        except Exception as exc:
-            hub._listener_failed(self._ep, exc)
-        if self._then_connect and kws.state is _OPEN:
-            hub._fire_one(kws, EVENT_CONNECT, b"")
+            try:
+                await self._awaitable
+            except Exception as exc:
+                hub._listener_failed(self._ep, exc)
+            if self._then_connect and kws.state is _OPEN:
+                hub._fire_one(kws, EVENT_CONNECT, b"")
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Count it finished (once): a terminal event waiting for it may fire now."""
+        if not self._finished:
+            self._finished = True
+            kws = self._ep.kws
+            kws._busy -= 1
+            if not kws._busy and kws._ending is not None:
+                self._hub._end(kws)
+                self._hub._flush_outside()
 
     def timed_out(self, timeout: float) -> None:
         """The driver cancelled the listener after ``timeout`` seconds: report it as its failure.
@@ -129,6 +144,7 @@ class _Handler:
         close = getattr(self._awaitable, "close", None)
         if close is not None:
             close()
+        self._finish()
 
 
 class _Dispatcher(_Registry):
@@ -333,9 +349,29 @@ class _Dispatcher(_Registry):
         self._depth += 1
         try:
             self._queue.append(Close(target=kws, code=code, reason=reason))
-            event = EVENT_CLOSE if cause is None else EVENT_DISCONNECT
-            self._dispatch(kws, event, b"", _TEXT, ConnectionClosed(code, reason, cause))
+        finally:
+            self._depth -= 1
+        event = EVENT_CLOSE if cause is None else EVENT_DISCONNECT
+        self._terminal(kws, event, ConnectionClosed(code, reason, cause))
+        self._flush_outside()
+
+    def _terminal(self, kws: Websocket, event: str, error: BaseException) -> None:
+        """Fire ``kws``'s terminal event, once its ``async def`` listeners have finished.
+
+        The connection is already out of routing. The event stays the last one
+        of the connection: while listeners of it are queued or running, it waits
+        for the last of them (:meth:`_Handler._finish`).
+        """
+        kws._ending = (event, error)
+        if not kws._busy:
+            self._end(kws)
+
+    def _end(self, kws: Websocket) -> None:
+        event, error = kws._ending  # type: ignore[misc]
+        kws._ending = None
+        self._depth += 1
+        try:
+            self._dispatch(kws, event, b"", _TEXT, error)
         finally:
             self._depth -= 1
             kws.release()  # terminal listeners could still read rooms and listeners
-            self._flush_outside()

@@ -504,12 +504,7 @@ class Hub(_Federation):
         if state is not _OPEN:
             return
         self._unregister(kws)
-        self._depth += 1
-        try:
-            self._dispatch(kws, EVENT_DISCONNECT, b"", _TEXT, ConnectionClosed(code, reason, error))
-        finally:
-            self._depth -= 1
-            kws.release()
+        self._terminal(kws, EVENT_DISCONNECT, ConnectionClosed(code, reason, error))
 
     def tick(self, now: float) -> None:
         """Tell the hub the time (seconds, any monotonic origin) and run its timers.

@@ -86,6 +86,8 @@ class Websocket:
     __slots__ = (
         "__weakref__",
         "_attributes",
+        "_busy",
+        "_ending",
         "_owner",
         "_rooms",
         "_uuid",
@@ -128,6 +130,10 @@ class Websocket:
         self._rooms: dict[str, None] = {}
         self.state = ConnectionState.CONNECTING
         self.last_activity = 0.0
+        # ``async def`` listeners of this connection queued or running, and the terminal
+        # event waiting for them to finish (so that it stays the last event).
+        self._busy = 0
+        self._ending: tuple[str, BaseException] | None = None
 
     def __repr__(self) -> str:
         return f"<Websocket {self._uuid} {self.state.value}>"
