@@ -330,6 +330,23 @@ class RedisBackplane:
         state = "connected" if self.connected else "disconnected"
         return f"<RedisBackplane node {self.node_id} {state} {self.url}>"
 
+    def node_key(self, node_id: str) -> str:
+        """The heartbeat key of a node (kept for nodes of the first release, and for operators).
+
+        Every node still refreshes ``<channel>:node:<id>`` each ``heartbeat``
+        with a time to live of ``node_ttl``, and deletes it when it stops: nodes
+        of the first release judge liveness by it, so old and new nodes mix
+        during a rolling upgrade. New nodes judge liveness by heartbeats on the
+        channel (see :meth:`~ikisocket_core.Hub.tick_federation`).
+
+        Args:
+            node_id: The node's id.
+
+        Returns:
+            The Redis key.
+        """
+        return f"{self.channel}:node:{node_id}"
+
     @property
     def peers(self) -> dict[str, float]:
         """Each other node this one heard from, and how many seconds ago (its last relay)."""
@@ -523,7 +540,7 @@ class RedisBackplane:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._read_stream, client)
                     tg.start_soon(self._write, client)
-                    tg.start_soon(self._probe)
+                    tg.start_soon(self._probe, client)
             return
         async with (
             self._client() as client,
@@ -538,11 +555,12 @@ class RedisBackplane:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, pubsub)
                 tg.start_soon(self._write, client)
-                tg.start_soon(self._probe)
+                tg.start_soon(self._probe, client)
 
     async def _announce(self, client: coredis.Redis[bytes], task_status: TaskStatus[None]) -> None:
         # Announce this node: the others answer ``hello`` with their snapshots, and replace
         # what they knew of this one with its own.
+        await self._beat(client)
         hello = [HelloRelay(node=self.node_id), *self.hub.presence_relays()]
         if self.mode == "streams":
             # After what waits: a publisher's sequence numbers go out in order.
@@ -630,10 +648,14 @@ class RedisBackplane:
             raise
         self.stats["published"] += len(batch)
 
-    async def _probe(self) -> None:
+    async def _beat(self, client: coredis.Redis[bytes]) -> None:
+        await client.set(self.node_key(self.node_id), b"1", px=int(self.node_ttl * 1000))
+
+    async def _probe(self, client: coredis.Redis[bytes]) -> None:
         """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
         while True:
             await anyio.sleep(self.heartbeat)
+            await self._beat(client)
             heard = self._heard_self
             if heard is not None and anyio.current_time() - heard > self.node_ttl:
                 self.stats["deaf"] += 1
@@ -644,11 +666,11 @@ class RedisBackplane:
         self._collect()
         batch = list(self._pending)
         self._pending.clear()
-        if not batch:
-            return
         try:
             async with self._client() as client:
-                await self._publish(client, batch, again=False)
+                if batch:
+                    await self._publish(client, batch, again=False)
+                await client.delete([self.node_key(self.node_id)])
         except Exception as exc:
             logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
 

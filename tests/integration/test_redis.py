@@ -503,6 +503,7 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
                             break
             await anyio.to_thread.run_sync(proc.wait, LIMIT)
             assert proc.returncode == 0
+            assert await raw.exists([f"ikisocket:node:{relay.node}"]) == 0  # deleted on the way out
 
 
 def test_a_malformed_redis_url_is_one_line() -> None:

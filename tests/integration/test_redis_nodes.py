@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
 
 import anyio
+import coredis
 import pytest
 import test_redis
 from test_redis import (
@@ -211,6 +212,11 @@ async def test_health_counts_and_a_deaf_node_heals_itself(
         assert health["published"] > 0
         assert health["applied"] == health["received"] > 0
         assert health["reconnects"] == health["deaf"] == 0
+        # The first release's heartbeat key is kept alive (old nodes judge liveness by it).
+        async with coredis.Redis.from_url(redis_server.url) as raw:
+            keys = [a.backplane.node_key(n.backplane.node_id) for n in (a, b)]
+            assert keys[0] == f"ikisocket:node:{a.backplane.node_id}"
+            assert await raw.exists(keys) == 2
         # The subscription goes silently deaf (the classic failure): nothing it gets is
         # applied, not even this node's own heartbeat. The probe notices and reconnects.
         monkeypatch.setattr(a.backplane, "_receive", lambda message: None)
