@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from ikisocket_core import Hub
 
@@ -128,16 +128,16 @@ def _announce(scheme: str, host: str, port: int, what: str) -> None:
     print(f"ikisocket {what}: listening on {scheme}://{shown}:{port}", flush=True)
 
 
-def _backplane(hub: Hub, redis_url: str | None) -> Any:
-    """The Redis backplane for ``--redis``, or ``None``."""
+def _backplane(hub: Hub, redis_url: str | None, redis_mode: str = "pubsub") -> Any:
+    """The Redis backplane for ``--redis`` (and ``--redis-mode``), or ``None``."""
     if redis_url is None:
         return None
     try:
         from .redis import RedisBackplane  # noqa: PLC0415
     except ImportError:
-        raise CLIError("--redis needs the redis package (pip install 'ikisocket[redis]')") from None
+        raise CLIError("--redis needs coredis (pip install 'ikisocket[redis]')") from None
     try:
-        return RedisBackplane(hub, redis_url)
+        return RedisBackplane(hub, redis_url, mode=cast(Any, redis_mode))
     except ValueError as exc:
         raise CLIError(f"--redis {redis_url}: {exc}") from None
 
@@ -152,12 +152,13 @@ def _run_asyncio(
     on_ready: Callable[[int], None],
     use_uvloop: bool,
     redis_url: str | None = None,
+    redis_mode: str = "pubsub",
 ) -> None:
     import asyncio  # noqa: PLC0415 (only the chosen backend is imported)
 
     from .asyncio import start_server  # noqa: PLC0415
 
-    backplane = _backplane(hub, redis_url)
+    backplane = _backplane(hub, redis_url, redis_mode)
 
     async def run() -> None:
         relaying: asyncio.Task[None] | None = None
@@ -199,16 +200,14 @@ def _run_anyio(
     limits: dict[str, Any],
     on_ready: Callable[[int], None],
     redis_url: str | None = None,
+    redis_mode: str = "pubsub",
 ) -> None:
     """The trio adapter and the anyio adapter: one driver, on ``backend``."""
     import anyio  # noqa: PLC0415 (only the chosen backend is imported)
 
     from .anyio import serve  # noqa: PLC0415
 
-    if backend == "trio" and redis_url is not None:
-        # The message predates --backend: "anyio" meant its default, asyncio.
-        raise CLIError("--redis needs an asyncio-based adapter (--adapter asyncio or anyio)")
-    backplane = _backplane(hub, redis_url)
+    backplane = _backplane(hub, redis_url, redis_mode)
 
     async def run() -> None:
         async with anyio.create_task_group() as outer:
@@ -269,6 +268,7 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
                 on_ready=on_ready,
                 use_uvloop=args.uvloop,
                 redis_url=args.redis,
+                redis_mode=args.redis_mode,
             )
         else:
             _run_anyio(
@@ -280,6 +280,7 @@ def _serve(args: argparse.Namespace, hub: Hub, what: str, limits: dict[str, Any]
                 limits=limits,
                 on_ready=on_ready,
                 redis_url=args.redis,
+                redis_mode=args.redis_mode,
             )
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
@@ -339,7 +340,13 @@ def _parser() -> argparse.ArgumentParser:
             "--redis",
             metavar="URL",
             default=None,
-            help="share connections with other processes through this Redis (asyncio, anyio)",
+            help="share connections with other processes through this Redis (any adapter)",
+        )
+        p.add_argument(
+            "--redis-mode",
+            choices=("pubsub", "streams"),
+            default="pubsub",
+            help="pubsub: at most once; streams: no loss while Redis keeps the stream (pubsub)",
         )
 
     run = sub.add_parser("run", help="serve the hub named by an import string")

@@ -1,25 +1,41 @@
-"""The Redis backplane: one application served by several processes.
+"""The Redis backplane: one application served by several processes, on every adapter.
 
 Each process federates its hub (see :meth:`ikisocket_core.Hub.federate`) and
 runs a :class:`RedisBackplane` beside its server. The backplane publishes the
 hub's relays (broadcasts, room emits, room and hub-wide fires, emits to
-connections on other nodes, and which connections opened or ended) on one Redis pub/sub
-channel and applies the other nodes' relays to its hub::
+connections on other nodes, and which connections opened or ended) on one Redis
+pub/sub channel and applies the other nodes' relays to its hub::
 
     backplane = RedisBackplane(hub, "redis://127.0.0.1:6379/0")
     async with anyio.create_task_group() as tg:
         await tg.start(backplane.run)
-        ...  # serve the hub with the asyncio or anyio adapter
+        ...  # serve the hub with any adapter
 
-Every node keeps a key ``<channel>:node:<id>`` alive in Redis (it expires
-``node_ttl`` seconds after the node stops refreshing it); a node whose key
-expired is forgotten by the others. When Redis goes away the backplane
-reconnects with backoff (0.1 s doubling to 2 s), keeps what it has to
-publish in a bounded queue meanwhile, and announces itself again.
+It is written on anyio with the coredis client, so the same code runs on
+asyncio (also with uvloop), on trio, and under any ASGI server.
 
-Delivery is at most once: what is published while a node is disconnected
-does not reach it. ``redis.asyncio`` needs asyncio, so the backplane runs on
-asyncio (plain, or anyio on asyncio), not on trio.
+Every ``heartbeat`` seconds a node publishes its full membership (a presence
+snapshot, which is also its heartbeat); the others replace what they knew of
+it, and forget a node they have not heard from for ``node_ttl`` seconds (its
+connections are gone and their UUIDs free again). The node also hears its own
+heartbeat: a node that stops hearing itself is deaf (its subscription died
+silently) and reconnects. When Redis goes away the backplane reconnects with
+backoff (0.1 s doubling to 2 s), keeps what it has to publish in a bounded
+queue meanwhile, and announces itself again.
+
+Two delivery modes:
+
+- ``mode="pubsub"`` (the default): at most once, lowest latency. What is
+  published while a node is disconnected does not reach it.
+- ``mode="streams"``: every relay is ``XADD``ed to the stream
+  ``<channel>:stream``, trimmed to about ``backlog`` entries, and each node
+  reads from the last entry it applied, so a Redis pause, a network blip or a
+  paused node loses nothing and delivers once, in order per publisher (each
+  entry carries its publisher's sequence number: a relay published twice, after
+  a publish whose answer was lost, is applied once). When relays were lost
+  anyway (a node's gap is older than the backlog, or Redis restarted without
+  persistence) the node fires a :class:`Resync` through every connection's
+  ``error`` listeners instead of losing them quietly.
 """
 
 from __future__ import annotations
@@ -28,28 +44,33 @@ import base64
 import dataclasses
 import json
 import logging
+import sys
 import uuid as _uuid
 from collections import deque
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import anyio
+import coredis
 from anyio.abc import TaskStatus
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from coredis import PureToken
+from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import (
     HelloRelay,
     Hub,
+    IkisocketError,
     LocalProtocolError,
     MessageKind,
     PresenceRelay,
     Relay,
+    default_hub,
 )
 
-__all__ = ["DEFAULT_URL", "RedisBackplane", "decode_relay", "encode_relay"]
+if sys.version_info < (3, 11):  # pragma: no cover (the backport anyio depends on)
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["DEFAULT_URL", "RedisBackplane", "Resync", "decode_relay", "encode_relay"]
 
 logger = logging.getLogger("ikisocket")
 
@@ -59,6 +80,20 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
 _BATCH = 512
+_SCHEMES = ("redis", "rediss", "unix")
+_COUNTERS = (
+    "published",
+    "received",
+    "applied",
+    "dropped",
+    "malformed",
+    "connects",
+    "reconnects",
+    "forgotten",
+    "deaf",
+    "duplicates",
+    "resyncs",
+)
 
 
 def encode_relay(relay: Relay) -> bytes:
@@ -100,6 +135,10 @@ def _field(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
         return tuple(value)
+    if name in ("part", "parts"):
+        if value.__class__ is not int:
+            raise ValueError(f"{name} is an int")
+        return value
     if not isinstance(value, str):  # node, room, event, exclude
         raise ValueError(f"{name} is a string")
     return value
@@ -130,71 +169,161 @@ def decode_relay(message: bytes | str) -> Relay:
         raise ValueError(f"not a relay: {exc}") from None
 
 
+def _check_url(url: str) -> None:
+    """Refuse a URL that is not a Redis URL (now, not in the reconnect loop)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix:// (not {url!r})")
+    try:
+        coredis.ConnectionPool.from_url(url)
+    except Exception as exc:  # coredis raises what its URL parsing raises
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
+
+
+class Resync(IkisocketError):
+    """Relays from another node were lost (Streams mode): what this node shows may be stale.
+
+    Reported through the ``error`` listeners of every connection of the node
+    that lost them (``ep.error``); the connections stay open. Resync what they
+    show (reload the state from its source), or close them so that clients
+    reconnect.
+
+    Args:
+        node: The node whose relays were lost.
+        missed: How many of its relays were lost.
+        cause: Why, for people.
+
+    Attributes:
+        node: The node whose relays were lost.
+        missed: How many of its relays were lost.
+        cause: Why, for people.
+    """
+
+    def __init__(self, node: str, missed: int, cause: str) -> None:
+        super().__init__(f"lost {missed} relays of node {node}: {cause}")
+        self.node = node
+        self.missed = missed
+        self.cause = cause
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``"ms-seq"``) as a pair that compares in stream order."""
+    text = value.decode("ascii") if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Deaf(Exception):
+    """This node stopped hearing its own heartbeat: its subscription is dead."""
+
+
 class RedisBackplane:
     """Carries a hub's relays to the other nodes through Redis pub/sub, and theirs to it.
 
     Creating it federates the hub (with ``node_id``, or the id the hub
-    already has, or a random one). Run it with :meth:`run` beside the server,
-    on asyncio.
+    already has, or a random one), with ``node_ttl``, ``heartbeat`` (as the
+    presence interval) and ``max_pending`` (as ``max_relays``). Run it with
+    :meth:`run` beside the server, on any anyio backend: asyncio (plain or
+    uvloop, e.g. the asyncio adapter or an ASGI server) or trio.
+
+    ``RedisBackplane(url)`` (the URL first, no hub) serves the default hub
+    of the module-level functions (``ikisocket_core.on`` ...).
 
     Args:
-        hub: The application's hub.
+        hub: The application's hub, or the Redis URL (then the default hub is served).
         url: The Redis URL (``redis://``, ``rediss://`` or ``unix://``).
-        channel: The pub/sub channel every node of the application uses;
-            heartbeat keys are ``<channel>:node:<id>``.
-        heartbeat: Seconds between refreshes of this node's key (and checks
-            of the other nodes' keys).
-        node_ttl: Seconds after which a node that stopped refreshing its key
-            is forgotten by the others.
-        max_pending: How many relays are kept while Redis is unreachable;
-            beyond that the oldest are dropped (counted in ``stats``).
+        mode: ``"pubsub"`` (at most once, lowest latency) or ``"streams"``
+            (no loss while Redis keeps the stream; see the module's docs).
+        channel: The pub/sub channel every node of the application uses.
+        heartbeat: Seconds between this node's presence snapshots (its
+            heartbeat); also how often it checks the others' TTLs.
+        node_ttl: Seconds after which the others forget a node they have not
+            heard from (and after which a node that does not hear its own
+            heartbeat reconnects).
+        max_pending: How many relays are kept while Redis is unreachable (and
+            in the hub's queue); beyond that the oldest are dropped (counted).
+        backlog: Streams mode: about how many entries the stream keeps
+            (``XADD ... MAXLEN ~ backlog``); a node away for longer than the
+            others need to publish that many gets a :class:`Resync`.
         node_id: This node's id.
 
     Raises:
         ValueError: A setting is out of range, or the URL is not a Redis URL.
 
     Attributes:
+        hub: The hub it serves.
         node_id: This node's id.
         connected: Whether it is connected and subscribed right now.
-        stats: Counters: ``published``, ``received``, ``dropped`` (relays
-            lost), ``malformed`` (messages on the channel that were not
-            relays), ``connects``, ``forgotten`` (nodes whose key expired).
+        stats: Counters: ``published``, ``received`` (relays from other
+            nodes), ``applied`` (of those, given to the hub), ``dropped``
+            (relays lost: queue overflow here or in the hub, or a failed
+            publish), ``malformed`` (messages on the channel that were not
+            relays), ``connects``, ``reconnects`` (connects after the first),
+            ``forgotten`` (nodes whose TTL passed), ``deaf`` (reconnects because
+            this node stopped hearing itself), ``duplicates`` (Streams mode:
+            relays read twice, applied once), ``resyncs`` (Streams mode:
+            :class:`Resync` reports).
     """
 
     def __init__(
         self,
-        hub: Hub,
-        url: str = DEFAULT_URL,
+        hub: Hub | str | None = None,
+        url: str | None = None,
         *,
+        mode: Literal["pubsub", "streams"] = "pubsub",
         channel: str = "ikisocket",
         heartbeat: float = 2.0,
         node_ttl: float = 6.0,
         max_pending: int = 10_000,
         node_id: str | None = None,
+        backlog: int = 10_000,
     ) -> None:
+        if isinstance(hub, str):
+            if url is not None:
+                raise ValueError(
+                    "give the URL once: RedisBackplane(hub, url) or RedisBackplane(url)"
+                )
+            hub, url = None, hub
+        if mode not in ("pubsub", "streams"):
+            raise ValueError(f"mode is 'pubsub' or 'streams' (not {mode!r})")
+        if backlog < 1:
+            raise ValueError("backlog must be at least 1")
         if heartbeat <= 0:
             raise ValueError("heartbeat must be positive")
         if node_ttl <= heartbeat:
             raise ValueError("node_ttl must be longer than heartbeat")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
-        parse_url(url)  # a malformed URL is a ValueError now, not in the reconnect loop
-        self.hub = hub
+        url = DEFAULT_URL if url is None else url
+        _check_url(url)
+        self.hub = default_hub if hub is None else hub
         self.url = url
+        self.mode = mode
         self.channel = channel
         self.heartbeat = heartbeat
         self.node_ttl = node_ttl
         self.max_pending = max_pending
-        self.node_id = node_id or hub.node_id or _uuid.uuid4().hex
-        hub.federate(self.node_id)
-        self.connected = False
-        self.stats = dict.fromkeys(
-            ("published", "received", "dropped", "malformed", "connects", "forgotten"), 0
+        self.backlog = backlog
+        self.stream = f"{channel}:stream"
+        self.node_id = node_id or self.hub.node_id or _uuid.uuid4().hex
+        self.hub.federate(
+            self.node_id, node_ttl=node_ttl, presence_interval=heartbeat, max_relays=max_pending
         )
-        self._pending: deque[Relay] = deque()
+        self.connected = False
+        self.stats = dict.fromkeys(_COUNTERS, 0)
+        self._peers: dict[str, float] = {}
+        self._heard_self: float | None = None
+        self._hub_dropped = self.hub.dropped_relays
+        # Relays to publish with their sequence numbers (the order this node queued them).
+        self._pending: deque[tuple[int, Relay]] = deque()
+        self._seq = 0
+        # Streams mode: this run's incarnation (sequence numbers restart with a process),
+        # the last entry applied, and the last sequence number seen of each publisher.
+        self._epoch = _uuid.uuid4().hex[:12]
+        self._last_id: bytes | str | None = None
+        self._seen: dict[tuple[str, str], int] = {}
         self._wakeup: anyio.Event | None = None
         self._more: anyio.Event | None = None
-        self._failure: BaseException | None = None
         self._has_started = False
 
     def __repr__(self) -> str:
@@ -202,7 +331,13 @@ class RedisBackplane:
         return f"<RedisBackplane node {self.node_id} {state} {self.url}>"
 
     def node_key(self, node_id: str) -> str:
-        """The heartbeat key of a node.
+        """The heartbeat key of a node (kept for nodes of the first release, and for operators).
+
+        Every node still refreshes ``<channel>:node:<id>`` each ``heartbeat``
+        with a time to live of ``node_ttl``, and deletes it when it stops: nodes
+        of the first release judge liveness by it, so old and new nodes mix
+        during a rolling upgrade. New nodes judge liveness by heartbeats on the
+        channel (see :meth:`~ikisocket_core.Hub.tick_federation`).
 
         Args:
             node_id: The node's id.
@@ -212,14 +347,37 @@ class RedisBackplane:
         """
         return f"{self.channel}:node:{node_id}"
 
+    @property
+    def peers(self) -> dict[str, float]:
+        """Each other node this one heard from, and how many seconds ago (its last relay)."""
+        now = anyio.current_time()
+        return {node: now - heard for node, heard in self._peers.items()}
+
+    def health(self) -> dict[str, Any]:
+        """One snapshot of this node's health, for a liveness probe or a metrics endpoint.
+
+        Must be called from inside the event loop that runs the backplane.
+
+        Returns:
+            ``node``, ``connected``, ``pending`` (relays waiting to be published),
+            the counters of ``stats``, and ``peers`` (see :attr:`peers`).
+        """
+        return {
+            "node": self.node_id,
+            "connected": self.connected,
+            "pending": len(self._pending),
+            **self.stats,
+            "peers": self.peers,
+        }
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, carry relays both ways, and reconnect whenever Redis goes away.
 
         Runs until cancelled. ``task_status.started()`` is called after the
         first connection attempt, whether it succeeded or not (the server
         need not wait for Redis). When cancelled it publishes what is still
-        queued (e.g. the ``absent`` relays of clients the server just closed)
-        and deletes its heartbeat key, bounded by one second.
+        queued (e.g. the ``absent`` relays of clients the server just closed),
+        bounded by one second.
 
         Args:
             task_status: For ``TaskGroup.start``.
@@ -231,6 +389,7 @@ class RedisBackplane:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect_forever)
+                tg.start_soon(self._tick_forever)
                 await self._connect_forever(task_status)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
@@ -240,7 +399,7 @@ class RedisBackplane:
             self.hub.set_relay_wakeup(None)
             self.connected = False
 
-    # -- internals -----------------------------------------------------------------------
+    # -- the hub's side ------------------------------------------------------------------
 
     def _relay_queued(self) -> None:
         if self._wakeup is not None:
@@ -254,7 +413,15 @@ class RedisBackplane:
             self._collect()
 
     def _collect(self) -> None:
-        relays = self.hub.drain_relays()
+        hub = self.hub
+        relays = hub.drain_relays()
+        dropped = hub.dropped_relays
+        self.stats["dropped"] += dropped - self._hub_dropped
+        self._hub_dropped = dropped
+        if not self.connected:
+            # A snapshot made while Redis is away would be stale when it goes out; the
+            # (re)connect publishes a fresh one.
+            relays = [r for r in relays if not (isinstance(r, PresenceRelay) and r.parts)]
         if not relays:
             return
         pending = self._pending
@@ -262,28 +429,90 @@ class RedisBackplane:
             if len(pending) >= self.max_pending:
                 pending.popleft()
                 self.stats["dropped"] += 1
-            pending.append(relay)
+            pending.append(self._numbered(relay))
         assert self._more is not None
         self._more.set()
+
+    def _numbered(self, relay: Relay) -> tuple[int, Relay]:
+        self._seq += 1
+        return self._seq, relay
+
+    async def _tick_forever(self) -> None:
+        while True:
+            now = anyio.current_time()
+            for node in self.hub.tick_federation(now):
+                logger.info(
+                    "redis backplane: node %s is gone (silent for %g s)", node, self.node_ttl
+                )
+                self.stats["forgotten"] += 1
+                self._peers.pop(node, None)
+            await anyio.sleep(self.heartbeat / 2)
+
+    def _malformed(self, exc: Exception) -> None:
+        self.stats["malformed"] += 1
+        where = self.stream if self.mode == "streams" else self.channel
+        logger.warning("redis backplane: ignoring a message on %s: %s", where, exc)
+
+    def _receive_entry(self, fields: Any) -> None:
+        """A stream entry: drop what was applied already, report a gap, apply the rest."""
+        try:
+            node, epoch = fields[b"n"].decode(), fields[b"e"].decode()
+            seq, message = int(fields[b"s"]), fields[b"r"]
+        except (KeyError, ValueError, AttributeError, TypeError) as exc:
+            self._malformed(ValueError(f"not a relay entry: {exc!r}"))
+            return
+        if node != self.node_id:
+            last = self._seen.get((node, epoch))
+            if last is not None and seq <= last:
+                self.stats["duplicates"] += 1  # published again after a lost answer
+                return
+            self._seen[node, epoch] = seq
+            if last is not None and seq > last + 1:
+                # Trimmed from the stream before this node read them, dropped by a publisher
+                # whose queue overflowed, or lost with a Redis restart: say so, once per gap.
+                self._resync(node, seq - last - 1, "a gap in its sequence numbers")
+        self._receive(message)
+
+    def _resync(self, node: str, missed: int, cause: str) -> None:
+        self.stats["resyncs"] += 1
+        logger.warning(
+            "redis backplane: node %s lost %d relays of %s: %s", self.node_id, missed, node, cause
+        )
+        self.hub.receive_relay_loss(Resync(node, missed, cause))
+
+    def _receive(self, message: bytes | str) -> None:
+        try:
+            relay = decode_relay(message)
+        except ValueError as exc:
+            self._malformed(exc)
+            return
+        now = anyio.current_time()
+        if relay.node == self.node_id:
+            if isinstance(relay, PresenceRelay) and relay.parts:
+                self._heard_self = now  # our own heartbeat came back: we are not deaf
+            return
+        self.stats["received"] += 1
+        self._peers[relay.node] = now
+        self.hub.receive_relay(relay, now=now)
+        self.stats["applied"] += 1
+
+    # -- Redis' side ---------------------------------------------------------------------
 
     async def _connect_forever(self, task_status: TaskStatus[None]) -> None:
         delay = _FIRST_DELAY
         while True:
-            client = self._client()
             try:
-                await self._session(client, task_status)
+                await self._session(task_status)
             except Exception as exc:
+                reason = _reason(exc)
                 if self.connected:
-                    logger.warning("redis backplane lost %s: %s", self.url, exc)
+                    logger.warning("redis backplane lost %s: %s", self.url, reason)
                 elif delay == _FIRST_DELAY:  # once per outage, not at every attempt
-                    logger.warning("redis backplane cannot reach %s: %s", self.url, exc)
+                    logger.warning("redis backplane cannot reach %s: %s", self.url, reason)
                 else:
-                    logger.debug("redis backplane cannot reach %s: %s", self.url, exc)
-            finally:
-                was_connected = self.connected
-                self.connected = False
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                    await client.aclose()
+                    logger.debug("redis backplane cannot reach %s: %s", self.url, reason)
+            was_connected = self.connected
+            self.connected = False
             if was_connected:
                 delay = _FIRST_DELAY
             self._started(task_status)
@@ -295,114 +524,159 @@ class RedisBackplane:
             self._has_started = True
             task_status.started()
 
-    async def _session(self, client: Redis, task_status: TaskStatus[None]) -> None:
-        pubsub = client.pubsub()
-        try:
-            await self._beat(client)
+    def _client(self) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
+            self.url,
+            connect_timeout=2.0,
+            stream_timeout=self.node_ttl,
+            retry_policy=NoRetryPolicy(),
+        )
+
+    async def _session(self, task_status: TaskStatus[None]) -> None:
+        if self.mode == "streams":
+            async with self._client() as client:
+                await self._position(client)
+                await self._announce(client, task_status)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_stream, client)
+                    tg.start_soon(self._write, client)
+                    tg.start_soon(self._probe, client)
+            return
+        async with (
+            self._client() as client,
+            client.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=None,  # this loop reconnects, and announces the node again
+                max_idle_seconds=max(1, round(self.heartbeat)),
+            ) as pubsub,
+        ):
             await pubsub.subscribe(self.channel)
-            # What this hub knows of the others may be stale (it missed what they published
-            # while it was away): forget it, and announce this node; the others answer
-            # ``hello`` with their connections.
-            for node in self.hub.remote_nodes:
-                self.hub.forget_node(node)
-            hello = HelloRelay(node=self.node_id)
-            present = PresenceRelay(node=self.node_id, uuids=self.hub.connections)
-            await client.publish(self.channel, encode_relay(hello))
-            await client.publish(self.channel, encode_relay(present))
-            self.connected = True
-            self.stats["connects"] += 1
-            logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
-            self._started(task_status)
-            self._failure = None
+            await self._announce(client, task_status)
             async with anyio.create_task_group() as tg:
-                scope = tg.cancel_scope
-                tg.start_soon(self._guard, self._read, pubsub, scope)
-                tg.start_soon(self._guard, self._write, client, scope)
-                tg.start_soon(self._guard, self._heartbeat, client, scope)
-            if self._failure is not None:
-                raise self._failure
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                tg.start_soon(self._read, pubsub)
+                tg.start_soon(self._write, client)
+                tg.start_soon(self._probe, client)
 
-    async def _guard(self, fn: Any, arg: Any, scope: anyio.CancelScope) -> None:
-        try:
-            await fn(arg)
-        except Exception as exc:
-            if self._failure is None:
-                self._failure = exc
-            scope.cancel()
+    async def _announce(self, client: coredis.Redis[bytes], task_status: TaskStatus[None]) -> None:
+        # Announce this node: the others answer ``hello`` with their snapshots, and replace
+        # what they knew of this one with its own.
+        await self._beat(client)
+        hello = [HelloRelay(node=self.node_id), *self.hub.presence_relays()]
+        if self.mode == "streams":
+            # After what waits: a publisher's sequence numbers go out in order.
+            self._pending.extend(self._numbered(relay) for relay in hello)
+            assert self._more is not None
+            self._more.set()
+        else:
+            await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
+        self.connected = True
+        self._heard_self = anyio.current_time()
+        self.stats["connects"] += 1
+        if self.stats["connects"] > 1:
+            self.stats["reconnects"] += 1
+        logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
+        self._started(task_status)
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _position(self, client: coredis.Redis[bytes]) -> None:
+        """Where to read the stream from: the last entry applied, unless the stream is new."""
+        newest = await client.xrevrange(self.stream, "+", "-", count=1)
+        top = newest[0].identifier if newest else None
+        last = self._last_id
+        if last is None:  # the first connection: what was published before is history
+            self._last_id = top if top is not None else b"0-0"
+        elif top is None or _stream_id(top) < _stream_id(last):
+            # Redis lost the stream (a restart without persistence): read the new one whole;
+            # publishers' sequence numbers tell whether relays were lost meanwhile.
+            self._last_id = b"0-0"
+
+    async def _read_stream(self, client: coredis.Redis[bytes]) -> None:
+        block = max(1, int(self.heartbeat * 1000))
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                relay = decode_relay(message["data"])
-            except ValueError as exc:
-                self.stats["malformed"] += 1
-                logger.warning("redis backplane: ignoring a message on %s: %s", self.channel, exc)
-                continue
-            if relay.node == self.node_id:
-                continue
-            self.stats["received"] += 1
-            self.hub.receive_relay(relay)
+            assert self._last_id is not None
+            found = await client.xread({self.stream: self._last_id}, count=_BATCH, block=block)
+            for entries in (found or {}).values():
+                for entry in entries:
+                    self._last_id = entry.identifier
+                    self._receive_entry(entry.field_values)
 
-    async def _write(self, client: Redis) -> None:
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=self.heartbeat)
+            if message is not None and message.get("type") == "message":
+                self._receive(message["data"])
+
+    async def _write(self, client: coredis.Redis[bytes]) -> None:
+        pending = self._pending
         while True:
             assert self._more is not None
             await self._more.wait()
             self._more = anyio.Event()
-            await self._publish_pending(client)
+            while pending:
+                batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
+                await self._publish(client, batch)
 
-    async def _publish_pending(self, client: Redis) -> None:
-        pending = self._pending
-        while pending:
-            batch = [pending.popleft() for _ in range(min(len(pending), _BATCH))]
-            try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for relay in batch:
+    async def _publish(
+        self, client: coredis.Redis[bytes], batch: list[tuple[int, Relay]], *, again: bool = True
+    ) -> None:
+        streams = self.mode == "streams"
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for seq, relay in batch:
+                    if streams:
+                        entry: dict[str, str | bytes | int] = {
+                            "n": self.node_id,
+                            "e": self._epoch,
+                            "s": seq,
+                            "r": encode_relay(relay),
+                        }
+                        pipe.xadd(
+                            self.stream,
+                            entry,
+                            trim_strategy=PureToken.MAXLEN,
+                            threshold=self.backlog,
+                            trim_operator=PureToken.APPROXIMATELY,
+                        )
+                    else:
                         pipe.publish(self.channel, encode_relay(relay))
-                    await pipe.execute()
-            except BaseException:
+        except BaseException:
+            if streams and again:
+                # Not lost: published again after the reconnect (readers drop a relay they
+                # already applied, in case this batch did reach Redis).
+                self._pending.extendleft(reversed(batch))
+            else:
                 self.stats["dropped"] += len(batch)  # at most once: not sent again
-                raise
-            self.stats["published"] += len(batch)
+            raise
+        self.stats["published"] += len(batch)
 
-    async def _beat(self, client: Redis) -> None:
+    async def _beat(self, client: coredis.Redis[bytes]) -> None:
         await client.set(self.node_key(self.node_id), b"1", px=int(self.node_ttl * 1000))
 
-    async def _heartbeat(self, client: Redis) -> None:
+    async def _probe(self, client: coredis.Redis[bytes]) -> None:
+        """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
         while True:
             await anyio.sleep(self.heartbeat)
             await self._beat(client)
-            nodes = self.hub.remote_nodes
-            if not nodes:
-                continue
-            alive = await client.mget([self.node_key(n) for n in nodes])
-            for node, value in zip(nodes, alive, strict=True):
-                if value is None:
-                    logger.info("redis backplane: node %s is gone", node)
-                    self.stats["forgotten"] += 1
-                    self.hub.forget_node(node)
+            heard = self._heard_self
+            if heard is not None and anyio.current_time() - heard > self.node_ttl:
+                self.stats["deaf"] += 1
+                raise _Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")
 
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
         self._collect()
-        client = self._client()
+        batch = list(self._pending)
+        self._pending.clear()
         try:
-            await self._publish_pending(client)
-            await client.delete(self.node_key(self.node_id))
+            async with self._client() as client:
+                if batch:
+                    await self._publish(client, batch, again=False)
+                await client.delete([self.node_key(self.node_id)])
         except Exception as exc:
             logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
-        finally:
-            await client.aclose()
 
-    def _client(self) -> Redis:
-        return Redis.from_url(
-            self.url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=2.0,
-            socket_timeout=self.node_ttl,
-        )
+
+def _reason(exc: BaseException) -> str:
+    """The first leaf of an exception group (anyio task groups wrap what failed)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

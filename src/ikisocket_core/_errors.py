@@ -16,6 +16,7 @@ __all__ = [
     "IdleTimeout",
     "IkisocketError",
     "LocalProtocolError",
+    "RelayTooLarge",
     "RemoteProtocolError",
     "SlowConsumer",
     "UnknownConnection",
@@ -79,6 +80,30 @@ class DuplicateUUID(LocalProtocolError):
     def __init__(self, uuid: str) -> None:
         super().__init__(f"uuid {uuid!r} is already used by another connection")
         self.uuid = uuid
+
+
+class RelayTooLarge(LocalProtocolError, ValueError):
+    """A federated command's data is larger than the hub's ``max_relay_size``.
+
+    Raised by ``broadcast``, room emits and fires, ``fire`` and emits to
+    connections on other nodes of a federated hub before anything is sent,
+    on this node or any other: a backplane could not carry it without
+    risking the broker's output-buffer limits (see
+    :meth:`~ikisocket_core.Hub.federate`). Raised in a listener, it reaches
+    that connection's ``error`` listeners like any exception a listener raises.
+
+    Args:
+        size: The data's size in bytes.
+        limit: The configured ``max_relay_size``.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"{size} bytes is more than a relay carries (max_relay_size={limit}); "
+            "send it on this node only, or raise the limit with Hub.federate"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class ConnectionClosed(IkisocketError):

@@ -206,10 +206,13 @@ class Hub(_Federation):
             TypeError: ``kind`` is not a message kind.
             ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT``
                 data is not valid UTF-8.
+            RelayTooLarge: The connection is on another node and ``data`` is
+                larger than the hub's ``max_relay_size``.
         """
         kws = self._conns.get(uuid)
         if kws is None and self._node is not None and self._is_remote(uuid):
             payload, kind = self._relay_data(data, kind)
+            self._check_relay_size(payload)
             self._push_relay(EmitRelay(node=self._node, uuids=(uuid,), data=payload, kind=kind))
             return
         if kws is None:
@@ -225,6 +228,10 @@ class Hub(_Federation):
             uuids: Target UUIDs (a duplicate is sent to once).
             data: Bytes or text.
             kind: ``TEXT`` or ``BINARY``.
+
+        Raises:
+            RelayTooLarge: Some are on other nodes and ``data`` is larger than
+                the hub's ``max_relay_size`` (nothing was sent).
         """
         conns = self._conns
         if self._node is None:
@@ -239,10 +246,13 @@ class Hub(_Federation):
                 local[kws] = None
             elif self._is_remote(u):
                 remote[u] = None
-        self._send(tuple(local), data, kind)
+        relay = None
         if remote:
-            payload, kind = self._relay_data(data, kind)
-            relay = EmitRelay(node=self._node, uuids=tuple(remote), data=payload, kind=kind)
+            payload, relay_kind = self._relay_data(data, kind)
+            self._check_relay_size(payload)
+            relay = EmitRelay(node=self._node, uuids=tuple(remote), data=payload, kind=relay_kind)
+        self._send(tuple(local), data, kind)
+        if relay is not None:
             self._push_relay(relay)
 
     def broadcast(
@@ -263,6 +273,8 @@ class Hub(_Federation):
             TypeError: ``kind`` is not a message kind.
             ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT``
                 data is not valid UTF-8.
+            RelayTooLarge: The hub is federated and ``data`` is larger than
+                its ``max_relay_size`` (nothing was sent).
         """
         self._broadcast(data, kind, exclude)
 
@@ -272,7 +284,16 @@ class Hub(_Federation):
         Args:
             event: The event name, usually a custom one.
             data: The payload's data.
+
+        Raises:
+            RelayTooLarge: The hub is federated and ``data`` is larger than
+                its ``max_relay_size`` (no listener ran).
         """
+        relay = None
+        if self._node is not None:  # checked (and refused if too large) before any listener
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            self._check_relay_size(raw)
+            relay = FireRelay(node=self._node, event=event, data=raw)
         self._depth += 1
         try:
             for kws in tuple(self._conns.values()):
@@ -280,9 +301,8 @@ class Hub(_Federation):
         finally:
             self._depth -= 1
             self._flush_outside()
-        if self._node is not None:
-            raw = data.encode("utf-8") if isinstance(data, str) else data
-            self._push_relay(FireRelay(node=self._node, event=event, data=raw))
+        if relay is not None:
+            self._push_relay(relay)
 
     def to(self, room: str) -> Room:
         """A view of a room to emit or fire to.
@@ -522,6 +542,12 @@ class Hub(_Federation):
     def _broadcast(
         self, data: bytes | str, kind: MessageKind, exclude: Websocket | str | None
     ) -> None:
+        relay = None
+        if self._node is not None:  # checked (and refused if too large) before any send
+            payload, relay_kind = self._relay_data(data, kind)
+            self._check_relay_size(payload)
+            skipped = exclude if exclude is None or isinstance(exclude, str) else exclude.uuid
+            relay = BroadcastRelay(node=self._node, data=payload, kind=relay_kind, exclude=skipped)
         targets = self._all
         if targets is None:
             targets = self._all = tuple(self._conns.values())
@@ -535,10 +561,7 @@ class Hub(_Federation):
                 except ValueError:  # closed, or another hub's: nothing to skip
                     pass
         self._send(targets, data, kind)
-        if self._node is not None:
-            skipped = exclude if exclude is None or isinstance(exclude, str) else exclude.uuid
-            payload, kind = self._relay_data(data, kind)
-            relay = BroadcastRelay(node=self._node, data=payload, kind=kind, exclude=skipped)
+        if relay is not None:
             self._push_relay(relay)
 
     def _room(self, name: str, exclude: Websocket) -> Room:

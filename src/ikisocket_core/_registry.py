@@ -10,10 +10,12 @@ federated hub also remembers which connections the other nodes announced
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._errors import DuplicateUUID, UnknownConnection
+from ._errors import DuplicateUUID, RelayTooLarge, UnknownConnection
 from ._events import MessageKind
 from ._relays import AbsenceRelay, FireRelay, PresenceRelay, Relay, RoomRelay
 
@@ -22,6 +24,14 @@ if TYPE_CHECKING:
     from ._websocket import Websocket
 
 __all__ = ["Room"]
+
+logger = logging.getLogger("ikisocket")
+
+#: Relays a federated hub keeps for its backplane before it drops the oldest.
+_MAX_RELAYS = 10_000
+#: The largest data a relay carries (bytes): a few of them stay far below Redis' default
+#: pub/sub client-output-buffer limits (8 MiB soft, 32 MiB hard).
+_MAX_RELAY_SIZE = 512 * 1024
 
 
 class Room:
@@ -59,22 +69,26 @@ class Room:
             TypeError: ``kind`` is not a message kind.
             ValueError: ``kind`` is an int other than 1 and 2, or ``TEXT``
                 data is not valid UTF-8.
+            RelayTooLarge: The hub is federated and ``data`` is larger than
+                its ``max_relay_size`` (nothing was sent).
         """
         hub = self._hub
+        relay = None
+        if hub._node is not None:  # checked (and refused if too large) before any send
+            payload, relay_kind = hub._relay_data(data, kind)
+            hub._check_relay_size(payload)
+            relay = RoomRelay(
+                node=hub._node,
+                room=self.name,
+                data=payload,
+                kind=relay_kind,
+                exclude=None if self._exclude is None else self._exclude.uuid,
+            )
         members = hub._room_members(self.name)
         targets = tuple(k for k in members if k is not self._exclude)
         hub._send(targets, data, kind)
-        if hub._node is not None:
-            payload, kind = hub._relay_data(data, kind)
-            hub._push_relay(
-                RoomRelay(
-                    node=hub._node,
-                    room=self.name,
-                    data=payload,
-                    kind=kind,
-                    exclude=None if self._exclude is None else self._exclude.uuid,
-                )
-            )
+        if relay is not None:
+            hub._push_relay(relay)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once for each member (but the excluded one), on every node.
@@ -82,9 +96,24 @@ class Room:
         Args:
             event: The event name.
             data: The payload's data.
+
+        Raises:
+            RelayTooLarge: The hub is federated and ``data`` is larger than
+                its ``max_relay_size`` (no listener ran).
         """
         hub = self._hub
         exclude = self._exclude
+        relay = None
+        if hub._node is not None:  # checked (and refused if too large) before any listener
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            hub._check_relay_size(raw)
+            relay = FireRelay(
+                node=hub._node,
+                event=event,
+                data=raw,
+                room=self.name,
+                exclude=None if exclude is None else exclude.uuid,
+            )
         hub._depth += 1
         try:
             for kws in tuple(hub._room_members(self.name)):
@@ -93,16 +122,8 @@ class Room:
         finally:
             hub._depth -= 1
             hub._flush_outside()
-        if hub._node is not None:
-            hub._push_relay(
-                FireRelay(
-                    node=hub._node,
-                    event=event,
-                    data=data.encode("utf-8") if isinstance(data, str) else data,
-                    room=self.name,
-                    exclude=None if exclude is None else exclude.uuid,
-                )
-            )
+        if relay is not None:
+            hub._push_relay(relay)
 
 
 class _Registry:
@@ -115,10 +136,23 @@ class _Registry:
         self._rooms: dict[str, dict[Websocket, None]] = {}
         # Federation (off until ``federate``): relays for the backplane, remote presence.
         self._node: str | None = None
-        self._relays: list[Relay] = []
+        self._relays: deque[Relay] = deque()
+        self._max_relays = _MAX_RELAYS
+        self._max_relay_size = _MAX_RELAY_SIZE
+        self._relays_dropped = 0
+        self._relays_overflowing = False  # dropped since the last drain (warned once)
         self._relay_wakeup: Callable[[], None] | None = None
         self._relay_wakeup_pending = False
+        #: Each other node's connections, as its last snapshot and news since then say.
         self._remote: dict[str, dict[str, None]] = {}
+        #: When each other node was last heard from (the ``now`` of ``receive_relay``).
+        self._heard: dict[str, float] = {}
+        #: A node's snapshot being received: the next part expected, the connections so far.
+        self._snapshots: dict[str, tuple[int, dict[str, None]]] = {}
+        self._node_ttl: float | None = None
+        self._presence_interval: float | None = None
+        self._next_presence: float | None = None
+        self._federation_now: float | None = None
 
     # -- looking connections up -----------------------------------------------------------
 
@@ -182,10 +216,27 @@ class _Registry:
         return any(uuid in members for members in self._remote.values())
 
     def _push_relay(self, relay: Relay) -> None:
-        self._relays.append(relay)
+        relays = self._relays
+        if len(relays) >= self._max_relays:
+            # Nobody drains (no backplane runs, or it is far behind): the oldest goes, so
+            # memory stays bounded; one warning per backlog, every drop counted.
+            relays.popleft()
+            self._relays_dropped += 1
+            if not self._relays_overflowing:
+                self._relays_overflowing = True
+                logger.warning(
+                    "federated hub %s: relay queue full (max_relays=%d), dropping the oldest",
+                    self._node,
+                    self._max_relays,
+                )
+        relays.append(relay)
         if not self._relay_wakeup_pending and self._relay_wakeup is not None:
             self._relay_wakeup_pending = True
             self._relay_wakeup()
+
+    def _check_relay_size(self, data: bytes) -> None:
+        if len(data) > self._max_relay_size:
+            raise RelayTooLarge(len(data), self._max_relay_size)
 
     def _register(self, kws: Websocket) -> None:
         uuid = kws.uuid

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+#: The most connection UUIDs one :class:`PresenceRelay` of a snapshot carries (about 40 kB).
+_PRESENCE_CHUNK = 1000
+
+
 class _RelayType(type):
     """The metaclass of :class:`Relay`: calling ``Relay`` itself is the old spelling."""
 
@@ -189,14 +193,36 @@ class EmitRelay(Relay, metaclass=_ConcreteRelayType):
 class PresenceRelay(Relay, metaclass=_ConcreteRelayType):
     """These connections are open on the sending node.
 
+    With ``parts == 0`` (the default) it is news: the connections just
+    opened, and receivers add them to what they know of the node. A node's
+    full membership is sent as a *snapshot* of ``parts`` relays in a row
+    (``part`` 0, 1, ... ``parts - 1``, at most
+    1,000 connections each, so a large node never makes one
+    oversized message): when the last part arrives, receivers *replace* what
+    they knew of the node with the snapshot, so a lost ``absent`` relay
+    leaves no ghost beyond the next snapshot. A snapshot whose parts do not
+    arrive in a row is ignored (the next one is complete).
+
     Attributes:
         node: The id of the node that queued it.
         uuids: The connections.
+        part: This relay's index in its snapshot (0 for news).
+        parts: How many relays the snapshot has, or 0 for news.
     """
 
     op: ClassVar[str] = "present"
     node: str
     uuids: tuple[str, ...] = ()
+    part: int = 0
+    parts: int = 0
+
+    def __post_init__(self) -> None:
+        Relay.__post_init__(self)
+        for value in (self.part, self.parts):
+            if value.__class__ is not int or value < 0:
+                raise LocalProtocolError("a presence relay's part and parts are ints >= 0")
+        if self.part >= max(self.parts, 1):
+            raise LocalProtocolError("a presence relay's part is less than its parts")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

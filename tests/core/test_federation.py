@@ -151,7 +151,7 @@ def test_one_class_per_relay_each_with_its_own_fields() -> None:
     ]
     assert all(issubclass(cls, Relay) for cls in kinds)
     assert [f.name for f in dataclasses.fields(HelloRelay)] == ["node"]
-    assert [f.name for f in dataclasses.fields(PresenceRelay)] == ["node", "uuids"]
+    assert [f.name for f in dataclasses.fields(PresenceRelay)] == ["node", "uuids", "part", "parts"]
     assert not hasattr(HelloRelay(node="n"), "__dict__")  # slotted
 
 
@@ -419,7 +419,7 @@ def test_hello_is_answered_with_the_local_connections() -> None:
         PresenceRelay(node="node-a", uuids=(a2.uuid,)),
     ]
     a.receive_relay(HelloRelay(node="node-late"))
-    assert a.drain_relays() == [PresenceRelay(node="node-a", uuids=(a1.uuid, a2.uuid))]
+    assert a.drain_relays() == [PresenceRelay(node="node-a", uuids=(a1.uuid, a2.uuid), parts=1)]
     assert a.remote_nodes == ("node-late",)
 
 

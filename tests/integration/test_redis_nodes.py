@@ -1,0 +1,255 @@
+"""One application on nodes of every kind: a trio node, an asyncio node, an anyio node.
+
+The nodes are separate processes (``python test_redis.py PORT URL BACKEND``: the
+anyio adapter on trio, the asyncio adapter) plus one node in the test's own
+event loop, all on one real ``redis-server`` over loopback; clients are
+``websockets`` clients. What one client does must reach the others exactly
+once, whatever node each is on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, ExitStack, contextmanager
+from pathlib import Path
+
+import anyio
+import coredis
+import pytest
+import test_redis
+from test_redis import (
+    HEARTBEAT,
+    LIMIT,
+    NODE_TTL,
+    RedisServer,
+    client,
+    free_port,
+    nodes,
+    nothing_more,
+    process,
+    recv,
+    send,
+    until,
+)
+from websockets.asyncio.client import ClientConnection
+
+from ikisocket_core import UnknownConnection
+
+pytestmark = test_redis.pytestmark
+redis_server = test_redis.redis_server
+
+NODE = str(Path(test_redis.__file__))
+#: The node kinds started as processes: the anyio adapter on trio, the asyncio adapter.
+KINDS = ("trio", "asyncio")
+
+
+@contextmanager
+def node_processes(url: str, kinds: tuple[str, ...] = KINDS) -> Iterator[dict[str, str]]:
+    """One node process per kind; yields each kind's ``ws://`` URL."""
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for kind in kinds:
+            port = free_port()
+            args = [sys.executable, NODE, str(port), url, kind]
+            stack.enter_context(process(args, f"listening on {port} ({kind})"))
+            urls[kind] = f"ws://127.0.0.1:{port}"
+        yield urls
+
+
+async def who(ws: ClientConnection) -> set[str]:
+    await send(ws, op="who")
+    return set(json.loads(await recv(ws))["who"])
+
+
+async def everyone_sees(clients: dict[str, tuple[ClientConnection, str]]) -> None:
+    """Wait until every client's node lists every client (presence crossed every way)."""
+    expected = {uuid for _, uuid in clients.values()}
+    with anyio.fail_after(LIMIT):
+        for ws, _ in clients.values():
+            while await who(ws) != expected:
+                await anyio.sleep(0.05)
+
+
+async def test_trio_asyncio_and_anyio_nodes_are_one_application(
+    redis_server: RedisServer,
+) -> None:
+    with node_processes(redis_server.url) as urls:
+        async with nodes(redis_server.url, count=1) as (local,), AsyncExitStack() as stack:
+            urls["anyio"] = local.url
+            clients = {
+                kind: await stack.enter_async_context(client(url, kind))
+                for kind, url in urls.items()
+            }
+            await everyone_sees(clients)
+            sockets = {kind: ws for kind, (ws, _) in clients.items()}
+
+            # Broadcasts: each client's reaches every client exactly once.
+            for kind, ws in sockets.items():
+                await send(ws, op="broadcast", data=f"from {kind}")
+            expected = sorted(f"from {kind}" for kind in sockets)
+            for ws in sockets.values():
+                assert sorted([await recv(ws) for _ in sockets]) == expected
+
+            # Direct messages cross nodes, every way.
+            for sender, ws in sockets.items():
+                for target, (_, uuid) in clients.items():
+                    if target != sender:
+                        await send(ws, op="emit_to", to=uuid, data=f"{sender} to {target}")
+            for target, ws in sockets.items():
+                got = sorted([await recv(ws) for _ in range(len(sockets) - 1)])
+                assert got == sorted(f"{s} to {target}" for s in sockets if s != target)
+
+            # Rooms: the trio and the asyncio client join; the anyio one speaks to the room.
+            for kind in ("trio", "asyncio"):
+                await send(sockets[kind], op="join", room="lobby")
+                assert json.loads(await recv(sockets[kind])) == {"joined": "lobby"}
+            await send(sockets["anyio"], op="room", room="lobby", data="lobby news")
+            assert await recv(sockets["trio"]) == "lobby news"
+            assert await recv(sockets["asyncio"]) == "lobby news"
+
+            # A hub-wide fire runs the listener once per connection, on every node.
+            await send(sockets["trio"], op="fire", event="ring", data="now")
+            for kind, ws in sockets.items():
+                assert await recv(ws) == f"rang {kind}: now"
+
+            await send(sockets["asyncio"], op="broadcast", data="marker")
+            for ws in sockets.values():
+                assert await recv(ws) == "marker"
+            await nothing_more(*sockets.values())  # nothing twice
+
+
+async def test_a_sigkilled_trio_node_is_forgotten_within_its_ttl(
+    redis_server: RedisServer,
+) -> None:
+    port = free_port()
+    args = [sys.executable, NODE, str(port), redis_server.url, "trio"]
+    with process(args, f"listening on {port} (trio)") as proc:
+        async with (
+            nodes(redis_server.url, count=1) as (a,),
+            client(a.url, "a1") as (a1, a1_uuid),
+            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
+        ):
+            await until(lambda: t1_uuid in a.hub.all_connections)
+            assert await who(a1) == {a1_uuid, t1_uuid}
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(LIMIT)
+            # Forgotten after NODE_TTL without a heartbeat (checked every HEARTBEAT / 2).
+            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
+            assert a.hub.remote_nodes == ()
+            assert a.backplane.stats["forgotten"] == 1
+            assert await who(a1) == {a1_uuid}
+            with pytest.raises(UnknownConnection):
+                a.hub.emit_to(t1_uuid, "anyone?")
+
+
+async def test_delivery_resumes_after_redis_restarts(redis_server: RedisServer) -> None:
+    with node_processes(redis_server.url, ("trio",)) as urls:
+        async with (
+            nodes(redis_server.url, count=1) as (a,),
+            client(a.url, "a1") as (a1, _),
+            client(urls["trio"], "t1") as (t1, t1_uuid),
+        ):
+            await until(lambda: t1_uuid in a.hub.all_connections)
+            redis_server.kill()
+            await until(lambda: not a.backplane.connected)
+            redis_server.start()
+            await until(lambda: a.backplane.connected)
+            assert a.backplane.stats["reconnects"] >= 1
+            # The trio node reconnects too; a broadcast gets through once both have.
+            with anyio.fail_after(LIMIT):
+                while True:
+                    await send(a1, op="broadcast", data="after the restart")
+                    assert await recv(a1) == "after the restart"
+                    with anyio.move_on_after(0.5):
+                        assert await t1.recv() == "after the restart"
+                        break
+            await send(t1, op="broadcast", data="and back")
+            assert await recv(a1) == "and back"
+            assert await recv(t1) == "and back"
+
+
+async def test_a_paused_redis_never_blocks_a_listener(redis_server: RedisServer) -> None:
+    async with (
+        nodes(redis_server.url) as (a, b),
+        client(a.url, "a1") as (a1, _),
+        client(b.url, "b1") as (b1, b1_uuid),
+    ):
+        await until(lambda: b1_uuid in a.hub.all_connections)
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)  # connected, but never answers
+        try:
+            for n in range(50):
+                await send(a1, op="broadcast", data=f"paused {n}")
+            # Every listener ran and delivered locally although nothing reaches Redis.
+            assert [await recv(a1) for _ in range(50)] == [f"paused {n}" for n in range(50)]
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        with anyio.fail_after(LIMIT):
+            while True:  # what was published during the pause may or may not arrive
+                await send(a1, op="broadcast", data="after the pause")
+                assert await recv(a1) == "after the pause"
+                with anyio.move_on_after(0.5):
+                    while (message := await b1.recv()) != "after the pause":
+                        assert isinstance(message, str)
+                        assert message.startswith("paused ")
+                    break
+
+
+async def test_health_counts_and_a_deaf_node_heals_itself(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with nodes(redis_server.url) as (a, b), client(b.url, "b1") as (_, b1_uuid):
+        await until(lambda: b1_uuid in a.hub.all_connections)
+        health = a.backplane.health()
+        assert health["node"] == a.backplane.node_id
+        assert health["connected"] is True
+        assert set(health["peers"]) == {b.backplane.node_id}
+        assert 0 <= health["peers"][b.backplane.node_id] < LIMIT
+        assert health["published"] > 0
+        assert health["applied"] == health["received"] > 0
+        assert health["reconnects"] == health["deaf"] == 0
+        # The first release's heartbeat key is kept alive (old nodes judge liveness by it).
+        async with coredis.Redis.from_url(redis_server.url) as raw:
+            keys = [a.backplane.node_key(n.backplane.node_id) for n in (a, b)]
+            assert keys[0] == f"ikisocket:node:{a.backplane.node_id}"
+            assert await raw.exists(keys) == 2
+        # The subscription goes silently deaf (the classic failure): nothing it gets is
+        # applied, not even this node's own heartbeat. The probe notices and reconnects.
+        monkeypatch.setattr(a.backplane, "_receive", lambda message: None)
+        await until(lambda: a.backplane.stats["deaf"] >= 1)
+        await until(lambda: a.backplane.stats["reconnects"] >= 1 and a.backplane.connected)
+        monkeypatch.undo()
+        await until(lambda: b1_uuid in a.hub.all_connections)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["-m", "hypercorn", "--worker-class", "trio", "--bind"],
+        ["-m", "uvicorn", "--host", "127.0.0.1", "--port"],
+    ],
+    ids=["hypercorn-trio", "uvicorn"],
+)
+async def test_an_asgi_node_joins_the_application(
+    redis_server: RedisServer, server: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    where = f"127.0.0.1:{port}" if "--bind" in server else str(port)
+    args = [sys.executable, *server[:-1], "test_redis:asgi_node", server[-1], where]
+    monkeypatch.setenv("IKISOCKET_TEST_REDIS", redis_server.url)
+    with process(args, "unning on"):  # "Running on" (hypercorn), "Uvicorn running on"
+        async with (
+            nodes(redis_server.url, count=1) as (a,),
+            client(a.url, "a1") as (a1, a1_uuid),
+            client(f"ws://127.0.0.1:{port}", "s1") as (s1, s1_uuid),
+        ):
+            await until(lambda: s1_uuid in a.hub.all_connections)
+            assert await who(s1) == {a1_uuid, s1_uuid}
+            await send(s1, op="broadcast", data="from asgi")
+            assert await recv(a1) == await recv(s1) == "from asgi"
+            await send(a1, op="emit_to", to=s1_uuid, data="to asgi")
+            assert await recv(s1) == "to asgi"
