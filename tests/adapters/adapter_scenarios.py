@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -884,3 +885,37 @@ async def stalled_tls_handshake_does_not_hold_the_shutdown(serve: Serve) -> None
             if getattr(inner, "own_tls", True):  # uvloop's loop negotiates TLS unseen
                 await wait_for(lambda: bool(_handshaking(server)))
         await silent.aclose()  # the shutdown returned at once (within the bounded wait)
+
+
+class _Lines(logging.Handler):
+    """Collects the messages of the "ikisocket" logger while a scenario runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def blocking_listener_is_logged_once(serve: Serve) -> None:
+    hub = echo_hub()
+
+    @hub.on(EVENT_MESSAGE)
+    def blocker(ep: EventPayload) -> None:
+        if ep.data == b"block":
+            time.sleep(0.15)  # a blocking call: the adapter's clock sees the loop held
+
+    lines = _Lines()
+    logger = logging.getLogger("ikisocket")
+    logger.addHandler(lines)
+    try:
+        async with running(serve, hub) as server, clients(server.port, 1) as (client,):
+            for word in ("block", "block", "quick"):
+                await client.send(word)
+                assert await client.recv() == word
+    finally:
+        logger.removeHandler(lines)
+    blocked = [line for line in lines.lines if "blocked the event loop" in line]
+    assert len(blocked) == 1, lines.lines
+    assert "blocking_listener_is_logged_once.<locals>.blocker (message)" in blocked[0]

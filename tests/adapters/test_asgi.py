@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -1084,3 +1085,25 @@ async def test_a_raising_async_listener_affects_no_other_connection() -> None:
         await bad.text("again")
         assert await bad.get_text() == "done again"
         assert [str(e) for e in errors] == ["boom"]
+
+
+async def test_a_blocking_listener_is_logged_once_behind_asgi(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def blocker(ep: EventPayload) -> None:
+        time.sleep(0.15)  # a blocking call: the ASGI app's clock sees the loop held
+        ep.kws.emit(ep.data)
+
+    with caplog.at_level(logging.WARNING, logger="ikisocket"):
+        async with serving(asgi_app(hub)) as h:
+            peer = await h.open("/ws")
+            for word in ("one", "two"):
+                await peer.text(word)
+                assert await peer.get_text() == word
+    blocked = [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
+    assert len(blocked) == 1
+    assert "blocker (message)" in blocked[0]

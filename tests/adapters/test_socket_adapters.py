@@ -97,6 +97,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.ping_flood_is_bounded,
     scenarios.connection_limits_answer_503_and_keep_serving,
     scenarios.handler_timeout_cancels_a_hung_listener,
+    scenarios.blocking_listener_is_logged_once,
     scenarios.handler_timeout_closes_with_1011_when_configured,
     scenarios.raising_listener_affects_no_other_connection,
     scenarios.silent_tls_client_is_dropped_and_leaves_nothing,
