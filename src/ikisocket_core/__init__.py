@@ -14,7 +14,9 @@ from typing import Any
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
 from ._dispatch import RouteCallback
 from ._errors import (
+    AckTimeout,
     ConnectionClosed,
+    ConnectRefused,
     DuplicateUUID,
     HandlerTimeout,
     IdleTimeout,
@@ -35,6 +37,7 @@ from ._events import (
     EVENT_PONG,
     RESERVED_EVENTS,
     TEXT,
+    AckCallback,
     EventPayload,
     Listener,
     MessageKind,
@@ -52,6 +55,7 @@ from ._relays import (
     RoomRelay,
 )
 from ._routing import Headers, Request, Route
+from ._socketio import ConnectHook, SocketIO
 from ._state import ConnectionState
 from ._websocket import Websocket
 
@@ -88,10 +92,14 @@ __all__ = [
     "TEXT",
     "AbsenceRelay",
     "Accept",
+    "AckCallback",
+    "AckTimeout",
     "Action",
     "BeforeUpgrade",
     "BroadcastRelay",
     "Close",
+    "ConnectHook",
+    "ConnectRefused",
     "ConnectionClosed",
     "ConnectionState",
     "DuplicateUUID",
@@ -119,6 +127,7 @@ __all__ = [
     "RunHandler",
     "Send",
     "SlowConsumer",
+    "SocketIO",
     "UnknownConnection",
     "Websocket",
     "broadcast",
