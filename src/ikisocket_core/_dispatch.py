@@ -261,7 +261,7 @@ class _Dispatcher(_Registry):
         payload = _payload(data, kind)
         if targets:
             sio = self._sio
-            if sio is not None:
+            if sio is not None and sio.connections:
                 # Socket.IO connections get the message as their ``message`` event.
                 targets = sio._send_message(targets, payload, kind)
                 if not targets:

@@ -639,3 +639,18 @@ def test_the_virtual_client_reports_a_connect_left_unanswered() -> None:
     with pytest.raises(IkisocketError, match="did not answer the CONNECT"):
         sio.connect("/admin", auth={"big": "x" * 2000})  # over max_payload: the session ends
     assert sio.ws.close_code == 1009
+
+
+def test_sends_skip_socketio_work_while_no_socketio_client_is_connected(hub: Hub) -> None:
+    assert hub._sio is not None
+    client = TestClient(hub)
+    with client.websocket_connect("/ws") as ws:
+        assert hub._sio.connections == 0
+        hub.broadcast("plain only")
+        assert ws.receive_text() == "plain only"
+        sio = client.socketio_connect()
+        admin = sio.connect("/admin")
+        assert hub._sio.connections == 2
+        admin.disconnect()
+        sio.close()
+        assert hub._sio.connections == 0

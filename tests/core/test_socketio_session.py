@@ -10,6 +10,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikisocket_core import (
     EVENT_CONNECT,
@@ -487,3 +489,58 @@ def test_the_socketio_path_comes_before_a_wildcard_route() -> None:
     assert sio.kws.transport == "websocket"
     with client.websocket_connect("/elsewhere") as ws:
         assert ws.kws.transport is None
+
+
+# -- whatever a client sends: a documented outcome, and nothing left behind ---------------
+
+client_messages = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "40",
+                "40/admin,",
+                '40{"token":1}',
+                '42["e",1]',
+                '421["e"]',
+                '43/admin,0["a"]',
+                "41",
+                "41/admin,",
+                '451-["e",{"_placeholder":true,"num":0}]',
+                "3",
+                "2probe",
+                "6",
+                "1",
+            ]
+        ),
+        st.text(max_size=12).map(lambda s: "4" + s),
+        st.text(max_size=6),
+        st.binary(max_size=6),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(messages=client_messages, later=st.floats(min_value=0, max_value=100))
+def test_any_client_input_ends_in_a_documented_state(
+    messages: list[str | bytes], later: float
+) -> None:
+    hub = Hub()
+    mount = hub.socketio(namespaces=["/admin"], ping_interval=10, ping_timeout=5)
+    hub.on("e", lambda ep: ep.kws.emit_event("back", *ep.args, ack=lambda a: None, timeout=3))
+    client = TestClient(hub)
+    ws = client.websocket_connect(WS)
+    for message in messages:
+        if ws.closed:
+            break
+        if isinstance(message, bytes):
+            ws.send_bytes(message)
+        else:
+            ws.send_text(message)
+    assert ws.close_code in (None, 1000, 1002)  # open, closed by "1", or malformed input
+    client.advance(later)
+    client.advance(100)  # pings unanswered by the raw client: the session times out
+    assert ws.closed
+    assert not hub.connections
+    assert mount.sessions == 0
+    assert len(mount._deadlines) == 0  # every heartbeat, connect and ack timer is gone

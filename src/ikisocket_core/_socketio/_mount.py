@@ -157,6 +157,7 @@ class SocketIO:
             any (the hub's ``allowed_origins`` applies as well).
         max_pending_acks: The most acks one connection may await at once.
         max_attachments: The most binary attachments one packet may announce.
+        connections: How many namespace connections are open, on every session.
     """
 
     def __init__(
@@ -201,6 +202,8 @@ class SocketIO:
         self._namespaces: dict[str, str] = {"/": "/"}
         self._hooks: dict[str, ConnectHook] = {}
         self._sessions: dict[EngineSession, None] = {}
+        #: How many namespace connections are open (sends skip Socket.IO work at 0).
+        self.connections = 0
         self._deadlines: Deadlines[Timer] = Deadlines()
         for name in namespaces:
             self.namespace(name)

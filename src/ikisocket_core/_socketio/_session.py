@@ -338,6 +338,7 @@ class EngineSession:
             joined: Its link.
         """
         self.joined[joined.kws.namespace] = joined
+        self.mount.connections += 1
         self.mount._disarm(self.connect_timer)
 
     def leave(self, joined: Joined, why: BaseException) -> None:
@@ -351,6 +352,7 @@ class EngineSession:
             why: What its pending acks are failed with.
         """
         del self.joined[joined.kws.namespace]
+        self.mount.connections -= 1
         self.fail_acks(joined, why)
         if not self.joined and not self.ended:
             self.mount._arm(self.connect_timer, self.mount.connect_timeout)
