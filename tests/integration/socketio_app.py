@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from ikisocket_core import AckTimeout, ConnectRefused, EventPayload, Hub, Websocket
+from ikisocket_core import BINARY, AckTimeout, ConnectRefused, EventPayload, Hub, Websocket
 
 
 def make_hub() -> Hub:
@@ -52,6 +52,11 @@ def make_hub() -> Hub:
         room, item = ep.args
         ep.kws.to(room).emit_event("news", item)
         return "sent"
+
+    @hub.on("blob-please")
+    def blob(ep: EventPayload) -> None:
+        ep.kws.emit_event("blob", b"\x00\xff", {"nested": [b"\x01"]})
+        hub.broadcast(b"\x02\x03", BINARY)
 
     @hub.on("shout")
     def shout(ep: EventPayload) -> None:

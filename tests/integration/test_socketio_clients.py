@@ -143,6 +143,7 @@ EXPECTED = {
     "echo": ["hi", 2],
     "binaryEcho": [{"bytes": [1, 2, 3]}, "tail"],
     "slow": "slow done",
+    "serverBinary": [{"bytes": [0, 255]}, {"nested": [{"bytes": [1]}]}, {"bytes": [2, 3]}],
     "serverAck": [42, "thanks"],
     "bobConnect": {"ok": True},
     "joined": ["joined", "joined"],
@@ -203,6 +204,11 @@ def test_python_socketio_async_client() -> None:
         seen["broadcast"] = sorted(
             [json.dumps(await asyncio.wait_for(answers.get(), 5)) for _ in range(2)]
         )
+        blobs: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("blob", lambda *args: blobs.put_nowait(list(args)))
+        await client.emit("blob-please")
+        seen["blob"] = await asyncio.wait_for(blobs.get(), 5)
+        seen["binaryMessages"] = [await asyncio.wait_for(answers.get(), 5) for _ in range(2)]
         await client.disconnect()
         seen["questions"] = questions
         return seen
@@ -216,6 +222,8 @@ def test_python_socketio_async_client() -> None:
         "whoami": ("/admin", True),
         "serverAck": [42, "thanks"],
         "broadcast": [json.dumps(["message", "all of you"])] * 2,
+        "blob": [b"\x00\xff", {"nested": [b"\x01"]}],
+        "binaryMessages": [["message", b"\x02\x03"]] * 2,
         "questions": [21],
     }
     assert hub.connections == ()

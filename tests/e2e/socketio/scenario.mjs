@@ -51,6 +51,13 @@ try {
   seen.binaryEcho = (await call(ann, "echo", Buffer.from([1, 2, 3]), "tail")).map(toJSON);
   seen.slow = await ann.timeout(WAIT).emitWithAck("slow");
 
+  // Server -> client binary: a named event with attachments, then a binary hub message.
+  const blob = next(ann, "blob");
+  const binaryMessage = next(ann, "message");
+  ann.emit("blob-please");
+  const [raw, nested] = await blob;
+  seen.serverBinary = [toJSON(raw), { nested: nested.nested.map(toJSON) }, toJSON((await binaryMessage)[0])];
+
   // Server -> client with an ack: the server asks, we answer, it reports what it got.
   ann.on("question", (n, answer) => answer(n * 2, "thanks"));
   const reported = next(ann, "answer-was");
