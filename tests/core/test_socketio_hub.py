@@ -33,7 +33,7 @@ from ikisocket_core import (
     LocalProtocolError,
     Websocket,
 )
-from ikisocket_core._socketio._mount import _Answering, _Reply
+from ikisocket_core._socketio._acks import _Answering, _Reply
 from ikisocket_core._socketio._packets import SocketPacket, SocketType
 from ikisocket_core._socketio._testclient import SocketIOTestSession, _Wire
 from ikisocket_core.testing import NothingReceived, SocketIORefused, TestClient

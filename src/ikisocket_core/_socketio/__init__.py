@@ -2,7 +2,10 @@
 
 The codecs (``_packets``) are pure; a session (``_session``) is the state of
 one Engine.IO connection and its namespaces; the mount (``_mount``) is what
-:meth:`~ikisocket_core.Hub.socketio` returns and what the hub calls into.
+:meth:`~ikisocket_core.Hub.socketio` returns and what the hub calls into, with
+ack answers and event checks in ``_acks``; ``_layer`` is the hub's Socket.IO
+layer (``socketio``, ``emit_event``) and ``_testclient`` the virtual clients of
+:mod:`ikisocket_core.testing`.
 """
 
 from __future__ import annotations

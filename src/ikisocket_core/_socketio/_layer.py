@@ -16,7 +16,8 @@ from ikisocket_core._events import AckCallback
 from ikisocket_core._federation import _Federation
 from ikisocket_core._state import ConnectionState
 
-from ._mount import SocketIO, check_event, emit_plain
+from ._acks import check_event, emit_plain
+from ._mount import SocketIO
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
