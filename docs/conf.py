@@ -62,6 +62,9 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
     # The type variables of the decorator overloads (``on``, ``websocket``).
     (r"py:class", r"ikisocket_core\._(hub|dispatch)\.[LR]"),
     (r"py:class", r"ikisocket_core\._websocket\._L"),
+    (r"py:class", r"ikisocket_core\._socketio\._mount\.H"),
+    # The virtual Socket.IO client's constructor takes its (private) shared session.
+    (r"py:class", r"ikisocket_core\._socketio\._testclient\._Wire"),
 ]
 
 # -- intersphinx ---------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from typing import Any
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
 from ._dispatch import RouteCallback
 from ._errors import (
+    AckTimeout,
     ConnectionClosed,
+    ConnectRefused,
     DuplicateUUID,
     HandlerTimeout,
     IdleTimeout,
@@ -36,6 +38,7 @@ from ._events import (
     EVENT_PONG,
     RESERVED_EVENTS,
     TEXT,
+    AckCallback,
     EventPayload,
     Listener,
     MessageKind,
@@ -53,6 +56,7 @@ from ._relays import (
     RoomRelay,
 )
 from ._routing import Headers, Request, Route
+from ._socketio import ConnectHook, SocketIO
 from ._state import ConnectionState
 from ._websocket import Websocket
 
@@ -89,10 +93,14 @@ __all__ = [
     "TEXT",
     "AbsenceRelay",
     "Accept",
+    "AckCallback",
+    "AckTimeout",
     "Action",
     "BeforeUpgrade",
     "BroadcastRelay",
     "Close",
+    "ConnectHook",
+    "ConnectRefused",
     "ConnectionClosed",
     "ConnectionState",
     "DuplicateUUID",
@@ -121,6 +129,7 @@ __all__ = [
     "RunHandler",
     "Send",
     "SlowConsumer",
+    "SocketIO",
     "UnknownConnection",
     "Websocket",
     "broadcast",

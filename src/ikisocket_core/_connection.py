@@ -306,6 +306,7 @@ class ServerConnection:
                 scheme=self.scheme,
                 has_route=lambda path: node.hub.match(path) is not None,
                 static=node.config.static,
+                refuse_plain=node.hub.refuse_plain,
             )
         )
         if isinstance(outcome, Answer):

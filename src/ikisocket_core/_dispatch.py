@@ -41,6 +41,7 @@ from ._registry import _Registry
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
+    from ._socketio import SocketIO
     from ._websocket import Websocket
 
 __all__ = ["RouteCallback"]
@@ -154,6 +155,10 @@ class _Dispatcher(_Registry):
         super().__init__()
         self.on_listener_error = on_listener_error
         self._listeners: dict[str, tuple[Listener, ...]] = {}
+        # The listeners of Socket.IO namespaces other than "/" (which is ``_listeners``).
+        self._namespaced: dict[str, dict[str, tuple[Listener, ...]]] = {}
+        # The mounted Socket.IO endpoint (see ``Hub.socketio``), or None.
+        self._sio: SocketIO | None = None
         self._queue: list[Action] = []
         self._depth = 0
         self._wakeup: Callable[[], None] | None = None
@@ -167,45 +172,70 @@ class _Dispatcher(_Registry):
     # -- registration ----------------------------------------------------------------------
 
     @overload
-    def on(self, event: str, callback: None = None) -> Callable[[L], L]: ...
+    def on(
+        self, event: str, callback: None = None, *, namespace: str = "/"
+    ) -> Callable[[L], L]: ...
     @overload
-    def on(self, event: str, callback: L) -> L: ...
-    def on(self, event: str, callback: L | None = None) -> L | Callable[[L], L]:
+    def on(self, event: str, callback: L, *, namespace: str = "/") -> L: ...
+    def on(
+        self, event: str, callback: L | None = None, *, namespace: str = "/"
+    ) -> L | Callable[[L], L]:
         """Add a listener for an event (the seed's ``ikisocket.On``); many per event.
 
         Usable as ``hub.on("message", fn)`` or as ``@hub.on("message")``.
 
         Args:
             event: ``EVENT_MESSAGE``, ``EVENT_CONNECT``... or a custom name.
-            callback: The listener, sync or ``async def``.
+            callback: The listener, sync or ``async def``. For a Socket.IO event
+                that asks for an ack, its return value is the answer (a tuple
+                for several arguments).
+            namespace: The Socket.IO namespace whose connections it listens to.
+                Plain WebSocket connections belong to ``"/"``, the default.
 
         Returns:
             The listener, or a decorator when ``callback`` is omitted.
+
+        Raises:
+            LocalProtocolError: An empty event name, a namespace not starting
+                with ``/``, or a callback that is not callable.
         """
         if not isinstance(event, str) or not event:
             raise LocalProtocolError("an event name is a non-empty string")
+        if not isinstance(namespace, str) or not namespace.startswith("/"):
+            raise LocalProtocolError(f"a namespace starts with '/', not {namespace!r}")
         if callback is None:
-            return lambda fn: self.on(event, fn)
+            return lambda fn: self.on(event, fn, namespace=namespace)
         if not callable(callback):
             raise LocalProtocolError(f"a listener must be callable, not {callback!r}")
-        self._listeners[event] = (*self._listeners.get(event, ()), callback)
+        table = self._table(namespace, create=True)
+        table[event] = (*table.get(event, ()), callback)
         return callback
 
-    def off(self, event: str, callback: Listener | None = None) -> None:
+    def off(self, event: str, callback: Listener | None = None, *, namespace: str = "/") -> None:
         """Remove a listener, or every listener of ``event``.
 
         Args:
             event: The event name.
             callback: The listener to remove; all of ``event``'s when omitted.
+            namespace: The namespace it was added for.
         """
+        table = self._table(namespace)
         if callback is None:
-            self._listeners.pop(event, None)
+            table.pop(event, None)
             return
-        remaining = tuple(fn for fn in self._listeners.get(event, ()) if fn != callback)
+        remaining = tuple(fn for fn in table.get(event, ()) if fn != callback)
         if remaining:
-            self._listeners[event] = remaining
+            table[event] = remaining
         else:
-            self._listeners.pop(event, None)
+            table.pop(event, None)
+
+    def _table(self, namespace: str, *, create: bool = False) -> dict[str, tuple[Listener, ...]]:
+        """The listeners of a namespace by event name (a new empty one when it has none)."""
+        if namespace == "/":
+            return self._listeners
+        if create:
+            return self._namespaced.setdefault(namespace, {})
+        return self._namespaced.get(namespace, {})
 
     # -- driver outputs ------------------------------------------------------------------
 
@@ -268,6 +298,12 @@ class _Dispatcher(_Registry):
             kind = _message_kind(kind)
         payload = _payload(data, kind)
         if targets:
+            sio = self._sio
+            if sio is not None and sio.connections:
+                # Socket.IO connections get the message as their ``message`` event.
+                targets = sio._send_message(targets, payload, kind)
+                if not targets:
+                    return
             self._push(_send_action(targets, payload, kind))
 
     def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
@@ -299,7 +335,9 @@ class _Dispatcher(_Registry):
         kind: MessageKind,
         error: BaseException | None = None,
     ) -> None:
-        listeners = self._listeners.get(name, ())
+        namespace = kws.namespace
+        table = self._listeners if namespace == "/" else self._table(namespace)
+        listeners = table.get(name, ())
         own = kws.listeners
         local = own.get(name, ()) if own else ()
         if not listeners and not local:
@@ -394,7 +432,11 @@ class _Dispatcher(_Registry):
         self._unregister(kws)
         self._depth += 1
         try:
-            self._queue.append(Close(target=kws, code=code, reason=reason))
+            if kws.transport is None:
+                self._queue.append(Close(target=kws, code=code, reason=reason))
+            else:  # a Socket.IO connection: a DISCONNECT packet for its namespace
+                assert self._sio is not None
+                self._sio._server_closed(kws)
         finally:
             self._depth -= 1
         event = EVENT_CLOSE if cause is None else EVENT_DISCONNECT

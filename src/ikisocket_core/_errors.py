@@ -10,6 +10,8 @@ code.
 from __future__ import annotations
 
 __all__ = [
+    "AckTimeout",
+    "ConnectRefused",
     "ConnectionClosed",
     "DuplicateUUID",
     "HandlerTimeout",
@@ -170,3 +172,35 @@ class HandlerTimeout(IkisocketError):
         super().__init__(f"{name}ran longer than {timeout:g} s and was cancelled")
         self.timeout = timeout
         self.listener = listener
+
+
+class AckTimeout(IkisocketError, TimeoutError):
+    """A Socket.IO client did not answer an ack within its timeout.
+
+    What an ``emit_event(..., ack=callback, timeout=...)`` callback receives
+    instead of the answer.
+
+    Args:
+        timeout: The timeout that passed, in seconds.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no ack within {timeout:g} s")
+        self.timeout = timeout
+
+
+class ConnectRefused(IkisocketError):
+    """Raised by a Socket.IO connect hook to refuse a namespace connection.
+
+    The client gets a ``CONNECT_ERROR`` with ``{"message": message}`` (and
+    ``"data": data`` when given): socket.io-client's ``connect_error`` event.
+
+    Args:
+        message: Why, for the client.
+        data: Extra JSON data for the client, if any.
+    """
+
+    def __init__(self, message: str = "Connection refused", data: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data

@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_PONG",
     "RESERVED_EVENTS",
     "TEXT",
+    "AckCallback",
     "EventPayload",
     "Listener",
     "MessageKind",
@@ -101,6 +102,8 @@ class EventPayload:
         error: The exception for ``error``, ``disconnect`` and ``close`` events.
         data: The message or custom-event data (bytes; UTF-8 for text).
         kind: ``TEXT`` or ``BINARY``: how the message arrived.
+        arguments: A Socket.IO event's arguments as the client sent them, or
+            ``None`` for any other event (read :attr:`args`).
     """
 
     kws: Websocket
@@ -110,6 +113,18 @@ class EventPayload:
     error: BaseException | None = None
     data: bytes = b""
     kind: MessageKind = field(default=MessageKind.TEXT)
+    arguments: tuple[Any, ...] | None = None
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """A Socket.IO event's arguments, or ``(data,)`` for any other event."""
+        arguments = self.arguments
+        return (self.data,) if arguments is None else arguments
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of the connection (``"/"`` for plain WebSocket connections)."""
+        return self.kws.namespace
 
     @property
     def text(self) -> str:
@@ -129,8 +144,14 @@ class EventPayload:
         return json.loads(self.data)
 
 
-#: A listener: called with the event's payload; may be ``async def``.
-Listener = Callable[[EventPayload], Awaitable[None] | None]
+#: A listener: called with the event's payload; may be ``async def``. For a
+#: Socket.IO event that asks for an ack, what it returns is the answer.
+Listener = Callable[[EventPayload], Awaitable[Any] | Any]
+
+#: What ``emit_event(..., ack=)`` calls once: with the tuple of the client's
+#: answer, or with the exception that ended the wait (``AckTimeout``,
+#: ``ConnectionClosed``). It may be ``async def``.
+AckCallback = Callable[[Any], Awaitable[Any] | Any]
 
 
 # The hub builds one payload per event: a frozen dataclass ``__init__`` sets each field
@@ -144,6 +165,7 @@ _set_socket_attributes = EventPayload.__dict__["socket_attributes"].__set__
 _set_error = EventPayload.__dict__["error"].__set__
 _set_data = EventPayload.__dict__["data"].__set__
 _set_kind = EventPayload.__dict__["kind"].__set__
+_set_arguments = EventPayload.__dict__["arguments"].__set__
 
 
 def _event_payload(  # noqa: PLR0917 (positional: called once per event)
@@ -154,6 +176,7 @@ def _event_payload(  # noqa: PLR0917 (positional: called once per event)
     error: BaseException | None,
     data: bytes,
     kind: MessageKind,
+    arguments: tuple[Any, ...] | None = None,
 ) -> EventPayload:
     """``EventPayload(kws=kws, name=name, ...)``, built faster (every field given)."""
     ep: EventPayload = _new(EventPayload)
@@ -164,4 +187,5 @@ def _event_payload(  # noqa: PLR0917 (positional: called once per event)
     _set_error(ep, error)
     _set_data(ep, data)
     _set_kind(ep, kind)
+    _set_arguments(ep, arguments)
     return ep

@@ -17,6 +17,7 @@ from http import HTTPStatus
 
 import h11
 
+from ._actions import Reject
 from ._routing import Request
 
 __all__: list[str] = []
@@ -180,6 +181,7 @@ def examine(
     scheme: str,
     has_route: Callable[[str], bool],
     static: Mapping[str, tuple[str, bytes]],
+    refuse_plain: Callable[[Request], Reject | None] | None = None,
 ) -> Upgrade | Answer:
     """Decide what a complete request is.
 
@@ -189,6 +191,8 @@ def examine(
         scheme: ``"ws"`` or ``"wss"``.
         has_route: Whether a path is one of the hub's WebSocket routes.
         static: The static pages.
+        refuse_plain: The hub's answer to a plain request on a path it
+            mounted (Socket.IO), asked before anything else for one.
 
     Returns:
         The upgrade to accept or refuse, or the answer to send.
@@ -202,6 +206,9 @@ def examine(
         t.lower() == "upgrade" for t in headers.get_list("connection")
     )
     if req.method != b"GET" or not upgrade:
+        refusal = None if refuse_plain is None else refuse_plain(request)
+        if refusal is not None:
+            return Answer(refusal.status, refusal.reason.encode("utf-8"), refusal.headers)
         if has_route(request.path):
             return _text(426, "this is a WebSocket endpoint: upgrade required", _UPGRADE_REQUIRED)
         if req.method in (b"GET", b"HEAD") and request.path in static:

@@ -40,10 +40,11 @@ from ._events import (
     EVENT_PONG,
     MessageKind,
 )
-from ._federation import _Federation
 from ._registry import Room
 from ._relays import BroadcastRelay, EmitRelay, FireRelay
 from ._routing import Match, Request, Router
+from ._socketio._layer import _SocketIOLayer
+from ._socketio._session import EngineSocket
 from ._state import ConnectionState, StateInput, transition
 from ._websocket import ConnectionOwner, Websocket
 
@@ -68,7 +69,7 @@ class _Refused(Exception):
         self.reject = reject
 
 
-class Hub(_Federation):
+class Hub(_SocketIOLayer):
     """Connections, listeners, rooms and routing: the state of one ikisocket application.
 
     Args:
@@ -130,6 +131,7 @@ class Hub(_Federation):
             emit_to=self.emit_to,
             emit_to_list=self.emit_to_list,
             broadcast=self._broadcast,
+            emit_event=self._emit_event_one,
         )
 
     @property
@@ -336,6 +338,12 @@ class Hub(_Federation):
             reason: The close reason.
         """
         _check_close(code, reason)
+        if self._sio is not None:  # first, so that their transports get this code too
+            self._depth += 1
+            try:
+                self._sio._close_all(code, reason)
+            finally:
+                self._depth -= 1
         for kws in tuple(self._conns.values()):
             self._server_close(kws, code, reason)
 
@@ -376,13 +384,23 @@ class Hub(_Federation):
         """
         if not self._accepting:
             return Reject(status=503, reason="the server is not accepting connections")
-        match = self._router.match(request.path)
-        if match is None:
+        sio = self._sio
+        # The Socket.IO path comes first: a wildcard route must not hide it.
+        served = sio is not None and sio._serves(request.path)
+        match = None if served else self._router.match(request.path)
+        if match is None and not served:
             return Reject(status=404, reason="no WebSocket route for this path")
         if self.allowed_origins is not None:
             origin = request.origin
             if origin is not None and origin not in self.allowed_origins:
                 return Reject(status=403, reason="origin not allowed")
+        if match is None:
+            assert sio is not None
+            self._depth += 1
+            try:
+                return sio._open(request, conn)
+            finally:
+                self._depth -= 1
         try:
             uuid, attributes, subprotocol = self._admit(request)
             kws = Websocket(
@@ -401,10 +419,9 @@ class Hub(_Federation):
             return Reject(status=500, reason="internal server error")
         kws.conn = conn
         kws.state = transition(kws.state, StateInput.ACCEPT)
-        kws.last_activity = now = self._now
+        kws.last_activity = self._now
         self._register(kws)
-        if self._idle_timeout is not None:
-            self._arm(kws, now + self._idle_timeout)
+        self._arm_idle(kws)
         self._depth += 1
         try:
             self._run_route(match.route.callback, kws)
@@ -430,7 +447,10 @@ class Hub(_Federation):
         kws.last_activity = self._now
         self._depth += 1
         try:
-            self._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
+            if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
+                kws.session.receive(data, kind)  # type: ignore[arg-type]
+            else:
+                self._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
 
@@ -443,7 +463,8 @@ class Hub(_Federation):
             kws: The connection.
             data: The ping's application data.
         """
-        self._input_event(kws, EVENT_PING, data)
+        if kws.__class__ is not EngineSocket:  # a Socket.IO transport's are not events
+            self._input_event(kws, EVENT_PING, data)
 
     def receive_pong(self, kws: Websocket, data: bytes = b"") -> None:
         """A pong arrived: run the ``pong`` listeners.
@@ -454,7 +475,8 @@ class Hub(_Federation):
             kws: The connection.
             data: The pong's application data.
         """
-        self._input_event(kws, EVENT_PONG, data)
+        if kws.__class__ is not EngineSocket:
+            self._input_event(kws, EVENT_PONG, data)
 
     def receive_error(self, kws: Websocket, error: BaseException, data: bytes = b"") -> None:
         """Something went wrong on ``kws`` (e.g. the peer broke the protocol).
@@ -473,7 +495,11 @@ class Hub(_Federation):
             return  # after its terminal event, nothing more is reported for a connection
         self._depth += 1
         try:
-            self._dispatch(kws, EVENT_ERROR, data, _TEXT, error)
+            if kws.__class__ is EngineSocket:  # reported to the session's connections
+                for joined in tuple(kws.session.joined.values()):
+                    self._dispatch(joined.kws, EVENT_ERROR, data, _TEXT, error)
+            else:
+                self._dispatch(kws, EVENT_ERROR, data, _TEXT, error)
         finally:
             self._depth -= 1
 
@@ -500,6 +526,13 @@ class Hub(_Federation):
         state = kws.state
         if state is ConnectionState.CLOSED:
             return
+        if kws.__class__ is EngineSocket:
+            self._depth += 1
+            try:
+                kws.session.transport_gone(code, reason, error)
+            finally:
+                self._depth -= 1
+            return
         kws.state = transition(state, StateInput.PEER_GONE)
         if state is not _OPEN:
             return
@@ -522,6 +555,13 @@ class Hub(_Federation):
         deadlines = self._deadlines
         if deadlines and deadlines[0][0] <= now:
             self._expire(now)
+        sio = self._sio
+        if sio is not None:
+            self._depth += 1
+            try:
+                sio._tick(now)
+            finally:
+                self._depth -= 1
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work to do, or ``None`` if never.
@@ -535,7 +575,12 @@ class Hub(_Federation):
         deadlines = self._deadlines
         while deadlines and deadlines[0][2].state is not _OPEN:
             heapq.heappop(deadlines)  # a connection that ended: its deadline goes with it
-        return deadlines[0][0] if deadlines else None
+        ours = deadlines[0][0] if deadlines else None
+        sio = self._sio
+        theirs = None if sio is None else sio._next_deadline()
+        if ours is None or theirs is None:
+            return theirs if ours is None else ours
+        return min(ours, theirs)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -564,6 +609,10 @@ class Hub(_Federation):
         if relay is not None:
             self._push_relay(relay)
 
+    def _arm_idle(self, kws: Websocket) -> None:
+        if self._idle_timeout is not None:
+            self._arm(kws, kws.last_activity + self._idle_timeout)
+
     def _room(self, name: str, exclude: Websocket) -> Room:
         return Room(self, name, exclude)
 
@@ -577,30 +626,16 @@ class Hub(_Federation):
         uuid: str | None = None
         attributes: Any = None
         taken = False
-        hook = self._before_upgrade
-        if hook is not None:
-            try:
-                verdict = hook(request)
-            except Exception:
-                logger.exception("before_upgrade failed for %s", request.path)
-                raise _Refused(Reject(status=500, reason="internal server error")) from None
-            if verdict is False:
-                raise _Refused(Reject(status=403, reason="forbidden"))
-            if isinstance(verdict, Reject):
-                raise _Refused(verdict)
-            if isinstance(verdict, Accept):
-                uuid, attributes = verdict.uuid, verdict.attributes
-                if verdict.subprotocol is not None:
-                    if verdict.subprotocol not in offered:
-                        raise LocalProtocolError(
-                            f"before_upgrade chose subprotocol {verdict.subprotocol!r},"
-                            " which the client did not offer"
-                        )
-                    subprotocol = verdict.subprotocol
-            elif verdict is not None and verdict is not True:
-                raise LocalProtocolError(
-                    f"before_upgrade returns None, a bool, Accept or Reject, not {verdict!r}"
-                )
+        verdict = self._verdict(request)
+        if verdict is not None:
+            uuid, attributes = verdict.uuid, verdict.attributes
+            if verdict.subprotocol is not None:
+                if verdict.subprotocol not in offered:
+                    raise LocalProtocolError(
+                        f"before_upgrade chose subprotocol {verdict.subprotocol!r},"
+                        " which the client did not offer"
+                    )
+                subprotocol = verdict.subprotocol
         if uuid is None:
             try:
                 uuid = self._uuid_factory()
@@ -617,6 +652,41 @@ class Hub(_Federation):
             )
             raise _Refused(Reject(status=409, reason="this uuid is already connected"))
         return uuid, attributes, subprotocol
+
+    def _verdict(self, request: Request) -> Accept | None:
+        """What the ``before_upgrade`` hook says: an :class:`Accept`, ``None``, or ``_Refused``.
+
+        Any other exception means the hook answered something invalid (500).
+        """
+        hook = self._before_upgrade
+        if hook is None:
+            return None
+        try:
+            verdict = hook(request)
+        except Exception:
+            logger.exception("before_upgrade failed for %s", request.path)
+            raise _Refused(Reject(status=500, reason="internal server error")) from None
+        if verdict is False:
+            raise _Refused(Reject(status=403, reason="forbidden"))
+        if isinstance(verdict, Reject):
+            raise _Refused(verdict)
+        if isinstance(verdict, Accept):
+            return verdict
+        if verdict is not None and verdict is not True:
+            raise LocalProtocolError(
+                f"before_upgrade returns None, a bool, Accept or Reject, not {verdict!r}"
+            )
+        return None
+
+    def _verdict_for(self, request: Request) -> Accept | Reject | None:
+        """:meth:`_verdict` for the Socket.IO mount: a refusal is returned, not raised."""
+        try:
+            return self._verdict(request)
+        except _Refused as refused:
+            return refused.reject
+        except Exception:
+            logger.exception("refusing the Socket.IO request for %s", request.path)
+            return Reject(status=500, reason="internal server error")
 
     def _arm(self, kws: Websocket, deadline: float) -> None:
         deadlines = self._deadlines

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DuplicateUUID, RelayTooLarge, UnknownConnection
 from ._events import MessageKind
@@ -89,6 +89,24 @@ class Room:
         hub._send(targets, data, kind)
         if relay is not None:
             hub._push_relay(relay)
+
+    def emit_event(self, event: str, *args: Any) -> None:
+        """Send a named event to every member (but the excluded one) on this node.
+
+        Socket.IO members receive it as that event, in their namespace; plain
+        WebSocket members the JSON text ``[event, *args]``.
+
+        Args:
+            event: The event name.
+            *args: Its arguments (JSON values; ``bytes`` for Socket.IO only).
+
+        Raises:
+            LocalProtocolError: A reserved event name.
+            TypeError: An argument cannot travel as JSON.
+        """
+        members = self._hub._room_members(self.name)
+        targets = tuple(k for k in members if k is not self._exclude)
+        self._hub._emit_event(targets, event, args)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once for each member (but the excluded one), on every node.

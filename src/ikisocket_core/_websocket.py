@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import LocalProtocolError
-from ._events import EventPayload, Listener, MessageKind, _event_payload
+from ._events import AckCallback, EventPayload, Listener, MessageKind, _event_payload
 from ._state import ConnectionState
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class ConnectionOwner:
         emit_to: :meth:`~ikisocket_core.Hub.emit_to`.
         emit_to_list: :meth:`~ikisocket_core.Hub.emit_to_list`.
         broadcast: ``(data, kind, exclude)``, as :meth:`~ikisocket_core.Hub.broadcast`.
+        emit_event: Send a named event to one connection: ``(kws, event, args, ack, timeout)``.
     """
 
     send: Callable[[tuple[Websocket, ...], bytes | str, MessageKind], None]
@@ -56,6 +57,7 @@ class ConnectionOwner:
     emit_to: Callable[[str, bytes | str, MessageKind], None]
     emit_to_list: Callable[[Iterable[str], bytes | str, MessageKind], None]
     broadcast: Callable[[bytes | str, MessageKind, Websocket | None], None]
+    emit_event: Callable[[Websocket, str, tuple[Any, ...], AckCallback | None, float | None], None]
 
 
 class Websocket:
@@ -81,6 +83,12 @@ class Websocket:
             and :meth:`off`).
         state: Where the connection is in its life (see ``_state``).
         last_activity: Hub time of the last message received (for ``idle_timeout``).
+        namespace: The Socket.IO namespace the connection belongs to; ``"/"``
+            for plain WebSocket connections, which share the main namespace.
+        auth: The Socket.IO ``CONNECT`` payload (``socket.handshake.auth``),
+            ``{}`` when none was sent and for plain WebSocket connections.
+        transport: ``"websocket"`` (or, later, ``"polling"``) for a Socket.IO
+            connection, ``None`` for a plain WebSocket connection.
     """
 
     __slots__ = (
@@ -91,17 +99,20 @@ class Websocket:
         "_owner",
         "_rooms",
         "_uuid",
+        "auth",
         "conn",
         "cookies",
         "headers",
         "last_activity",
         "listeners",
         "locals",
+        "namespace",
         "params",
         "query",
         "request",
         "state",
         "subprotocol",
+        "transport",
     )
 
     def __init__(
@@ -134,6 +145,9 @@ class Websocket:
         # event waiting for them to finish (so that it stays the last event).
         self._busy = 0
         self._ending: tuple[str, BaseException] | None = None
+        self.namespace = "/"
+        self.auth: dict[str, Any] = {}
+        self.transport: str | None = None
 
     def __repr__(self) -> str:
         return f"<Websocket {self._uuid} {self.state.value}>"
@@ -175,6 +189,7 @@ class Websocket:
         data: bytes = b"",
         kind: MessageKind = MessageKind.TEXT,
         error: BaseException | None = None,
+        arguments: tuple[Any, ...] | None = None,
     ) -> EventPayload:
         """The payload of an event on this connection, with a snapshot of its attributes.
 
@@ -185,13 +200,14 @@ class Websocket:
             data: The event's data.
             kind: How a message arrived.
             error: The event's exception, if any.
+            arguments: A Socket.IO event's arguments, as the client sent them.
 
         Returns:
             The payload listeners receive.
         """
         # Attributes are replaced on change, never mutated, so the view is a snapshot.
         return _event_payload(
-            self, name, self._uuid, MappingProxyType(self._attributes), error, data, kind
+            self, name, self._uuid, MappingProxyType(self._attributes), error, data, kind, arguments
         )
 
     def release(self) -> None:
@@ -299,6 +315,37 @@ class Websocket:
         """
         if self.state is _OPEN:
             self._owner.send((self,), data, kind)
+
+    def emit_event(
+        self,
+        event: str,
+        *args: Any,
+        ack: AckCallback | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send a named event with arguments to this connection; a no-op once it is closed.
+
+        A Socket.IO client receives it as that event, with those arguments
+        (``bytes`` travel as binary attachments). A plain WebSocket client
+        receives the JSON text ``[event, *args]``.
+
+        Args:
+            event: The event name.
+            *args: The arguments: JSON values, and ``bytes`` for Socket.IO clients.
+            ack: Ask the client to acknowledge: called once with the tuple of
+                the client's answer, or with an :class:`~ikisocket_core.AckTimeout`
+                after ``timeout``, or a :class:`~ikisocket_core.ConnectionClosed`
+                when the connection ends first. It may be ``async def``.
+                Socket.IO clients only.
+            timeout: Seconds to wait for the answer; required with ``ack``.
+
+        Raises:
+            LocalProtocolError: ``ack`` without a positive ``timeout`` (or the
+                reverse), an ack asked of a plain WebSocket connection, a
+                reserved event name, or too many acks pending on the connection.
+            TypeError: An argument cannot travel as JSON.
+        """
+        self._owner.emit_event(self, event, args, ack, timeout)
 
     def emit_to(self, uuid: str, data: bytes | str, kind: MessageKind = MessageKind.TEXT) -> None:
         """Send a message to another connection by UUID.

@@ -53,11 +53,15 @@ from ._config import CloseTransport, Flush
 from ._errors import IkisocketError
 from ._events import MessageKind
 from ._hub import Hub
+from ._socketio._testclient import ReceivedEvent, SocketIORefused, SocketIOTestSession, _Wire
 from .protocol import Server, ServerConnection
 
 __all__ = [
     "HTTPResponse",
     "NothingReceived",
+    "ReceivedEvent",
+    "SocketIORefused",
+    "SocketIOTestSession",
     "TestClient",
     "WebSocketDisconnect",
     "WebSocketRejected",
@@ -169,6 +173,9 @@ class WebSocketTestSession:
         self._accepted = False
         self._rejection: tuple[int, tuple[tuple[str, str], ...], bytearray] | None = None
         self._pongs: list[bytes] = []
+        #: Called with each message as it arrives instead of queueing it (a protocol
+        #: spoken over this connection, such as the virtual Socket.IO client, reads them).
+        self.on_message: Callable[[MessageKind, bytes], None] | None = None
 
     @property
     def kws(self) -> Any:
@@ -406,10 +413,15 @@ class WebSocketTestSession:
     def _process(self, ws: WSConnection) -> None:
         for event in ws.events():
             # Flushes arrive whole and the server never fragments: one event, one message.
-            if isinstance(event, TextMessage):
-                self._inbox.append((MessageKind.TEXT, event.data.encode("utf-8")))
-            elif isinstance(event, BytesMessage):
-                self._inbox.append((MessageKind.BINARY, bytes(event.data)))
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if isinstance(event, TextMessage):
+                    message = (MessageKind.TEXT, event.data.encode("utf-8"))
+                else:
+                    message = (MessageKind.BINARY, bytes(event.data))
+                if self.on_message is None:
+                    self._inbox.append(message)
+                else:
+                    self.on_message(*message)
             elif isinstance(event, Ping):
                 if self.auto_pong and ws.state is WSState.OPEN:
                     self._client._feed(self.conn, ws.send(event.response()))
@@ -543,6 +555,39 @@ class TestClient:
             raise WebSocketRejected(status, body.decode("utf-8", "replace"), head)
         assert session._accepted  # the engine answers a whole request at once
         return session
+
+    def socketio_connect(
+        self,
+        path: str = "/socket.io/",
+        *,
+        namespace: str = "/",
+        auth: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        origin: str | None = None,
+    ) -> SocketIOTestSession:
+        """Open a virtual Socket.IO session (WebSocket transport) and join ``namespace``.
+
+        Args:
+            path: The mount's path; a query string may follow.
+            namespace: The namespace to join.
+            auth: The ``CONNECT`` payload (socket.io-client's ``auth``).
+            headers: Extra request headers.
+            origin: An ``Origin`` header, as a browser sends.
+
+        Returns:
+            The session, connected: the ``connect`` listeners have run.
+
+        Raises:
+            WebSocketRejected: The server refused the WebSocket request.
+            SocketIORefused: The server refused the namespace (``CONNECT_ERROR``).
+        """
+        target, _, query = path.partition("?")
+        extra = "&" + query if query else ""
+        ws = self.websocket_connect(
+            f"{target}?EIO=4&transport=websocket{extra}", headers=headers, origin=origin
+        )
+        wire = _Wire(self, ws)
+        return SocketIOTestSession._join(wire, namespace, auth)
 
     def request(
         self,

@@ -13,9 +13,11 @@ import pytest
 import ikisocket_core
 from ikisocket_core.testing import TestClient
 
+#: Every module of the package, subpackages' included (``_socketio._mount``...).
 MODULES = sorted(
-    info.name for info in pkgutil.iter_modules(ikisocket_core.__path__) if not info.ispkg
+    info.name for info in pkgutil.walk_packages(ikisocket_core.__path__, "ikisocket_core.")
 )
+MODULES = [name.removeprefix("ikisocket_core.") for name in MODULES]
 PRIVATE = [name for name in MODULES if name.startswith("_")]
 PUBLIC = [name for name in MODULES if not name.startswith("_")]
 

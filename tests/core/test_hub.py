@@ -210,7 +210,7 @@ def test_ping_and_pong_listeners() -> None:
 
 def test_a_listener_returning_a_plain_value_queues_nothing() -> None:
     hub = make_hub()
-    hub.on(EVENT_MESSAGE, lambda ep: 42)  # type: ignore[type-var]
+    hub.on(EVENT_MESSAGE, lambda ep: 42)
     kws = open_direct(hub)
     hub.receive_message(kws, "x")
     assert hub.drain_actions() == []

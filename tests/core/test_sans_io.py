@@ -11,7 +11,7 @@ import ikisocket_core
 
 FORBIDDEN = frozenset({"asyncio", "trio", "anyio", "socket", "selectors", "threading", "time"})
 PACKAGE = Path(ikisocket_core.__file__).parent
-SOURCES = sorted(PACKAGE.glob("*.py"))
+SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def forbidden_imports(source: str) -> list[str]:

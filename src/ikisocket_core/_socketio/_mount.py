@@ -1,0 +1,638 @@
+"""The Socket.IO endpoint of a hub: ``hub.socketio(...)`` and the glue to the hub.
+
+:class:`SocketIO` holds the settings, the declared namespaces and their
+connect hooks, the sessions and one heap of their deadlines (heartbeats,
+connect timeouts, acks). The hub calls it for what concerns Socket.IO:
+opening a session on its path, the messages of a session's socket, its
+ticks, and every send that reaches a Socket.IO connection, which it turns
+into that namespace's ``message`` event (encoded once per namespace,
+whatever the number of targets).
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ikisocket_core._actions import Reject, RunHandler
+from ikisocket_core._dispatch import _Handler
+from ikisocket_core._errors import (
+    AckTimeout,
+    ConnectionClosed,
+    ConnectRefused,
+    LocalProtocolError,
+)
+from ikisocket_core._events import (
+    EVENT_CONNECT,
+    EVENT_MESSAGE,
+    RESERVED_EVENTS,
+    AckCallback,
+    MessageKind,
+)
+from ikisocket_core._log import logger
+from ikisocket_core._state import ConnectionState, StateInput, transition
+from ikisocket_core._timers import Deadlines
+from ikisocket_core._websocket import Websocket
+
+from ._acks import _Answering, _data_of, _Reply, check_event, emit_plain
+from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_socket
+from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
+
+if TYPE_CHECKING:
+    from ikisocket_core._hub import Hub
+    from ikisocket_core._routing import Request
+
+__all__ = ["ConnectHook", "SocketIO"]
+
+#: A connect hook: sees a namespace connection before it is accepted (``kws.auth``
+#: holds the ``CONNECT`` payload). ``None``/``True`` accepts, ``False`` refuses,
+#: raising :class:`~ikisocket_core.ConnectRefused` refuses with its message.
+ConnectHook = Callable[[Websocket], "bool | None"]
+
+H = TypeVar("H", bound=ConnectHook)
+
+_OPEN = ConnectionState.OPEN
+_TEXT = MessageKind.TEXT
+_BINARY = MessageKind.BINARY
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise LocalProtocolError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
+
+
+class SocketIO:
+    """Socket.IO (Engine.IO v4, Socket.IO v5) on a hub: made by :meth:`Hub.socketio`.
+
+    Each namespace connection of a session is a
+    :class:`~ikisocket_core.Websocket` of the hub (its own UUID, attributes,
+    rooms and events), so hub commands reach Socket.IO clients and plain
+    ones alike. This version serves the WebSocket transport only.
+
+    Attributes:
+        hub: The hub it is mounted on.
+        path: The path it answers on (``/socket.io/``; without the final
+            slash too).
+        ping_interval: Seconds between the server's Engine.IO pings.
+        ping_timeout: Seconds the client has to answer a ping.
+        max_payload: The largest Engine.IO packet accepted, in bytes (also
+            the bound on one packet's attachments together).
+        connect_timeout: Seconds a session may stay without any namespace.
+        cors_allowed_origins: The ``Origin`` values accepted, or ``None`` for
+            any (the hub's ``allowed_origins`` applies as well).
+        max_pending_acks: The most acks one connection may await at once.
+        max_attachments: The most binary attachments one packet may announce.
+        connections: How many namespace connections are open, on every session.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        path: str = "/socket.io/",
+        *,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        max_payload: int = 1_000_000,
+        connect_timeout: float = 45.0,
+        cors_allowed_origins: Iterable[str] | None = None,
+        recovery: float | None = None,
+        namespaces: Iterable[str] = (),
+        max_pending_acks: int = 1024,
+        max_attachments: int = 64,
+        sid_factory: Callable[[], str] | None = None,
+    ) -> None:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise LocalProtocolError(f"a path starts with '/', not {path!r}")
+        if recovery is not None:
+            raise LocalProtocolError("connection-state recovery is not supported yet")
+        for name, value in (("max_payload", max_payload), ("max_pending_acks", max_pending_acks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LocalProtocolError(f"{name} must be a positive integer, not {value!r}")
+        if isinstance(max_attachments, bool) or not isinstance(max_attachments, int):
+            raise LocalProtocolError("max_attachments must be an integer")
+        self.hub = hub
+        self.path = path
+        self._paths = frozenset({path, path.rstrip("/") or "/"})
+        self.ping_interval = _positive("ping_interval", ping_interval)
+        self.ping_timeout = _positive("ping_timeout", ping_timeout)
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.max_payload = max_payload
+        self.max_pending_acks = max_pending_acks
+        self.max_attachments = max(0, max_attachments)
+        self.recovery = recovery
+        self.cors_allowed_origins = (
+            None if cors_allowed_origins is None else frozenset(cors_allowed_origins)
+        )
+        self._sid_factory = sid_factory or (lambda: secrets.token_urlsafe(15))
+        self._namespaces: dict[str, str] = {"/": "/"}
+        self._hooks: dict[str, ConnectHook] = {}
+        self._sessions: dict[EngineSession, None] = {}
+        #: How many namespace connections are open (sends skip Socket.IO work at 0).
+        self.connections = 0
+        self._deadlines: Deadlines[Timer] = Deadlines()
+        for name in namespaces:
+            self.namespace(name)
+
+    def __repr__(self) -> str:
+        return f"<SocketIO {self.path} {len(self._sessions)} sessions>"
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def namespaces(self) -> frozenset[str]:
+        """The namespaces clients may connect to (``"/"`` always)."""
+        return frozenset(self._namespaces)
+
+    @property
+    def sessions(self) -> int:
+        """How many Engine.IO sessions are open."""
+        return len(self._sessions)
+
+    def namespace(self, name: str) -> SocketIO:
+        """Declare a namespace clients may connect to, besides ``"/"``.
+
+        Args:
+            name: The namespace, e.g. ``"/admin"``.
+
+        Returns:
+            This mount, so that declarations chain.
+
+        Raises:
+            LocalProtocolError: The name does not start with ``/``, is too
+                long or holds a comma.
+        """
+        if (
+            not isinstance(name, str)
+            or not name.startswith("/")
+            or "," in name
+            or len(name) > MAX_NAMESPACE
+        ):
+            raise LocalProtocolError(f"invalid namespace {name!r}")
+        self._namespaces.setdefault(name, name)
+        return self
+
+    @overload
+    def before_connect(self, hook: None = None, *, namespace: str = "/") -> Callable[[H], H]: ...
+    @overload
+    def before_connect(self, hook: H, *, namespace: str = "/") -> H: ...
+    def before_connect(
+        self, hook: H | None = None, *, namespace: str = "/"
+    ) -> H | Callable[[H], H]:
+        """Set the hook that sees each connection to ``namespace`` before it is accepted.
+
+        The hook gets the connection (not yet registered: ``kws.auth`` is the
+        client's ``CONNECT`` payload, ``kws.headers`` and ``kws.query`` its
+        request's; it may set attributes). It returns ``None`` or ``True`` to
+        accept, ``False`` to refuse (``CONNECT_ERROR`` "Connection refused"),
+        or raises :class:`~ikisocket_core.ConnectRefused` to refuse with its
+        message and data. Usable as a decorator. The namespace is declared.
+
+        Args:
+            hook: The hook (sync).
+            namespace: The namespace it guards.
+
+        Returns:
+            The hook, or a decorator when ``hook`` is omitted.
+        """
+        if hook is None:
+            return lambda fn: self.before_connect(fn, namespace=namespace)
+        self.namespace(namespace)
+        self._hooks[namespace] = hook
+        return hook
+
+    # -- the hub's entry points ----------------------------------------------------------
+
+    def _serves(self, path: str) -> bool:
+        """Whether ``path`` is this endpoint's.
+
+        Args:
+            path: A request path.
+
+        Returns:
+            Whether requests to it are Socket.IO's.
+        """
+        return path in self._paths
+
+    def _refuse_plain(self, request: Request) -> Reject:
+        """The answer to a plain HTTP request (no upgrade) on the path.
+
+        Args:
+            request: The request.
+
+        Returns:
+            400: the HTTP long-polling transport is not served yet.
+        """
+        return Reject(
+            status=400,
+            reason="Socket.IO over HTTP long-polling is not supported yet:"
+            " connect with transports: ['websocket']",
+        )
+
+    def _open(self, request: Request, conn: Any) -> EngineSocket | Reject:
+        """A WebSocket request for the path: check it, run the hub's hook, start a session.
+
+        Args:
+            request: The request.
+            conn: The driver's object for the transport.
+
+        Returns:
+            The transport socket, or the refusal.
+        """
+        query = request.query()
+        if query.get("EIO") != "4":
+            return Reject(status=400, reason="unsupported Engine.IO version: EIO=4 is required")
+        if query.get("transport") != "websocket":
+            return self._refuse_plain(request)
+        if "sid" in query:
+            # A WebSocket joining a polling session: there are no polling sessions.
+            return Reject(status=400, reason="unknown Engine.IO session id")
+        origin = request.origin
+        allowed = self.cors_allowed_origins
+        if origin is not None and allowed is not None and origin not in allowed:
+            return Reject(status=403, reason="origin not allowed")
+        hub = self.hub
+        verdict = hub._verdict_for(request)
+        if isinstance(verdict, Reject):
+            return verdict
+        try:
+            sid = self._sid_factory()
+        except Exception:
+            logger.exception("the Socket.IO sid factory failed")
+            return Reject(status=500, reason="internal server error")
+        socket = EngineSocket(hub._owner, sid, request, {})
+        socket.conn = conn  # its transport stays None: it is written to as it is
+        socket.state = transition(socket.state, StateInput.ACCEPT)
+        session = socket.session = EngineSession(
+            self,
+            socket,
+            uuid=None if verdict is None else verdict.uuid,
+            attributes=None if verdict is None else verdict.attributes,
+        )
+        self._sessions[session] = None
+        session.opened(sid)
+        return socket
+
+    def _forget(self, session: EngineSession) -> None:
+        """A session ended.
+
+        Args:
+            session: The session.
+        """
+        self._sessions.pop(session, None)
+
+    def _close_all(self, code: int, reason: str) -> None:
+        """Close every session's transport (the server shuts down).
+
+        Args:
+            code: The WebSocket close code.
+            reason: The close reason.
+        """
+        hub = self.hub
+        for session in tuple(self._sessions):
+            session.close_with = (code, reason)
+            for joined in tuple(session.joined.values()):
+                hub._server_close(joined.kws, code, reason)  # ``close`` events, DISCONNECT
+            session.end(ConnectionClosed(code, reason), close=code, reason=reason)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, timer: Timer, delay: float) -> None:
+        """Arm ``timer`` to fire ``delay`` seconds after the next tick (two steps).
+
+        Args:
+            timer: The timer.
+            delay: Seconds.
+        """
+        timer.delay = delay
+        timer.stamped = False
+        self._deadlines.arm(timer, self.hub._now)
+
+    def _disarm(self, timer: Timer) -> None:
+        """Disarm ``timer``.
+
+        Args:
+            timer: The timer.
+        """
+        self._deadlines.disarm(timer)
+
+    def _tick(self, now: float) -> None:
+        """Fire the timers that are due.
+
+        Args:
+            now: The current time.
+        """
+        deadlines = self._deadlines
+        for timer in deadlines.expired(now):
+            if timer.stamped:
+                timer.fire(now)
+            else:
+                timer.stamped = True
+                deadlines.arm(timer, now + timer.delay)
+
+    def _next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work to do.
+
+        Returns:
+            A time, or ``None``.
+        """
+        return self._deadlines.next()
+
+    # -- sessions' requests ---------------------------------------------------------------
+
+    def _encode(self, packet: SocketPacket) -> tuple[str, tuple[bytes, ...]]:
+        """Encode a packet (see :func:`encode_socket`).
+
+        Args:
+            packet: The packet.
+
+        Returns:
+            Its text and attachments.
+        """
+        return encode_socket(packet)
+
+    def _connect_namespace(self, session: EngineSession, name: str, auth: dict[str, Any]) -> None:
+        """A client asked to join ``name``: refuse it, or make its connection.
+
+        Args:
+            session: The session.
+            name: The namespace.
+            auth: The ``CONNECT`` payload.
+        """
+        hub = self.hub
+        declared = self._namespaces.get(name)
+        if declared is None:
+            self._refuse(session, name, "Invalid namespace")
+            return
+        if not hub.accepting:
+            self._refuse(session, name, "the server is not accepting connections")
+            return
+        uuid = session.uuid
+        session.uuid = None  # the hook's UUID names the first namespace connection only
+        try:
+            if uuid is None:
+                uuid = hub._uuid_factory()
+            if not isinstance(uuid, str) or not uuid:
+                raise LocalProtocolError(f"the uuid factory made {uuid!r}, not a non-empty str")
+        except Exception:
+            logger.exception("the uuid factory failed for a Socket.IO connection")
+            self._refuse(session, name, "internal server error")
+            return
+        if hub._is_taken(uuid):
+            self._refuse(session, name, "this uuid is already connected")
+            return
+        socket = session.socket
+        kws = Websocket(hub._owner, uuid, socket.request, {}, attributes=session.attributes)
+        kws.namespace = declared
+        kws.auth = auth
+        kws.transport = "websocket"
+        joined = Joined(session, kws)
+        kws.conn = joined
+        hook = self._hooks.get(name)
+        if hook is not None:
+            try:
+                verdict = hook(kws)
+            except ConnectRefused as refused:
+                body: dict[str, Any] = {"message": refused.message}
+                if refused.data is not None:
+                    body["data"] = refused.data
+                self._refuse(session, name, body)
+                return
+            except Exception:
+                logger.exception("before_connect failed for namespace %s", name)
+                self._refuse(session, name, "internal server error")
+                return
+            if verdict is False:
+                self._refuse(session, name, "Connection refused")
+                return
+        kws.state = transition(kws.state, StateInput.ACCEPT)
+        kws.last_activity = hub._now
+        hub._register(kws)
+        hub._arm_idle(kws)
+        session.join(joined)
+        session.write_packet(
+            SocketPacket(type=SocketType.CONNECT, namespace=name, data={"sid": uuid})
+        )
+        hub._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
+
+    def _refuse(self, session: EngineSession, name: str, body: str | dict[str, Any]) -> None:
+        data = {"message": body} if isinstance(body, str) else body
+        session.write_packet(SocketPacket(type=SocketType.CONNECT_ERROR, namespace=name, data=data))
+
+    def _client_event(self, joined: Joined, data: list[Any], ack_id: int | None) -> None:
+        """A client event: run the namespace's listeners; answer its ack if it asked.
+
+        Args:
+            joined: The namespace connection.
+            data: The event's array: its name, then its arguments.
+            ack_id: The id to answer, or ``None``.
+        """
+        hub = self.hub
+        kws = joined.kws
+        kws.last_activity = hub._now
+        name = data[0]
+        args = tuple(data[1:])
+        if name != EVENT_MESSAGE and name in RESERVED_EVENTS:
+            # "connect", "disconnect", "error"...: the hub's own events cannot be spoofed.
+            logger.debug("ignoring a client event named %r on %s", name, kws.uuid)
+            return
+        namespace = kws.namespace
+        table = hub._listeners if namespace == "/" else hub._table(namespace)
+        listeners = (*table.get(name, ()), *(kws.listeners or {}).get(name, ()))
+        payload, kind = _data_of(args)
+        ep = kws.payload(name, payload, kind, None, args)
+        reply = None if ack_id is None else _Reply(self, joined, ack_id)
+        for fn in listeners:
+            try:
+                result = fn(ep)
+            except Exception as exc:
+                hub._listener_failed(ep, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                if reply is None:
+                    hub._push(RunHandler(target=kws, awaitable=_Handler(hub, ep, result)))
+                else:
+                    reply.expect()
+                    handler = _Answering(hub, ep, result, reply)
+                    hub._push(RunHandler(target=kws, awaitable=handler))
+            elif reply is not None:
+                reply.expect()
+                reply.done(result)
+        if reply is not None:
+            reply.done(None)
+
+    def _answer(self, joined: Joined, ack_id: int, value: Any) -> None:
+        """Send the ``ACK`` answering a client event (not once the connection ended).
+
+        Args:
+            joined: The namespace connection.
+            ack_id: The event's ack id.
+            value: What a listener returned: ``None`` for no arguments, a
+                tuple for several, anything else for one.
+        """
+        kws = joined.kws
+        if kws.state is not _OPEN or joined.session.ended:
+            return
+        args = [] if value is None else list(value) if isinstance(value, tuple) else [value]
+        try:
+            packet = SocketPacket(
+                type=SocketType.ACK, namespace=kws.namespace, data=args, id=ack_id
+            )
+            joined.session.write(*encode_socket(packet))
+        except (TypeError, ValueError) as exc:
+            hub = self.hub
+            hub._listener_failed(kws.payload(EVENT_MESSAGE, b"", _TEXT), exc)
+
+    def _call_back(self, kws: Websocket, callback: AckCallback, answer: Any) -> None:
+        """Run an ``ack`` callback (failures go to the ``error`` listeners).
+
+        Args:
+            kws: The connection the ack was asked of.
+            callback: The callback.
+            answer: The client's answer (a tuple) or the exception that ended the wait.
+        """
+        hub = self.hub
+        ep = kws.payload("ack")
+        hub._depth += 1
+        try:
+            result = callback(answer)
+        except Exception as exc:
+            hub._listener_failed(ep, exc)
+            return
+        finally:
+            hub._depth -= 1
+        if result is not None and inspect.isawaitable(result):
+            hub._push(RunHandler(target=kws, awaitable=_Handler(hub, ep, result)))
+
+    def _ack_timed_out(self, pending: PendingAck) -> None:
+        self._call_back(pending.joined.kws, pending.callback, AckTimeout(pending.timeout))
+
+    def _server_closed(self, kws: Websocket) -> None:
+        """The hub closed a namespace connection: tell the client with ``DISCONNECT``.
+
+        Its pending acks fail; a session left with no namespace is closed too
+        (a Socket.IO client closes it anyway once its last socket is gone).
+
+        Args:
+            kws: The connection (already out of routing).
+        """
+        joined: Joined = kws.conn
+        session = joined.session  # not ended: its connections would be closed already
+        session.write_packet(SocketPacket(type=SocketType.DISCONNECT, namespace=kws.namespace))
+        session.leave(joined, ConnectionClosed(1000, "server namespace disconnect"))
+        if not session.joined:
+            code, reason = session.close_with
+            session.end(ConnectionClosed(code, reason), close=code, reason=reason)
+
+    # -- sends ---------------------------------------------------------------------------
+
+    def _send_message(
+        self, targets: tuple[Websocket, ...], data: bytes, kind: MessageKind
+    ) -> tuple[Websocket, ...]:
+        """Queue a message for the Socket.IO connections among ``targets`` as their ``message``.
+
+        Args:
+            targets: The connections to send to.
+            data: The payload (UTF-8 for text).
+            kind: ``TEXT`` or ``BINARY``.
+
+        Returns:
+            The plain WebSocket connections among ``targets``, which still need it.
+        """
+        groups = self._split(targets)
+        if groups is None:
+            return targets
+        plain = groups.pop(None, [])
+        value: Any = data.decode("utf-8") if kind is _TEXT else data
+        for namespace, sockets in groups.items():
+            assert namespace is not None
+            packet = SocketPacket(
+                type=SocketType.EVENT, namespace=namespace, data=["message", value]
+            )
+            self._write_to(tuple(sockets), *encode_socket(packet))
+        return tuple(plain)
+
+    def _emit_event(
+        self,
+        targets: tuple[Websocket, ...],
+        event: str,
+        args: tuple[Any, ...],
+    ) -> None:
+        """Queue a named event for ``targets``, Socket.IO and plain ones.
+
+        Args:
+            targets: The connections.
+            event: The event name.
+            args: Its arguments.
+        """
+        check_event(event)
+        groups = self._split(targets)
+        if groups is None:
+            emit_plain(self.hub, targets, event, args)
+            return
+        plain = groups.pop(None, [])
+        for namespace, sockets in groups.items():
+            assert namespace is not None
+            packet = SocketPacket(type=SocketType.EVENT, namespace=namespace, data=[event, *args])
+            self._write_to(tuple(sockets), *encode_socket(packet))
+        emit_plain(self.hub, tuple(plain), event, args)
+
+    def _emit_with_ack(
+        self,
+        kws: Websocket,
+        event: str,
+        args: tuple[Any, ...],
+        ack: AckCallback,
+        timeout: float,
+    ) -> None:
+        """Queue a named event that asks one Socket.IO connection for an ack.
+
+        Args:
+            kws: The connection.
+            event: The event name.
+            args: Its arguments.
+            ack: The callback.
+            timeout: Seconds to wait.
+
+        Raises:
+            LocalProtocolError: Too many acks pending on the connection.
+        """
+        check_event(event)
+        joined: Joined = kws.conn
+        if len(joined.pending) >= self.max_pending_acks:
+            raise LocalProtocolError(
+                f"{len(joined.pending)} acks are pending on {kws.uuid}: no more than"
+                f" max_pending_acks={self.max_pending_acks}"
+            )
+        ack_id = joined.next_id
+        packet = SocketPacket(
+            type=SocketType.EVENT, namespace=kws.namespace, data=[event, *args], id=ack_id
+        )
+        text, attachments = encode_socket(packet)  # raises before anything is kept
+        joined.next_id = (ack_id + 1) % 10**9
+        pending = joined.pending[ack_id] = PendingAck(joined, ack_id, ack, timeout)
+        self._arm(pending, timeout)
+        joined.session.write(text, attachments)
+
+    def _split(self, targets: tuple[Websocket, ...]) -> dict[str | None, list[Websocket]] | None:
+        """Group targets by namespace (``None``: plain), or ``None`` when all are plain."""
+        groups: dict[str | None, list[Websocket]] | None = None
+        for index, kws in enumerate(targets):
+            if kws.transport is None:
+                if groups is not None:
+                    groups[None].append(kws)
+                continue
+            if groups is None:
+                groups = {None: list(targets[:index])}
+            groups.setdefault(kws.namespace, []).append(kws.conn.socket)
+        return groups
+
+    def _write_to(
+        self, sockets: tuple[Websocket, ...], text: str, attachments: tuple[bytes, ...]
+    ) -> None:
+        send = self.hub._send
+        send(sockets, "4" + text, _TEXT)
+        for attachment in attachments:
+            send(sockets, attachment, _BINARY)

@@ -1,0 +1,258 @@
+"""Real Socket.IO clients over loopback: socket.io-client in Node and python-socketio.
+
+The Node client is installed from npm at test time into the git-ignored
+``tests/e2e/socketio/node_modules`` (``package.json`` pins it). Without
+``node`` or ``npm`` the Node tests skip, except under CI (``CI=true``), where
+they fail. Every wait is bounded: the server runs in a thread, each client
+run has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from socketio_app import make_hub
+
+from ikisocket_adapters import asyncio as asyncio_adapter
+from ikisocket_adapters import trio as trio_adapter
+from ikisocket_core import Hub
+
+pytestmark = pytest.mark.integration
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "e2e" / "socketio"
+#: Seconds any one client run may take.
+RUN_TIMEOUT = 60
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI needs the Socket.IO client tests to run: {reason}")
+    pytest.skip(reason)
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"{name} is not installed (the test extra has it)")
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """``node``, with socket.io-client installed next to the scenario."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _missing("node and npm are needed for socket.io-client")
+    assert node is not None
+    assert npm is not None
+    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if done.returncode != 0:
+            _missing(f"npm install failed: {done.stderr[-500:]}")
+    return node
+
+
+@contextmanager
+def asyncio_server(hub: Hub) -> Iterator[int]:
+    """Serve ``hub`` with the asyncio adapter in a thread; yield its port."""
+    ready = threading.Event()
+    port: list[int] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with asyncio_adapter.open_server(hub, "127.0.0.1", 0) as server:
+            port.append(server.port)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "the asyncio server did not start"
+        yield port[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+@contextmanager
+def trio_server(hub: Hub) -> Iterator[int]:
+    """Serve ``hub`` with the trio adapter in a thread; yield its port."""
+    ready = threading.Event()
+    port: list[int] = []
+    token: list[trio.lowlevel.TrioToken] = []
+    cancel = trio.CancelScope()
+
+    async def main() -> None:
+        token.append(trio.lowlevel.current_trio_token())
+        with cancel:
+            async with trio_adapter.open_server(hub, "127.0.0.1", 0) as server:
+                port.append(server.port)
+                ready.set()
+                await trio.sleep_forever()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "the trio server did not start"
+        yield port[0]
+    finally:
+        trio.from_thread.run_sync(cancel.cancel, trio_token=token[0])
+        thread.join(10)
+
+
+def run_node(node: str, port: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [node, "scenario.mjs", f"http://127.0.0.1:{port}"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert done.stdout, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, (seen, done.stderr[-2000:])
+    return seen
+
+
+EXPECTED = {
+    "connect": {"ok": True},
+    "idIsUuid": True,
+    "echo": ["hi", 2],
+    "binaryEcho": [{"bytes": [1, 2, 3]}, "tail"],
+    "slow": "slow done",
+    "serverBinary": [{"bytes": [0, 255]}, {"nested": [{"bytes": [1]}]}, {"bytes": [2, 3]}],
+    "serverAck": [42, "thanks"],
+    "bobConnect": {"ok": True},
+    "joined": ["joined", "joined"],
+    "room": ["hello lobby"],
+    "roomEvent": [{"n": 1}],
+    "broadcast": [["everyone!"], ["everyone!"]],
+    "adminConnect": {"ok": True},
+    "whoami": ["/admin", True],
+    "unknown": {"ok": False, "message": "Invalid namespace", "data": None},
+    "badToken": {"ok": False, "message": "bad token", "data": {"hint": "ask an admin"}},
+    "goodToken": {"ok": True},
+    "auth": {"token": "s3cret"},
+    "kicked": ["io server disconnect", None],
+}
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_socket_io_client_in_node(node: str, adapter: str) -> None:
+    hub = make_hub()
+    serve: Callable[[Hub], Any] = asyncio_server if adapter == "asyncio" else trio_server
+    with serve(hub) as port:
+        seen = run_node(node, port)
+    assert seen == EXPECTED
+
+
+def test_python_socketio_async_client() -> None:
+    socketio = _import("socketio")
+    hub = make_hub()
+
+    async def scenario(port: int) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        client = socketio.AsyncClient(reconnection=False)
+        questions: list[Any] = []
+
+        async def question(n: int) -> tuple[int, str]:
+            questions.append(n)
+            return n * 2, "thanks"
+
+        client.on("question", question)
+
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("answer-was", lambda *args: answers.put_nowait(list(args)))
+        client.on("message", lambda data: answers.put_nowait(["message", data]))
+        client.on("message", lambda data: answers.put_nowait(["message", data]), namespace="/admin")
+        await client.connect(
+            f"http://127.0.0.1:{port}",
+            transports=["websocket"],
+            namespaces=["/", "/admin"],
+            wait_timeout=5,
+        )
+        seen["echo"] = await client.call("echo", ("hi", 2), timeout=5)
+        seen["binary"] = await client.call("echo", b"\x01\x02", timeout=5)
+        seen["slow"] = await client.call("slow", timeout=5)
+        seen["whoami"] = await client.call("whoami", namespace="/admin", timeout=5)
+        await client.emit("ask", 21)
+        seen["serverAck"] = await asyncio.wait_for(answers.get(), 5)
+        await client.emit("shout", "all of you")
+        seen["broadcast"] = sorted(
+            [json.dumps(await asyncio.wait_for(answers.get(), 5)) for _ in range(2)]
+        )
+        blobs: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("blob", lambda *args: blobs.put_nowait(list(args)))
+        await client.emit("blob-please")
+        seen["blob"] = await asyncio.wait_for(blobs.get(), 5)
+        seen["binaryMessages"] = [await asyncio.wait_for(answers.get(), 5) for _ in range(2)]
+        await client.disconnect()
+        seen["questions"] = questions
+        return seen
+
+    with asyncio_server(hub) as port:
+        seen = asyncio.run(asyncio.wait_for(scenario(port), RUN_TIMEOUT))
+    assert seen == {
+        "echo": ("hi", 2),
+        "binary": b"\x01\x02",
+        "slow": "slow done",
+        "whoami": ("/admin", True),
+        "serverAck": [42, "thanks"],
+        "broadcast": [json.dumps(["message", "all of you"])] * 2,
+        "blob": [b"\x00\xff", {"nested": [b"\x01"]}],
+        "binaryMessages": [["message", b"\x02\x03"]] * 2,
+        "questions": [21],
+    }
+    assert hub.connections == ()
+
+
+def test_a_plain_client_and_a_socket_io_client_share_rooms() -> None:
+    socketio = _import("socketio")
+    websockets = _import("websockets.asyncio.client")
+    hub = make_hub()
+
+    async def scenario(port: int) -> list[str]:
+        client = socketio.AsyncClient(reconnection=False)
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        client.on("message", heard.put_nowait)
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=5)
+        assert await client.call("join", "lobby", timeout=5) == "joined"
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as plain:
+            for _ in range(50):  # the plain client joins through the hub directly
+                if hub.connections and len(hub.connections) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            for uuid in hub.connections:
+                kws = hub.get(uuid)
+                if kws.transport is None:
+                    kws.join("lobby")
+            await client.call("say", ("lobby", "from socket.io"), timeout=5)
+            got_plain = await asyncio.wait_for(plain.recv(), 5)
+        await client.disconnect()
+        return [str(got_plain)]
+
+    with asyncio_server(hub) as port:
+        assert asyncio.run(asyncio.wait_for(scenario(port), RUN_TIMEOUT)) == ["from socket.io"]
