@@ -18,9 +18,6 @@ _pack_head_16 = struct.Struct("!BBH").pack
 _pack_head_64 = struct.Struct("!BBQ").pack
 _pack_code = struct.Struct("!H").pack
 
-#: Close codes that only describe a connection locally and never go on the wire (RFC 6455 7.4.1).
-_LOCAL_ONLY = (1005, 1006, 1015)
-
 
 def _frame(opcode: int, payload: bytes) -> bytes:
     """Frame ``payload`` as one final, unmasked server frame (RFC 6455 section 5.2).
@@ -47,12 +44,12 @@ def _frame(opcode: int, payload: bytes) -> bytes:
 
 
 def _close_frame(code: int, reason: str) -> bytes:
-    """A close frame with ``code`` and ``reason`` (RFC 6455 5.5.1), as wsproto frames it.
+    """A close frame with ``code`` and ``reason`` (RFC 6455 5.5.1).
 
-    The codes that never go on the wire (1005, 1006, 1015) become 1000. The
-    reason is cut to the 123 bytes a control frame leaves for it, at a
-    character boundary. (A peer's close frame without a code is answered with
-    an empty one: ``_SHORT_HEADS[8][0]``.)
+    The hub lets only codes a close frame may carry and reasons of at most 123
+    UTF-8 bytes through (``Hub.close``), and the engine's own reasons are short
+    ASCII, so the payload always fits a control frame. (A peer's close frame
+    without a code is answered with an empty one: ``_SHORT_HEADS[8][0]``.)
 
     Args:
         code: The close code.
@@ -61,12 +58,7 @@ def _close_frame(code: int, reason: str) -> bytes:
     Returns:
         The frame.
     """
-    if code in _LOCAL_ONLY:
-        code = 1000
-    text = reason.encode("utf-8")
-    if len(text) > 123:
-        text = text[:123].decode("utf-8", errors="ignore").encode("utf-8")
-    return _frame(8, _pack_code(code) + text)
+    return _frame(8, _pack_code(code) + reason.encode("utf-8"))
 
 
 class _Inflater:

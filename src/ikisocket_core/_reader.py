@@ -328,8 +328,7 @@ class FrameReader:
                 raise _failure("fragmented control frame")
             if b1 & 0x7F > 125:
                 raise _failure("control frame longer than 125 bytes")
-            if b0 & 0x70:
-                raise _failure("RSV bits set on a control frame")
+            raise _failure("RSV bits set on a control frame")  # the one reason left
         if b0 & 0x30 or (b0 & 0x40 and self._inflater is None):
             raise _failure("RSV bits set without an extension that defines them")
         if b0 & 0x40 and opcode == CONTINUATION:
