@@ -195,3 +195,19 @@ def test_control_frames_are_framed_as_wsproto_frames_them(code: int, reason: str
     assert _close_frame(code, reason) == proto.close(code, reason)
     assert _frame(PING, reason.encode()[:125]) == proto.ping(reason.encode()[:125])
     assert _frame(PONG, b"p") == proto.pong(b"p")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(BINARY, b"short", form=16),  # RFC 6455 5.2: the minimal number of bytes
+        frame(BINARY, b"short", form=64),
+        frame(BINARY, b"x" * 200, form=64),
+        frame(BINARY, b"x" * 70_000, form=65),  # the most significant bit must be 0
+    ],
+    ids=["16-bit-for-5", "64-bit-for-5", "64-bit-for-200", "64-bit-top-bit"],
+)
+def test_lengths_in_the_shortest_form_only(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as failed:
+        read_all(FrameReader(None), data)
+    assert failed.value.close_code == 1002
