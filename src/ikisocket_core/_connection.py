@@ -333,7 +333,7 @@ class ServerConnection:
         if kws.subprotocol is not None:
             headers.append((b"sec-websocket-protocol", kws.subprotocol.encode()))
         offers = kws.headers.get_list("sec-websocket-extensions") if node.config.compression else []
-        accepted, extensions = negotiate_extensions(offers)
+        accepted, deflate = negotiate_extensions(offers)
         if accepted is not None:
             headers.append((b"sec-websocket-extensions", accepted))
         response = http.switch(headers)
@@ -341,14 +341,11 @@ class ServerConnection:
         self._http = None
         self.kws = kws
         limit = node.config.max_message_size
-        if extensions:
+        if deflate is not None:
             self.compressed = self._own_frames = True
-            self._ws = WSConnection(ConnectionType.SERVER, extensions)
-            deflate = extensions[0]
+            self._ws = WSConnection(ConnectionType.SERVER, [deflate])
             inflater = _Inflater(
-                limit,
-                deflate.client_max_window_bits,  # type: ignore[attr-defined]
-                deflate.client_no_context_takeover,  # type: ignore[attr-defined]
+                limit, deflate.client_max_window_bits, deflate.client_no_context_takeover
             )
             self._reader = FrameReader(limit, inflater)
         else:

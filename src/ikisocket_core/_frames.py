@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._errors import RemoteProtocolError
@@ -125,24 +125,24 @@ class _Inflater:
         return out
 
 
-def negotiate_extensions(offers: list[str]) -> tuple[bytes | None, list[Extension]]:
+def negotiate_extensions(offers: list[str]) -> tuple[bytes | None, PerMessageDeflate | None]:
     """Answer a client's ``Sec-WebSocket-Extensions`` offers (only permessage-deflate).
 
     Args:
         offers: The header's values.
 
     Returns:
-        The response header value (``None`` when nothing was accepted) and the
-        extensions for wsproto (which compresses what we send; what we
-        receive is inflated by :class:`_Inflater` with the negotiated settings).
+        The response header value and the negotiated extension (both ``None``
+        when nothing was accepted). wsproto compresses what we send with it;
+        what we receive is inflated by :class:`_Inflater` with its settings.
     """
     if not offers:
-        return None, []
+        return None, None
     deflate = PerMessageDeflate()
     try:
         accepted = server_extensions_handshake(offers, [deflate])
     except ValueError:  # RFC 7692 5: decline an offer with invalid parameters
-        return None, []
+        return None, None
     if not accepted:
-        return None, []
-    return accepted, [deflate]
+        return None, None
+    return accepted, deflate

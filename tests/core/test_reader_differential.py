@@ -105,10 +105,9 @@ def offer(deflate: tuple[int, bool] | None) -> str | None:
 def ours(chunks: list[bytes], limit: int | None, deflate: tuple[int, bool] | None) -> Outcome:
     inflater = None
     if deflate is not None:
-        accepted, extensions = negotiate_extensions([offer(deflate)])  # type: ignore[list-item]
+        accepted, ext = negotiate_extensions([offer(deflate)])  # type: ignore[list-item]
         assert accepted is not None
-        ext = extensions[0]
-        assert isinstance(ext, PerMessageDeflate)
+        assert ext is not None
         inflater = _Inflater(limit, ext.client_max_window_bits, ext.client_no_context_takeover)
     reader = FrameReader(limit, inflater)
     out = Outcome()
