@@ -173,6 +173,8 @@ class FrameReader:
 
     __slots__ = (
         "_buf",
+        "_checked",
+        "_checked_chunks",
         "_chunks",
         "_compressed",
         "_decoder",
@@ -183,6 +185,7 @@ class FrameReader:
         "_limit",
         "_message_op",
         "_need",
+        "_partial",
         "_pending",
         "_pos",
         "_wire_limit",
@@ -206,6 +209,12 @@ class FrameReader:
         self._frag: list[bytes] = []  # its parts so far
         self._frag_size = 0  # their size (inflated)
         self._decoder: codecs.IncrementalDecoder | None = None  # its UTF-8 check
+        # Failing fast on invalid UTF-8 in a text frame still arriving: the decoder that
+        # checks it (None once the frame is whole), its payload bytes checked so far, and
+        # how many of the later reads (all of them this frame's) that covers.
+        self._partial: codecs.IncrementalDecoder | None = None
+        self._checked = 0
+        self._checked_chunks = 0
         self._done = False
         #: The close frame's code and reason, once :meth:`next` returned ``CLOSE``.
         self.close_code = 1005
@@ -240,6 +249,7 @@ class FrameReader:
         self._pos = 0
         self._chunks = []
         self._pending = 0
+        self._partial = None  # a frame checked in part is whole: it is checked again, whole
         return True
 
     def next(self) -> tuple[int, bytes] | None:
@@ -295,6 +305,10 @@ class FrameReader:
                     self._need = stop - pos
                     if self._gather():
                         continue
+                    if end >= head and (
+                        opcode == TEXT or (opcode == CONTINUATION and self._decoder is not None)
+                    ):
+                        self._fail_fast(buf, head, end, b0)
                     return None
                 self._need = 0
                 self._pos = stop
@@ -315,6 +329,39 @@ class FrameReader:
         except RemoteProtocolError:
             self._finish()
             raise
+
+    def _fail_fast(self, buf: bytes, head: int, end: int, b0: int) -> None:
+        """Check the part of a text frame that arrived, so invalid UTF-8 fails now (RFC 6455 8.1).
+
+        Only for uncompressed text (compressed text is checked once inflated,
+        when its frame is whole): each read is unmasked and fed, once, to a
+        decoder that continues the message's.
+        """
+        if b0 & 0x40 or (b0 & 0x0F == CONTINUATION and self._compressed):
+            return
+        key = buf[head - 4 : head]
+        partial = self._partial
+        if partial is None:
+            partial = self._partial = _utf8_decoder()
+            if b0 & 0x0F == CONTINUATION:
+                partial.setstate(self._decoder.getstate())  # type: ignore[union-attr]
+            self._checked = 0
+            self._checked_chunks = 0
+            self._check_part(partial, buf[head:end], key)
+        chunks = self._chunks
+        while self._checked_chunks < len(chunks):
+            self._check_part(partial, chunks[self._checked_chunks], key)
+            self._checked_chunks += 1
+
+    def _check_part(self, partial: codecs.IncrementalDecoder, part: bytes, key: bytes) -> None:
+        if not part:
+            return
+        turn = self._checked & 3
+        try:
+            partial.decode(_unmask(part, key[turn:] + key[:turn]), False)
+        except UnicodeDecodeError as exc:
+            raise _failure(f"invalid UTF-8 in a text message: {exc}", 1007) from None
+        self._checked += len(part)
 
     def _bad_header(self, b0: int, b1: int) -> None:
         """Fail a frame whose first two bytes break a rule, or let an RSV1 data frame through."""
@@ -390,3 +437,4 @@ class FrameReader:
         self._frag = []
         self._frag_size = 0
         self._decoder = None
+        self._partial = None

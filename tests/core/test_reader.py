@@ -211,3 +211,50 @@ def test_lengths_in_the_shortest_form_only(data: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as failed:
         read_all(FrameReader(None), data)
     assert failed.value.close_code == 1002
+
+
+def feed_in_parts(reader: FrameReader, data: bytes, size: int) -> list[tuple[int, bytes]]:
+    got = []
+    for i in range(0, len(data), size):
+        got += read_all(reader, data[i : i + size])
+    return got
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 100])
+def test_text_arriving_in_parts_is_checked_as_it_arrives(size: int) -> None:
+    text = "héllo wörld €uro ☃ " * 20  # characters of 1-3 bytes, cut anywhere by the reads
+    data = frame(TEXT, text.encode()) + frame(TEXT, b"a", fin=False)
+    data += frame(CONTINUATION, "ü€".encode() * 50, fin=False) + frame(CONTINUATION, b"z")
+    reader = FrameReader(None)
+    assert feed_in_parts(reader, data, size) == [
+        (TEXT, text.encode()),
+        (TEXT, b"a" + "ü€".encode() * 50 + b"z"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(TEXT, b"fine so far \xff" + b"x" * 300),  # RFC 6455 8.1: fail fast
+        frame(TEXT, b"ok \xc3", fin=False) + frame(CONTINUATION, b"(" + b"x" * 300),
+    ],
+    ids=["in-the-frame", "across-fragments"],
+)
+def test_invalid_utf8_fails_before_the_frame_is_whole(data: bytes) -> None:
+    reader = FrameReader(None)
+    with pytest.raises(RemoteProtocolError) as failed:
+        feed_in_parts(reader, data[:-200], 10)
+    assert failed.value.close_code == 1007
+
+
+def test_compressed_text_arriving_in_parts_is_checked_once_inflated() -> None:
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress("ünïcödé ".encode() * 40) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    data = data[:-4]
+    stream = frame(TEXT, data[:20], fin=False, rsv=4) + frame(CONTINUATION, data[20:])
+    stream += frame(TEXT, deflated("ünïcödé".encode()), rsv=4)
+    reader = FrameReader(None, _Inflater(None, 15, no_context_takeover=False))
+    assert feed_in_parts(reader, stream, 5) == [
+        (TEXT, "ünïcödé ".encode() * 40),
+        (TEXT, "ünïcödé".encode()),
+    ]

@@ -24,10 +24,11 @@ Two differences are by design and allowed, nothing else:
   message is a protocol error (1002) from its header for us; wsproto first
   inflates it with the message's context, which can fail (1007).
 
-One known wsproto bug is kept out of the generated streams and tested on its
-own (``test_a_control_frame_inside_a_compressed_fragmented_message``): a
-control frame between the fragments of a compressed message makes wsproto
-stop inflating the rest of that message.
+One known wsproto bug is kept out of the generated streams (and out of the
+comparison when random frames make it) and tested on its own
+(``test_a_control_frame_inside_a_compressed_fragmented_message``): a control
+frame between the fragments of a compressed message makes wsproto stop
+inflating the rest of that message.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -196,6 +197,32 @@ def assert_same(mine: Outcome, theirs: Outcome, deflate: tuple[int, bool] | None
         assert mine.ordering  # a frame out of order, inflated by wsproto first
 
 
+def control_inside_a_compressed_message(stream: bytes) -> bool:
+    """Whether a control frame comes between two fragments of a compressed message (wsproto's bug).
+
+    Walks the stream's frames (they are whole) as far as they can be walked.
+    """
+    pos = 0
+    open_compressed = False
+    while pos + 2 <= len(stream):
+        b0, b1 = stream[pos], stream[pos + 1]
+        n, pos = b1 & 0x7F, pos + 2
+        if n == 126:
+            n, pos = int.from_bytes(stream[pos : pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(stream[pos : pos + 8], "big") & ~(1 << 63), pos + 8
+        pos += n + (4 if b1 & 0x80 else 0)
+        opcode = b0 & 0x0F
+        if opcode >= CLOSE:
+            if open_compressed:
+                return True
+        elif opcode in (TEXT, BINARY):
+            open_compressed = bool(b0 & 0x40) and not b0 & 0x80
+        elif b0 & 0x80:
+            open_compressed = False
+    return False
+
+
 # -- the streams ----------------------------------------------------------------------------
 
 VALID_CODES = [1000, 1003, 1007, 1013, 3000, 4999]
@@ -295,6 +322,8 @@ def test_the_reader_agrees_with_wsproto(
     case: tuple[list[bytes], int | None, tuple[int, bool] | None],
 ) -> None:
     chunks, limit, deflate = case
+    if deflate is not None:  # the oracle's bug (see the module's docstring)
+        assume(not control_inside_a_compressed_message(b"".join(chunks)))
     assert_same(ours(chunks, limit, deflate), oracle(chunks, limit, deflate), deflate)
 
 
