@@ -17,6 +17,7 @@ server also pays for the event loop and two system calls per message.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -174,6 +175,23 @@ def parse_by_hand(size: int, count: int) -> Callable[[], int]:
     return run
 
 
+def reader_parse(size: int, count: int) -> Callable[[], int]:
+    """Our own receive path (``_reader.FrameReader``), as the engine drives it per read."""
+    from ikisocket_core._reader import FrameReader
+
+    reader = FrameReader(1024 * 1024)
+    data = client_frame(b"x" * size)
+
+    def run() -> int:
+        for _ in range(count):
+            reader.feed(data)
+            while reader.next() is not None:
+                pass
+        return count
+
+    return run
+
+
 def hub_echo(count: int) -> Callable[[], int]:
     server = make_server("echo")
     conn = open_connection(server)
@@ -227,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         ("part", "wsproto: parse a masked 32 B text frame", wsproto_parse(32, n)),
         ("part", "wsproto: parse a masked 4 KiB text frame", wsproto_parse(4096, n)),
         ("part", "by hand: parse a masked 32 B text frame", parse_by_hand(32, n)),
+        *(
+            [
+                ("part", "reader: parse a masked 32 B text frame", reader_parse(32, n)),
+                ("part", "reader: parse a masked 4 KiB text frame", reader_parse(4096, n)),
+            ]
+            if importlib.util.find_spec("ikisocket_core._reader")
+            else []  # a tree from before the reader (PYTHONPATH=...baseline.../src)
+        ),
         ("part", "by hand: parse a masked 4 KiB text frame", parse_by_hand(4096, n)),
         ("part", "wsproto: frame 32 B of text (FrameProtocol.send_data)", wsproto_frame(32, n)),
         ("part", "wsproto: frame 4 KiB of text (FrameProtocol.send_data)", wsproto_frame(4096, n)),

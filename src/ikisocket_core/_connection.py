@@ -2,7 +2,8 @@
 
 A :class:`ServerConnection` is what every driver feeds, whatever it is: a
 socket adapter gives it bytes from the first request byte on (the *byte
-entry*: HTTP phase with h11, then frames with wsproto); an ASGI server, which
+entry*: HTTP phase with h11, then frames with our :mod:`._reader`, whose
+oracle is wsproto); an ASGI server, which
 does the handshake and the framing itself, gives it whole messages of a
 connection that starts OPEN (the *message entry*). Either way the same object
 applies the same limits, output bound and its drop/close policy, counters,
@@ -22,18 +23,18 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection as WSConnection
-from wsproto.connection import ConnectionState as WSState
 from wsproto.connection import ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, Message, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from ._actions import Reject, Send
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
-from ._frames import _frame, negotiate_extensions
+from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
 from ._http import Answer, HTTPPhase, encode_early, examine
 from ._log import log_refusal, logger, peer_name
+from ._reader import CLOSE, PING, PONG, FrameReader
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+_KINDS = (_BINARY, _TEXT, _BINARY)  # by opcode (1: text, 2: binary)
 _pack_ping = struct.Struct("!I").pack
 
 # What a connection's one armed deadline is for.
@@ -86,9 +88,6 @@ class ServerConnection:
 
     __slots__ = (
         "_counted",
-        "_frag",
-        "_frag_kind",
-        "_frag_size",
         "_held",
         "_host",
         "_http",
@@ -98,6 +97,7 @@ class ServerConnection:
         "_overflowing",
         "_own_frames",
         "_ping",
+        "_reader",
         "_state",
         "_timer",
         "_ws",
@@ -145,12 +145,10 @@ class ServerConnection:
         self._out_closed = False  # a close was written: nothing may follow (RFC 6455 5.5.1)
         self._overflowing = False
         self._http: HTTPPhase | None = None
-        self._ws: WSConnection | None = None
+        self._reader: FrameReader | None = None  # once upgraded (byte entry)
+        self._ws: WSConnection | None = None  # frames what we send when compressed
         self._timer = _HANDSHAKE
         self._ping = b""
-        self._frag: list[bytes] | None = None
-        self._frag_kind = _TEXT
-        self._frag_size = 0
         self._held: deque[tuple[bytes, MessageKind]] | None = None
         self._counted = UNCOUNTED
         self._host: str | None = None
@@ -204,10 +202,10 @@ class ServerConnection:
         if not data or (self._state if kws is None else kws.state) is _CLOSED:
             return
         self._node.stats.bytes_in += len(data)
-        ws = self._ws
-        if ws is not None:
-            ws.receive_data(data)
-            self._process_frames()
+        reader = self._reader
+        if reader is not None:
+            reader.feed(data)
+            self._read_frames(reader)
         elif self._http is not None:
             self._receive_http(data)
         else:
@@ -246,8 +244,8 @@ class ServerConnection:
         self.blocked -= 1
         if self.blocked or self.state is _CLOSED:
             return
-        if self._ws is not None:
-            self._process_frames()
+        if self._reader is not None:
+            self._read_frames(self._reader)
         held = self._held
         while held and not self.blocked and self.state is not _CLOSED:
             data, kind = held.popleft()
@@ -336,16 +334,23 @@ class ServerConnection:
         if kws.subprotocol is not None:
             headers.append((b"sec-websocket-protocol", kws.subprotocol.encode()))
         offers = kws.headers.get_list("sec-websocket-extensions") if node.config.compression else []
-        accepted, extensions = negotiate_extensions(offers, node.config.max_message_size)
+        accepted, deflate = negotiate_extensions(offers)
         if accepted is not None:
             headers.append((b"sec-websocket-extensions", accepted))
         response = http.switch(headers)
         trailing = http.trailing
         self._http = None
         self.kws = kws
-        self.compressed = bool(extensions)
-        self._own_frames = self.compressed
-        self._ws = WSConnection(ConnectionType.SERVER, extensions)
+        limit = node.config.max_message_size
+        if deflate is not None:
+            self.compressed = self._own_frames = True
+            self._ws = WSConnection(ConnectionType.SERVER, [deflate])
+            inflater = _Inflater(
+                limit, deflate.client_max_window_bits, deflate.client_no_context_takeover
+            )
+            self._reader = FrameReader(limit, inflater)
+        else:
+            self._reader = FrameReader(limit)
         node._count_open(self)
         node.stats.upgrades += 1
         # Nothing was written yet (hub actions are converted later): the 101 goes first.
@@ -382,79 +387,46 @@ class ServerConnection:
 
     # -- messages in -----------------------------------------------------------------------
 
-    def _process_frames(self) -> None:
-        ws = self._ws
+    def _read_frames(self, reader: FrameReader) -> None:
         kws = self.kws
-        assert ws is not None
         assert kws is not None
         node = self._node
         hub = node.hub
         stats = node.stats
-        limit = node.config.max_message_size
         # Emits queued so far go out first, and an async listener (a route callback
         # included) holds every later frame back until handler_done.
         if hub._queue:
             node._pump_hub()
         if self.blocked or kws.state is _CLOSED:
             return
-        # wsproto's connection yields exactly these classes: compare them, not isinstance
-        # (Message is an ABC, and an isinstance check against it costs a Python call).
-        for event in ws.events():
-            cls = event.__class__
-            if cls is TextMessage or cls is BytesMessage:
-                message: Message[Any] = event  # type: ignore[assignment]
-                if cls is TextMessage:
-                    payload = message.data.encode("utf-8")
-                    kind = _TEXT
-                else:
-                    payload = bytes(message.data)
-                    kind = _BINARY
-                if message.message_finished and self._frag is None:
-                    if limit is not None and len(payload) > limit:
-                        self._too_big(len(payload))
-                        return
+        next_frame = reader.next
+        kinds = _KINDS
+        try:
+            while (item := next_frame()) is not None:
+                opcode, payload = item
+                if opcode < CLOSE:  # a whole message, its UTF-8 checked
                     stats.messages_in += 1
-                    hub.receive_message(kws, payload, kind)
-                elif not self._fragment(payload, kind, message.message_finished):
+                    hub.receive_message(kws, payload, kinds[opcode])
+                elif opcode == PING:
+                    if not self._out_closed:
+                        # Answered even past max_queue: the driver stops reading meanwhile.
+                        self._write_control(_frame(PONG, payload))
+                    hub.receive_ping(kws, payload)
+                elif opcode == PONG:
+                    if self._timer == _PONG and payload == self._ping:
+                        # Only the answer to our own ping proves the peer alive (RFC 6455 5.5.3).
+                        self._arm(_SCHEDULE_PING, node._now)
+                    hub.receive_pong(kws, payload)
+                else:  # CLOSE: nothing more is read
+                    self._peer_closed(reader.close_code, reader.close_reason)
                     return
-            elif cls is Ping:
-                ping: Ping = event  # type: ignore[assignment]
-                if ws.state is WSState.OPEN:
-                    # Answered even past max_queue: the driver stops reading meanwhile.
-                    self._write_control(ws.send(ping.response()))
-                hub.receive_ping(kws, bytes(ping.payload))
-            elif cls is Pong:
-                payload = bytes(event.payload)  # type: ignore[attr-defined]
-                if self._timer == _PONG and payload == self._ping:
-                    # Only the answer to our own ping proves the peer alive (RFC 6455 5.5.3).
-                    self._arm(_SCHEDULE_PING, node._now)
-                hub.receive_pong(kws, payload)
-            else:  # wsproto's connection yields nothing else: a CloseConnection
-                self._peer_closed(event)  # type: ignore[arg-type]
-                return
-            if hub._queue:
-                node._pump_hub()  # a RunHandler action raises self.blocked
-            if self.blocked or kws.state is _CLOSED:
-                return
-
-    def _fragment(self, part: bytes, kind: MessageKind, last: bool) -> bool:
-        """Add one part of a fragmented message; ``False`` when it made the message too big."""
-        if self._frag is None:
-            self._frag = []
-            self._frag_size = 0
-            self._frag_kind = kind
-        self._frag.append(part)
-        self._frag_size += len(part)
-        limit = self._node.config.max_message_size
-        if limit is not None and self._frag_size > limit:
-            self._too_big(self._frag_size)
-            return False
-        if last:
-            whole = b"".join(self._frag)
-            self._frag = None
-            self._node.stats.messages_in += 1
-            self._node.hub.receive_message(self.kws, whole, self._frag_kind)  # type: ignore[arg-type]
-        return True
+                if hub._queue:
+                    node._pump_hub()  # a RunHandler action raises self.blocked
+                if self.blocked or kws.state is _CLOSED:
+                    return
+        except RemoteProtocolError as error:
+            stats.protocol_errors += 1
+            self._fail(error)
 
     def _message(self, data: bytes, kind: MessageKind) -> None:
         """A whole message at the message entry: the same limit as frames get."""
@@ -468,20 +440,14 @@ class ServerConnection:
         if node.hub._queue:
             node._pump_hub()  # a RunHandler action raises self.blocked
 
-    def _peer_closed(self, event: CloseConnection) -> None:
-        ws = self._ws
-        assert ws is not None
+    def _peer_closed(self, code: int, reason: str) -> None:
         self._node._pump_hub()  # what listeners emitted before the close frame goes out first
-        code, reason = int(event.code), event.reason or ""
-        if ws.state is WSState.REMOTE_CLOSING:
-            # RFC 6455 5.5.1: answer with a close frame echoing the code.
-            self._write_control(ws.send(event.response()))
+        if not self._out_closed:
+            # RFC 6455 5.5.1: answer with a close frame echoing the code (none: none).
+            self._write_control(
+                _SHORT_HEADS[CLOSE][0] if code == 1005 else _close_frame(code, reason)
+            )
             self._out_closed = True
-        elif ws.state is not WSState.CLOSED:
-            # wsproto reports a frame it could not parse as a close event in OPEN state.
-            self._node.stats.protocol_errors += 1
-            self._fail(RemoteProtocolError(reason or "protocol error", close_code=code))
-            return
         # else: the answer to our own close frame.
         self._end(code, reason, None)
         # RFC 6455 7.1.1: the server closes the TCP connection first.
@@ -516,7 +482,7 @@ class ServerConnection:
 
     def _end(self, code: int, reason: str, error: BaseException | None) -> None:
         """Report the end of the connection to the hub, once."""
-        self._frag = None
+        self._reader = None  # nothing more is read: drop what was buffered
         self._held = None
         kws = self.kws
         if kws is None:
@@ -554,10 +520,8 @@ class ServerConnection:
             self.close_code = code
             self.close_reason = reason
             return
-        ws = self._ws
-        assert ws is not None  # a close is only written once upgraded
         # Until now nothing was closed either way (a peer's close is answered at once).
-        self._write_control(ws.send(CloseConnection(code=code, reason=reason)))
+        self._write_control(_close_frame(code, reason))
 
     # -- timers --------------------------------------------------------------------------
 
@@ -583,10 +547,8 @@ class ServerConnection:
         elif timer == _SCHEDULE_PING:
             self._arm(_PING, now + config.ping_interval)  # type: ignore[operator]
         elif timer == _PING:
-            ws = self._ws
-            assert ws is not None
             self._ping = _pack_ping(node._next_ping_number())
-            self._write_control(ws.send(Ping(payload=self._ping)))
+            self._write_control(_frame(PING, self._ping))
             self._arm(_PONG, now + config.ping_timeout)
         elif timer == _PONG:
             node.stats.keepalive_timeouts += 1

@@ -241,7 +241,8 @@ class Session:
         limit = MAX_QUEUE + MAX_MESSAGE + FRAME_SLACK + CONTROL_SLACK + read
         for conn in self.server.connections:
             check(conn.buffered <= limit, f"{conn.buffered} bytes buffered (bound {limit})")
-            frag = conn._frag_size if conn._frag is not None else 0
+            reader = conn._reader
+            frag = reader.message_size if reader is not None else 0
             check(frag <= MAX_MESSAGE, f"{frag} bytes reassembled past max_message_size")
 
     def end(self, how: int) -> None:
