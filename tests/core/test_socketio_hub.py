@@ -36,7 +36,12 @@ from ikisocket_core import (
 from ikisocket_core._socketio._acks import _Answering, _Reply
 from ikisocket_core._socketio._packets import SocketPacket, SocketType
 from ikisocket_core._socketio._testclient import SocketIOTestSession, _Wire
-from ikisocket_core.testing import NothingReceived, SocketIORefused, TestClient
+from ikisocket_core.testing import (
+    NothingReceived,
+    SocketIORefused,
+    TestClient,
+    WebSocketRejected,
+)
 
 
 def numbered_hub(**hub_options: Any) -> Hub:
@@ -654,3 +659,30 @@ def test_sends_skip_socketio_work_while_no_socketio_client_is_connected(hub: Hub
         admin.disconnect()
         sio.close()
         assert hub._sio.connections == 0
+
+
+# -- connection limits -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "counter"),
+    [
+        ({"max_connections": 1}, "over_max_connections"),
+        ({"max_connections_per_ip": 1}, "over_max_connections_per_ip"),
+    ],
+)
+def test_the_connection_limits_refuse_a_socketio_session_before_the_hub_sees_it(
+    hub: Hub, limits: dict[str, int], counter: str
+) -> None:
+    seen: list[str] = []
+    hub.on(EVENT_CONNECT, lambda ep: seen.append(ep.socket_uuid))
+    client = TestClient(hub, **limits)
+    first = client.socketio_connect()
+    with pytest.raises(WebSocketRejected) as refused:
+        client.socketio_connect()
+    assert refused.value.status == 503
+    assert ("retry-after", "5") in refused.value.headers
+    assert getattr(client.server.stats, counter) == 1
+    assert seen == [first.uuid]  # no hub state for the refused one
+    hub.emit_to(first.uuid, "the first session is still served")
+    assert first.pending == 1
