@@ -672,7 +672,7 @@ def test_sends_skip_socketio_work_while_no_socketio_client_is_connected(hub: Hub
     ],
 )
 def test_the_connection_limits_refuse_a_socketio_session_before_the_hub_sees_it(
-    hub: Hub, limits: dict[str, int], counter: str
+    hub: Hub, limits: dict[str, Any], counter: str
 ) -> None:
     seen: list[str] = []
     hub.on(EVENT_CONNECT, lambda ep: seen.append(ep.socket_uuid))
