@@ -28,7 +28,6 @@ from ._dispatch import RouteCallback
 from ._errors import (
     ConnectionClosed,
     DuplicateUUID,
-    IdleTimeout,
     LocalProtocolError,
     UnknownConnection,
 )
@@ -40,10 +39,10 @@ from ._events import (
     EVENT_PONG,
     MessageKind,
 )
+from ._idle import _IdleTimers
 from ._registry import Room
 from ._relays import BroadcastRelay, EmitRelay, FireRelay
 from ._routing import Match, Request, Router
-from ._socketio._layer import _SocketIOLayer
 from ._socketio._session import EngineSocket
 from ._state import ConnectionState, StateInput, transition
 from ._websocket import ConnectionOwner, Websocket
@@ -69,7 +68,7 @@ class _Refused(Exception):
         self.reject = reject
 
 
-class Hub(_SocketIOLayer):
+class Hub(_IdleTimers):
     """Connections, listeners, rooms and routing: the state of one ikisocket application.
 
     Args:
@@ -609,10 +608,6 @@ class Hub(_SocketIOLayer):
         if relay is not None:
             self._push_relay(relay)
 
-    def _arm_idle(self, kws: Websocket) -> None:
-        if self._idle_timeout is not None:
-            self._arm(kws, kws.last_activity + self._idle_timeout)
-
     def _room(self, name: str, exclude: Websocket) -> Room:
         return Room(self, name, exclude)
 
@@ -687,31 +682,3 @@ class Hub(_SocketIOLayer):
         except Exception:
             logger.exception("refusing the Socket.IO request for %s", request.path)
             return Reject(status=500, reason="internal server error")
-
-    def _arm(self, kws: Websocket, deadline: float) -> None:
-        deadlines = self._deadlines
-        if len(deadlines) > 2 * len(self._conns) + 64:
-            # Mostly ended connections: drop them (amortised O(1) per connection).
-            deadlines[:] = [entry for entry in deadlines if entry[2].state is _OPEN]
-            heapq.heapify(deadlines)
-        self._armed += 1
-        heapq.heappush(deadlines, (deadline, self._armed, kws))
-
-    def _expire(self, now: float) -> None:
-        deadlines = self._deadlines
-        timeout = self._idle_timeout
-        assert timeout is not None  # only then is anything armed
-        self._depth += 1
-        try:
-            while deadlines and deadlines[0][0] <= now:
-                kws = heapq.heappop(deadlines)[2]
-                if kws.state is not _OPEN:
-                    continue
-                # Lazy re-arming: activity since the deadline was armed moves it (never early).
-                due = kws.last_activity + timeout
-                if due <= now:
-                    self._server_close(kws, 1001, "idle timeout", IdleTimeout(timeout))
-                else:
-                    self._arm(kws, due)
-        finally:
-            self._depth -= 1
