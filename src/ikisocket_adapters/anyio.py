@@ -4,7 +4,10 @@ One task group per server; per connection a reader task that feeds the
 engine and a sender task that writes whatever the engine buffered for it
 (``conn.take()``), one ``send`` at a time: while a send is in progress output
 waits in the engine's bounded buffer, where ``max_queue`` and
-``backpressure`` apply. The reader stops reading while the engine says so
+``backpressure`` apply. On trio, a plain TCP connection's output is first
+written straight to its non-blocking socket by the task that produced it (so a
+broadcast wakes no task per receiver); the sender only writes what the kernel
+did not take at once. The reader stops reading while the engine says so
 (``conn.can_read``: the connection's ``async def`` listeners run, or its
 unwritten output is over ``max_queue``). Async listeners run one after
 another per connection, in a helper task that exists only while they run. A
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
@@ -66,6 +70,18 @@ _CLOSED = ConnectionState.CLOSED
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ssl.SSLError)
 
 
+def _on_trio() -> bool:
+    """Whether this runs under trio (which keeps no write buffer in front of a socket)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
 class _Signal:
     """Wakes every task waiting on it; a no-op without one."""
 
@@ -89,16 +105,23 @@ class _Stream(Peer):
     """One accepted stream.
 
     Its reader waits on ``signal`` while the connection cannot be read, its
-    sender while nothing is buffered; a change of either wakes both.
+    sender on ``wanted`` while nothing is buffered. On trio, a plain TCP
+    stream also has its non-blocking ``sock``: while the sender is idle,
+    output is written straight to it by whichever task produced it, and only
+    what the kernel does not take at once (``rest``) wakes the sender.
     """
 
-    __slots__ = ("closing", "send_scope", "signal", "stream")
+    __slots__ = ("closing", "rest", "send_scope", "sending", "signal", "sock", "stream", "wanted")
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, sock: socket.socket | None = None) -> None:
         super().__init__()
         self.stream = stream
+        self.sock = sock
         self.signal = _Signal()
+        self.wanted = _Signal()
         self.closing = False
+        self.sending = False  # the sender awaits a send: nothing may overtake it
+        self.rest: bytes | memoryview | None = None  # the kernel's refusal, for the sender
         self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
 
 
@@ -128,6 +151,7 @@ class WebSocketServer(Driver):
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._stopped = anyio.Event()
+        self._trio = _on_trio()  # direct writes to plain sockets (see _flush)
 
     @property
     def port(self) -> int:
@@ -159,9 +183,32 @@ class WebSocketServer(Driver):
         self._tg.start_soon(fn, *args)
 
     def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
-        """Wake the sender of each connection: it takes the bytes."""
+        """Write each connection's output now if its socket takes it, else wake its sender.
+
+        A direct write needs an idle sender (nothing of that connection in
+        flight, so nothing is overtaken) and a plain socket (trio, no TLS);
+        whatever the kernel does not take at once goes to the sender, which
+        waits for the socket to be writable. So a broadcast wakes no task per
+        receiver while the receivers keep up.
+        """
         for conn in connections:
-            conn.transport.signal.wake()
+            peer: _Stream = conn.transport
+            sock = peer.sock
+            if sock is None or peer.sending or peer.closing or peer.rest is not None:
+                peer.wanted.wake()
+                continue
+            chunks = conn.take()
+            if not chunks:
+                continue
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                sent = sock.send(data)
+            except OSError:  # would block, or the peer went away: the sender finds out
+                sent = 0
+            if sent < len(data):
+                peer.rest = memoryview(data)[sent:]
+                peer.wanted.wake()
+            peer.signal.wake()  # the reader, if it waited for the output to drain
 
     async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
         """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""
@@ -174,6 +221,7 @@ class WebSocketServer(Driver):
         peer.closing = True
         deadline = self.now() + self.engine.config.close_timeout
         peer.send_scope.deadline = min(peer.send_scope.deadline, deadline)
+        peer.wanted.wake()
         peer.signal.wake()
 
     def _arm(self, when: float) -> None:
@@ -287,6 +335,8 @@ class WebSocketServer(Driver):
                         self.handshaking.discard(handshake)
                 if client.stream is raw:
                     return
+            elif self._trio:
+                client.sock = raw.extra(anyio.abc.SocketAttribute.raw_socket)
             peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
             conn = engine.connect(
                 now=self.now(),
@@ -328,18 +378,27 @@ class WebSocketServer(Driver):
             self._lost(client, conn, exc)
 
     async def _sender(self, client: _Stream, conn: ServerConnection) -> None:
-        send, signal = client.stream.send, client.signal
+        send, signal, wanted = client.stream.send, client.signal, client.wanted
         with client.send_scope:
             try:
                 while True:
-                    if conn.buffered:
+                    data: bytes | memoryview
+                    if client.rest is not None:
+                        data, client.rest = client.rest, None
+                    elif conn.buffered:
                         chunks = conn.take()
                         signal.wake()  # the reader, if it waits for the output to drain
-                        await send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                     elif client.closing:
                         return
                     else:
-                        await signal.wait()
+                        await wanted.wait()
+                        continue
+                    client.sending = True
+                    try:
+                        await send(data)  # type: ignore[arg-type]  # a memoryview is sent as is
+                    finally:
+                        client.sending = False
             except _GONE as exc:
                 self._lost(client, conn, exc)
 
@@ -349,6 +408,7 @@ class WebSocketServer(Driver):
         self.pump()
         client.closing = True
         client.signal.wake()
+        client.wanted.wake()
 
     # -- shutdown -------------------------------------------------------------------------
 

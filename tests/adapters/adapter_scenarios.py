@@ -32,6 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, TextMessage
 from wsproto.events import Request as WSRequest
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from ikisocket_core import (
     BINARY,
@@ -538,6 +539,44 @@ async def backpressure_drops_for_the_slow_reader(serve: Serve) -> None:
             assert len(hub.connections) == 2  # "drop" keeps the slow reader connected
         finally:
             slow.close()
+
+
+async def late_reader_gets_every_byte_in_order(serve: Serve) -> None:
+    # Messages written while the client does not read: the kernel takes part of a frame,
+    # the rest waits for the socket, and later messages must neither overtake it nor be lost.
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    size, count = 48 * 1024, 256  # 12 MiB: past what the kernel buffers (4 MiB at most here)
+    async with running(serve, hub, max_queue=32 * 1024 * 1024) as server:
+        sock = await anyio.to_thread.run_sync(stalled_client, server.port)
+        try:
+            await wait_for(lambda: len(hub.connections) == 1)
+            for seq in range(count):
+                hub.broadcast(seq.to_bytes(4, "big") * (size // 4), BINARY)
+                if seq % 8 == 7:
+                    await anyio.sleep(0.01)  # let the server write what the kernel takes
+            assert server.engine.stats.dropped_messages == 0
+
+            def read_all() -> list[bytes]:
+                frames = FrameProtocol(client=True, extensions=[])  # the 101 was read already
+                messages: list[bytes] = []
+                parts: list[bytes] = []
+                while len(messages) < count:
+                    frames.receive_bytes(sock.recv(256 * 1024))
+                    for frame in frames.received_frames():
+                        assert frame.opcode in (Opcode.BINARY, Opcode.CONTINUATION), frame
+                        assert isinstance(frame.payload, bytes | bytearray), frame
+                        parts.append(bytes(frame.payload))
+                        if frame.message_finished:
+                            messages.append(b"".join(parts))
+                            parts = []
+                return messages
+
+            received = await anyio.to_thread.run_sync(read_all)
+            assert [_seq(m) for m in received] == list(range(count))
+            assert all(m == m[:4] * (size // 4) for m in received)
+        finally:
+            sock.close()
 
 
 async def backpressure_closes_the_slow_reader(serve: Serve) -> None:

@@ -123,8 +123,14 @@ async def _serve_until_signalled(adapter: str, port: int, limits: dict[str, Any]
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         if adapter == "uvicorn":
             listener = socket.create_server(("127.0.0.1", port))
+            # uvicorn's own keepalive is off: on a saturated machine its 20 s pong deadline
+            # closed a slow test client with 1011 mid-test (seen once in a full `make test`).
             config = uvicorn.Config(
-                asgi_app(hub, **limits), ws="wsproto", lifespan="on", log_level="warning"
+                asgi_app(hub, **limits),
+                ws="wsproto",
+                ws_ping_interval=None,
+                lifespan="on",
+                log_level="warning",
             )
             server = uvicorn.Server(config)
             _announce(int(listener.getsockname()[1]))
