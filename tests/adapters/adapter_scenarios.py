@@ -501,6 +501,67 @@ async def ping_flood_is_bounded(serve: Serve) -> None:
             assert await other.recv() == "after"
 
 
+def _data_flood(sock: socket.socket, done: Callable[[float], bool]) -> int:
+    """Send masked 125-byte binary messages as fast as the socket takes them until ``done``."""
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"f" * 125))
+    burst = memoryview((bytes([0x82, 0x80 | 125]) + mask + payload) * 64)
+    sock.settimeout(0.05)
+    offset = sent = 0
+    start = time.monotonic()
+    while not done(time.monotonic() - start):
+        try:
+            n = sock.send(burst[offset:])
+        except TimeoutError:
+            continue
+        sent += n
+        offset = (offset + n) % len(burst)
+    return sent
+
+
+async def data_flood_does_not_starve_others(serve: Serve) -> None:
+    """A peer that sends faster than the server parses (and wants no answer) starves no one.
+
+    Its reads always find data; the server must still take turns, so another
+    client's echoes are answered while the flood goes on.
+    """
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    flooded = [0]
+
+    @hub.on(EVENT_MESSAGE)
+    def answer(ep: EventPayload) -> None:
+        if ep.kind == BINARY:
+            flooded[0] += 1
+        else:
+            ep.kws.emit(ep.data)
+
+    async with running(serve, hub) as server, clients(server.port, 1) as (other,):
+        flooder = await anyio.to_thread.run_sync(stalled_client, server.port)
+        try:
+            rounds, flooding, served_during = 5, True, 0
+
+            def done(elapsed: float) -> bool:
+                return elapsed >= 30.0 or served_during >= rounds
+
+            async def flood() -> None:
+                nonlocal flooding
+                await anyio.to_thread.run_sync(_data_flood, flooder, done)
+                flooding = False
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(flood)
+                await wait_for(lambda: flooded[0] > 0)
+                for n in range(rounds):
+                    await other.send(f"round {n}")
+                    assert await other.recv() == f"round {n}"
+                    if flooding:
+                        served_during += 1
+            assert served_during == rounds  # every echo came while the flood went on
+        finally:
+            flooder.close()
+
+
 async def open_server_block(open_server: OpenServer) -> None:
     hub = echo_hub()
     async with open_server(hub, "127.0.0.1", 0) as server, clients(server.port, 1) as (client,):

@@ -85,6 +85,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.unknown_option_is_refused,
     scenarios.backpressure_drops_for_the_slow_reader,
     scenarios.late_reader_gets_every_byte_in_order,
+    scenarios.data_flood_does_not_starve_others,
     scenarios.backpressure_closes_the_slow_reader,
     scenarios.cancel_right_after_start,
     scenarios.silent_client_hits_the_handshake_timeout,
