@@ -72,6 +72,7 @@ from ._http import HTTPPhase
 from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
+from ._socketio._polling import Polling
 from ._state import ConnectionState
 from ._timers import Deadlines
 
@@ -151,6 +152,7 @@ class Server:
         self._handshakes = 0
         self._dirty: list[ServerConnection] = []
         self._actions: list[ServerAction] = []
+        self._polls: list[Polling] = []  # Socket.IO polling transports with a GET to answer
         self._deadlines: Deadlines[ServerConnection] = Deadlines()
         self._now = 0.0
         self._pings = itertools.count(1)
@@ -386,6 +388,13 @@ class Server:
         """
         if self.hub._queue:
             self._pump_hub()
+        while self._polls:  # pending GETs of polling sessions that have packets now
+            polls = self._polls
+            self._polls = []
+            for transport in polls:
+                transport.flush()
+            if self.hub._queue:
+                self._pump_hub()
         actions = self._actions
         self._actions = []
         dirty = self._dirty
@@ -488,6 +497,8 @@ class Server:
                     conn = action.target.conn
                     if isinstance(conn, ServerConnection):
                         conn.close(action.code, action.reason)
+                    elif conn.__class__ is Polling:
+                        conn.close()
                 else:  # a RunHandler
                     target = action.target  # type: ignore[union-attr]
                     conn = target.conn if target is not None else None

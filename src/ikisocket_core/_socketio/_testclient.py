@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ikisocket_core._websocket import Websocket
     from ikisocket_core.testing import TestClient, WebSocketTestSession
 
+    from ._polltest import PollingTestTransport
+
 # Public through ikisocket_core.testing.
 __all__: list[str] = []
 
@@ -67,7 +69,7 @@ class ReceivedEvent:
 class _Wire:
     """The Engine.IO session a virtual client's namespaces share."""
 
-    def __init__(self, client: TestClient, ws: WebSocketTestSession) -> None:
+    def __init__(self, client: TestClient, ws: WebSocketTestSession | PollingTestTransport) -> None:
         self.client = client
         self.ws = ws
         self.handshake: dict[str, Any] = {}
