@@ -128,8 +128,8 @@ class Exchanges:
         if answer.status >= 400:
             log_refusal(conn.client, answer.status, answer.body.decode("utf-8", "replace"))
         conn._write_control(http.respond(answer, keep_alive=True))
-        if not http.next_cycle():
-            conn._drop(None)
+        if not http.next_cycle() or not self.node.hub.accepting:
+            conn._drop(None)  # the client asked, or the server shuts down
             return
         node = self.node
         conn._idle(node._now + node.config.handshake_timeout)

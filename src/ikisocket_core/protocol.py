@@ -361,6 +361,9 @@ class Server:
         self.hub.stop_accepting()
         self.hub.close_all(code, reason)
         for conn in tuple(self._conns):
+            exchange = conn._exchange
+            if exchange is not None and exchange.waiting is not None:
+                continue  # a polling GET: its session's close packet answers it, then it closes
             if conn.state is ConnectionState.CONNECTING:
                 conn._http = None
                 conn._end(1006, "", None)
