@@ -122,9 +122,9 @@ def trio_server(hub: Hub) -> Iterator[int]:
         thread.join(10)
 
 
-def run_node(node: str, port: int) -> dict[str, Any]:
+def run_node(node: str, port: int, mode: str = "websocket") -> dict[str, Any]:
     done = subprocess.run(
-        [node, "scenario.mjs", f"http://127.0.0.1:{port}"],
+        [node, "scenario.mjs", f"http://127.0.0.1:{port}", mode],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
@@ -160,13 +160,18 @@ EXPECTED = {
 }
 
 
+#: The transport each mode of the scenario ends on.
+FINAL_TRANSPORT = {"websocket": "websocket", "polling": "polling", "default": "websocket"}
+
+
+@pytest.mark.parametrize("mode", ["websocket", "polling", "default"])
 @pytest.mark.parametrize("adapter", ["asyncio", "trio"])
-def test_socket_io_client_in_node(node: str, adapter: str) -> None:
+def test_socket_io_client_in_node(node: str, adapter: str, mode: str) -> None:
     hub = make_hub()
     serve: Callable[[Hub], Any] = asyncio_server if adapter == "asyncio" else trio_server
     with serve(hub) as port:
-        seen = run_node(node, port)
-    assert seen == EXPECTED
+        seen = run_node(node, port, mode)
+    assert seen == {**EXPECTED, "transport": FINAL_TRANSPORT[mode]}
 
 
 def test_python_socketio_async_client() -> None:

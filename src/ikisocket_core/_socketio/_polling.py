@@ -255,10 +255,17 @@ class Polling:
         waiter.answer(Answer(200, body, (*_PLAIN, *self.headers)))
 
     def close(self) -> None:
-        """The session closed its transport (a ``Close`` action): send the close packet."""
+        """The session closed its transport (a ``Close`` action).
+
+        The close packet goes to a client that has nothing else waiting. Packets
+        still waiting (a ``DISCONNECT``) go alone: socket.io-client handles a
+        close packet before the packets that came with it, which would hide why
+        the session ended; its next request learns the end from the 400.
+        """
         if self.closed:
             return
-        self.push(b"1", _TEXT)
+        if not self.queue:
+            self.push(b"1", _TEXT)
         self.closed = True
         socket = self.session.socket
         socket.state = transition(socket.state, StateInput.PEER_GONE)
