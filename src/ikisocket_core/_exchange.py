@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from ._http import Answer, HTTPPhase, Poll
 from ._log import log_refusal
-from ._socketio._polling import serve
+from ._socketio._polling import Waiter, serve
 
 if TYPE_CHECKING:
     from ._connection import ServerConnection
+    from ._routing import Request
     from ._socketio._polling import Polling
     from .protocol import Server
 
@@ -94,17 +95,7 @@ class Exchanges:
         self._serve(poll, body)
 
     def _serve(self, poll: Poll, body: bytes | None) -> None:
-        sio = self.node.hub._sio
-        assert sio is not None
-        hub = sio.hub
-        hub._depth += 1
-        try:
-            answer = serve(sio, poll.request, poll.method, body, self)
-        finally:
-            hub._depth -= 1
-        if answer is not None:
-            self.answer(answer)
-        else:
+        if serve_request(self.node, poll.request, poll.method, body, self):
             self.node._deadlines.disarm(self._conn)  # the session's ping answers it in time
 
     def held(self, transport: Polling | None) -> None:
@@ -142,3 +133,32 @@ class Exchanges:
         if transport is not None:
             self.waiting = None
             transport.gone(self)
+
+
+def serve_request(
+    node: Server, request: Request, method: str, body: bytes | None, waiter: Waiter
+) -> bool:
+    """Serve one request to the long-polling transport; answer it now, or let it wait.
+
+    Args:
+        node: The engine.
+        request: The request (its path is the mount's).
+        method: Its method.
+        body: Its body, or ``None`` when it was larger than ``max_payload``.
+        waiter: What answers it.
+
+    Returns:
+        Whether it waits (a GET with nothing to send yet).
+    """
+    sio = node.hub._sio
+    assert sio is not None
+    hub = sio.hub
+    hub._depth += 1
+    try:
+        answer = serve(sio, request, method, body, waiter)
+    finally:
+        hub._depth -= 1
+    if answer is None:
+        return True
+    waiter.answer(answer)
+    return False

@@ -72,7 +72,8 @@ from ._http import HTTPPhase
 from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
-from ._socketio._polling import Polling
+from ._exchange import serve_request
+from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
 from ._timers import Deadlines
 
@@ -248,6 +249,39 @@ class Server:
         self._count_open(conn)
         self.stats.upgrades += 1
         return conn
+
+    def serve_poll(
+        self,
+        request: Request,
+        method: str,
+        body: bytes | None,
+        waiter: Waiter,
+        *,
+        now: float,
+    ) -> bool:
+        """A server that parses HTTP itself got a request for Socket.IO's long-polling.
+
+        The message entry of the polling transport (the ASGI ``http`` scope):
+        ``waiter.answer`` is called with the response, now or, for a GET with
+        nothing to send yet, during a later :meth:`drain_actions`. If the
+        client leaves first, call ``waiter``'s transport's ``gone(waiter)``
+        (the transport is the one given to ``waiter.held``). After calling
+        this, you must call :meth:`drain_actions`.
+
+        Args:
+            request: The request; its path is the mount's (``hub.socketio``).
+            method: ``"GET"``, ``"POST"``, ``"OPTIONS"``...
+            body: The body, or ``None`` when it was longer than the mount's
+                ``max_payload`` (read no further: the answer is 413).
+            waiter: What answers the request: ``node`` (this server),
+                ``answer(answer)`` and ``held(transport)``.
+            now: The current monotonic time.
+
+        Returns:
+            Whether the request waits for its answer.
+        """
+        self._now = max(self._now, now)
+        return serve_request(self, request, method, body, waiter)
 
     # -- inputs ---------------------------------------------------------------------------
 
