@@ -78,9 +78,7 @@ async def serve_polling(
     driver.stamp()
     waiter = _Waiter(server)
     method = str(scope.get("method", "GET"))
-    waits = server.serve_poll(
-        _request(scope, path), method, body, waiter, now=anyio.current_time()
-    )
+    waits = server.serve_poll(_request(scope, path), method, body, waiter, now=anyio.current_time())
     driver.drain()
     driver.accepted()  # the service may have a deadline now (the session's ping)
     if waits and waiter.answer_ is None:

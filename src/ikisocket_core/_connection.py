@@ -31,8 +31,8 @@ from ._actions import Reject, Send
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
-from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
 from ._exchange import Exchanges
+from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
 from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader

@@ -68,11 +68,11 @@ from ._connection import (
     deliver,
 )
 from ._events import MessageKind
+from ._exchange import serve_request
 from ._http import HTTPPhase
 from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
-from ._exchange import serve_request
 from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
 from ._timers import Deadlines

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import h11
 import pytest
 
 from ikisocket_core import (
+    BINARY,
     EVENT_CONNECT,
     EVENT_DISCONNECT,
     EVENT_ERROR,
+    TEXT,
     EventPayload,
     Hub,
     Reject,
@@ -48,6 +51,11 @@ class Responses:
         return self.got[-1]
 
 
+def sessions(hub: Hub) -> int:
+    assert hub._sio is not None
+    return hub._sio.sessions
+
+
 def recording_hub(**options: Any) -> tuple[Hub, list[tuple[str, object]]]:
     hub = Hub(uuid_factory=iter(f"c{i}" for i in range(1, 100)).__next__)
     hub.socketio(sid_factory=iter(f"sid{i}" for i in range(1, 100)).__next__, **options)
@@ -75,8 +83,6 @@ def opened(client: TestClient) -> tuple[Responses, str]:
 
 
 def test_payloads_join_packets_with_the_record_separator_and_base64_binary() -> None:
-    from ikisocket_core import BINARY, TEXT
-
     packets = [(b"4hello", TEXT), (b"\x01\x02\x03\x04", BINARY), (b"2", TEXT)]
     body = encode_payload(packets)
     assert body == b"4hello\x1ebAQIDBA==\x1e2"  # the example of the Engine.IO v4 spec
@@ -88,8 +94,8 @@ def test_payloads_join_packets_with_the_record_separator_and_base64_binary() -> 
 
 def test_the_handshake_get_is_answered_with_the_open_packet() -> None:
     hub, _ = recording_hub(ping_interval=10, ping_timeout=5, max_payload=5000)
-    conn, sid = opened(TestClient(hub))
-    status, _, body = conn.last()
+    conn, _sid = opened(TestClient(hub))
+    _status, _, body = conn.last()
     assert body[:1] == b"0"
     assert json.loads(body[1:]) == {
         "sid": "sid1",
@@ -137,12 +143,13 @@ def test_one_connection_carries_many_requests() -> None:
     assert conn.last()[:3:2] == (200, b"ok")
     conn.send("GET", f"{POLL}&sid={sid}")
     assert conn.last()[2].startswith(b'40{"sid":"c1"}')
-    assert len(conn.got) == 3 and not conn.http.closed
+    assert len(conn.got) == 3
+    assert not conn.http.closed
     assert client.server.stats.connections == 1  # one TCP connection for the three
 
 
 def test_a_get_waits_for_the_ping_and_a_pong_keeps_the_session() -> None:
-    hub, seen = recording_hub(ping_interval=10, ping_timeout=5)
+    hub, _seen = recording_hub(ping_interval=10, ping_timeout=5)
     client = TestClient(hub)
     getter, sid = opened(client)
     getter.send("GET", f"{POLL}&sid={sid}")
@@ -183,17 +190,17 @@ def test_the_client_closing_ends_the_session() -> None:
     client.pump()
     assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_DISCONNECT]
     assert sio.disconnected
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
 
 
 def test_a_server_disconnect_reaches_the_pending_get() -> None:
-    hub, seen = recording_hub()
+    hub, _seen = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
     hub.close(sio.uuid)
     client.pump()
     assert sio.disconnected  # the DISCONNECT, then the close packet
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
     hub.close_all()  # nothing left to close
 
 
@@ -204,8 +211,9 @@ def test_close_all_answers_pending_gets() -> None:
     second = client.socketio_connect(transport="polling")
     client.server.shutdown()
     client.pump()
-    assert first.disconnected and second.disconnected  # their GETs got the close packet
-    assert hub._sio.sessions == 0
+    assert first.disconnected
+    assert second.disconnected
+    assert sessions(hub) == 0
     assert EVENT_DISCONNECT not in [name for name, _ in seen]  # the server closed them
 
 
@@ -218,7 +226,12 @@ def test_close_all_answers_pending_gets() -> None:
         ("GET", f"{POLL}&sid=nope", 400, unknown(1, "Session ID unknown")),
         ("POST", f"{POLL}&sid=nope", 400, unknown(1, "Session ID unknown")),
         ("POST", POLL, 400, unknown(2, "Bad handshake method")),
-        ("GET", "/socket.io/?EIO=3&transport=polling", 400, unknown(5, "Unsupported protocol version")),
+        (
+            "GET",
+            "/socket.io/?EIO=3&transport=polling",
+            400,
+            unknown(5, "Unsupported protocol version"),
+        ),
         ("GET", "/socket.io/?transport=polling", 400, unknown(5, "Unsupported protocol version")),
         ("GET", "/socket.io/?EIO=4", 400, unknown(0, "Transport unknown")),
         ("GET", "/socket.io/?EIO=4&transport=flash", 400, unknown(3, "Bad request")),
@@ -235,30 +248,31 @@ def test_requests_that_name_no_valid_session_get_the_reference_errors(
     assert conn.last()[0] == status
     assert conn.last()[2] == body
     assert conn.last()[1]["content-type"] == "application/json"
-    assert hub._sio.sessions == 0 and not seen
+    assert sessions(hub) == 0
+    assert not seen
 
 
 def test_a_second_get_is_refused_and_closes_the_session() -> None:
     hub, seen = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")  # its GET is pending
-    sid = sio.ws.sid
+    sid = sio.polling.sid
     intruder = Responses(client)
     intruder.send("GET", f"{POLL}&sid={sid}")
     assert intruder.last()[:3:2] == (400, unknown(3, "Bad request"))
     assert sio.disconnected  # the pending GET got the close packet
     assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_ERROR, EVENT_DISCONNECT]
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
 
 
 def test_a_body_over_max_payload_is_413_and_closes_the_session() -> None:
-    hub, seen = recording_hub(max_payload=100)
+    hub, _seen = recording_hub(max_payload=100)
     client = TestClient(hub)
     conn, sid = opened(client)
     conn.send("POST", f"{POLL}&sid={sid}", b"4" + b"x" * 200)
     assert conn.last()[:3:2] == (413, b"Payload Too Large")
     assert conn.http.closed  # the body was not read: the connection cannot go on
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
 
 
 def test_a_chunked_body_over_max_payload_is_413_too() -> None:
@@ -267,8 +281,6 @@ def test_a_chunked_body_over_max_payload_is_413_too() -> None:
     _, sid = opened(client)
     peer = Responses(client)
     h = peer.http._h11
-    import h11
-
     data = h.send(
         h11.Request(
             method="POST",
@@ -281,7 +293,7 @@ def test_a_chunked_body_over_max_payload_is_413_too() -> None:
     peer.http.waiting = True
     client._feed(peer.http.conn, data or b"")
     assert peer.last()[0] == 413
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
 
 
 @pytest.mark.parametrize(
@@ -310,7 +322,7 @@ def test_an_unknown_method_with_a_sid_is_400() -> None:
     conn, sid = opened(client)
     conn.send("PUT", f"{POLL}&sid={sid}")
     assert conn.last()[:3:2] == (400, unknown(3, "Bad request"))
-    assert hub._sio.sessions == 1
+    assert sessions(hub) == 1
 
 
 def test_the_queue_waiting_for_a_get_is_bounded() -> None:
@@ -331,11 +343,11 @@ def test_a_get_whose_connection_drops_ends_the_session() -> None:
     hub, seen = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
-    getter = sio.ws._get
+    getter = sio.polling._get
     client.server.connection_lost(getter.conn)
     client.pump()
     assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_DISCONNECT]
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
 
 
 class RawPeer:
@@ -381,14 +393,14 @@ def test_a_request_sent_while_a_get_waits_is_served_after_it() -> None:
 
 
 def test_too_many_bytes_while_a_get_waits_drop_the_connection() -> None:
-    hub, seen = recording_hub()
+    hub, _seen = recording_hub()
     client = TestClient(hub, max_request_size=1000)
     _, sid = opened(client)
     peer = RawPeer(client)
     peer.send(raw_request("GET", f"{POLL}&sid={sid}"))
     peer.send(b"x" * 2000)
     assert peer.closed
-    assert hub._sio.sessions == 0  # its GET went with it
+    assert sessions(hub) == 0  # its GET went with it
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_handshake_timeout() -> None:
@@ -398,7 +410,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_handshake_timeout() -> No
     assert not conn.http.closed
     client.advance(6)
     assert conn.http.closed
-    assert hub._sio.sessions == 1  # the session lives on: its GET may come on another
+    assert sessions(hub) == 1  # the session lives on: its GET may come on another
 
 
 def test_a_request_asking_to_close_gets_its_answer_then_the_close() -> None:
@@ -444,7 +456,7 @@ def test_an_origin_not_allowed_is_403(where: str) -> None:
     for method in ("OPTIONS", "GET"):
         conn.send(method, POLL, origin="https://evil.example")
         assert conn.last()[:3:2] == (403, unknown(4, "Forbidden"))
-    assert hub._sio.sessions == 0
+    assert sessions(hub) == 0
     conn.send("GET", POLL)  # same origin (no Origin header): served
     assert conn.last()[0] == 200
     assert "access-control-allow-origin" not in conn.last()[1]
@@ -491,7 +503,7 @@ def test_the_upgrade_moves_the_session_to_a_websocket_with_nothing_lost() -> Non
     hub, seen = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
-    transport: PollingTestTransport = sio.ws
+    transport: PollingTestTransport = sio.polling
     target = f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}"
     ws = client.websocket_connect(target)
     transport._polling = False  # socket.io-client pauses polling once it probes
@@ -519,7 +531,7 @@ def test_the_test_client_upgrades_like_socket_io_client() -> None:
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
     hub.emit_event("before")
-    sio.ws.upgrade()
+    sio.polling.upgrade()
     hub.emit_event("after")
     assert sio.receive_event("before") == ()
     assert sio.receive_event("after") == ()
@@ -544,7 +556,7 @@ def test_a_bad_probe_is_closed_and_the_session_stays_on_polling() -> None:
     hub, seen = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.ws.sid}")
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.polling.sid}")
     ws.send_text("5")  # the upgrade before the probe
     with pytest.raises(WebSocketDisconnect) as caught:
         ws.receive_text()
@@ -557,7 +569,7 @@ def test_a_probe_that_drops_leaves_the_session_on_polling() -> None:
     hub, _ = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.ws.sid}")
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.polling.sid}")
     ws.send_text("2probe")
     ws.abort()
     client.pump()
@@ -569,7 +581,7 @@ def test_a_probe_of_a_session_that_ended_is_closed() -> None:
     hub, _ = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.ws.sid}")
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.polling.sid}")
     hub.close(sio.uuid)
     client.pump()
     ws.send_text("2probe")

@@ -14,8 +14,8 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator

@@ -219,7 +219,7 @@ class SocketIO:
         return path in self._paths
 
     def _refuse_plain(self, request: Request) -> Reject:
-        """The answer to a WebSocket request on the path that does not ask for ``transport=websocket``.
+        """The answer to a WebSocket request on the path without ``transport=websocket``.
 
         Args:
             request: The request.

@@ -6,7 +6,7 @@ a WebSocket one; only its :class:`EngineSocket`'s ``conn`` differs: a
 what is sent to the socket to :meth:`Polling.push` (``deliver``), which queues
 it; the client's pending GET (the *waiter*, any object with ``node`` and
 ``answer``: the engine's keep-alive exchange, or an ASGI request) is answered
-once per drain with everything queued, joined by ``\\x1e`` (Engine.IO v4
+once per drain with everything queued, joined by ``0x1E`` (Engine.IO v4
 payload encoding; binary as ``b`` + base64). A POST's payload is split the same
 way and each packet goes to the session as a WebSocket message would.
 
@@ -116,7 +116,7 @@ def error(status: int, code: int, headers: tuple[tuple[str, str], ...] = ()) -> 
 
 
 def encode_payload(packets: list[tuple[bytes, MessageKind]]) -> bytes:
-    """Join packets as an HTTP long-polling payload (``\\x1e``; binary as ``b`` + base64).
+    """Join packets as an HTTP long-polling payload (``0x1E``; binary as ``b`` + base64).
 
     Args:
         packets: Engine.IO packets as WebSocket messages (text is UTF-8).
@@ -124,9 +124,7 @@ def encode_payload(packets: list[tuple[bytes, MessageKind]]) -> bytes:
     Returns:
         The response body.
     """
-    parts = [
-        data if kind is _TEXT else b"b" + base64.b64encode(data) for data, kind in packets
-    ]
+    parts = [data if kind is _TEXT else b"b" + base64.b64encode(data) for data, kind in packets]
     return b"\x1e".join(parts)
 
 
@@ -327,7 +325,9 @@ class Probe:
 
     def _refuse(self, why: str) -> None:
         socket = self.socket
-        logger.info("refused the upgrade of Socket.IO session %s: %s", self.session.socket.uuid, why)
+        logger.info(
+            "refused the upgrade of Socket.IO session %s: %s", self.session.socket.uuid, why
+        )
         socket.state = transition(socket.state, StateInput.SERVER_CLOSE)
         self.session.mount.hub._push(Close(target=socket, code=1002, reason=why))
 

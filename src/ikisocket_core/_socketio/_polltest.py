@@ -196,7 +196,7 @@ class PollingTestTransport:
         return f"{self._target}&sid={self.sid}"
 
     def post(self, body: bytes) -> None:
-        """POST a raw payload (several packets joined by ``\\x1e``).
+        """POST a raw payload (several packets joined by ``0x1E``).
 
         Args:
             body: The payload.
