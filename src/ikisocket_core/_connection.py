@@ -312,7 +312,6 @@ class ServerConnection:
                 scheme=self.scheme,
                 has_route=lambda path: node.hub.match(path) is not None,
                 static=node.config.static,
-                refuse_plain=node.hub.refuse_plain,
                 polls=None if node.hub._sio is None else node.hub._sio._serves,
             )
         )
@@ -652,11 +651,9 @@ def deliver(node: Server, action: Send) -> None:
     frames = 0
     for kws in action.targets:
         conn = kws.conn
-        if conn.__class__ is not ServerConnection:
+        if conn.__class__ is not ServerConnection or conn._out_closed:
             if conn.__class__ is Polling:  # a Socket.IO session on HTTP long-polling
                 conn.push(data, kind)
-            continue
-        if conn._out_closed:
             continue
         frames += 1
         if not conn._own_frames:

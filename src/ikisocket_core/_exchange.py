@@ -112,10 +112,8 @@ class Exchanges:
         Args:
             answer: The response.
         """
-        conn = self._conn
+        conn = self._conn  # alive: its end takes the waiting GET off its transport first
         http = self._http
-        if conn._http is not http:  # the connection ended meanwhile
-            return
         if answer.status >= 400:
             log_refusal(conn.client, answer.status, answer.body.decode("utf-8", "replace"))
         conn._write_control(http.respond(answer, keep_alive=True))

@@ -17,7 +17,6 @@ from http import HTTPStatus
 
 import h11
 
-from ._actions import Reject
 from ._routing import Request
 
 __all__: list[str] = []
@@ -138,10 +137,9 @@ class HTTPPhase:
         """Keep bytes of the next request for later (while the current one is answered).
 
         Args:
-            data: Bytes from the peer.
+            data: Bytes from the peer (not empty: that is the end of input).
         """
-        if data:
-            self._h11.receive_data(data)
+        self._h11.receive_data(data)
 
     @property
     def buffered(self) -> int:
@@ -250,7 +248,6 @@ def examine(
     scheme: str,
     has_route: Callable[[str], bool],
     static: Mapping[str, tuple[str, bytes]],
-    refuse_plain: Callable[[Request], Reject | None] | None = None,
     polls: Callable[[str], bool] | None = None,
 ) -> Upgrade | Answer | Poll:
     """Decide what a complete request is.
@@ -261,8 +258,6 @@ def examine(
         scheme: ``"ws"`` or ``"wss"``.
         has_route: Whether a path is one of the hub's WebSocket routes.
         static: The static pages.
-        refuse_plain: The hub's answer to a plain request on a path it
-            mounted (Socket.IO), asked before anything else for one.
         polls: Whether a path serves HTTP long-polling (Socket.IO's): a
             plain request there is a :class:`Poll`.
 
@@ -282,9 +277,6 @@ def examine(
             length = headers.get("content-length")
             size = int(length) if length is not None and length.isdigit() else None
             return Poll(request, req.method.decode("ascii", "replace"), size)
-        refusal = None if refuse_plain is None else refuse_plain(request)
-        if refusal is not None:
-            return Answer(refusal.status, refusal.reason.encode("utf-8"), refusal.headers)
         if has_route(request.path):
             return _text(426, "this is a WebSocket endpoint: upgrade required", _UPGRADE_REQUIRED)
         if req.method in (b"GET", b"HEAD") and request.path in static:

@@ -284,8 +284,8 @@ def test_a_wrong_version_or_transport_or_sid_is_refused_with_400() -> None:
     for target, reason in (
         ("/socket.io/?EIO=3&transport=websocket", "EIO=4"),
         ("/socket.io/?transport=websocket", "EIO=4"),
-        ("/socket.io/?EIO=4&transport=polling", "long-polling"),
-        ("/socket.io/?EIO=4", "long-polling"),
+        ("/socket.io/?EIO=4&transport=polling", "transport=websocket"),
+        ("/socket.io/?EIO=4", "transport=websocket"),
         ("/socket.io/?EIO=4&transport=websocket&sid=abc", "session id"),
     ):
         with pytest.raises(WebSocketRejected) as caught:

@@ -209,6 +209,7 @@ class Polling:
         if self.queue and size > self.max_queue:
             self.queue = []
             self.size = 0
+            self.closed = True  # the rest of this send (its attachments) is dropped too
             self.session.fail(
                 RemoteProtocolError(
                     f"{size} bytes wait for a GET: past max_queue={self.max_queue}",
@@ -260,10 +261,9 @@ class Polling:
         close packet before the packets that came with it, which would hide why
         the session ended; its next request learns the end from the 400.
         """
-        if self.closed:
-            return
         if not self.queue:
-            self.push(b"1", _TEXT)
+            self.queue.append((b"1", _TEXT))
+            self._schedule()
         self.closed = True
         socket = self.session.socket
         socket.state = transition(socket.state, StateInput.PEER_GONE)
@@ -274,14 +274,13 @@ class Polling:
         Args:
             waiter: The request that was pending.
         """
-        if self.waiter is waiter:
-            self.waiter = None
-            session = self.session
-            if not session.ended:
-                socket = session.socket
-                self.closed = True
-                socket.state = transition(socket.state, StateInput.PEER_GONE)
-                session.end(ConnectionClosed(1006, "poll connection closed prematurely"))
+        self.waiter = None  # it was this one: an answer takes it off before it ends
+        self.closed = True
+        session = self.session
+        if not session.ended:  # else its close packet was on the way
+            socket = session.socket
+            socket.state = transition(socket.state, StateInput.PEER_GONE)
+            session.end(ConnectionClosed(1006, "poll connection closed prematurely"))
 
 
 class Probe:

@@ -120,6 +120,7 @@ class PollingTestTransport:
 
     Attributes:
         sid: The session id from the ``open`` packet.
+        probe_answer: What the server answered ``2probe`` with (``3probe``).
         ws: The WebSocket once upgraded.
         on_message: Called with each packet from the server, once set.
         responses: The status of every answer, oldest first.
@@ -138,6 +139,8 @@ class PollingTestTransport:
         self._closed = False
         self.sid = ""
         self.ws: WebSocketTestSession | None = None
+        self._probe: WebSocketTestSession | None = None
+        self.probe_answer = ""
         self.on_message: Callable[[MessageKind, bytes], None] | None = None
         self.responses: list[int] = []
         self._get = HTTPTestConnection(client, self._got)
@@ -226,20 +229,33 @@ class PollingTestTransport:
             self.post(b"b" + base64.b64encode(data))
 
     def upgrade(self) -> None:
-        """Move the session to a WebSocket, as socket.io-client does.
+        """Move the session to a WebSocket as socket.io-client does (:meth:`probe`, :meth:`finish`)."""
+        self.probe()
+        self.finish()
 
-        Raises:
-            IkisocketError: The server did not answer the probe.
+    def probe(self) -> WebSocketTestSession:
+        """Open the WebSocket with the session's ``sid`` and probe it (``2probe``, ``3probe``).
+
+        Polling pauses: the pending GET gets its noop, no other is sent.
+
+        Returns:
+            The WebSocket (the server answered ``3probe`` on it).
         """
         target = self._target.replace("transport=polling", "transport=websocket")
         ws = self._client.websocket_connect(f"{target}&sid={self.sid}", headers=self._headers)
-        self._polling = False  # the pending GET is answered with a noop: no new one
+        self._polling = False
         ws.send_text("2probe")
-        if ws.receive_text() != "3probe":
-            raise IkisocketError("the server did not answer 2probe with 3probe")
+        self._probe = ws
+        self.probe_answer = ws.receive_text()
+        return ws
+
+    def finish(self) -> None:
+        """Send ``5``: the session moves to the probed WebSocket."""
+        ws = self._probe
+        assert ws is not None, "probe() first"
         ws.send_text("5")
         self.ws = ws
-        while ws.pending:
+        while ws.pending:  # what the polling queue still held
             self._take(*ws.receive())
         ws.on_message = self._take
 
