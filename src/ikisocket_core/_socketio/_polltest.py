@@ -229,7 +229,7 @@ class PollingTestTransport:
             self.post(b"b" + base64.b64encode(data))
 
     def upgrade(self) -> None:
-        """Move the session to a WebSocket as socket.io-client does (:meth:`probe`, :meth:`finish`)."""
+        """Move the session to a WebSocket as socket.io-client does: probe, then finish."""
         self.probe()
         self.finish()
 
