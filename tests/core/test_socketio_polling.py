@@ -587,3 +587,197 @@ def test_a_probe_of_a_session_that_ended_is_closed() -> None:
     ws.send_text("2probe")
     with pytest.raises(WebSocketDisconnect):
         ws.receive_text()
+
+
+# -- the edges of the transport and of the virtual client --------------------------------
+
+
+def test_a_body_that_arrives_in_pieces_is_read_whole() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    _, sid = opened(client)
+    peer = RawPeer(client)
+    request = raw_request("POST", f"{POLL}&sid={sid}", b"40")
+    peer.send(request[:-1])
+    assert peer.data == b""
+    peer.send(request[-1:])
+    assert peer.data.endswith(b"\r\n\r\nok")
+    assert hub.connections
+
+
+def test_a_malformed_chunked_body_is_400_and_ends_the_connection() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    _, sid = opened(client)
+    peer = RawPeer(client)
+    head = f"POST {POLL}&sid={sid} HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    peer.send(head.encode() + b"zz\r\n")
+    assert peer.data.startswith(b"HTTP/1.1 400 ")
+    assert peer.closed
+    assert sessions(hub) == 1  # the session itself did nothing wrong
+
+
+def test_a_post_that_closes_the_session_stops_there() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    conn, sid = opened(client)
+    conn.send("POST", f"{POLL}&sid={sid}", b"1\x1e40")  # close, then a CONNECT
+    assert conn.last()[:3:2] == (200, b"ok")
+    assert not hub.connections  # the CONNECT after the close was not read
+    assert sessions(hub) == 0
+
+
+def test_a_queue_overflow_drops_the_rest_and_answers_the_get_with_close() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub, max_queue=1000)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    transport._polling = False  # no GET follows the next answer: packets pile up
+    hub.emit_event("first")
+    client.pump()
+    getter = Responses(client)
+    hub.emit_event("big", "x" * 600, b"\x00" * 600)  # the attachment passes the bound
+    client.pump()
+    assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_ERROR, EVENT_DISCONNECT]
+    getter.send("GET", f"{POLL}&sid={transport.sid}")
+    assert getter.last()[0] == 400  # the session is gone
+
+
+def test_the_pending_get_of_an_overflowing_session_gets_the_close_packet() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub, max_queue=1000)
+    sio = client.socketio_connect(transport="polling")
+    kws = sio.kws
+    session = kws.conn.session
+    transport = session.socket.conn
+    assert isinstance(transport, Polling)
+    assert repr(transport).startswith("<Polling ")
+    kws.emit_event("a", "x" * 600)
+    kws.emit_event("b", "x" * 600)  # both reach the queue in one drain: past the bound
+    client.pump()
+    assert sio.polling.closed  # its pending GET got the close packet
+    assert sessions(hub) == 0
+
+
+def test_a_get_answered_elsewhere_before_the_drain_is_skipped() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.kws.conn.session.socket.conn
+    assert isinstance(transport, Polling)
+    waiter = transport.waiter
+    assert waiter is not None
+    transport.push(b"4x", TEXT)  # scheduled for the next drain...
+    transport.gone(waiter)  # ...but its connection went first
+    client.pump()
+    assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_DISCONNECT]
+
+
+def test_a_get_that_drops_after_the_session_ended_changes_nothing() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    getter = sio.polling._get
+    hub.close(sio.uuid)  # not drained yet: its close packet is on the way
+    client.server.connection_lost(getter.conn)
+    client.pump()
+    assert EVENT_DISCONNECT not in [name for name, _ in seen]
+    assert sessions(hub) == 0
+
+
+def test_sends_to_a_session_whose_get_dropped_are_dropped() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.kws.conn.session.socket.conn
+    hub.emit_event("lost")  # queued in the hub, not drained yet
+    client.server.connection_lost(sio.polling._get.conn)
+    client.pump()
+    assert transport.queue == []
+
+
+def test_a_get_sent_after_the_noop_is_answered_by_the_upgrade() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}")
+    ws.send_text("2probe")  # the noop answers the GET; this client polls again at once
+    assert ws.receive_text() == "3probe"
+    assert transport._get.waiting
+    ws.send_text("5")
+    assert not transport._get.waiting  # answered with a noop by the upgrade
+    assert sio.kws.transport == "websocket"
+
+
+def test_what_waits_at_the_upgrade_arrives_first_on_the_websocket() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    assert repr(transport) == f"<PollingTestTransport {transport.sid}>"
+    transport.probe()
+    assert transport.probe_answer == "3probe"
+    hub.emit_event("between", b"\x01")  # after the noop: it waits for the upgrade
+    transport.finish()
+    hub.emit_event("after")
+    assert sio.receive_event("between") == (b"\x01",)
+    assert sio.receive_event("after") == ()
+    assert sio.ws is transport.ws
+    sio.emit("binary", b"\x02")  # the upgraded client sends on the WebSocket
+
+
+def test_the_virtual_client_refuses_what_does_not_apply() -> None:
+    from ikisocket_core import IkisocketError
+
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    on_polling = client.socketio_connect(transport="polling")
+    with pytest.raises(IkisocketError, match="polling"):
+        _ = on_polling.ws
+    on_websocket = client.socketio_connect()
+    with pytest.raises(IkisocketError, match="WebSocket"):
+        _ = on_websocket.polling
+    hub.stop_accepting()
+    with pytest.raises(IkisocketError, match="503"):
+        client.socketio_connect(transport="polling")
+
+
+def test_a_refused_post_closes_the_virtual_client_and_later_sends_do_nothing() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    sio.polling.post(b"b!!")  # not base64: 400, the session ends
+    assert 400 in sio.polling.responses
+    assert sio.polling.closed
+    sio.emit("ignored", b"\x00")  # nothing is sent any more
+    assert sessions(hub) == 0
+
+
+def test_the_engine_serves_polling_to_a_server_that_parses_http_itself() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    server = client.server
+
+    class Waiter:
+        def __init__(self) -> None:
+            self.node = server
+            self.answers: list[Any] = []
+            self.transport: Any = None
+
+        def answer(self, answer: Any) -> None:
+            self.answers.append(answer)
+
+        def held(self, transport: Any) -> None:
+            self.transport = transport
+
+    waiter = Waiter()
+    request = Request.from_target(POLL, client=("10.0.0.1", 5000))
+    assert server.serve_poll(request, "GET", b"", waiter, now=1.0) is True
+    assert waiter.answers == []
+    server.drain_actions()
+    (answer,) = waiter.answers
+    assert (answer.status, answer.body[:1]) == (200, b"0")
+    bad = Waiter()
+    assert server.serve_poll(Request.from_target(POLL), "POST", b"", bad, now=1.0) is False
+    assert bad.answers[0].status == 400
