@@ -21,6 +21,7 @@ from ikisocket_core import (
     TEXT,
     EventPayload,
     Hub,
+    IkisocketError,
     Reject,
     Request,
 )
@@ -618,7 +619,7 @@ def test_a_malformed_chunked_body_is_400_and_ends_the_connection() -> None:
 
 
 def test_a_post_that_closes_the_session_stops_there() -> None:
-    hub, seen = recording_hub()
+    hub, _seen = recording_hub()
     client = TestClient(hub)
     conn, sid = opened(client)
     conn.send("POST", f"{POLL}&sid={sid}", b"1\x1e40")  # close, then a CONNECT
@@ -728,7 +729,6 @@ def test_what_waits_at_the_upgrade_arrives_first_on_the_websocket() -> None:
 
 
 def test_the_virtual_client_refuses_what_does_not_apply() -> None:
-    from ikisocket_core import IkisocketError
 
     hub, _ = recording_hub()
     client = TestClient(hub)
