@@ -53,13 +53,14 @@ from ._config import CloseTransport, Flush
 from ._errors import IkisocketError
 from ._events import MessageKind
 from ._hub import Hub
-from ._socketio._polltest import polling_transport
+from ._socketio._polltest import PollingTestTransport, polling_transport
 from ._socketio._testclient import ReceivedEvent, SocketIORefused, SocketIOTestSession, _Wire
 from .protocol import Server, ServerConnection
 
 __all__ = [
     "HTTPResponse",
     "NothingReceived",
+    "PollingTestTransport",
     "ReceivedEvent",
     "SocketIORefused",
     "SocketIOTestSession",

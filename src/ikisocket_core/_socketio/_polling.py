@@ -462,7 +462,8 @@ def _open(
     refusal = waiter.node._over_limit(request.client)
     started = refusal if refusal is not None else mount._start(request, None)
     if isinstance(started, Reject):
-        return Answer(started.status, started.reason.encode(), (*started.headers, *cors))
+        headers = (*_PLAIN, *started.headers, *cors)
+        return Answer(started.status, started.reason.encode(), headers)
     session = started.session
     assert isinstance(session, EngineSession)
     transport = Polling(session, waiter.node.config.max_queue)
