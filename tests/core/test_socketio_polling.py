@@ -12,6 +12,7 @@ from typing import Any
 
 import h11
 import pytest
+from wsproto.events import TextMessage
 
 from ikisocket_core import (
     BINARY,
@@ -781,3 +782,54 @@ def test_the_engine_serves_polling_to_a_server_that_parses_http_itself() -> None
     bad = Waiter()
     assert server.serve_poll(Request.from_target(POLL), "POST", b"", bad, now=1.0) is False
     assert bad.answers[0].status == 400
+
+
+def test_frames_that_follow_the_upgrade_in_one_read_reach_the_session() -> None:
+
+    hub, seen = recording_hub()
+    heard: list[tuple[Any, ...]] = []
+    hub.on("hello", lambda ep: heard.append(ep.args))
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    ws = sio.polling.probe()
+    frames = ws._ws.send(TextMessage(data="5")) + ws._ws.send(TextMessage(data='42["hello",1]'))
+    ws.send_raw(frames)  # one read: the upgrade, then an event
+    assert heard == [(1,)]
+    ws.send_text("41")  # the namespace's DISCONNECT, on the WebSocket
+    ws.close()
+    assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_DISCONNECT]
+    assert sessions(hub) == 0
+
+
+def test_an_upgraded_session_ends_when_its_websocket_drops() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    sio.polling.upgrade()
+    sio.ws.abort()
+    client.pump()
+    assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_DISCONNECT]
+    assert sessions(hub) == 0
+
+
+BAD_UTF8_FRAME = b"\x81\x81\x00\x00\x00\x00\xff"  # a masked text frame that is not UTF-8
+
+
+def test_a_websocket_error_after_the_upgrade_reaches_the_namespaces() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    sio.polling.upgrade()
+    sio.ws.send_raw(BAD_UTF8_FRAME)
+    assert [name for name, _ in seen] == [EVENT_CONNECT, EVENT_ERROR, EVENT_DISCONNECT]
+
+
+def test_a_websocket_error_while_probing_leaves_the_session_alone() -> None:
+    hub, seen = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.polling.sid}")
+    ws.send_raw(BAD_UTF8_FRAME)
+    assert ws.close_code == 1007
+    assert seen == [(EVENT_CONNECT, None)]
+    assert sio.call("still") == ()

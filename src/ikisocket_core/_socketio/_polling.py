@@ -284,22 +284,32 @@ class Polling:
 
 
 class Probe:
-    """What a WebSocket joining a polling session carries until ``5`` (the upgrade) arrives.
+    """What a WebSocket joining a polling session carries: the probe, then the session.
+
+    Its socket stays the WebSocket connection's handle: after ``5`` it hands what
+    arrives, and the connection's end, to the session (whose socket's ``conn`` is
+    the WebSocket connection from then on), so that frames read in the same batch
+    as ``5`` reach the session too.
 
     Attributes:
         session: The polling session.
         socket: The probe's own socket (its ``conn`` is the WebSocket's).
         probed: Whether ``2probe`` was answered.
-        joined: Always empty: errors on the probe concern no namespace.
+        upgraded: Whether ``5`` moved the session onto this WebSocket.
     """
 
-    __slots__ = ("joined", "probed", "session", "socket")
+    __slots__ = ("probed", "session", "socket", "upgraded")
 
     def __init__(self, session: EngineSession, socket: EngineSocket) -> None:
         self.session = session
         self.socket = socket
         self.probed = False
-        self.joined: dict[str, Any] = {}
+        self.upgraded = False
+
+    @property
+    def joined(self) -> dict[str, Any]:
+        """The session's namespace connections once upgraded (errors reach them), else none."""
+        return self.session.joined if self.upgraded else {}
 
     def receive(self, data: bytes, kind: MessageKind) -> None:
         """One message of the probing WebSocket.
@@ -309,6 +319,9 @@ class Probe:
             kind: ``TEXT`` or ``BINARY``.
         """
         session = self.session
+        if self.upgraded:
+            session.receive(data, kind)
+            return
         transport = session.socket.conn
         hub = session.mount.hub
         if session.ended or transport.__class__ is not Polling:
@@ -335,13 +348,11 @@ class Probe:
         from ikisocket_core._connection import deliver  # noqa: PLC0415 - import cycle
 
         session = self.session
-        socket = session.socket
         wsconn = self.socket.conn
-        node = wsconn._node
         # What the client has not fetched yet goes first, straight to the WebSocket;
         # anything sent later (queued in the hub) reaches the socket's new conn after it.
         for data, kind in transport.queue:
-            deliver(node, Send(targets=(self.socket,), data=data, kind=kind))
+            deliver(wsconn._node, Send(targets=(self.socket,), data=data, kind=kind))
         transport.queue = []
         transport.size = 0
         transport.closed = True
@@ -350,14 +361,13 @@ class Probe:
             transport.waiter = None
             waiter.held(None)
             waiter.answer(Answer(200, b"6", (*_PLAIN, *transport.headers)))
-        self.socket.state = transition(self.socket.state, StateInput.PEER_GONE)
-        socket.conn = wsconn
-        wsconn.kws = socket
+        self.upgraded = True
+        session.socket.conn = wsconn
         for joined in session.joined.values():
             joined.kws.transport = "websocket"
 
     def transport_gone(self, code: int, reason: str, error: BaseException | None) -> None:
-        """The probing WebSocket closed before the upgrade: the session stays on polling.
+        """The WebSocket closed: before the upgrade the session stays on polling; after, it ends.
 
         Args:
             code: The close code.
@@ -366,6 +376,8 @@ class Probe:
         """
         socket = self.socket
         socket.state = transition(socket.state, StateInput.PEER_GONE)
+        if self.upgraded:
+            self.session.transport_gone(code, reason, error)
 
 
 def _cors(mount: SocketIO, request: Request) -> tuple[tuple[str, str], ...] | None:
