@@ -71,7 +71,7 @@ class SocketIO:
     Each namespace connection of a session is a
     :class:`~ikisocket_core.Websocket` of the hub (its own UUID, attributes,
     rooms and events), so hub commands reach Socket.IO clients and plain
-    ones alike. This version serves the WebSocket transport only.
+    ones alike. Sessions run on WebSocket or on HTTP long-polling (and upgrade).
 
     Attributes:
         hub: The hub it is mounted on.
