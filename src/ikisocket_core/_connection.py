@@ -568,8 +568,10 @@ class ServerConnection:
         config = node.config
         timer = self._timer
         if timer == _HANDSHAKE:
-            node.stats.handshake_timeouts += 1
-            logger.info("failed %s: handshake timeout", peer_name(self.client))
+            exchange = self._exchange
+            if exchange is None or exchange.busy:  # else an idle keep-alive connection
+                node.stats.handshake_timeouts += 1
+                logger.info("failed %s: handshake timeout", peer_name(self.client))
             self._http = None
             self._end(1006, "handshake timeout", None)
             self._close_transport()

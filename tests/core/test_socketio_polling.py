@@ -413,6 +413,18 @@ def test_an_idle_keep_alive_connection_is_closed_after_handshake_timeout() -> No
     client.advance(6)
     assert conn.http.closed
     assert sessions(hub) == 1  # the session lives on: its GET may come on another
+    assert client.server.stats.handshake_timeouts == 0  # an idle connection, not a failure
+
+
+def test_a_body_that_never_ends_times_out_like_a_request_head() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub, handshake_timeout=5)
+    _, sid = opened(client)
+    peer = RawPeer(client)
+    peer.send(raw_request("POST", f"{POLL}&sid={sid}", b"40")[:-1])
+    client.advance(6)
+    assert peer.closed
+    assert client.server.stats.handshake_timeouts == 1
 
 
 def test_a_request_asking_to_close_gets_its_answer_then_the_close() -> None:
