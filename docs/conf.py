@@ -68,6 +68,7 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
     (r"py:class", r"ikisocket_core\._socketio\._mount\.H"),
     # The virtual Socket.IO client's constructor takes its (private) shared session.
     (r"py:class", r"ikisocket_core\._socketio\._testclient\._Wire"),
+    (r"py:class", r"ikisocket_core\._socketio\._polling\.Waiter"),
 ]
 
 # -- intersphinx ---------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
+from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
     ASGISend,
@@ -198,7 +199,11 @@ class ASGIApp:
     # -- scopes ---------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
-        if self.hub.match(_route_path(scope)) is not None:
+        path = _route_path(scope)
+        sio = self.hub._sio
+        if sio is not None and sio._serves(path):  # Socket.IO's HTTP long-polling
+            await serve_polling(self._driver, scope, path, receive, send)
+        elif self.hub.match(path) is not None:
             await _respond(
                 send,
                 426,

@@ -31,10 +31,12 @@ from ._actions import Reject, Send
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
+from ._exchange import Exchanges
 from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
-from ._http import Answer, HTTPPhase, encode_early, examine
+from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
+from ._socketio._polling import Polling
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ class ServerConnection:
 
     __slots__ = (
         "_counted",
+        "_exchange",
         "_held",
         "_host",
         "_http",
@@ -145,6 +148,7 @@ class ServerConnection:
         self._out_closed = False  # a close was written: nothing may follow (RFC 6455 5.5.1)
         self._overflowing = False
         self._http: HTTPPhase | None = None
+        self._exchange: Exchanges | None = None  # keep-alive requests to Socket.IO's polling
         self._reader: FrameReader | None = None  # once upgraded (byte entry)
         self._ws: WSConnection | None = None  # frames what we send when compressed
         self._timer = _HANDSHAKE
@@ -292,6 +296,10 @@ class ServerConnection:
         http = self._http
         assert http is not None
         node = self._node
+        exchange = self._exchange
+        if exchange is not None and exchange.busy:
+            exchange.receive(data)
+            return
         received = http.receive(data)
         if received is None:
             return
@@ -304,9 +312,14 @@ class ServerConnection:
                 scheme=self.scheme,
                 has_route=lambda path: node.hub.match(path) is not None,
                 static=node.config.static,
-                refuse_plain=node.hub.refuse_plain,
+                polls=None if node.hub._sio is None else node.hub._sio._serves,
             )
         )
+        if isinstance(outcome, Poll):
+            if exchange is None:
+                exchange = self._exchange = Exchanges(self, http)
+            exchange.start(outcome)
+            return
         if isinstance(outcome, Answer):
             self._answer(outcome)
             return
@@ -373,6 +386,17 @@ class ServerConnection:
         answer = Answer(refusal.status, refusal.reason.encode(), refusal.headers)
         self._write_control(encode_early(answer))
         self._state = transition(self._state, StateInput.REJECT)
+        self._close_transport()
+
+    def _idle(self, when: float) -> None:
+        """A keep-alive connection waits for its next request until ``when``."""
+        self._arm(_HANDSHAKE, when)
+
+    def _drop(self, reason: str | None) -> None:
+        """End a keep-alive HTTP connection: after its last answer, or when it misbehaves."""
+        if reason is not None:
+            logger.info("failed %s: %s", peer_name(self.client), reason)
+        self._end(1006, reason or "", None)
         self._close_transport()
 
     def _answer(self, answer: Answer) -> None:
@@ -484,6 +508,11 @@ class ServerConnection:
         """Report the end of the connection to the hub, once."""
         self._reader = None  # nothing more is read: drop what was buffered
         self._held = None
+        exchange = self._exchange
+        if exchange is not None:
+            self._exchange = None
+            self._http = None
+            exchange.gone()
         kws = self.kws
         if kws is None:
             if self._state is _CONNECTING:
@@ -539,8 +568,10 @@ class ServerConnection:
         config = node.config
         timer = self._timer
         if timer == _HANDSHAKE:
-            node.stats.handshake_timeouts += 1
-            logger.info("failed %s: handshake timeout", peer_name(self.client))
+            exchange = self._exchange
+            if exchange is None or exchange.busy:  # else an idle keep-alive connection
+                node.stats.handshake_timeouts += 1
+                logger.info("failed %s: handshake timeout", peer_name(self.client))
             self._http = None
             self._end(1006, "handshake timeout", None)
             self._close_transport()
@@ -623,6 +654,8 @@ def deliver(node: Server, action: Send) -> None:
     for kws in action.targets:
         conn = kws.conn
         if conn.__class__ is not ServerConnection or conn._out_closed:
+            if conn.__class__ is Polling:  # a Socket.IO session on HTTP long-polling
+                conn.push(data, kind)
             continue
         frames += 1
         if not conn._own_frames:

@@ -17,7 +17,6 @@ from http import HTTPStatus
 
 import h11
 
-from ._actions import Reject
 from ._routing import Request
 
 __all__: list[str] = []
@@ -43,6 +42,15 @@ class Upgrade:
     key: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """A plain HTTP request on a mounted endpoint (Socket.IO's long-polling transport)."""
+
+    request: Request
+    method: str
+    length: int | None  # the Content-Length announced, if any
+
+
 def _text(status: int, text: str, headers: Headers = ()) -> Answer:
     return Answer(status, text.encode("utf-8"), headers)
 
@@ -57,12 +65,13 @@ class HTTPPhase:
         max_request_size: The largest request head accepted, in bytes.
     """
 
-    __slots__ = ("_h11", "_head_bytes", "_max")
+    __slots__ = ("_body", "_h11", "_head_bytes", "_max")
 
     def __init__(self, max_request_size: int) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
         self._max = max_request_size
         self._head_bytes = 0
+        self._body = bytearray()
 
     def receive(self, data: bytes) -> h11.Request | Answer | None:
         """Feed bytes; return the request once its head is complete.
@@ -76,7 +85,8 @@ class HTTPPhase:
         """
         self._head_bytes += len(data)
         h = self._h11
-        h.receive_data(data)
+        if data:  # empty: parse what is buffered (h11 takes b"" for the end of input)
+            h.receive_data(data)
         try:
             event = h.next_event()
         except h11.RemoteProtocolError as exc:
@@ -91,21 +101,80 @@ class HTTPPhase:
             return _text(431, "request header fields too large")
         return event
 
+    def receive_body(self, data: bytes, limit: int) -> bytes | Answer | None:
+        """Feed bytes of a request body; return the body once it is whole.
+
+        Args:
+            data: Bytes from the peer (may be empty: parse what is buffered).
+            limit: The largest body accepted.
+
+        Returns:
+            The body, an :class:`Answer` (413 past ``limit``, 400 when
+            malformed), or ``None`` while more bytes are needed.
+        """
+        h = self._h11
+        if data:
+            h.receive_data(data)
+        body = self._body
+        try:
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    return None
+                if isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > limit:
+                        return _text(413, "Payload Too Large")
+                elif isinstance(event, h11.EndOfMessage):
+                    self._body = bytearray()
+                    return bytes(body)
+                else:  # pragma: no cover - h11 yields only data, then the end, in a body
+                    return _text(400, "bad request")
+        except h11.RemoteProtocolError:
+            return _text(400, "bad request")
+
+    def feed(self, data: bytes) -> None:
+        """Keep bytes of the next request for later (while the current one is answered).
+
+        Args:
+            data: Bytes from the peer (not empty: that is the end of input).
+        """
+        self._h11.receive_data(data)
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of the peer's next request wait in the parser."""
+        return len(self._h11.trailing_data[0])
+
+    def next_cycle(self) -> bool:
+        """After a keep-alive response: get ready for the next request on the connection.
+
+        Returns:
+            Whether the connection may carry another request (else close it).
+        """
+        h = self._h11
+        if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+            return False
+        h.start_next_cycle()
+        self._head_bytes = len(h.trailing_data[0])
+        return True
+
     @property
     def trailing(self) -> bytes:
         """Bytes that arrived after the request head (the first frames, maybe)."""
         return bytes(self._h11.trailing_data[0])
 
-    def respond(self, answer: Answer) -> bytes:
-        """Encode a plain response that closes the connection.
+    def respond(self, answer: Answer, *, keep_alive: bool = False) -> bytes:
+        """Encode a plain response that closes the connection, or keeps it for another request.
 
         Args:
             answer: The response.
+            keep_alive: Leave the connection open (see :meth:`next_cycle`).
 
         Returns:
             The bytes to write.
         """
-        headers = _response_headers(answer)
+        headers = _response_headers(answer, keep_alive)
         phrase = _phrase(answer.status)
         # h11 still lets the server answer after the client's request was unparseable.
         h = self._h11
@@ -135,12 +204,10 @@ class HTTPPhase:
         )
 
 
-def _response_headers(answer: Answer) -> list[tuple[str, str]]:
-    headers = [
-        ("content-length", str(len(answer.body))),
-        ("connection", "close"),
-        *answer.headers,
-    ]
+def _response_headers(answer: Answer, keep_alive: bool = False) -> list[tuple[str, str]]:
+    headers = [("content-length", str(len(answer.body))), *answer.headers]
+    if not keep_alive:
+        headers.insert(1, ("connection", "close"))
     if not any(name.lower() == "content-type" for name, _ in answer.headers):
         headers.append(("content-type", "text/plain; charset=utf-8"))
     return headers
@@ -181,8 +248,8 @@ def examine(
     scheme: str,
     has_route: Callable[[str], bool],
     static: Mapping[str, tuple[str, bytes]],
-    refuse_plain: Callable[[Request], Reject | None] | None = None,
-) -> Upgrade | Answer:
+    polls: Callable[[str], bool] | None = None,
+) -> Upgrade | Answer | Poll:
     """Decide what a complete request is.
 
     Args:
@@ -191,11 +258,11 @@ def examine(
         scheme: ``"ws"`` or ``"wss"``.
         has_route: Whether a path is one of the hub's WebSocket routes.
         static: The static pages.
-        refuse_plain: The hub's answer to a plain request on a path it
-            mounted (Socket.IO), asked before anything else for one.
+        polls: Whether a path serves HTTP long-polling (Socket.IO's): a
+            plain request there is a :class:`Poll`.
 
     Returns:
-        The upgrade to accept or refuse, or the answer to send.
+        The upgrade to accept or refuse, the poll to serve, or the answer to send.
     """
     if not req.target.startswith(b"/"):
         # Only the origin-form names a route here ("*", "http://host/ws" do not).
@@ -206,9 +273,10 @@ def examine(
         t.lower() == "upgrade" for t in headers.get_list("connection")
     )
     if req.method != b"GET" or not upgrade:
-        refusal = None if refuse_plain is None else refuse_plain(request)
-        if refusal is not None:
-            return Answer(refusal.status, refusal.reason.encode("utf-8"), refusal.headers)
+        if polls is not None and polls(request.path):
+            length = headers.get("content-length")
+            size = int(length) if length is not None and length.isdigit() else None
+            return Poll(request, req.method.decode("ascii", "replace"), size)
         if has_route(request.path):
             return _text(426, "this is a WebSocket endpoint: upgrade required", _UPGRADE_REQUIRED)
         if req.method in (b"GET", b"HEAD") and request.path in static:

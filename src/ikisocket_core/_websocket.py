@@ -87,7 +87,7 @@ class Websocket:
             for plain WebSocket connections, which share the main namespace.
         auth: The Socket.IO ``CONNECT`` payload (``socket.handshake.auth``),
             ``{}`` when none was sent and for plain WebSocket connections.
-        transport: ``"websocket"`` (or, later, ``"polling"``) for a Socket.IO
+        transport: ``"websocket"`` or ``"polling"`` (HTTP long-polling) for a Socket.IO
             connection, ``None`` for a plain WebSocket connection.
     """
 

@@ -68,10 +68,12 @@ from ._connection import (
     deliver,
 )
 from ._events import MessageKind
+from ._exchange import serve_request
 from ._http import HTTPPhase
 from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
+from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
 from ._timers import Deadlines
 
@@ -151,6 +153,7 @@ class Server:
         self._handshakes = 0
         self._dirty: list[ServerConnection] = []
         self._actions: list[ServerAction] = []
+        self._polls: list[Polling] = []  # Socket.IO polling transports with a GET to answer
         self._deadlines: Deadlines[ServerConnection] = Deadlines()
         self._now = 0.0
         self._pings = itertools.count(1)
@@ -246,6 +249,39 @@ class Server:
         self._count_open(conn)
         self.stats.upgrades += 1
         return conn
+
+    def serve_poll(
+        self,
+        request: Request,
+        method: str,
+        body: bytes | None,
+        waiter: Waiter,
+        *,
+        now: float,
+    ) -> bool:
+        """A server that parses HTTP itself got a request for Socket.IO's long-polling.
+
+        The message entry of the polling transport (the ASGI ``http`` scope):
+        ``waiter.answer`` is called with the response, now or, for a GET with
+        nothing to send yet, during a later :meth:`drain_actions`. If the
+        client leaves first, call ``waiter``'s transport's ``gone(waiter)``
+        (the transport is the one given to ``waiter.held``). After calling
+        this, you must call :meth:`drain_actions`.
+
+        Args:
+            request: The request; its path is the mount's (``hub.socketio``).
+            method: ``"GET"``, ``"POST"``, ``"OPTIONS"``...
+            body: The body, or ``None`` when it was longer than the mount's
+                ``max_payload`` (read no further: the answer is 413).
+            waiter: What answers the request: ``node`` (this server),
+                ``answer(answer)`` and ``held(transport)``.
+            now: The current monotonic time.
+
+        Returns:
+            Whether the request waits for its answer.
+        """
+        self._now = max(self._now, now)
+        return serve_request(self, request, method, body, waiter)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -359,6 +395,9 @@ class Server:
         self.hub.stop_accepting()
         self.hub.close_all(code, reason)
         for conn in tuple(self._conns):
+            exchange = conn._exchange
+            if exchange is not None and exchange.waiting is not None:
+                continue  # a polling GET: its session's close packet answers it, then it closes
             if conn.state is ConnectionState.CONNECTING:
                 conn._http = None
                 conn._end(1006, "", None)
@@ -386,6 +425,13 @@ class Server:
         """
         if self.hub._queue:
             self._pump_hub()
+        while self._polls:  # pending GETs of polling sessions that have packets now
+            polls = self._polls
+            self._polls = []
+            for transport in polls:
+                transport.flush()
+            if self.hub._queue:
+                self._pump_hub()
         actions = self._actions
         self._actions = []
         dirty = self._dirty
@@ -488,6 +534,8 @@ class Server:
                     conn = action.target.conn
                     if isinstance(conn, ServerConnection):
                         conn.close(action.code, action.reason)
+                    elif conn.__class__ is Polling:
+                        conn.close()
                 else:  # a RunHandler
                     target = action.target  # type: ignore[union-attr]
                     conn = target.conn if target is not None else None

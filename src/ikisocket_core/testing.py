@@ -53,12 +53,14 @@ from ._config import CloseTransport, Flush
 from ._errors import IkisocketError
 from ._events import MessageKind
 from ._hub import Hub
+from ._socketio._polltest import PollingTestTransport, polling_transport
 from ._socketio._testclient import ReceivedEvent, SocketIORefused, SocketIOTestSession, _Wire
 from .protocol import Server, ServerConnection
 
 __all__ = [
     "HTTPResponse",
     "NothingReceived",
+    "PollingTestTransport",
     "ReceivedEvent",
     "SocketIORefused",
     "SocketIOTestSession",
@@ -564,8 +566,9 @@ class TestClient:
         auth: dict[str, Any] | None = None,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         origin: str | None = None,
+        transport: str = "websocket",
     ) -> SocketIOTestSession:
-        """Open a virtual Socket.IO session (WebSocket transport) and join ``namespace``.
+        """Open a virtual Socket.IO session and join ``namespace``.
 
         Args:
             path: The mount's path; a query string may follow.
@@ -573,6 +576,8 @@ class TestClient:
             auth: The ``CONNECT`` payload (socket.io-client's ``auth``).
             headers: Extra request headers.
             origin: An ``Origin`` header, as a browser sends.
+            transport: ``"websocket"``, or ``"polling"`` for HTTP long-polling
+                (``session.ws.upgrade()`` then moves it to a WebSocket).
 
         Returns:
             The session, connected: the ``connect`` listeners have run.
@@ -581,6 +586,12 @@ class TestClient:
             WebSocketRejected: The server refused the WebSocket request.
             SocketIORefused: The server refused the namespace (``CONNECT_ERROR``).
         """
+        if transport == "polling":
+            pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+            pairs += [("origin", origin)] if origin is not None else []
+            return SocketIOTestSession._join(
+                _Wire(self, polling_transport(self, path, pairs)), namespace, auth
+            )
         target, _, query = path.partition("?")
         extra = "&" + query if query else ""
         ws = self.websocket_connect(
@@ -610,7 +621,8 @@ class TestClient:
         conn = self._connect()
         conn.transport = peer
         extra = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        head = h11.Request(method=method, target=path, headers=[("host", "testserver"), *extra])
+        base = [("host", "testserver"), ("connection", "close")]
+        head = h11.Request(method=method, target=path, headers=[*base, *extra])
         data = peer.h11.send(head) or b""
         data += peer.h11.send(h11.EndOfMessage()) or b""
         self._feed(conn, data)

@@ -284,8 +284,8 @@ def test_a_wrong_version_or_transport_or_sid_is_refused_with_400() -> None:
     for target, reason in (
         ("/socket.io/?EIO=3&transport=websocket", "EIO=4"),
         ("/socket.io/?transport=websocket", "EIO=4"),
-        ("/socket.io/?EIO=4&transport=polling", "long-polling"),
-        ("/socket.io/?EIO=4", "long-polling"),
+        ("/socket.io/?EIO=4&transport=polling", "transport=websocket"),
+        ("/socket.io/?EIO=4", "transport=websocket"),
         ("/socket.io/?EIO=4&transport=websocket&sid=abc", "session id"),
     ):
         with pytest.raises(WebSocketRejected) as caught:
@@ -294,14 +294,10 @@ def test_a_wrong_version_or_transport_or_sid_is_refused_with_400() -> None:
         assert reason in caught.value.reason
 
 
-def test_a_polling_request_gets_a_clear_400() -> None:
+def test_plain_requests_elsewhere_keep_their_answers() -> None:
     hub, _ = recording_hub()
     hub.websocket("/ws", lambda kws: None)
     client = TestClient(hub)
-    response = client.request("GET", "/socket.io/?EIO=4&transport=polling&t=N8hyd6w")
-    assert response.status == 400
-    assert b"long-polling is not supported yet" in response.body
-    assert client.request("GET", "/socket.io?EIO=4&transport=polling").status == 400
     assert client.request("GET", "/ws").status == 426  # other routes keep their answer
     assert client.request("GET", "/elsewhere").status == 404
 

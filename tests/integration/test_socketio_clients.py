@@ -14,8 +14,10 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,9 +124,44 @@ def trio_server(hub: Hub) -> Iterator[int]:
         thread.join(10)
 
 
-def run_node(node: str, port: int) -> dict[str, Any]:
+@contextmanager
+def uvicorn_server(hub: Hub) -> Iterator[int]:
+    """Serve ``hub`` with the ASGI adapter behind uvicorn (lifespan on) in a thread."""
+    uvicorn = _import("uvicorn")
+    from ikisocket_adapters.asgi import asgi_app  # noqa: PLC0415
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    config = uvicorn.Config(
+        asgi_app(hub), ws="wsproto", lifespan="on", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        yield int(listener.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+
+
+SERVERS: dict[str, Callable[[Hub], Any]] = {
+    "asyncio": asyncio_server,
+    "trio": trio_server,
+    "uvicorn": uvicorn_server,
+}
+
+
+def run_node(node: str, port: int, mode: str = "websocket") -> dict[str, Any]:
     done = subprocess.run(
-        [node, "scenario.mjs", f"http://127.0.0.1:{port}"],
+        [node, "scenario.mjs", f"http://127.0.0.1:{port}", mode],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
@@ -160,16 +197,21 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
-def test_socket_io_client_in_node(node: str, adapter: str) -> None:
+#: The transport each mode of the scenario ends on.
+FINAL_TRANSPORT = {"websocket": "websocket", "polling": "polling", "default": "websocket"}
+
+
+@pytest.mark.parametrize("mode", ["websocket", "polling", "default"])
+@pytest.mark.parametrize("adapter", ["asyncio", "trio", "uvicorn"])
+def test_socket_io_client_in_node(node: str, adapter: str, mode: str) -> None:
     hub = make_hub()
-    serve: Callable[[Hub], Any] = asyncio_server if adapter == "asyncio" else trio_server
-    with serve(hub) as port:
-        seen = run_node(node, port)
-    assert seen == EXPECTED
+    with SERVERS[adapter](hub) as port:
+        seen = run_node(node, port, mode)
+    assert seen == {**EXPECTED, "transport": FINAL_TRANSPORT[mode]}
 
 
-def test_python_socketio_async_client() -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_python_socketio_async_client(transport: str) -> None:
     socketio = _import("socketio")
     hub = make_hub()
 
@@ -190,7 +232,7 @@ def test_python_socketio_async_client() -> None:
         client.on("message", lambda data: answers.put_nowait(["message", data]), namespace="/admin")
         await client.connect(
             f"http://127.0.0.1:{port}",
-            transports=["websocket"],
+            transports=[transport],
             namespaces=["/", "/admin"],
             wait_timeout=5,
         )
@@ -209,6 +251,7 @@ def test_python_socketio_async_client() -> None:
         await client.emit("blob-please")
         seen["blob"] = await asyncio.wait_for(blobs.get(), 5)
         seen["binaryMessages"] = [await asyncio.wait_for(answers.get(), 5) for _ in range(2)]
+        seen["transport"] = client.transport()
         await client.disconnect()
         seen["questions"] = questions
         return seen
@@ -225,6 +268,7 @@ def test_python_socketio_async_client() -> None:
         "blob": [b"\x00\xff", {"nested": [b"\x01"]}],
         "binaryMessages": [["message", b"\x02\x03"]] * 2,
         "questions": [21],
+        "transport": transport,
     }
     assert hub.connections == ()
 

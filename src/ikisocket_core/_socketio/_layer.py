@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from ikisocket_core._actions import Reject
 from ikisocket_core._errors import ConnectionClosed, LocalProtocolError
 from ikisocket_core._events import AckCallback
 from ikisocket_core._federation import _Federation
@@ -21,7 +20,6 @@ from ._mount import SocketIO
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
-    from ikisocket_core._routing import Request
     from ikisocket_core._websocket import Websocket
 
 __all__: list[str] = []
@@ -89,23 +87,6 @@ class _SocketIOLayer(_Federation):
             **options,
         )
         return self._sio
-
-    def refuse_plain(self, request: Request) -> Reject | None:
-        """The answer to a plain HTTP request for a mounted endpoint, if it is one.
-
-        The engine asks before its own answer (426 on a WebSocket route, 404):
-        the Socket.IO path answers 400 while HTTP long-polling is not served.
-
-        Args:
-            request: The request (no upgrade).
-
-        Returns:
-            The refusal, or ``None`` when the path is not a mounted endpoint.
-        """
-        sio = self._sio
-        if sio is None or not sio._serves(request.path):
-            return None
-        return sio._refuse_plain(request)
 
     def emit_event(self, event: str, *args: Any, namespace: str | None = "/") -> None:
         """Send a named event to every live connection of a namespace.

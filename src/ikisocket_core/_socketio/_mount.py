@@ -38,6 +38,7 @@ from ikisocket_core._websocket import Websocket
 
 from ._acks import _Answering, _data_of, _Reply, check_event, emit_plain
 from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_socket
+from ._polling import probe
 from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class SocketIO:
     Each namespace connection of a session is a
     :class:`~ikisocket_core.Websocket` of the hub (its own UUID, attributes,
     rooms and events), so hub commands reach Socket.IO clients and plain
-    ones alike. This version serves the WebSocket transport only.
+    ones alike. Sessions run on WebSocket or on HTTP long-polling (and upgrade).
 
     Attributes:
         hub: The hub it is mounted on.
@@ -130,6 +131,7 @@ class SocketIO:
         self._namespaces: dict[str, str] = {"/": "/"}
         self._hooks: dict[str, ConnectHook] = {}
         self._sessions: dict[EngineSession, None] = {}
+        self._sids: dict[str, EngineSession] = {}
         #: How many namespace connections are open (sends skip Socket.IO work at 0).
         self.connections = 0
         self._deadlines: Deadlines[Timer] = Deadlines()
@@ -217,19 +219,15 @@ class SocketIO:
         return path in self._paths
 
     def _refuse_plain(self, request: Request) -> Reject:
-        """The answer to a plain HTTP request (no upgrade) on the path.
+        """The answer to a WebSocket request on the path without ``transport=websocket``.
 
         Args:
             request: The request.
 
         Returns:
-            400: the HTTP long-polling transport is not served yet.
+            400.
         """
-        return Reject(
-            status=400,
-            reason="Socket.IO over HTTP long-polling is not supported yet:"
-            " connect with transports: ['websocket']",
-        )
+        return Reject(status=400, reason="a WebSocket request needs transport=websocket")
 
     def _open(self, request: Request, conn: Any) -> EngineSocket | Reject:
         """A WebSocket request for the path: check it, run the hub's hook, start a session.
@@ -246,13 +244,24 @@ class SocketIO:
             return Reject(status=400, reason="unsupported Engine.IO version: EIO=4 is required")
         if query.get("transport") != "websocket":
             return self._refuse_plain(request)
-        if "sid" in query:
-            # A WebSocket joining a polling session: there are no polling sessions.
-            return Reject(status=400, reason="unknown Engine.IO session id")
+        if "sid" in query:  # a WebSocket joining a polling session: the upgrade
+            return probe(self, request, conn, query["sid"])
         origin = request.origin
         allowed = self.cors_allowed_origins
         if origin is not None and allowed is not None and origin not in allowed:
             return Reject(status=403, reason="origin not allowed")
+        return self._start(request, conn)
+
+    def _start(self, request: Request, conn: Any) -> EngineSocket | Reject:
+        """Run the hub's hook and start a session (its ``open`` packet is the caller's).
+
+        Args:
+            request: The request.
+            conn: The transport's ``conn``.
+
+        Returns:
+            The session's socket, or the refusal.
+        """
         hub = self.hub
         verdict = hub._verdict_for(request)
         if isinstance(verdict, Reject):
@@ -272,7 +281,9 @@ class SocketIO:
             attributes=None if verdict is None else verdict.attributes,
         )
         self._sessions[session] = None
-        session.opened(sid)
+        self._sids[sid] = session
+        if conn is not None:
+            session.opened(sid)
         return socket
 
     def _forget(self, session: EngineSession) -> None:
@@ -282,6 +293,8 @@ class SocketIO:
             session: The session.
         """
         self._sessions.pop(session, None)
+        if self._sids.get(session.socket.uuid) is session:
+            del self._sids[session.socket.uuid]
 
     def _close_all(self, code: int, reason: str) -> None:
         """Close every session's transport (the server shuts down).
@@ -387,7 +400,7 @@ class SocketIO:
         kws = Websocket(hub._owner, uuid, socket.request, {}, attributes=session.attributes)
         kws.namespace = declared
         kws.auth = auth
-        kws.transport = "websocket"
+        kws.transport = session.transport
         joined = Joined(session, kws)
         kws.conn = joined
         hook = self._hooks.get(name)

@@ -214,6 +214,12 @@ class EngineSession:
     def __repr__(self) -> str:
         return f"<EngineSession {self.socket.uuid} {sorted(self.joined)}>"
 
+    @property
+    def transport(self) -> str:
+        """``"polling"`` or ``"websocket"``: the transport the session is on now."""
+        name: str = getattr(self.socket.conn, "transport_name", "websocket")
+        return name
+
     # -- output --------------------------------------------------------------------------
 
     def write(self, text: str, attachments: tuple[bytes, ...] = ()) -> None:
@@ -248,7 +254,8 @@ class EngineSession:
         mount = self.mount
         handshake = {
             "sid": sid,
-            "upgrades": [],  # a WebSocket session has nothing to upgrade to
+            # A WebSocket session has nothing to upgrade to.
+            "upgrades": ["websocket"] if self.transport == "polling" else [],
             "pingInterval": round(mount.ping_interval * 1000),
             "pingTimeout": round(mount.ping_timeout * 1000),
             "maxPayload": mount.max_payload,

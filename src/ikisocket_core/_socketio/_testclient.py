@@ -25,6 +25,7 @@ from ikisocket_core._socketio._packets import (
     decode_engine,
     encode_socket,
 )
+from ikisocket_core._socketio._polltest import PollingTestTransport
 
 if TYPE_CHECKING:
     from ikisocket_core._websocket import Websocket
@@ -67,7 +68,7 @@ class ReceivedEvent:
 class _Wire:
     """The Engine.IO session a virtual client's namespaces share."""
 
-    def __init__(self, client: TestClient, ws: WebSocketTestSession) -> None:
+    def __init__(self, client: TestClient, ws: WebSocketTestSession | PollingTestTransport) -> None:
         self.client = client
         self.ws = ws
         self.handshake: dict[str, Any] = {}
@@ -152,8 +153,29 @@ class SocketIOTestSession:
 
     @property
     def ws(self) -> WebSocketTestSession:
-        """The virtual WebSocket under the session (send raw packets through it)."""
-        return self._wire.ws
+        """The virtual WebSocket under the session (send raw packets through it).
+
+        Raises:
+            IkisocketError: A polling session that was not upgraded has none
+                (see :attr:`polling`).
+        """
+        transport = self._wire.ws
+        ws = transport.ws if isinstance(transport, PollingTestTransport) else transport
+        if ws is None:
+            raise IkisocketError("this session is on HTTP long-polling: see .polling")
+        return ws
+
+    @property
+    def polling(self) -> PollingTestTransport:
+        """The virtual long-polling transport of a session opened with ``transport="polling"``.
+
+        Raises:
+            IkisocketError: The session was opened on a WebSocket.
+        """
+        transport = self._wire.ws
+        if not isinstance(transport, PollingTestTransport):
+            raise IkisocketError("this session was opened on a WebSocket")
+        return transport
 
     @property
     def handshake(self) -> dict[str, Any]:

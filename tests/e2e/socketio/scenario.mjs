@@ -1,12 +1,16 @@
-// One socket.io-client session against an ikisocket server, websocket transport only.
-// Usage: node scenario.mjs http://127.0.0.1:PORT
+// One socket.io-client session against an ikisocket server.
+// Usage: node scenario.mjs http://127.0.0.1:PORT [websocket|polling|default]
+// (websocket: WebSocket only; polling: HTTP long-polling only; default: socket.io-client's
+// default, long-polling first, then the upgrade to WebSocket).
 // Prints one JSON object with what the client observed; the Python test checks it.
 // Every wait is bounded: the whole run gives up after 20 seconds.
 import { io } from "socket.io-client";
 
 const url = process.argv[2];
+const mode = process.argv[3] ?? "websocket";
 const WAIT = 5000;
-const options = { transports: ["websocket"], reconnection: false, timeout: WAIT, forceNew: true };
+const options = { reconnection: false, timeout: WAIT, forceNew: true };
+if (mode !== "default") options.transports = [mode];
 const seen = {};
 
 const giveUp = setTimeout(() => {
@@ -108,6 +112,12 @@ try {
   const gone = next(bob, "disconnect");
   bob.emit("kick-me");
   seen.kicked = await gone;
+
+  // The transport the session ended up on (the default mode upgrades to WebSocket).
+  if (mode === "default" && ann.io.engine.transport.name !== "websocket") {
+    await next(ann.io.engine, "upgrade");
+  }
+  seen.transport = ann.io.engine.transport.name;
 
   admin.close();
   ann.close();
