@@ -56,7 +56,7 @@ from ._relays import (
     RoomRelay,
 )
 from ._routing import Headers, Request, Route
-from ._socketio import ConnectHook, SocketIO
+from ._socketio import ConnectHook, Recovery, SocketIO
 from ._state import ConnectionState
 from ._websocket import Websocket
 
@@ -117,6 +117,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageKind",
     "PresenceRelay",
+    "Recovery",
     "Reject",
     "Relay",
     "RelayTooLarge",

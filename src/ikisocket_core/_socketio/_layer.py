@@ -18,6 +18,7 @@ from ikisocket_core._state import ConnectionState
 
 from ._acks import check_event, emit_plain
 from ._mount import SocketIO
+from ._recovery import Recovery
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -41,7 +42,7 @@ class _SocketIOLayer(_Federation):
         max_payload: int = 1_000_000,
         connect_timeout: float = 45.0,
         cors_allowed_origins: Iterable[str] | None = None,
-        recovery: float | None = None,
+        recovery: Recovery | float | None = None,
         namespaces: Iterable[str] = (),
         **options: Any,
     ) -> SocketIO:
@@ -62,7 +63,9 @@ class _SocketIOLayer(_Federation):
             connect_timeout: Seconds a session may stay without a namespace.
             cors_allowed_origins: The browser ``Origin`` values accepted, or
                 ``None`` for any.
-            recovery: Connection-state recovery; only ``None`` (off) for now.
+            recovery: Connection-state recovery: ``None`` (off), the longest
+                disconnection bridged in seconds, or
+                :class:`~ikisocket_core.Recovery` for every bound.
             namespaces: Namespaces clients may join besides ``"/"``.
             **options: ``max_pending_acks``, ``max_attachments``,
                 ``sid_factory`` (see :class:`~ikisocket_core.SocketIO`).
