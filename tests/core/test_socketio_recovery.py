@@ -1,4 +1,4 @@
-"""Socket.IO connection-state recovery: a dropped client comes back with its state and missed events.
+"""Socket.IO connection-state recovery: a dropped client gets back its state and missed events.
 
 Everything runs through :class:`TestClient` (no network): the virtual
 client drops its transport (``ws.abort()``), opens a new session and asks
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ikisocket_core import (
+    BINARY,
     EVENT_CLOSE,
     EVENT_CONNECT,
     EVENT_DISCONNECT,
@@ -58,13 +59,17 @@ def test_the_connect_answer_carries_a_private_id_and_events_an_offset() -> None:
     client = TestClient(hub)
     ann = client.socketio_connect()
     bob = client.socketio_connect()
-    assert ann.pid and bob.pid and ann.pid != bob.pid and ann.pid != ann.uuid
+    assert ann.pid
+    assert bob.pid
+    assert ann.pid != bob.pid
+    assert ann.pid != ann.uuid
     hub.emit_event("news", 1)
     ann.kws.emit_event("only-ann", "x")
     assert ann.receive_event("news") == (1,)
     assert ann.receive_event("only-ann") == ("x",)
     assert bob.receive_event("news") == (1,)
-    assert ann.offset is not None and bob.offset is not None
+    assert ann.offset is not None
+    assert bob.offset is not None
     assert int(ann.offset) > int(bob.offset)  # one counter: the broadcast was encoded once
     answers: list[Any] = []
     ann.kws.emit_event("question", ack=answers.append, timeout=5)
@@ -87,7 +92,8 @@ def test_a_dropped_client_comes_back_with_its_uuid_rooms_attributes_and_missed_e
 
     ann.ws.abort()
     assert log == []  # held: no disconnect yet
-    assert hub.get(ann.uuid) is kws and kws.is_alive
+    assert hub.get(ann.uuid) is kws
+    assert kws.is_alive
     hub.to("lobby").emit_event("in-room", 1)
     hub.broadcast("to everyone")
     hub.emit_to(ann.uuid, "to ann")
@@ -96,9 +102,13 @@ def test_a_dropped_client_comes_back_with_its_uuid_rooms_attributes_and_missed_e
     assert bob.receive_event("message") == ("to everyone",)
 
     again = back(client, ann)
-    assert again.recovered and again.uuid == ann.uuid and again.pid == ann.pid
-    assert again.kws is kws and kws.recovered
-    assert kws.rooms == frozenset({"lobby"}) and kws.get_attribute("user") == "ann"
+    assert again.recovered
+    assert again.uuid == ann.uuid
+    assert again.pid == ann.pid
+    assert again.kws is kws
+    assert kws.recovered
+    assert kws.rooms == frozenset({"lobby"})
+    assert kws.get_attribute("user") == "ann"
     assert [again.receive_event() for _ in range(4)] == [
         (1,),
         ("to everyone",),
@@ -133,7 +143,8 @@ def test_a_client_that_saw_no_event_yet_gets_them_all() -> None:
     ann.ws.abort()
     hub.emit_event("n", 1)
     again = client.socketio_connect(auth={"pid": ann.pid})  # socket.io-client sends no offset
-    assert again.recovered and again.receive_event("n") == (1,)
+    assert again.recovered
+    assert again.receive_event("n") == (1,)
 
 
 def test_a_ping_timeout_is_recoverable_too() -> None:
@@ -142,7 +153,8 @@ def test_a_ping_timeout_is_recoverable_too() -> None:
     ann = client.socketio_connect()
     ann.auto_pong = False
     client.advance(25 + 20 + 1)
-    assert ann.ws.closed and hub.get(ann.uuid).is_alive
+    assert ann.ws.closed
+    assert hub.get(ann.uuid).is_alive
     assert [name for name, _, _ in log] == [EVENT_CONNECT]
     assert back(client, ann).recovered
 
@@ -158,11 +170,16 @@ def test_beyond_the_window_the_held_connection_disconnects_and_a_client_starts_a
     client.advance(2)
     name, uuid, error = log[-1]
     assert (name, uuid) == (EVENT_DISCONNECT, ann.uuid)
-    assert isinstance(error, ConnectionClosed) and error.code == 1006  # the drop's own code
-    assert ann.uuid not in hub.connections and hub.rooms == {}
+    assert isinstance(error, ConnectionClosed)
+    assert error.code == 1006
+    assert ann.uuid not in hub.connections
+    assert hub.rooms == {}
     fresh = back(client, ann)
-    assert not fresh.recovered and fresh.uuid != ann.uuid and fresh.pid != ann.pid
-    assert not fresh.kws.recovered and fresh.kws.rooms == frozenset()
+    assert not fresh.recovered
+    assert fresh.uuid != ann.uuid
+    assert fresh.pid != ann.pid
+    assert not fresh.kws.recovered
+    assert fresh.kws.rooms == frozenset()
 
 
 def test_a_forged_or_foreign_pid_gets_a_fresh_connection_and_leaves_the_held_one_alone() -> None:
@@ -172,14 +189,16 @@ def test_a_forged_or_foreign_pid_gets_a_fresh_connection_and_leaves_the_held_one
     ann.ws.abort()
     for auth in ({"pid": "forged", "offset": "1"}, {"pid": 42}, {"pid": None}):
         other = client.socketio_connect(auth=auth)
-        assert not other.recovered and other.uuid != ann.uuid
+        assert not other.recovered
+        assert other.uuid != ann.uuid
     admin = client.socketio_connect(namespace="/admin", auth={"pid": ann.pid})  # another namespace
-    assert not admin.recovered and admin.uuid != ann.uuid
+    assert not admin.recovered
+    assert admin.uuid != ann.uuid
     assert all(name != EVENT_DISCONNECT for name, _, _ in log)
     assert back(client, ann).recovered  # still held: its own client gets it back
 
 
-@pytest.mark.parametrize("offset", ["nope", "-1", "١", "9" * 21, "999999", 7])
+@pytest.mark.parametrize("offset", ["nope", "-1", "\u0661", "9" * 21, "999999", 7])
 def test_an_offset_the_backlog_cannot_answer_ends_the_hold(offset: Any) -> None:
     hub, log = recovering_hub()
     client = TestClient(hub)
@@ -188,7 +207,8 @@ def test_an_offset_the_backlog_cannot_answer_ends_the_hold(offset: Any) -> None:
     ann.receive_event("n")
     ann.ws.abort()
     fresh = back(client, ann, offset=offset)
-    assert not fresh.recovered and fresh.uuid != ann.uuid
+    assert not fresh.recovered
+    assert fresh.uuid != ann.uuid
     assert (EVENT_DISCONNECT, ann.uuid) in [(name, uuid) for name, uuid, _ in log]
     assert ann.uuid not in hub.connections
     assert not back(client, ann).recovered  # the pid is gone with it
@@ -206,7 +226,8 @@ def test_a_backlog_that_overflows_while_held_ends_the_hold_at_once() -> None:
     client.advance(0)
     assert log[-1][:2] == (EVENT_DISCONNECT, ann.uuid)
     fresh = back(client, ann)
-    assert not fresh.recovered and fresh.pending == 0
+    assert not fresh.recovered
+    assert fresh.pending == 0
 
 
 def test_a_backlog_bounded_in_bytes_answers_only_what_it_kept() -> None:
@@ -260,7 +281,8 @@ def test_closing_a_held_connection_forgets_it() -> None:
     hub.close(ann.uuid, 1000, "bye")
     assert log[-1][:2] == (EVENT_CLOSE, ann.uuid)
     assert not back(client, ann).recovered
-    assert hub._sio is not None and hub._sio.connections == 1  # the fresh one only
+    assert hub._sio is not None
+    assert hub._sio.connections == 1
 
 
 def test_a_server_shutdown_closes_held_connections() -> None:
@@ -315,7 +337,7 @@ def test_plain_sends_while_only_held_connections_exist_are_kept_not_written() ->
     client = TestClient(hub)
     ann = client.socketio_connect()
     ann.ws.abort()
-    hub.broadcast(b"\x00bin", 2)
+    hub.broadcast(b"\x00bin", BINARY)
     again = back(client, ann)
     assert again.receive_event("message") == (b"\x00bin",)
 
