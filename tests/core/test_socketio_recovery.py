@@ -8,6 +8,7 @@ socket.io-client does.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pytest
@@ -223,6 +224,8 @@ def test_a_backlog_that_overflows_while_held_ends_the_hold_at_once() -> None:
         hub.emit_event("n", n)
     assert ann.uuid in hub.connections  # three fit
     hub.emit_event("n", 3)  # the fourth would leave a gap
+    hub.emit_event("n", 4)  # nothing more is kept meanwhile
+    assert ann.kws.conn.backlog.entries == deque()
     client.advance(0)
     assert log[-1][:2] == (EVENT_DISCONNECT, ann.uuid)
     fresh = back(client, ann)

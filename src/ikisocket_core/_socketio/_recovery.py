@@ -233,14 +233,14 @@ class Recoveries:
         """Forget a held connection (it came back, or ends).
 
         Args:
-            joined: The namespace connection.
+            joined: The namespace connection (held).
         """
         backlog: Backlog = joined.backlog
         timer = backlog.held
-        if timer is not None:
-            self.mount._disarm(timer)
-            backlog.held = None
-            del self.held[backlog.pid]
+        assert timer is not None
+        self.mount._disarm(timer)
+        backlog.held = None
+        del self.held[backlog.pid]
 
     def give_up(self, joined: Joined) -> None:
         """A held connection will not come back: it ends with its drop's ``disconnect``.
