@@ -375,3 +375,40 @@ def test_the_recover_listener_sees_the_recovered_connection() -> None:
     ann.ws.abort()
     back(client, ann)
     assert seen == [(ann.uuid, True, "ann")]
+
+
+def test_the_server_may_close_a_transport_for_its_client_to_come_back() -> None:
+    hub, log = recovering_hub()
+    assert hub._sio is not None
+    client = TestClient(hub)
+    ann = client.socketio_connect()
+    admin = ann.connect("/admin")
+    hub._sio.close_transport(ann.kws)
+    assert ann.ws.closed
+    assert ann.ws.close_code == 1001
+    assert [name for name, _, _ in log] == [EVENT_CONNECT]  # held: no disconnect
+    assert admin.kws.is_alive
+    again = back(client, ann)
+    assert again.recovered
+    assert again.connect("/admin", auth={"pid": admin.pid}).recovered  # over the same session
+    hub._sio.close_transport(hub.get(ann.uuid))
+    client.advance(WINDOW + 1)
+    closed = [error for name, _, error in log if name == EVENT_DISCONNECT]
+    assert [(e.code, e.reason) for e in closed] == [(1001, "the server closed the transport")]
+    assert admin.uuid not in hub.connections
+    with pytest.raises(LocalProtocolError, match="plain"):
+        hub._sio.close_transport(client.websocket_connect("/ws").kws)
+
+
+def test_without_recovery_closing_a_transport_disconnects_at_once() -> None:
+    hub = Hub()
+    sio = hub.socketio()
+    gone: list[str] = []
+    hub.on(EVENT_DISCONNECT, lambda ep: gone.append(ep.kws.uuid))
+    client = TestClient(hub)
+    ann = client.socketio_connect()
+    assert ann.pid is None
+    sio.close_transport(ann.kws)
+    assert gone == [ann.uuid]
+    hub.emit_event("n", 1)
+    assert not client.socketio_connect(auth={"pid": "x"}).recovered

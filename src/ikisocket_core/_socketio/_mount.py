@@ -203,6 +203,30 @@ class SocketIO:
         self._hooks[namespace] = hook
         return hook
 
+    def close_transport(self, kws: Websocket) -> None:
+        """Close the transport under a Socket.IO connection, as if the network dropped it.
+
+        No ``DISCONNECT`` is sent, so its client reconnects by itself
+        (socket.io's ``socket.conn.close()``). Every namespace connection of
+        that session ends, or with recovery on is held for its client to come
+        back (see :class:`~ikisocket_core.Recovery`).
+
+        Args:
+            kws: A Socket.IO connection of this mount.
+
+        Raises:
+            LocalProtocolError: It is a plain WebSocket connection.
+        """
+        if kws.transport is None:
+            raise LocalProtocolError("a plain WebSocket connection has no Socket.IO transport")
+        session = kws.conn.session
+        session.end(
+            ConnectionClosed(1001, "the server closed the transport"),
+            close=1001,
+            reason="transport closed",
+            recoverable=True,
+        )
+
     # -- the hub's entry points ----------------------------------------------------------
 
     def _serves(self, path: str) -> bool:
