@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from test_socketio_clients import NODE_DIR, RUN_TIMEOUT, asyncio_server, trio_server
-from test_socketio_clients import node as node  # the fixture: npm installs socket.io-client
+from test_socketio_clients import node  # noqa: F401 (the fixture: npm installs socket.io-client)
 
 from ikisocket_core import EventPayload, Hub, Recovery
 
