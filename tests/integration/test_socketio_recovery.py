@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from test_socketio_clients import NODE_DIR, RUN_TIMEOUT, asyncio_server, trio_server
-from test_socketio_clients import node  # noqa: F401 (the fixture: npm installs socket.io-client)
+
+# The ``node`` fixture (npm installs socket.io-client), registered under its own name.
+from test_socketio_clients import node as _node_fixture  # noqa: F401
 
 from ikisocket_core import EventPayload, Hub, Recovery
 
