@@ -14,14 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import test_socketio_clients as clients
 from test_socketio_clients import NODE_DIR, RUN_TIMEOUT, asyncio_server, trio_server
-
-# The ``node`` fixture (npm installs socket.io-client), registered under its own name.
-from test_socketio_clients import node as _node_fixture  # noqa: F401
 
 from ikisocket_core import EventPayload, Hub, Recovery
 
 pytestmark = pytest.mark.integration
+
+#: The fixture that installs socket.io-client with npm (and fails under CI without node).
+node = clients.node
 
 
 def recovery_hub() -> tuple[Hub, list[tuple[str, str]]]:
