@@ -32,6 +32,7 @@ from ikisocket_core._websocket import Websocket
 
 from ._acks import _Answering, _data_of, _Reply, check_event, emit_plain
 from ._connect import connect_namespace
+from ._namespace import Namespace
 from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_socket
 from ._recovery import EVENT_RECOVER, Recoveries, Recovery, recovery_settings
 from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
@@ -173,6 +174,21 @@ class SocketIO:
             raise LocalProtocolError(f"invalid namespace {name!r}")
         self._namespaces.setdefault(name, name)
         return self
+
+    def of(self, name: str) -> Namespace:
+        """A view of one namespace: its connections, its rooms, its broadcasts with acks.
+
+        ``sio.of("/chat").to("lobby")`` reaches the members of the hub room
+        ``lobby`` that belong to ``/chat`` only, as ``io.of("/chat").to("lobby")``
+        does in socket.io.
+
+        Args:
+            name: The namespace.
+
+        Returns:
+            The view.
+        """
+        return Namespace(self, name)
 
     @overload
     def before_connect(self, hook: None = None, *, namespace: str = "/") -> Callable[[H], H]: ...
