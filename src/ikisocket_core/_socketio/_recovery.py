@@ -64,7 +64,7 @@ class Recovery:
 
     max_disconnection_duration: float = 120.0
     max_backlog: int = 1000
-    max_backlog_bytes: int = 1_048_576
+    max_backlog_bytes: int = 262_144
     max_sessions: int = 10_000
 
     def __post_init__(self) -> None:
