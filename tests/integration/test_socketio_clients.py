@@ -122,9 +122,9 @@ def trio_server(hub: Hub) -> Iterator[int]:
         thread.join(10)
 
 
-def run_node(node: str, port: int) -> dict[str, Any]:
+def run_node(node: str, port: int, script: str = "scenario.mjs") -> dict[str, Any]:
     done = subprocess.run(
-        [node, "scenario.mjs", f"http://127.0.0.1:{port}"],
+        [node, script, f"http://127.0.0.1:{port}"],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,

@@ -8,14 +8,12 @@ attributes, and the missed events in order, then live ones. On asyncio and trio.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import test_socketio_clients as clients
-from test_socketio_clients import NODE_DIR, RUN_TIMEOUT, asyncio_server, trio_server
+from test_socketio_clients import asyncio_server, run_node, trio_server
 
 from ikisocket_core import EventPayload, Hub, Recovery
 
@@ -68,17 +66,7 @@ def test_socket_io_client_recovers_after_a_server_side_drop(node: str, adapter: 
     hub, log = recovery_hub()
     serve: Callable[[Hub], Any] = asyncio_server if adapter == "asyncio" else trio_server
     with serve(hub) as port:
-        done = subprocess.run(
-            [node, "recovery.mjs", f"http://127.0.0.1:{port}"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-    assert done.stdout, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert done.returncode == 0, (seen, done.stderr[-2000:])
+        seen = run_node(node, port, "recovery.mjs")
     assert seen == {
         "firstRecovered": False,
         "join": "kept",
