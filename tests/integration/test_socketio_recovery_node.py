@@ -1,5 +1,6 @@
 """Connection-state recovery with a real socket.io-client (Node) over loopback.
 
+An ``async def`` connect hook admits the client (and refuses a bad token).
 The server drops the client's transport (no ``DISCONNECT``), keeps sending to
 its room and to everyone, and socket.io-client reconnects by itself: it must
 come back with ``socket.recovered`` true, the same id, its rooms and
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 import test_socketio_clients as clients
 from test_socketio_clients import asyncio_server, run_node, trio_server
 
-from ikisocket_core import EventPayload, Hub, Recovery
+from ikisocket_core import ConnectRefused, EventPayload, Hub, Recovery, Websocket
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +32,13 @@ def recovery_hub() -> tuple[Hub, list[tuple[str, str]]]:
     log: list[tuple[str, str]] = []
     for name in ("connect", "recover", "disconnect"):
         hub.on(name, lambda ep, name=name: log.append((name, ep.kws.uuid)))
+
+    @sio.before_connect
+    async def guard(kws: Websocket) -> None:
+        await anyio.sleep(0.01)  # an async hook, on asyncio and trio alike
+        if kws.auth.get("token") != "ok":
+            raise ConnectRefused("bad token")
+        kws.set_attribute("since", "hook")
 
     @hub.on("remember")
     def remember(ep: EventPayload) -> str:
@@ -56,6 +65,7 @@ def recovery_hub() -> tuple[Hub, list[tuple[str, str]]]:
             "recovered": kws.recovered,
             "rooms": sorted(kws.rooms),
             "user": kws.get_attribute("user"),
+            "since": kws.get_attribute("since"),
         }
 
     return hub, log
@@ -68,12 +78,13 @@ def test_socket_io_client_recovers_after_a_server_side_drop(node: str, adapter: 
     with serve(hub) as port:
         seen = run_node(node, port, "recovery.mjs")
     assert seen == {
+        "refused": "bad token",
         "firstRecovered": False,
         "join": "kept",
         "disconnect": "transport close",
         "recovered": True,
         "sameId": True,
-        "state": {"recovered": True, "rooms": ["lobby"], "user": "ann"},
+        "state": {"recovered": True, "rooms": ["lobby"], "user": "ann", "since": "hook"},
         "heard": [
             ["tick", 1],
             ["tick", 2],

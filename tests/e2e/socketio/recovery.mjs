@@ -25,7 +25,13 @@ function next(socket, event) {
 }
 
 try {
+  // The server's connect hook is async: a bad token is refused once it finished.
+  const bad = io(url, { transports: ["websocket"], reconnection: false, timeout: WAIT, forceNew: true, auth: { token: "no" } });
+  seen.refused = (await next(bad, "connect_error"))[0].message;
+  bad.close();
+
   const socket = io(url, {
+    auth: { token: "ok" },
     transports: ["websocket"],
     reconnectionDelay: 50,
     reconnectionDelayMax: 200,
