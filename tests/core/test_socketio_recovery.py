@@ -246,6 +246,29 @@ def test_a_backlog_bounded_in_bytes_answers_only_what_it_kept() -> None:
     assert not back(client, ann, offset=seen).recovered  # a gap: never replayed silently
 
 
+def test_a_backlog_that_rotated_while_live_still_recovers_what_its_client_missed() -> None:
+    hub, log = recovering_hub(max_backlog=3)
+    client = TestClient(hub)
+    ann = client.socketio_connect()
+    for n in range(5):  # the oldest fall off while it is live
+        hub.emit_event("n", n)
+    assert [ann.receive_event("n") for _ in range(5)] == [(n,) for n in range(5)]
+    ann.ws.abort()
+    hub.emit_event("n", 5)
+    hub.emit_event("n", 6)
+    hub.emit_event("n", 7)  # three after the last one it saw: still answerable
+    client.advance(1)
+    assert ann.uuid in hub.connections
+    again = back(client, ann)
+    assert again.recovered
+    assert [again.receive_event("n") for _ in range(3)] == [(5,), (6,), (7,)]
+    again.ws.abort()
+    for n in range(8, 12):  # four: one it never saw would fall off
+        hub.emit_event("n", n)
+    client.advance(0)
+    assert log[-1][:2] == (EVENT_DISCONNECT, ann.uuid)
+
+
 def test_the_number_of_held_connections_is_bounded() -> None:
     hub, log = recovering_hub(max_sessions=1)
     client = TestClient(hub)

@@ -642,9 +642,7 @@ class SocketIO:
         text, attachments = encode_socket(
             SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
         )
-        record = recoveries.record
-        live = tuple(k.conn.socket for k in conns if record(k.conn, offset, text, attachments))
-        self._write_to(live, text, attachments)
+        self._write_to(recoveries.deliver(conns, offset, text, attachments), text, attachments)
 
     def _write_to(
         self, sockets: tuple[Websocket, ...], text: str, attachments: tuple[bytes, ...]

@@ -36,6 +36,8 @@ from ikisocket_core._errors import LocalProtocolError
 from ._session import Timer
 
 if TYPE_CHECKING:
+    from ikisocket_core._websocket import Websocket
+
     from ._mount import SocketIO
     from ._session import EngineSession, Joined
 
@@ -111,11 +113,23 @@ class Backlog:
             client that saw less cannot be answered).
         last: The highest offset recorded (0: none yet).
         held: The timer of its hold while its transport is gone, else ``None``.
+        held_from: While held, the last offset recorded before the drop (the
+            most its client can have seen).
         ended_by: While held, the drop's close code, reason and cause.
         broken: While held, the backlog overflowed: it cannot be recovered.
     """
 
-    __slots__ = ("broken", "ended_by", "entries", "floor", "held", "last", "pid", "size")
+    __slots__ = (
+        "broken",
+        "ended_by",
+        "entries",
+        "floor",
+        "held",
+        "held_from",
+        "last",
+        "pid",
+        "size",
+    )
 
     def __init__(self, pid: str) -> None:
         self.pid = pid
@@ -124,6 +138,7 @@ class Backlog:
         self.floor = 0
         self.last = 0
         self.held: Timer | None = None
+        self.held_from = 0
         self.ended_by: tuple[int, str, BaseException | None] = (1006, "", None)
         self.broken = False
 
@@ -156,44 +171,59 @@ class Recoveries:
         self.offset += 1
         return self.offset
 
-    def record(
-        self, joined: Joined, offset: int, text: str, attachments: tuple[bytes, ...]
-    ) -> bool:
-        """Keep an event sent to ``joined``; tell whether its transport should get it now.
+    def deliver(
+        self,
+        conns: list[Websocket],
+        offset: int,
+        text: str,
+        attachments: tuple[bytes, ...],
+    ) -> tuple[Websocket, ...]:
+        """Keep an event in each connection's backlog; return the live ones' transports.
+
+        A backlog over its bounds drops its oldest events, raising the lowest
+        offset it can answer. A held connection only keeps the event; once it
+        cannot be recovered by any offset its client may hold (its backlog
+        dropped an event sent after its drop's last one), it is marked broken,
+        its memory freed, and its hold ends at the next tick.
 
         Args:
-            joined: The namespace connection.
+            conns: Namespace connections (of this mount, recovery on).
             offset: The event's offset.
             text: Its packet's text.
             attachments: Its attachments.
 
         Returns:
-            Whether the connection is live (held ones only keep it).
+            The transport sockets of the live connections, to write it to.
         """
-        backlog: Backlog = joined.backlog
-        if backlog.broken:
-            return False
+        size = len(text) + sum(map(len, attachments))
+        entry = (offset, text, attachments, size)
         settings = self.settings
-        size = len(text) + sum(len(a) for a in attachments)
-        entries = backlog.entries
-        entries.append((offset, text, attachments, size))
-        backlog.size += size
-        backlog.last = offset
-        while len(entries) > settings.max_backlog or backlog.size > settings.max_backlog_bytes:
-            dropped = entries.popleft()
-            backlog.size -= dropped[3]
-            backlog.floor = dropped[0]
-        held = backlog.held
-        if held is None:
-            return True
-        if backlog.floor:
-            # Something sent while it was away is lost: it can only come back fresh.
-            # Free the memory now and end the hold at the next tick.
-            backlog.broken = True
-            entries.clear()
-            backlog.size = 0
-            self.mount._arm(held, 0.0)
-        return False
+        most, most_bytes = settings.max_backlog, settings.max_backlog_bytes
+        live: list[Websocket] = []
+        for kws in conns:
+            joined = kws.conn
+            backlog: Backlog = joined.backlog
+            if backlog.broken:
+                continue
+            entries = backlog.entries
+            entries.append(entry)
+            backlog.last = offset
+            backlog.size += size
+            if len(entries) > most or backlog.size > most_bytes:
+                while len(entries) > most or backlog.size > most_bytes:
+                    dropped = entries.popleft()
+                    backlog.size -= dropped[3]
+                    backlog.floor = dropped[0]
+                held = backlog.held
+                if held is not None and backlog.floor > backlog.held_from:
+                    backlog.broken = True
+                    entries.clear()
+                    backlog.size = 0
+                    self.mount._arm(held, 0.0)
+                    continue
+            if backlog.held is None:
+                live.append(joined.socket)
+        return tuple(live)
 
     # -- holding -------------------------------------------------------------------------
 
@@ -225,6 +255,7 @@ class Recoveries:
         if len(held) >= self.settings.max_sessions:
             self.give_up(next(iter(held.values())))
         backlog.ended_by = (code, reason, cause)
+        backlog.held_from = backlog.last
         timer = backlog.held = Timer(lambda now: self.give_up(joined))
         held[backlog.pid] = joined
         self.mount._arm(timer, self.settings.max_disconnection_duration)
