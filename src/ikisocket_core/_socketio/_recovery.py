@@ -15,7 +15,8 @@ UUID, attributes and rooms, its sends go to its backlog only, and no
 and the last offset it saw, within ``max_disconnection_duration``, gets the
 same connection back (``kws.recovered`` true, a ``recover`` event) and the
 events after its offset, in order. Anything else (an unknown ``pid``, an
-offset the backlog cannot answer, a backlog that overflowed while held, the
+offset the backlog cannot answer, a backlog that had to drop an event sent after
+the drop, the
 window passed) gives a fresh connection with ``recovered`` false; the held
 one then ends with the ``disconnect`` its drop would have fired, carrying
 the drop's code and cause. Nothing is ever replayed with a gap.
@@ -116,7 +117,8 @@ class Backlog:
         held_from: While held, the last offset recorded before the drop (the
             most its client can have seen).
         ended_by: While held, the drop's close code, reason and cause.
-        broken: While held, the backlog overflowed: it cannot be recovered.
+        broken: While held, the backlog dropped an event sent after the drop:
+            it cannot be recovered.
     """
 
     __slots__ = (
