@@ -15,10 +15,9 @@ UUID, attributes and rooms, its sends go to its backlog only, and no
 and the last offset it saw, within ``max_disconnection_duration``, gets the
 same connection back (``kws.recovered`` true, a ``recover`` event) and the
 events after its offset, in order. Anything else (an unknown ``pid``, an
-offset the backlog cannot answer, a backlog that had to drop an event sent after
-the drop, the
-window passed) gives a fresh connection with ``recovered`` false; the held
-one then ends with the ``disconnect`` its drop would have fired, carrying
+offset the backlog cannot answer, a backlog that had to drop an event sent
+after the drop, the window passed) gives a fresh connection with
+``recovered`` false; the held one then ends with the ``disconnect`` its drop would have fired, carrying
 the drop's code and cause. Nothing is ever replayed with a gap.
 
 Time comes from the mount's two-step timers (see ``_session``): the core
