@@ -56,7 +56,14 @@ from ._relays import (
     RoomRelay,
 )
 from ._routing import Headers, Request, Route
-from ._socketio import ConnectHook, SocketIO
+from ._socketio import (
+    AcksCallback,
+    ConnectHook,
+    Namespace,
+    NamespaceRoom,
+    Recovery,
+    SocketIO,
+)
 from ._state import ConnectionState
 from ._websocket import Websocket
 
@@ -95,6 +102,7 @@ __all__ = [
     "Accept",
     "AckCallback",
     "AckTimeout",
+    "AcksCallback",
     "Action",
     "BeforeUpgrade",
     "BroadcastRelay",
@@ -116,7 +124,10 @@ __all__ = [
     "Listener",
     "LocalProtocolError",
     "MessageKind",
+    "Namespace",
+    "NamespaceRoom",
     "PresenceRelay",
+    "Recovery",
     "Reject",
     "Relay",
     "RelayTooLarge",

@@ -89,6 +89,9 @@ class Websocket:
             ``{}`` when none was sent and for plain WebSocket connections.
         transport: ``"websocket"`` or ``"polling"`` (HTTP long-polling) for a Socket.IO
             connection, ``None`` for a plain WebSocket connection.
+        recovered: Whether Socket.IO connection-state recovery brought this
+            connection back after its transport dropped (its ``recover``
+            event fired); ``False`` otherwise.
     """
 
     __slots__ = (
@@ -109,6 +112,7 @@ class Websocket:
         "namespace",
         "params",
         "query",
+        "recovered",
         "request",
         "state",
         "subprotocol",
@@ -148,6 +152,7 @@ class Websocket:
         self.namespace = "/"
         self.auth: dict[str, Any] = {}
         self.transport: str | None = None
+        self.recovered = False
 
     def __repr__(self) -> str:
         return f"<Websocket {self._uuid} {self.state.value}>"

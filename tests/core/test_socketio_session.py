@@ -432,7 +432,9 @@ def test_settings_are_checked() -> None:
         {"max_payload": 0},
         {"max_pending_acks": 1.5},
         {"max_attachments": "2"},
-        {"recovery": 120.0},
+        {"recovery": -1},
+        {"recovery": "120"},
+        {"recovery": True},
     ):
         with pytest.raises(LocalProtocolError):
             Hub().socketio(**options)

@@ -159,9 +159,11 @@ SERVERS: dict[str, Callable[[Hub], Any]] = {
 }
 
 
-def run_node(node: str, port: int, mode: str = "websocket") -> dict[str, Any]:
+def run_node(
+    node: str, port: int, mode: str = "websocket", script: str = "scenario.mjs"
+) -> dict[str, Any]:
     done = subprocess.run(
-        [node, "scenario.mjs", f"http://127.0.0.1:{port}", mode],
+        [node, script, f"http://127.0.0.1:{port}", mode],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,

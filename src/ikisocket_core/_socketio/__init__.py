@@ -11,5 +11,7 @@ layer (``socketio``, ``emit_event``) and ``_testclient`` the virtual clients of
 from __future__ import annotations
 
 from ._mount import ConnectHook, SocketIO
+from ._namespace import AcksCallback, Namespace, NamespaceRoom
+from ._recovery import Recovery
 
-__all__ = ["ConnectHook", "SocketIO"]
+__all__ = ["AcksCallback", "ConnectHook", "Namespace", "NamespaceRoom", "Recovery", "SocketIO"]

@@ -17,6 +17,8 @@ from ikisocket_core._state import ConnectionState
 
 from ._acks import check_event, emit_plain
 from ._mount import SocketIO
+from ._namespace import AcksCallback, emit_with_acks
+from ._recovery import Recovery
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -39,7 +41,7 @@ class _SocketIOLayer(_Federation):
         max_payload: int = 1_000_000,
         connect_timeout: float = 45.0,
         cors_allowed_origins: Iterable[str] | None = None,
-        recovery: float | None = None,
+        recovery: Recovery | float | None = None,
         namespaces: Iterable[str] = (),
         **options: Any,
     ) -> SocketIO:
@@ -60,7 +62,9 @@ class _SocketIOLayer(_Federation):
             connect_timeout: Seconds a session may stay without a namespace.
             cors_allowed_origins: The browser ``Origin`` values accepted, or
                 ``None`` for any.
-            recovery: Connection-state recovery; only ``None`` (off) for now.
+            recovery: Connection-state recovery: ``None`` (off), the longest
+                disconnection bridged in seconds, or
+                :class:`~ikisocket_core.Recovery` for every bound.
             namespaces: Namespaces clients may join besides ``"/"``.
             **options: ``max_pending_acks``, ``max_attachments``,
                 ``sid_factory`` (see :class:`~ikisocket_core.SocketIO`).
@@ -109,6 +113,50 @@ class _SocketIOLayer(_Federation):
             conns if namespace is None else (k for k in conns if k.namespace == namespace)
         )
         self._emit_event(targets, event, args)
+
+    def emit_with_acks(
+        self,
+        event: str,
+        *args: Any,
+        callback: AcksCallback,
+        timeout: float,
+        to: str | Iterable[str] | None = None,
+        namespace: str | None = "/",
+    ) -> None:
+        """Send a named event to many Socket.IO connections, asking each an ack, one timeout.
+
+        socket.io's ``io.timeout(ms).emit(event, ..., callback)``: every
+        Socket.IO target gets the event with its own ack id; ``callback`` is
+        called once, when all answered or failed, with the answers by UUID (a
+        tuple of the answer's arguments, or an :class:`AckTimeout`, a
+        :class:`ConnectionClosed`...). Plain WebSocket connections cannot
+        answer: they are not asked. With no target, ``callback({})`` at once.
+
+        Args:
+            event: The event name.
+            *args: Its arguments.
+            callback: Called once with the answers (sync or ``async def``).
+            timeout: Seconds each client has to answer.
+            to: ``None`` for every connection, a room name, or UUIDs.
+            namespace: Only connections of this namespace (``None``: any).
+
+        Raises:
+            LocalProtocolError: Socket.IO is not mounted, a reserved event
+                name, or a timeout that is not a positive number.
+            TypeError: An argument cannot travel as JSON.
+        """
+        sio = self._sio
+        if sio is None:
+            raise LocalProtocolError("acks need Socket.IO: mount it with hub.socketio()")
+        conns = self._conns
+        if to is None:
+            found: Iterable[Websocket] = conns.values()
+        elif isinstance(to, str):
+            found = self._room_members(to)
+        else:
+            found = {conns[u]: None for u in to if u in conns}
+        targets = [k for k in found if namespace is None or k.namespace == namespace]
+        emit_with_acks(sio, targets, event, args, callback=callback, timeout=timeout)
 
     def _emit_event(
         self, targets: tuple[Websocket, ...], event: str, args: tuple[Any, ...]

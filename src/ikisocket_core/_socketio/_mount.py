@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import inspect
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ikisocket_core._actions import Reject, RunHandler
 from ikisocket_core._dispatch import _Handler
-from ikisocket_core._errors import (
-    AckTimeout,
-    ConnectionClosed,
-    ConnectRefused,
-    LocalProtocolError,
-)
+from ikisocket_core._errors import AckTimeout, ConnectionClosed, LocalProtocolError
 from ikisocket_core._events import (
-    EVENT_CONNECT,
     EVENT_MESSAGE,
     RESERVED_EVENTS,
     AckCallback,
@@ -37,8 +31,11 @@ from ikisocket_core._timers import Deadlines
 from ikisocket_core._websocket import Websocket
 
 from ._acks import _Answering, _data_of, _Reply, check_event, emit_plain
+from ._connect import connect_namespace
+from ._namespace import Namespace
 from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_socket
 from ._polling import probe
+from ._recovery import EVENT_RECOVER, Recoveries, Recovery, recovery_settings
 from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
 
 if TYPE_CHECKING:
@@ -49,8 +46,9 @@ __all__ = ["ConnectHook", "SocketIO"]
 
 #: A connect hook: sees a namespace connection before it is accepted (``kws.auth``
 #: holds the ``CONNECT`` payload). ``None``/``True`` accepts, ``False`` refuses,
-#: raising :class:`~ikisocket_core.ConnectRefused` refuses with its message.
-ConnectHook = Callable[[Websocket], "bool | None"]
+#: raising :class:`~ikisocket_core.ConnectRefused` refuses with its message. It
+#: may be ``async def``: the ``CONNECT`` is answered when it finished.
+ConnectHook = Callable[[Websocket], "bool | Awaitable[bool | None] | None"]
 
 H = TypeVar("H", bound=ConnectHook)
 
@@ -86,7 +84,9 @@ class SocketIO:
             any (the hub's ``allowed_origins`` applies as well).
         max_pending_acks: The most acks one connection may await at once.
         max_attachments: The most binary attachments one packet may announce.
-        connections: How many namespace connections are open, on every session.
+        recovery: The connection-state recovery settings, or ``None`` when off.
+        connections: How many namespace connections are open, on every session
+            (held ones included).
     """
 
     def __init__(
@@ -99,7 +99,7 @@ class SocketIO:
         max_payload: int = 1_000_000,
         connect_timeout: float = 45.0,
         cors_allowed_origins: Iterable[str] | None = None,
-        recovery: float | None = None,
+        recovery: Recovery | float | None = None,
         namespaces: Iterable[str] = (),
         max_pending_acks: int = 1024,
         max_attachments: int = 64,
@@ -107,8 +107,6 @@ class SocketIO:
     ) -> None:
         if not isinstance(path, str) or not path.startswith("/"):
             raise LocalProtocolError(f"a path starts with '/', not {path!r}")
-        if recovery is not None:
-            raise LocalProtocolError("connection-state recovery is not supported yet")
         for name, value in (("max_payload", max_payload), ("max_pending_acks", max_pending_acks)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LocalProtocolError(f"{name} must be a positive integer, not {value!r}")
@@ -123,7 +121,10 @@ class SocketIO:
         self.max_payload = max_payload
         self.max_pending_acks = max_pending_acks
         self.max_attachments = max(0, max_attachments)
-        self.recovery = recovery
+        self.recovery = recovery_settings(recovery)
+        self._recovery = None if self.recovery is None else Recoveries(self, self.recovery)
+        #: Sessions' namespaces whose ``async def`` connect hook runs.
+        self._connecting: dict[tuple[EngineSession, str], None] = {}
         self.cors_allowed_origins = (
             None if cors_allowed_origins is None else frozenset(cors_allowed_origins)
         )
@@ -176,6 +177,21 @@ class SocketIO:
         self._namespaces.setdefault(name, name)
         return self
 
+    def of(self, name: str) -> Namespace:
+        """A view of one namespace: its connections, its rooms, its broadcasts with acks.
+
+        ``sio.of("/chat").to("lobby")`` reaches the members of the hub room
+        ``lobby`` that belong to ``/chat`` only, as ``io.of("/chat").to("lobby")``
+        does in socket.io.
+
+        Args:
+            name: The namespace.
+
+        Returns:
+            The view.
+        """
+        return Namespace(self, name)
+
     @overload
     def before_connect(self, hook: None = None, *, namespace: str = "/") -> Callable[[H], H]: ...
     @overload
@@ -193,7 +209,7 @@ class SocketIO:
         message and data. Usable as a decorator. The namespace is declared.
 
         Args:
-            hook: The hook (sync).
+            hook: The hook (sync or ``async def``).
             namespace: The namespace it guards.
 
         Returns:
@@ -204,6 +220,30 @@ class SocketIO:
         self.namespace(namespace)
         self._hooks[namespace] = hook
         return hook
+
+    def close_transport(self, kws: Websocket) -> None:
+        """Close the transport under a Socket.IO connection, as if the network dropped it.
+
+        No ``DISCONNECT`` is sent, so its client reconnects by itself
+        (socket.io's ``socket.conn.close()``). Every namespace connection of
+        that session ends, or with recovery on is held for its client to come
+        back (see :class:`~ikisocket_core.Recovery`).
+
+        Args:
+            kws: A Socket.IO connection of this mount.
+
+        Raises:
+            LocalProtocolError: It is a plain WebSocket connection.
+        """
+        if kws.transport is None:
+            raise LocalProtocolError("a plain WebSocket connection has no Socket.IO transport")
+        session = kws.conn.session
+        session.end(
+            ConnectionClosed(1001, "the server closed the transport"),
+            close=1001,
+            reason="transport closed",
+            recoverable=True,
+        )
 
     # -- the hub's entry points ----------------------------------------------------------
 
@@ -309,6 +349,8 @@ class SocketIO:
             for joined in tuple(session.joined.values()):
                 hub._server_close(joined.kws, code, reason)  # ``close`` events, DISCONNECT
             session.end(ConnectionClosed(code, reason), close=code, reason=reason)
+        if self._recovery is not None:
+            self._recovery.close_all(code, reason)
 
     # -- timers --------------------------------------------------------------------------
 
@@ -367,72 +409,14 @@ class SocketIO:
         return encode_socket(packet)
 
     def _connect_namespace(self, session: EngineSession, name: str, auth: dict[str, Any]) -> None:
-        """A client asked to join ``name``: refuse it, or make its connection.
+        """A client asked to join ``name`` (see ``_connect``).
 
         Args:
             session: The session.
             name: The namespace.
             auth: The ``CONNECT`` payload.
         """
-        hub = self.hub
-        declared = self._namespaces.get(name)
-        if declared is None:
-            self._refuse(session, name, "Invalid namespace")
-            return
-        if not hub.accepting:
-            self._refuse(session, name, "the server is not accepting connections")
-            return
-        uuid = session.uuid
-        session.uuid = None  # the hook's UUID names the first namespace connection only
-        try:
-            if uuid is None:
-                uuid = hub._uuid_factory()
-            if not isinstance(uuid, str) or not uuid:
-                raise LocalProtocolError(f"the uuid factory made {uuid!r}, not a non-empty str")
-        except Exception:
-            logger.exception("the uuid factory failed for a Socket.IO connection")
-            self._refuse(session, name, "internal server error")
-            return
-        if hub._is_taken(uuid):
-            self._refuse(session, name, "this uuid is already connected")
-            return
-        socket = session.socket
-        kws = Websocket(hub._owner, uuid, socket.request, {}, attributes=session.attributes)
-        kws.namespace = declared
-        kws.auth = auth
-        kws.transport = session.transport
-        joined = Joined(session, kws)
-        kws.conn = joined
-        hook = self._hooks.get(name)
-        if hook is not None:
-            try:
-                verdict = hook(kws)
-            except ConnectRefused as refused:
-                body: dict[str, Any] = {"message": refused.message}
-                if refused.data is not None:
-                    body["data"] = refused.data
-                self._refuse(session, name, body)
-                return
-            except Exception:
-                logger.exception("before_connect failed for namespace %s", name)
-                self._refuse(session, name, "internal server error")
-                return
-            if verdict is False:
-                self._refuse(session, name, "Connection refused")
-                return
-        kws.state = transition(kws.state, StateInput.ACCEPT)
-        kws.last_activity = hub._now
-        hub._register(kws)
-        hub._arm_idle(kws)
-        session.join(joined)
-        session.write_packet(
-            SocketPacket(type=SocketType.CONNECT, namespace=name, data={"sid": uuid})
-        )
-        hub._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
-
-    def _refuse(self, session: EngineSession, name: str, body: str | dict[str, Any]) -> None:
-        data = {"message": body} if isinstance(body, str) else body
-        session.write_packet(SocketPacket(type=SocketType.CONNECT_ERROR, namespace=name, data=data))
+        connect_namespace(self, session, name, auth)
 
     def _client_event(self, joined: Joined, data: list[Any], ack_id: int | None) -> None:
         """A client event: run the namespace's listeners; answer its ack if it asked.
@@ -447,7 +431,9 @@ class SocketIO:
         kws.last_activity = hub._now
         name = data[0]
         args = tuple(data[1:])
-        if name != EVENT_MESSAGE and name in RESERVED_EVENTS:
+        if (name != EVENT_MESSAGE and name in RESERVED_EVENTS) or (
+            name == EVENT_RECOVER and self._recovery is not None
+        ):
             # "connect", "disconnect", "error"...: the hub's own events cannot be spoofed.
             logger.debug("ignoring a client event named %r on %s", name, kws.uuid)
             return
@@ -532,6 +518,8 @@ class SocketIO:
             kws: The connection (already out of routing).
         """
         joined: Joined = kws.conn
+        if self._recovery is not None and self._recovery.closed(joined):
+            return  # it was held: there is no transport to tell
         session = joined.session  # not ended: its connections would be closed already
         session.write_packet(SocketPacket(type=SocketType.DISCONNECT, namespace=kws.namespace))
         session.leave(joined, ConnectionClosed(1000, "server namespace disconnect"))
@@ -559,12 +547,9 @@ class SocketIO:
             return targets
         plain = groups.pop(None, [])
         value: Any = data.decode("utf-8") if kind is _TEXT else data
-        for namespace, sockets in groups.items():
+        for namespace, conns in groups.items():
             assert namespace is not None
-            packet = SocketPacket(
-                type=SocketType.EVENT, namespace=namespace, data=["message", value]
-            )
-            self._write_to(tuple(sockets), *encode_socket(packet))
+            self._write_event(namespace, ["message", value], conns)
         return tuple(plain)
 
     def _emit_event(
@@ -586,10 +571,9 @@ class SocketIO:
             emit_plain(self.hub, targets, event, args)
             return
         plain = groups.pop(None, [])
-        for namespace, sockets in groups.items():
+        for namespace, conns in groups.items():
             assert namespace is not None
-            packet = SocketPacket(type=SocketType.EVENT, namespace=namespace, data=[event, *args])
-            self._write_to(tuple(sockets), *encode_socket(packet))
+            self._write_event(namespace, [event, *args], conns)
         emit_plain(self.hub, tuple(plain), event, args)
 
     def _emit_with_ack(
@@ -601,6 +585,9 @@ class SocketIO:
         timeout: float,
     ) -> None:
         """Queue a named event that asks one Socket.IO connection for an ack.
+
+        A connection held for recovery cannot answer: its callback gets a
+        :class:`~ikisocket_core.ConnectionClosed` at once (acks are never replayed).
 
         Args:
             kws: The connection.
@@ -624,6 +611,9 @@ class SocketIO:
             type=SocketType.EVENT, namespace=kws.namespace, data=[event, *args], id=ack_id
         )
         text, attachments = encode_socket(packet)  # raises before anything is kept
+        if joined.backlog is not None and joined.backlog.held is not None:
+            self._call_back(kws, ack, ConnectionClosed(1006, "held for connection-state recovery"))
+            return
         joined.next_id = (ack_id + 1) % 10**9
         pending = joined.pending[ack_id] = PendingAck(joined, ack_id, ack, timeout)
         self._arm(pending, timeout)
@@ -639,8 +629,33 @@ class SocketIO:
                 continue
             if groups is None:
                 groups = {None: list(targets[:index])}
-            groups.setdefault(kws.namespace, []).append(kws.conn.socket)
+            groups.setdefault(kws.namespace, []).append(kws)
         return groups
+
+    def _write_event(self, namespace: str, data: list[Any], conns: list[Websocket]) -> None:
+        """Encode one ``EVENT`` once and queue it for namespace connections.
+
+        With recovery on it carries a new offset as its last argument, and
+        each connection's backlog keeps it (a held one only keeps it).
+
+        Args:
+            namespace: Their namespace.
+            data: The event's name and arguments.
+            conns: The connections.
+        """
+        recoveries = self._recovery
+        if recoveries is None:
+            text, attachments = encode_socket(
+                SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
+            )
+            self._write_to(tuple(k.conn.socket for k in conns), text, attachments)
+            return
+        offset = recoveries.next_offset()
+        data.append(str(offset))
+        text, attachments = encode_socket(
+            SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
+        )
+        self._write_to(recoveries.deliver(conns, offset, text, attachments), text, attachments)
 
     def _write_to(
         self, sockets: tuple[Websocket, ...], text: str, attachments: tuple[bytes, ...]

@@ -137,9 +137,10 @@ class Joined:
         kws: The namespace connection.
         next_id: The ack id the next event that asks for an ack gets.
         pending: The acks awaited, by id.
+        backlog: Its connection-state recovery state (``None`` when recovery is off).
     """
 
-    __slots__ = ("kws", "next_id", "pending", "session", "socket")
+    __slots__ = ("backlog", "kws", "next_id", "pending", "session", "socket")
 
     def __init__(self, session: EngineSession, kws: Websocket) -> None:
         self.session = session
@@ -147,6 +148,7 @@ class Joined:
         self.kws = kws
         self.next_id = 0
         self.pending: dict[int, PendingAck] = {}
+        self.backlog: Any = None
 
     def __repr__(self) -> str:
         return f"<Joined {self.kws.namespace} {self.kws.uuid}>"
@@ -408,15 +410,25 @@ class EngineSession:
         hub = self.mount.hub
         for joined in tuple(self.joined.values()):
             hub.receive_error(joined.kws, error)
-        self.end(error, close=error.close_code, reason=str(error)[:100])
+        recoverable = isinstance(error, PingTimeout)
+        self.end(error, close=error.close_code, reason=str(error)[:100], recoverable=recoverable)
 
-    def end(self, why: BaseException, *, close: int | None = None, reason: str = "") -> None:
+    def end(
+        self,
+        why: BaseException,
+        *,
+        close: int | None = None,
+        reason: str = "",
+        recoverable: bool = False,
+    ) -> None:
         """End the session once: its namespace connections get ``disconnect``.
 
         Args:
             why: The cause, given to the ``disconnect`` events and failed acks.
             close: Close the transport with this code (``None``: it is gone already).
             reason: The close reason.
+            recoverable: The transport dropped: with recovery on, its namespace
+                connections are held for their client to come back instead.
         """
         if self.ended:
             return
@@ -431,7 +443,11 @@ class EngineSession:
         code = close if close is not None else 1006
         cause = why.cause if isinstance(why, ConnectionClosed) else why
         text = why.reason if isinstance(why, ConnectionClosed) else reason
+        recoveries = mount._recovery if recoverable else None
         for joined in tuple(self.joined.values()):
+            if recoveries is not None and joined.backlog is not None:
+                recoveries.hold(joined, why, code, text, cause)
+                continue
             self.leave(joined, why)
             mount.hub.receive_disconnect(joined.kws, code, text, cause)
         mount._forget(self)
@@ -446,4 +462,4 @@ class EngineSession:
         """
         socket = self.socket  # OPEN, or CLOSING when the server closed it (never CLOSED)
         socket.state = transition(socket.state, StateInput.PEER_GONE)
-        self.end(ConnectionClosed(code, reason, error))
+        self.end(ConnectionClosed(code, reason, error), recoverable=True)

@@ -125,6 +125,13 @@ class SocketIOTestSession:
         namespace: The namespace it joined.
         uuid: The namespace connection's UUID on the server (the ``sid`` of
             the ``CONNECT`` answer, socket.io-client's ``socket.id``).
+        pid: The private session id of connection-state recovery (``None``
+            when the server does not offer recovery).
+        offset: The offset of the last event received, which the server
+            appends to events under recovery (here taken off their
+            arguments); ``None`` before any.
+        recovered: Whether the server recovered the connection this session
+            asked back (``auth={"pid": ..., "offset": ...}``).
     """
 
     __test__ = False
@@ -137,6 +144,9 @@ class SocketIOTestSession:
         self._answers: dict[int, tuple[Any, ...]] = {}
         self._events: deque[ReceivedEvent] = deque()
         self._disconnected = False
+        self.pid: str | None = None
+        self.offset: str | None = None
+        self.recovered = False
 
     @classmethod
     def _join(cls, wire: _Wire, namespace: str, auth: dict[str, Any] | None) -> SocketIOTestSession:
@@ -147,7 +157,11 @@ class SocketIOTestSession:
         if answer.type is SocketType.CONNECT_ERROR:
             data = answer.data if isinstance(answer.data, dict) else {"message": answer.data}
             raise SocketIORefused(str(data.get("message", "")), data.get("data"))
-        return cls(wire, namespace, str(answer.data["sid"]))
+        session = cls(wire, namespace, str(answer.data["sid"]))
+        pid = answer.data.get("pid")
+        session.pid = None if pid is None else str(pid)
+        session.recovered = pid is not None and (auth or {}).get("pid") == pid
+        return session
 
     # -- what tests read -----------------------------------------------------------------
 
@@ -359,6 +373,8 @@ class SocketIOTestSession:
         while (packet := wire.take(self.namespace)) is not None:
             if packet.type is SocketType.EVENT:
                 data = packet.data
+                if self.pid is not None and packet.id is None:
+                    self.offset = data.pop()  # recovery's offset, as socket.io-client keeps it
                 self._events.append(ReceivedEvent(data[0], tuple(data[1:]), packet.id))
             elif packet.type is SocketType.ACK:
                 assert packet.id is not None
