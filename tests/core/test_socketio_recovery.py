@@ -435,3 +435,23 @@ def test_without_recovery_closing_a_transport_disconnects_at_once() -> None:
     assert gone == [ann.uuid]
     hub.emit_event("n", 1)
     assert not client.socketio_connect(auth={"pid": "x"}).recovered
+
+
+def test_a_polling_client_whose_get_connection_drops_comes_back_on_a_websocket() -> None:
+    hub, log = recovering_hub()
+    client = TestClient(hub)
+    ann = client.socketio_connect(transport="polling")
+    kws = ann.kws
+    assert kws.transport == "polling"
+    hub.emit_event("n", 1)
+    assert ann.receive_event("n") == (1,)
+    log.clear()
+    client.server.connection_lost(ann.polling._get.conn)  # the waiting GET's TCP connection drops
+    assert log == []  # held
+    hub.emit_event("n", 2)
+    again = back(client, ann)  # socket.io-client may come back on another transport
+    assert again.recovered
+    assert again.kws is kws
+    assert kws.transport == "websocket"
+    assert again.receive_event("n") == (2,)
+    assert log == [("recover", ann.uuid, None)]

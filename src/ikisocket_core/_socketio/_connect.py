@@ -173,6 +173,7 @@ def _recovered(
     kws = joined.kws
     session.uuid = None
     kws.recovered = True
+    kws.transport = session.transport  # it may come back on another transport
     recoveries = mount._recovery
     assert recoveries is not None
     session.write_packet(

@@ -280,7 +280,10 @@ class Polling:
         if not session.ended:  # else its close packet was on the way
             socket = session.socket
             socket.state = transition(socket.state, StateInput.PEER_GONE)
-            session.end(ConnectionClosed(1006, "poll connection closed prematurely"))
+            # A drop, as a WebSocket's: with recovery on, the namespaces are held.
+            session.end(
+                ConnectionClosed(1006, "poll connection closed prematurely"), recoverable=True
+            )
 
 
 class Probe:
