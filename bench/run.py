@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import compiled
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SERVERS_DIR = HERE / "servers"
@@ -97,6 +99,17 @@ SERVERS = (
         OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",), src=REPO / "src"
     ),
     ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=REPO / "src"),
+    # The compiled build (mypyc) of the working tree, built by bench/compiled.py.
+    ServerSpec(
+        "ikisocket+mypyc/asyncio",
+        "ikisocket_asyncio.py",
+        "asyncio",
+        ("ikisocket_adapters.asyncio",),
+        src=compiled.SITE,
+    ),
+    ServerSpec(
+        "ikisocket+mypyc/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=compiled.SITE
+    ),
     ServerSpec(
         "ikisocket/trio",
         "ikisocket_trio.py",
@@ -886,7 +899,7 @@ def with_baseline(specs: Sequence[ServerSpec], short: str, root: Path) -> list[S
     out: list[ServerSpec] = []
     for spec in specs:
         out.append(spec)
-        if spec.ours:
+        if spec.ours and spec.src == REPO / "src":  # the +mypyc rows have no "before"
             out.append(
                 dataclasses.replace(
                     spec,
@@ -1208,6 +1221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  skipping {spec.name}: cannot import {module}", flush=True)
         for cell in cells:
             results.failures[spec.name, cell.label] = f"not installed ({module})"
+    unbuilt = compiled.prepare() if any(s.src == compiled.SITE for s in specs) else None
+    for spec in (s for s in specs if unbuilt and s.src == compiled.SITE):
+        print(f"  skipping {spec.name}: {unbuilt}", flush=True)
+        skipped.append((spec, unbuilt))
+        for cell in cells:
+            results.failures[spec.name, cell.label] = f"not built ({unbuilt})"
     started = time.perf_counter()
     runnable = [s for s in specs if s not in {spec for spec, _ in skipped}]
     gen = LoadGen()
