@@ -1184,6 +1184,14 @@ def choose(
     return specs, cells, plan, baseline
 
 
+def unavailable(specs: Sequence[ServerSpec]) -> list[tuple[ServerSpec, str]]:
+    """The rows that cannot run, and why: a library not installed, or no compiled build."""
+    out = [(s, f"not installed ({s.missing()})") for s in specs if s.missing()]
+    unbuilt = compiled.prepare() if any(s.src == compiled.SITE for s in specs) else None
+    out += [(s, f"not built ({unbuilt})") for s in specs if unbuilt and s.src == compiled.SITE]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -1216,17 +1224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["baseline"] = baseline
     print(describe(env), flush=True)
     results = Results()
-    skipped = [(s, s.missing()) for s in specs if s.missing()]
-    for spec, module in skipped:
-        print(f"  skipping {spec.name}: cannot import {module}", flush=True)
+    skipped = unavailable(specs)
+    for spec, why in skipped:
+        print(f"  skipping {spec.name}: {why}", flush=True)
         for cell in cells:
-            results.failures[spec.name, cell.label] = f"not installed ({module})"
-    unbuilt = compiled.prepare() if any(s.src == compiled.SITE for s in specs) else None
-    for spec in (s for s in specs if unbuilt and s.src == compiled.SITE):
-        print(f"  skipping {spec.name}: {unbuilt}", flush=True)
-        skipped.append((spec, unbuilt))
-        for cell in cells:
-            results.failures[spec.name, cell.label] = f"not built ({unbuilt})"
+            results.failures[spec.name, cell.label] = why
     started = time.perf_counter()
     runnable = [s for s in specs if s not in {spec for spec, _ in skipped}]
     gen = LoadGen()
