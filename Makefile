@@ -71,10 +71,11 @@ conformance: $(STAMP)
 
 # The optional compiled build (docs/howto/compiled.md): a wheel whose hot engine modules mypyc
 # compiled, in dist/. Needs a C compiler and Python's headers; the .venv stays pure Python.
+# Built from the sdist, in a temporary directory: nothing is written in src/.
 compiled: $(STAMP)
-	HATCH_BUILD_HOOK_ENABLE_MYPYC=1 HATCH_BUILD_CLEAN_HOOKS_AFTER=1 \
-		$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
-	@ls -1 dist/ikisocket-*.whl
+	$(BIN)/python -m pip install --quiet build
+	HATCH_BUILD_HOOK_ENABLE_MYPYC=1 $(BIN)/python -m build --outdir dist . >/dev/null
+	@ls -1t dist/ikisocket-*.whl | head -1
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/fuzz/corpus tests/soak/results

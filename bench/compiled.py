@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: Where the unpacked compiled build lives (bench/results/ is ignored by git).
 SITE = REPO / "bench" / "results" / "compiled" / "site"
 _STAMP = SITE.parent / "source-hash"
-_ENV = {"HATCH_BUILD_HOOK_ENABLE_MYPYC": "1", "HATCH_BUILD_CLEAN_HOOKS_AFTER": "1"}
+_ENV = {"HATCH_BUILD_HOOK_ENABLE_MYPYC": "1"}
 
 
 def source_hash() -> str:
@@ -46,15 +46,9 @@ def prepare() -> str | None:
         return None
     print("  building the compiled wheel (mypyc) for the +mypyc rows ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        # Built from a copy: mypyc's hook builds in place and hides pyproject.toml meanwhile.
-        tree = Path(tmp) / "tree"
-        for name in ("src", "examples/chat"):
-            shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        for path in REPO.glob("*.*"):
-            if path.is_file() and path.suffix in {".toml", ".md", ".txt"}:
-                shutil.copy2(path, tree / path.name)
+        # The sdist, then the wheel from it: mypyc's hook never builds inside src/.
         build = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp, str(tree)],
+            [sys.executable, "-m", "build", "--outdir", tmp, str(REPO)],
             env=os.environ | _ENV,
             capture_output=True,
             text=True,

@@ -1192,6 +1192,24 @@ def unavailable(specs: Sequence[ServerSpec]) -> list[tuple[ServerSpec, str]]:
     return out
 
 
+def profile_command(args: argparse.Namespace, logs: Path) -> int:
+    """``--profile``: record ``--profile-server`` under load (see :func:`profile`)."""
+    known: Sequence[ServerSpec] = SERVERS
+    if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
+        short, _, root = extract_baseline(args.baseline)
+        known = with_baseline(SERVERS, short, root)
+    spec = next((s for s in known if s.name == args.profile_server), None)
+    if spec is None:
+        print(f"unknown server {args.profile_server!r}", file=sys.stderr)
+        return 2
+    unbuilt = compiled.prepare() if spec.src == compiled.SITE else None
+    if unbuilt:
+        print(unbuilt, file=sys.stderr)
+        return 2
+    seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
+    return profile(spec, seconds, logs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -1203,16 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(Path(args.render)))
         return 0
     if args.profile:
-        known: Sequence[ServerSpec] = SERVERS
-        if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
-            short, _, root = extract_baseline(args.baseline)
-            known = with_baseline(SERVERS, short, root)
-        spec = next((s for s in known if s.name == args.profile_server), None)
-        if spec is None:
-            print(f"unknown server {args.profile_server!r}", file=sys.stderr)
-            return 2
-        seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
-        return profile(spec, seconds, logs)
+        return profile_command(args, logs)
     chosen = choose(args)
     if isinstance(chosen, str):
         print(chosen, file=sys.stderr)
