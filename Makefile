@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 EXTRAS ?= test,trio,anyio,redis,uvloop,docs
 
-.PHONY: demo test lint typecheck matrix conformance docs bench fuzz soak clean
+.PHONY: demo test lint typecheck matrix conformance docs bench fuzz soak compiled clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required")'
@@ -68,6 +68,14 @@ soak: $(STAMP)
 # RFC 6455 conformance: Autobahn|Testsuite (Python 2.7 env built once under ~/.cache/ikisocket).
 conformance: $(STAMP)
 	$(BIN)/python tests/conformance/matrix.py --adapters all --cases all
+
+# The optional compiled build (docs/howto/compiled.md): a wheel whose hot engine modules mypyc
+# compiled, in dist/. Needs a C compiler and Python's headers; the .venv stays pure Python.
+# Built from the sdist, in a temporary directory: nothing is written in src/.
+compiled: $(STAMP)
+	$(BIN)/python -m pip install --quiet build
+	HATCH_BUILD_HOOK_ENABLE_MYPYC=1 $(BIN)/python -m build --outdir dist . >/dev/null
+	@ls -1t dist/ikisocket-*.whl | head -1
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/fuzz/corpus tests/soak/results

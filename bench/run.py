@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import compiled
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SERVERS_DIR = HERE / "servers"
@@ -97,6 +99,17 @@ SERVERS = (
         OURS, "ikisocket_asyncio.py", "asyncio", ("ikisocket_adapters.asyncio",), src=REPO / "src"
     ),
     ServerSpec("ikisocket/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=REPO / "src"),
+    # The compiled build (mypyc) of the working tree, built by bench/compiled.py.
+    ServerSpec(
+        "ikisocket+mypyc/asyncio",
+        "ikisocket_asyncio.py",
+        "asyncio",
+        ("ikisocket_adapters.asyncio",),
+        src=compiled.SITE,
+    ),
+    ServerSpec(
+        "ikisocket+mypyc/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=compiled.SITE
+    ),
     ServerSpec(
         "ikisocket/trio",
         "ikisocket_trio.py",
@@ -886,7 +899,7 @@ def with_baseline(specs: Sequence[ServerSpec], short: str, root: Path) -> list[S
     out: list[ServerSpec] = []
     for spec in specs:
         out.append(spec)
-        if spec.ours:
+        if spec.ours and spec.src == REPO / "src":  # the +mypyc rows have no "before"
             out.append(
                 dataclasses.replace(
                     spec,
@@ -1171,6 +1184,32 @@ def choose(
     return specs, cells, plan, baseline
 
 
+def unavailable(specs: Sequence[ServerSpec]) -> list[tuple[ServerSpec, str]]:
+    """The rows that cannot run, and why: a library not installed, or no compiled build."""
+    out = [(s, f"not installed ({s.missing()})") for s in specs if s.missing()]
+    unbuilt = compiled.prepare() if any(s.src == compiled.SITE for s in specs) else None
+    out += [(s, f"not built ({unbuilt})") for s in specs if unbuilt and s.src == compiled.SITE]
+    return out
+
+
+def profile_command(args: argparse.Namespace, logs: Path) -> int:
+    """``--profile``: record ``--profile-server`` under load (see :func:`profile`)."""
+    known: Sequence[ServerSpec] = SERVERS
+    if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
+        short, _, root = extract_baseline(args.baseline)
+        known = with_baseline(SERVERS, short, root)
+    spec = next((s for s in known if s.name == args.profile_server), None)
+    if spec is None:
+        print(f"unknown server {args.profile_server!r}", file=sys.stderr)
+        return 2
+    unbuilt = compiled.prepare() if spec.src == compiled.SITE else None
+    if unbuilt:
+        print(unbuilt, file=sys.stderr)
+        return 2
+    seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
+    return profile(spec, seconds, logs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -1182,16 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(Path(args.render)))
         return 0
     if args.profile:
-        known: Sequence[ServerSpec] = SERVERS
-        if args.baseline:  # --profile-server ikisocket@REV/asyncio profiles the old code
-            short, _, root = extract_baseline(args.baseline)
-            known = with_baseline(SERVERS, short, root)
-        spec = next((s for s in known if s.name == args.profile_server), None)
-        if spec is None:
-            print(f"unknown server {args.profile_server!r}", file=sys.stderr)
-            return 2
-        seconds = args.profile_seconds if not args.quick else min(4.0, args.profile_seconds)
-        return profile(spec, seconds, logs)
+        return profile_command(args, logs)
     chosen = choose(args)
     if isinstance(chosen, str):
         print(chosen, file=sys.stderr)
@@ -1203,11 +1233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["baseline"] = baseline
     print(describe(env), flush=True)
     results = Results()
-    skipped = [(s, s.missing()) for s in specs if s.missing()]
-    for spec, module in skipped:
-        print(f"  skipping {spec.name}: cannot import {module}", flush=True)
+    skipped = unavailable(specs)
+    for spec, why in skipped:
+        print(f"  skipping {spec.name}: {why}", flush=True)
         for cell in cells:
-            results.failures[spec.name, cell.label] = f"not installed ({module})"
+            results.failures[spec.name, cell.label] = why
     started = time.perf_counter()
     runnable = [s for s in specs if s not in {spec for spec, _ in skipped}]
     gen = LoadGen()

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
+from ._build import build_info, compiled
 from ._dispatch import RouteCallback
 from ._errors import (
     AckTimeout,
@@ -144,6 +145,8 @@ __all__ = [
     "UnknownConnection",
     "Websocket",
     "broadcast",
+    "build_info",
+    "compiled",
     "default_hub",
     "emit_to",
     "emit_to_list",

@@ -4,6 +4,10 @@
 
     python tests/conformance/matrix.py --adapters all --cases all     # make conformance
     python tests/conformance/matrix.py --adapters asyncio --cases 1-10
+    .nox/tests-3-13/bin/python tests/conformance/matrix.py --adapters asyncio --build compiled
+
+The servers run on this interpreter (``sys.executable``), so on the ikisocket build installed
+for it; ``--build compiled`` (or ``pure``) makes the run fail unless that is the build loaded.
 
 Exit status 0 when every case of every adapter is OK, NON-STRICT or INFORMATIONAL.
 """
@@ -94,7 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adapters", default="all", help="comma-separated, or 'all'")
     parser.add_argument("--cases", default="1-10", help="all | 1-10 | fast | patterns,...")
     parser.add_argument("--outdir", type=Path, default=autobahn.autobahn_home() / "runs")
+    parser.add_argument(
+        "--build", choices=("any", "compiled", "pure"), default="any", help="require this build"
+    )
     args = parser.parse_args(argv)
+    import ikisocket_core  # noqa: PLC0415 (the servers' interpreter and path are ours)
+
+    build = "compiled" if ikisocket_core.compiled else "pure"
+    print(f"autobahn: ikisocket {build} build ({Path(ikisocket_core.__file__).parent})", flush=True)
+    if args.build not in ("any", build):
+        print(f"autobahn: FAILED (the {args.build} build was asked for)")
+        return 1
     names = list(ADAPTERS) if args.adapters == "all" else args.adapters.split(",")
     cases = CASE_SETS.get(args.cases) or [c.strip() for c in args.cases.split(",") if c.strip()]
     failed = False

@@ -1,0 +1,40 @@
+"""Which build of the engine is loaded: the pure-Python modules or the compiled ones.
+
+The optional compiled build (``make compiled``; see docs/howto/compiled.md) compiles the
+engine's hot modules with mypyc into extension modules that sit beside their ``.py`` files.
+Python imports an extension module in preference to the source file of the same name, so
+where the build left one, it is what runs; everywhere else the ``.py`` file is the fallback,
+with the same behaviour.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.machinery import EXTENSION_SUFFIXES
+
+#: The modules the compiled build compiles, in the order of pyproject.toml's mypyc hook
+#: (``[tool.hatch.build.targets.wheel.hooks.mypyc] include``; a test keeps both the same).
+HOT_MODULES: tuple[str, ...] = (
+    "ikisocket_core._reader",
+    "ikisocket_core._frames",
+    "ikisocket_core._connection",
+)
+
+
+def build_info() -> dict[str, bool]:
+    """Which of the engine's hot modules run compiled.
+
+    Returns:
+        For each module the compiled build compiles (its dotted name), ``True`` when the
+        module was loaded from a compiled extension and ``False`` when from its ``.py``
+        file.
+    """
+    suffixes = tuple(EXTENSION_SUFFIXES)
+    return {name: str(import_module(name).__file__).endswith(suffixes) for name in HOT_MODULES}
+
+
+#: ``True`` when every hot module of the engine runs compiled (the compiled build is
+#: installed), ``False`` for the pure-Python modules. :func:`build_info` says it per module.
+compiled: bool = all(build_info().values())
+
+__all__ = ["build_info", "compiled"]
