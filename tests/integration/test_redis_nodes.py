@@ -1,6 +1,6 @@
 """One application on nodes of every kind: a trio node, an asyncio node, an anyio node.
 
-The nodes are separate processes (``python test_redis.py PORT URL BACKEND``: the
+The nodes are separate processes (``python redis_support.py PORT URL KIND``: the
 anyio adapter on trio, the asyncio adapter) plus one node in the test's own
 event loop, all on one real ``redis-server`` over loopback; clients are
 ``websockets`` clients. What one client does must reach the others exactly
@@ -13,65 +13,35 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, ExitStack, contextmanager
-from pathlib import Path
+from contextlib import AsyncExitStack
 
 import anyio
 import coredis
 import pytest
-import test_redis
-from test_redis import (
+import redis_support
+from redis_support import (
     HEARTBEAT,
     LIMIT,
+    NODE,
     NODE_TTL,
     RedisServer,
     client,
+    everyone_sees,
     free_port,
+    node_processes,
     nodes,
     nothing_more,
     process,
     recv,
     send,
     until,
+    who,
 )
-from websockets.asyncio.client import ClientConnection
 
 from ikisocket_core import UnknownConnection
 
-pytestmark = test_redis.pytestmark
-redis_server = test_redis.redis_server
-
-NODE = str(Path(test_redis.__file__))
-#: The node kinds started as processes: the anyio adapter on trio, the asyncio adapter.
-KINDS = ("trio", "asyncio")
-
-
-@contextmanager
-def node_processes(url: str, kinds: tuple[str, ...] = KINDS) -> Iterator[dict[str, str]]:
-    """One node process per kind; yields each kind's ``ws://`` URL."""
-    with ExitStack() as stack:
-        urls: dict[str, str] = {}
-        for kind in kinds:
-            port = free_port()
-            args = [sys.executable, NODE, str(port), url, kind]
-            stack.enter_context(process(args, f"listening on {port} ({kind})"))
-            urls[kind] = f"ws://127.0.0.1:{port}"
-        yield urls
-
-
-async def who(ws: ClientConnection) -> set[str]:
-    await send(ws, op="who")
-    return set(json.loads(await recv(ws))["who"])
-
-
-async def everyone_sees(clients: dict[str, tuple[ClientConnection, str]]) -> None:
-    """Wait until every client's node lists every client (presence crossed every way)."""
-    expected = {uuid for _, uuid in clients.values()}
-    with anyio.fail_after(LIMIT):
-        for ws, _ in clients.values():
-            while await who(ws) != expected:
-                await anyio.sleep(0.05)
+pytestmark = redis_support.pytestmark
+redis_server = redis_support.redis_server  # the fixture
 
 
 async def test_trio_asyncio_and_anyio_nodes_are_one_application(
@@ -239,7 +209,7 @@ async def test_an_asgi_node_joins_the_application(
 ) -> None:
     port = free_port()
     where = f"127.0.0.1:{port}" if "--bind" in server else str(port)
-    args = [sys.executable, *server[:-1], "test_redis:asgi_node", server[-1], where]
+    args = [sys.executable, *server[:-1], "redis_support:asgi_node", server[-1], where]
     monkeypatch.setenv("IKISOCKET_TEST_REDIS", redis_server.url)
     with process(args, "unning on"):  # "Running on" (hypercorn), "Uvicorn running on"
         async with (

@@ -13,9 +13,10 @@ import sys
 
 import anyio
 import pytest
-import test_redis
-from test_redis import (
+import redis_support
+from redis_support import (
     LIMIT,
+    NODE,
     RedisServer,
     client,
     free_port,
@@ -30,8 +31,8 @@ from test_redis import (
 from ikisocket_adapters.redis import RedisBackplane, Resync
 from ikisocket_core import Hub
 
-pytestmark = test_redis.pytestmark
-redis_server = test_redis.redis_server
+pytestmark = redis_support.pytestmark
+redis_server = redis_support.redis_server  # the fixture
 
 #: Messages broadcast before, during and after the pause (each third).
 COUNT = 3000
@@ -95,7 +96,7 @@ async def test_a_node_away_longer_than_the_backlog_gets_a_resync(
     redis_server: RedisServer,
 ) -> None:
     port = free_port()
-    args = [sys.executable, test_redis.__file__, str(port), redis_server.url, "asyncio", "streams"]
+    args = [sys.executable, NODE, str(port), redis_server.url, "asyncio", "streams"]
     with process(args, f"listening on {port}") as proc:
         async with (
             nodes(redis_server.url, count=1, mode="streams", backlog=10) as (a,),
