@@ -14,6 +14,7 @@ and mark themselves with ``pytestmark = redis_support.pytestmark``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -122,31 +123,61 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RedisServer:
-    """A throwaway ``redis-server`` on a loopback port, which a test may kill and restart."""
+def wait_for_redis(port: int) -> None:
+    """Wait until a ``redis-server`` answers ``PING`` on a loopback port."""
+    deadline = time.monotonic() + LIMIT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"redis-server did not start on port {port}")
 
-    def __init__(self, binary: str) -> None:
+
+def redis_binary(name: str) -> str:
+    """The path of ``redis-server`` or ``redis-cli``: a test without it fails in CI, else skips."""
+    binary = shutil.which(name)
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not on PATH (it is required in CI)")
+        pytest.skip(f"{name} is not on PATH")
+    return binary
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a loopback port, which a test may kill and restart.
+
+    With ``directory``, it keeps its data there in an append-only file, so that
+    a restart on the same port (:meth:`stop`, then :meth:`start`) finds it again.
+    """
+
+    def __init__(self, binary: str, directory: Path | None = None) -> None:
         self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.directory = directory
 
     def start(self) -> None:
+        keep: tuple[str, ...] = SAVE_NOTHING
+        if self.directory is not None:
+            keep = ("--dir", str(self.directory), "--save", "", "--appendonly", "yes")
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *SAVE_NOTHING],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *keep],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + LIMIT
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        wait_for_redis(self.port)
+
+    def stop(self) -> None:
+        """Stop it as an operator would (SIGTERM: it writes what it keeps, then exits)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(LIMIT)
+            self.process = None
 
     def kill(self) -> None:
         if self.process is not None:
@@ -157,17 +188,91 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not on PATH (it is required in CI)")
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer(binary)
+    server = RedisServer(redis_binary("redis-server"))
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10,000 above it) is free too."""
+    while True:
+        port = free_port()
+        if port < 55_000:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10_000))
+                except OSError:
+                    continue
+            return port
+
+
+class LocalCluster:
+    """A Redis Cluster of ``size`` primaries (no replicas) on loopback ports, in a directory."""
+
+    def __init__(self, server: str, cli: str, directory: Path, size: int = 3) -> None:
+        self.server, self.cli, self.directory = server, cli, directory
+        self.ports = [cluster_port() for _ in range(size)]
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for port in self.ports:
+            args = [self.server, "--port", str(port), "--bind", "127.0.0.1", *SAVE_NOTHING]
+            args += ["--dir", str(self.directory), "--cluster-enabled", "yes"]
+            args += ["--cluster-config-file", f"nodes-{port}.conf"]
+            args += ["--logfile", f"redis-{port}.log"]
+            self.processes.append(
+                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        for port in self.ports:
+            try:
+                wait_for_redis(port)
+            except AssertionError:
+                log = (self.directory / f"redis-{port}.log").read_text(errors="replace")
+                raise AssertionError(f"redis-server did not start on {port}:\n{log}") from None
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(
+            [self.cli, *create],
+            capture_output=True,
+            timeout=3 * LIMIT,
+            check=True,
+        )
+        deadline = time.monotonic() + LIMIT
+        for port in self.ports:  # every node agrees that every slot is served
+            while b"cluster_state:ok" not in self.redis_cli(port, "cluster", "info"):
+                assert time.monotonic() < deadline, "the cluster did not come up"
+                time.sleep(0.1)
+
+    def redis_cli(self, port: int, *command: str) -> bytes:
+        """Run one command on one node of the cluster; its raw answer."""
+        done = subprocess.run(
+            [self.cli, "-p", str(port), *command], capture_output=True, timeout=LIMIT, check=True
+        )
+        return done.stdout
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.kill()
+        for proc in self.processes:
+            proc.wait(LIMIT)
+        self.processes.clear()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(redis_binary("redis-server"), redis_binary("redis-cli"), tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        # coredis' cluster clients leave anyio memory streams to the garbage collector (see
+        # ``pytestmark``): collect them now, inside this test's warning filters.
+        gc.collect()
 
 
 # -- nodes and clients -------------------------------------------------------------------
@@ -294,6 +399,50 @@ async def everyone_sees(clients: dict[str, tuple[ClientConnection, str]]) -> Non
         for ws, _ in clients.values():
             while await who(ws) != expected:
                 await anyio.sleep(0.05)
+
+
+async def one_application(clients: dict[str, tuple[ClientConnection, str]]) -> None:
+    """What one client does reaches the others exactly once, whatever node each is on.
+
+    ``clients`` maps a client's name (``"trio"``, ``"asyncio"`` and ``"anyio"``
+    are required) to its socket and UUID, each on a node of that kind.
+    """
+    await everyone_sees(clients)
+    sockets = {kind: ws for kind, (ws, _) in clients.items()}
+
+    # Broadcasts: each client's reaches every client exactly once.
+    for kind, ws in sockets.items():
+        await send(ws, op="broadcast", data=f"from {kind}")
+    expected = sorted(f"from {kind}" for kind in sockets)
+    for ws in sockets.values():
+        assert sorted([await recv(ws) for _ in sockets]) == expected
+
+    # Direct messages cross nodes, every way.
+    for sender, ws in sockets.items():
+        for target, (_, uuid) in clients.items():
+            if target != sender:
+                await send(ws, op="emit_to", to=uuid, data=f"{sender} to {target}")
+    for target, ws in sockets.items():
+        got = sorted([await recv(ws) for _ in range(len(sockets) - 1)])
+        assert got == sorted(f"{s} to {target}" for s in sockets if s != target)
+
+    # Rooms: the trio and the asyncio client join; the anyio one speaks to the room.
+    for kind in ("trio", "asyncio"):
+        await send(sockets[kind], op="join", room="lobby")
+        assert json.loads(await recv(sockets[kind])) == {"joined": "lobby"}
+    await send(sockets["anyio"], op="room", room="lobby", data="lobby news")
+    assert await recv(sockets["trio"]) == "lobby news"
+    assert await recv(sockets["asyncio"]) == "lobby news"
+
+    # A hub-wide fire runs the listener once per connection, on every node.
+    await send(sockets["trio"], op="fire", event="ring", data="now")
+    for kind, ws in sockets.items():
+        assert await recv(ws) == f"rang {kind}: now"
+
+    await send(sockets["asyncio"], op="broadcast", data="marker")
+    for ws in sockets.values():
+        assert await recv(ws) == "marker"
+    await nothing_more(*sockets.values())  # nothing twice
 
 
 # -- a node in a subprocess --------------------------------------------------------------

@@ -9,7 +9,6 @@ once, whatever node each is on.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -26,11 +25,10 @@ from redis_support import (
     NODE_TTL,
     RedisServer,
     client,
-    everyone_sees,
     free_port,
     node_processes,
     nodes,
-    nothing_more,
+    one_application,
     process,
     recv,
     send,
@@ -54,42 +52,7 @@ async def test_trio_asyncio_and_anyio_nodes_are_one_application(
                 kind: await stack.enter_async_context(client(url, kind))
                 for kind, url in urls.items()
             }
-            await everyone_sees(clients)
-            sockets = {kind: ws for kind, (ws, _) in clients.items()}
-
-            # Broadcasts: each client's reaches every client exactly once.
-            for kind, ws in sockets.items():
-                await send(ws, op="broadcast", data=f"from {kind}")
-            expected = sorted(f"from {kind}" for kind in sockets)
-            for ws in sockets.values():
-                assert sorted([await recv(ws) for _ in sockets]) == expected
-
-            # Direct messages cross nodes, every way.
-            for sender, ws in sockets.items():
-                for target, (_, uuid) in clients.items():
-                    if target != sender:
-                        await send(ws, op="emit_to", to=uuid, data=f"{sender} to {target}")
-            for target, ws in sockets.items():
-                got = sorted([await recv(ws) for _ in range(len(sockets) - 1)])
-                assert got == sorted(f"{s} to {target}" for s in sockets if s != target)
-
-            # Rooms: the trio and the asyncio client join; the anyio one speaks to the room.
-            for kind in ("trio", "asyncio"):
-                await send(sockets[kind], op="join", room="lobby")
-                assert json.loads(await recv(sockets[kind])) == {"joined": "lobby"}
-            await send(sockets["anyio"], op="room", room="lobby", data="lobby news")
-            assert await recv(sockets["trio"]) == "lobby news"
-            assert await recv(sockets["asyncio"]) == "lobby news"
-
-            # A hub-wide fire runs the listener once per connection, on every node.
-            await send(sockets["trio"], op="fire", event="ring", data="now")
-            for kind, ws in sockets.items():
-                assert await recv(ws) == f"rang {kind}: now"
-
-            await send(sockets["asyncio"], op="broadcast", data="marker")
-            for ws in sockets.values():
-                assert await recv(ws) == "marker"
-            await nothing_more(*sockets.values())  # nothing twice
+            await one_application(clients)
 
 
 async def test_a_sigkilled_trio_node_is_forgotten_within_its_ttl(

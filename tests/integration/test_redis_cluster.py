@@ -1,0 +1,191 @@
+"""The Redis backplane on a real local Redis Cluster: three primaries, sharded channels.
+
+Each test makes its own cluster (``redis-server --cluster-enabled yes`` on three
+loopback ports in a temporary directory, joined by ``redis-cli --cluster create``)
+and tears it down. Nodes are processes (the anyio adapter on trio, the asyncio
+adapter) and nodes in the test's own event loop; clients are ``websockets``
+clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+import anyio
+import coredis
+import pytest
+import redis_support
+from redis_support import (
+    HEARTBEAT,
+    LIMIT,
+    NODE,
+    NODE_TTL,
+    LocalCluster,
+    client,
+    free_port,
+    node_processes,
+    nodes,
+    nothing_more,
+    one_application,
+    process,
+    recv,
+    send,
+    until,
+    who,
+)
+
+from ikisocket_adapters._redis_routes import ROOM_SHARDS, Routes, split_url
+from ikisocket_adapters.redis import RedisBackplane, decode_relay
+from ikisocket_core import BroadcastRelay, EmitRelay, FireRelay, Hub, RoomRelay, UnknownConnection
+
+pytestmark = redis_support.pytestmark
+redis_cluster = redis_support.redis_cluster  # the fixture
+
+
+def test_a_cluster_url_is_recognised_and_checked() -> None:
+    assert split_url("redis+cluster://10.0.0.1:7000") == ("redis://10.0.0.1:7000", True)
+    assert split_url("rediss+cluster://h:7000/0") == ("rediss://h:7000/0", True)
+    assert split_url("redis://h:6379/0") == ("redis://h:6379/0", False)
+    backplane = RedisBackplane(Hub(), "redis+cluster://127.0.0.1:7000")
+    assert backplane.cluster
+    assert not RedisBackplane(Hub(), "redis://127.0.0.1:6379/0").cluster
+    with pytest.raises(ValueError, match="database 0 only"):
+        RedisBackplane(Hub(), "redis+cluster://127.0.0.1:7000/3")
+    with pytest.raises(ValueError, match="Redis URL"):
+        RedisBackplane(Hub(), "redis+cluster://127.0.0.1:port")
+
+
+def test_rooms_and_direct_messages_have_their_own_sharded_channels() -> None:
+    routes = Routes("app", "me", sharded=True)
+    assert routes.subscriptions()[:2] == ["app", "app:to:me"]
+    assert len(routes.subscriptions()) == 2 + ROOM_SHARDS
+    room = RoomRelay(node="me", room="lobby", data=b"x")
+    fire = FireRelay(node="me", event="e", room="lobby")
+    assert routes.route(room, lambda uuid: None) == [(routes.room_channel("lobby"), room)]
+    assert routes.route(fire, lambda uuid: None) == [(routes.room_channel("lobby"), fire)]
+    everyone = BroadcastRelay(node="me", data=b"x")
+    assert routes.route(everyone, lambda uuid: None) == [("app", everyone)]
+    owners = {"b1": "b", "b2": "b", "c1": "c"}
+    emit = EmitRelay(node="me", uuids=("b1", "c1", "b2", "x1"), data=b"hi")
+    assert routes.route(emit, owners.get) == [
+        ("app:to:b", EmitRelay(node="me", uuids=("b1", "b2"), data=b"hi")),
+        ("app:to:c", EmitRelay(node="me", uuids=("c1",), data=b"hi")),
+        ("app", EmitRelay(node="me", uuids=("x1",), data=b"hi")),  # unknown: to everyone
+    ]
+    just_b = EmitRelay(node="me", uuids=("b1",), data=b"hi")
+    assert routes.route(just_b, owners.get) == [("app:to:b", just_b)]
+    single = Routes("app", "me", sharded=False)
+    assert single.subscriptions() == ["app"]
+    assert single.route(room, owners.get) == [("app", room)]
+
+
+async def test_trio_asyncio_and_anyio_nodes_are_one_application_on_a_cluster(
+    redis_cluster: LocalCluster,
+) -> None:
+    with node_processes(redis_cluster.url) as urls:
+        async with (
+            nodes(redis_cluster.url, count=1) as (local,),
+            AsyncExitStack() as stack,
+        ):
+            assert local.backplane.cluster
+            urls["anyio"] = local.url
+            clients = {
+                kind: await stack.enter_async_context(client(url, kind))
+                for kind, url in urls.items()
+            }
+            await one_application(clients)
+            # The channels are spread over the shards: more than one primary carries some.
+            carrying = [
+                port
+                for port in redis_cluster.ports
+                if redis_cluster.redis_cli(port, "pubsub", "shardchannels").strip()
+            ]
+            assert len(carrying) >= 2
+            # Nothing uses the cluster-wide (unsharded) pub/sub.
+            for port in redis_cluster.ports:
+                assert redis_cluster.redis_cli(port, "pubsub", "channels").strip() == b""
+
+
+async def test_rooms_and_direct_messages_go_on_sharded_channels(
+    redis_cluster: LocalCluster,
+) -> None:
+    async with (
+        nodes(redis_cluster.url) as (a, b),
+        client(a.url, "a1") as (a1, _),
+        client(b.url, "b1") as (b1, b1_uuid),
+        coredis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0]) as raw,
+        raw.sharded_pubsub(ignore_subscribe_messages=True) as spy,
+    ):
+        await until(lambda: b1_uuid in a.hub.all_connections)
+        routes = Routes("ikisocket", b.backplane.node_id, sharded=True)
+        await spy.subscribe(routes.channel, routes.inbox, routes.room_channel("lobby"))
+        await send(b1, op="join", room="lobby")
+        assert json.loads(await recv(b1)) == {"joined": "lobby"}
+
+        await send(a1, op="emit_to", to=b1_uuid, data="just you")
+        assert await recv(b1) == "just you"
+        await send(a1, op="room", room="lobby", data="lobby news")
+        assert await recv(b1) == "lobby news"
+        await send(a1, op="broadcast", data="everyone")
+        assert await recv(b1) == await recv(a1) == "everyone"
+
+        seen: dict[str, list[str]] = {}
+        with anyio.fail_after(LIMIT):
+            while len(seen) < 3:
+                message = await spy.get_message(timeout=1)
+                if message is None:
+                    continue
+                relay = decode_relay(message["data"])
+                if relay.node == a.backplane.node_id and not relay.op.startswith(("pres", "hel")):
+                    seen.setdefault(message["channel"].decode(), []).append(relay.op)
+        assert seen == {
+            routes.inbox: ["emit"],
+            routes.room_channel("lobby"): ["room"],
+            routes.channel: ["broadcast"],
+        }
+        await nothing_more(a1, b1)
+
+
+async def test_streams_mode_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    async with (
+        nodes(redis_cluster.url, mode="streams") as (a, b),
+        client(a.url, "a1") as (a1, a1_uuid),
+        client(b.url, "b1") as (b1, b1_uuid),
+    ):
+        await until(lambda: {a1_uuid, b1_uuid} <= set(a.hub.all_connections))
+        await until(lambda: {a1_uuid, b1_uuid} <= set(b.hub.all_connections))
+        for n in range(100):
+            await send(a1, op="broadcast", data=f"m{n}")
+        expected = [f"m{n}" for n in range(100)]
+        assert [await recv(b1) for _ in expected] == expected
+        assert [await recv(a1) for _ in expected] == expected
+        await send(b1, op="emit_to", to=a1_uuid, data="back")
+        assert await recv(a1) == "back"
+        await nothing_more(a1, b1)
+        health = b.backplane.health()
+        assert health["applied"] > 0
+        assert health["lag"] >= 0.0
+        assert health["resyncs"] == 0
+
+
+async def test_a_sigkilled_node_is_forgotten_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    port = free_port()
+    args = [sys.executable, NODE, str(port), redis_cluster.url, "trio"]
+    with process(args, f"listening on {port} (trio)") as proc:
+        async with (
+            nodes(redis_cluster.url, count=1) as (a,),
+            client(a.url, "a1") as (a1, a1_uuid),
+            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
+        ):
+            await until(lambda: t1_uuid in a.hub.all_connections)
+            assert await who(a1) == {a1_uuid, t1_uuid}
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(LIMIT)
+            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
+            assert a.hub.remote_nodes == ()
+            with pytest.raises(UnknownConnection):
+                a.hub.emit_to(t1_uuid, "anyone?")
