@@ -9,9 +9,11 @@ once, whatever node each is on.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -130,6 +132,30 @@ async def test_a_paused_redis_never_blocks_a_listener(redis_server: RedisServer)
                         assert isinstance(message, str)
                         assert message.startswith("paused ")
                     break
+
+
+async def test_health_shows_the_lag_and_the_log_says_when_relays_arrive_late(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ikisocket")
+    async with nodes(redis_server.url) as (a, b), client(a.url, "a1") as (a1, _):
+        health = a.backplane.health()
+        assert 0.0 <= health["lag"] < LIMIT  # its own heartbeat, at least, came back
+        assert health["behind"] is None  # pub/sub mode: no stream to be behind in
+        # A relay published 30 s before it reaches this node (a node stalled that long, or a
+        # Redis that held it): it is delivered, and the lag says how late it was.
+        late = b'{"op":"broadcast","node":"stalled","data":"bGF0ZQ==","t":%d}' % (
+            (time.time() - 30) * 1000
+        )
+        async with coredis.Redis.from_url(redis_server.url) as raw:
+            await raw.publish(a.backplane.channel, late)
+        assert await recv(a1) == "late"
+        assert 29 < a.backplane.health()["lag"] < 30 + LIMIT
+        await until(lambda: "receives relays" in caplog.text)
+        # The next heartbeats arrive on time: so does the log.
+        await until(lambda: a.backplane.health()["lag"] < HEARTBEAT)
+        await until(lambda: "is on time again" in caplog.text)
+        assert b.backplane.health()["lag"] < 30  # b heard only the others' relays
 
 
 async def test_health_counts_and_a_deaf_node_heals_itself(
