@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -36,7 +37,7 @@ from redis_support import (
     send,
     until,
 )
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
@@ -336,3 +337,27 @@ async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
                                 break
                         break
             assert (got["from"], got["data"]) == ("alice", "hi bob")
+
+            # Direct messages cross nodes, both ways (the page's "to" field).
+            users = {"alice": alice, "bob": bob}
+
+            async def direct(sender: ClientConnection, to: str, text: str) -> dict[str, Any]:
+                await sender.send(json.dumps({"to": to, "event": "message", "data": text}))
+                inbox = users.get(to, sender)
+                with anyio.fail_after(LIMIT):
+                    while True:  # past system and presence news
+                        message = dict(json.loads(await recv(inbox)))
+                        if message["event"] in ("message", "error"):
+                            return message
+
+            dm = await direct(alice, "bob", "psst bob")
+            assert (dm["from"], dm["to"], dm["data"]) == ("alice", "bob", "psst bob")
+            dm = await direct(bob, "alice", "psst alice")
+            assert (dm["from"], dm["to"], dm["data"]) == ("bob", "alice", "psst alice")
+            dm = await direct(bob, "nobody", "hello?")
+            assert (dm["event"], dm["data"]) == ("error", "nobody is not online")
+            # A name in use on the other node is taken.
+            async with connect(f"ws://127.0.0.1:{ports[1]}/ws/alice", open_timeout=LIMIT) as dup:
+                with anyio.fail_after(LIMIT):
+                    await dup.wait_closed()
+                assert dup.close_code == 4000
