@@ -41,6 +41,7 @@ from ikisocket_adapters.redis import RedisBackplane, Resync
 from ikisocket_core import (
     EventPayload,
     Hub,
+    UnknownConnection,
     Websocket,
 )
 
@@ -443,6 +444,41 @@ async def one_application(clients: dict[str, tuple[ClientConnection, str]]) -> N
     for ws in sockets.values():
         assert await recv(ws) == "marker"
     await nothing_more(*sockets.values())  # nothing twice
+
+
+@asynccontextmanager
+async def every_kind_of_node(url: str) -> AsyncIterator[dict[str, tuple[ClientConnection, str]]]:
+    """A trio, an asyncio (processes) and an anyio node (here), and a client on each."""
+    with node_processes(url) as urls:
+        async with nodes(url, count=1) as (local,), AsyncExitStack() as stack:
+            urls["anyio"] = local.url
+            yield {
+                kind: await stack.enter_async_context(client(node_url, kind))
+                for kind, node_url in urls.items()
+            }
+
+
+async def a_sigkilled_trio_node_is_forgotten(url: str) -> None:
+    """A trio node killed with SIGKILL is forgotten by the others within its TTL."""
+    port = free_port()
+    args = [sys.executable, NODE, str(port), url, "trio"]
+    with process(args, f"listening on {port} (trio)") as proc:
+        async with (
+            nodes(url, count=1) as (a,),
+            client(a.url, "a1") as (a1, a1_uuid),
+            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
+        ):
+            await until(lambda: t1_uuid in a.hub.all_connections)
+            assert await who(a1) == {a1_uuid, t1_uuid}
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(LIMIT)
+            # Forgotten after NODE_TTL without a heartbeat (checked every HEARTBEAT / 2).
+            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
+            assert a.hub.remote_nodes == ()
+            assert a.backplane.stats["forgotten"] == 1
+            assert await who(a1) == {a1_uuid}
+            with pytest.raises(UnknownConnection):
+                a.hub.emit_to(t1_uuid, "anyone?")
 
 
 # -- a node in a subprocess --------------------------------------------------------------

@@ -10,37 +10,28 @@ clients.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-from contextlib import AsyncExitStack
 
 import anyio
 import coredis
 import pytest
 import redis_support
 from redis_support import (
-    HEARTBEAT,
     LIMIT,
-    NODE,
-    NODE_TTL,
     LocalCluster,
+    a_sigkilled_trio_node_is_forgotten,
     client,
-    free_port,
-    node_processes,
+    every_kind_of_node,
     nodes,
     nothing_more,
     one_application,
-    process,
     recv,
     send,
     until,
-    who,
 )
 
 from ikisocket_adapters._redis_routes import ROOM_SHARDS, Routes, split_url
 from ikisocket_adapters.redis import RedisBackplane, decode_relay
-from ikisocket_core import BroadcastRelay, EmitRelay, FireRelay, Hub, RoomRelay, UnknownConnection
+from ikisocket_core import BroadcastRelay, EmitRelay, FireRelay, Hub, RoomRelay
 
 pytestmark = redis_support.pytestmark
 redis_cluster = redis_support.redis_cluster  # the fixture
@@ -86,28 +77,18 @@ def test_rooms_and_direct_messages_have_their_own_sharded_channels() -> None:
 async def test_trio_asyncio_and_anyio_nodes_are_one_application_on_a_cluster(
     redis_cluster: LocalCluster,
 ) -> None:
-    with node_processes(redis_cluster.url) as urls:
-        async with (
-            nodes(redis_cluster.url, count=1) as (local,),
-            AsyncExitStack() as stack,
-        ):
-            assert local.backplane.cluster
-            urls["anyio"] = local.url
-            clients = {
-                kind: await stack.enter_async_context(client(url, kind))
-                for kind, url in urls.items()
-            }
-            await one_application(clients)
-            # The channels are spread over the shards: more than one primary carries some.
-            carrying = [
-                port
-                for port in redis_cluster.ports
-                if redis_cluster.redis_cli(port, "pubsub", "shardchannels").strip()
-            ]
-            assert len(carrying) >= 2
-            # Nothing uses the cluster-wide (unsharded) pub/sub.
-            for port in redis_cluster.ports:
-                assert redis_cluster.redis_cli(port, "pubsub", "channels").strip() == b""
+    async with every_kind_of_node(redis_cluster.url) as clients:
+        await one_application(clients)
+        # The channels are spread over the shards: more than one primary carries some.
+        carrying = [
+            port
+            for port in redis_cluster.ports
+            if redis_cluster.redis_cli(port, "pubsub", "shardchannels").strip()
+        ]
+        assert len(carrying) >= 2
+        # Nothing uses the cluster-wide (unsharded) pub/sub.
+        for port in redis_cluster.ports:
+            assert redis_cluster.redis_cli(port, "pubsub", "channels").strip() == b""
 
 
 async def test_rooms_and_direct_messages_go_on_sharded_channels(
@@ -173,19 +154,4 @@ async def test_streams_mode_on_a_cluster(redis_cluster: LocalCluster) -> None:
 
 
 async def test_a_sigkilled_node_is_forgotten_on_a_cluster(redis_cluster: LocalCluster) -> None:
-    port = free_port()
-    args = [sys.executable, NODE, str(port), redis_cluster.url, "trio"]
-    with process(args, f"listening on {port} (trio)") as proc:
-        async with (
-            nodes(redis_cluster.url, count=1) as (a,),
-            client(a.url, "a1") as (a1, a1_uuid),
-            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
-        ):
-            await until(lambda: t1_uuid in a.hub.all_connections)
-            assert await who(a1) == {a1_uuid, t1_uuid}
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(LIMIT)
-            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
-            assert a.hub.remote_nodes == ()
-            with pytest.raises(UnknownConnection):
-                a.hub.emit_to(t1_uuid, "anyone?")
+    await a_sigkilled_trio_node_is_forgotten(redis_cluster.url)

@@ -10,11 +10,9 @@ once, whatever node each is on.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import time
-from contextlib import AsyncExitStack
 
 import anyio
 import coredis
@@ -23,10 +21,10 @@ import redis_support
 from redis_support import (
     HEARTBEAT,
     LIMIT,
-    NODE,
-    NODE_TTL,
     RedisServer,
+    a_sigkilled_trio_node_is_forgotten,
     client,
+    every_kind_of_node,
     free_port,
     node_processes,
     nodes,
@@ -38,8 +36,6 @@ from redis_support import (
     who,
 )
 
-from ikisocket_core import UnknownConnection
-
 pytestmark = redis_support.pytestmark
 redis_server = redis_support.redis_server  # the fixture
 
@@ -47,38 +43,14 @@ redis_server = redis_support.redis_server  # the fixture
 async def test_trio_asyncio_and_anyio_nodes_are_one_application(
     redis_server: RedisServer,
 ) -> None:
-    with node_processes(redis_server.url) as urls:
-        async with nodes(redis_server.url, count=1) as (local,), AsyncExitStack() as stack:
-            urls["anyio"] = local.url
-            clients = {
-                kind: await stack.enter_async_context(client(url, kind))
-                for kind, url in urls.items()
-            }
-            await one_application(clients)
+    async with every_kind_of_node(redis_server.url) as clients:
+        await one_application(clients)
 
 
 async def test_a_sigkilled_trio_node_is_forgotten_within_its_ttl(
     redis_server: RedisServer,
 ) -> None:
-    port = free_port()
-    args = [sys.executable, NODE, str(port), redis_server.url, "trio"]
-    with process(args, f"listening on {port} (trio)") as proc:
-        async with (
-            nodes(redis_server.url, count=1) as (a,),
-            client(a.url, "a1") as (a1, a1_uuid),
-            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
-        ):
-            await until(lambda: t1_uuid in a.hub.all_connections)
-            assert await who(a1) == {a1_uuid, t1_uuid}
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(LIMIT)
-            # Forgotten after NODE_TTL without a heartbeat (checked every HEARTBEAT / 2).
-            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
-            assert a.hub.remote_nodes == ()
-            assert a.backplane.stats["forgotten"] == 1
-            assert await who(a1) == {a1_uuid}
-            with pytest.raises(UnknownConnection):
-                a.hub.emit_to(t1_uuid, "anyone?")
+    await a_sigkilled_trio_node_is_forgotten(redis_server.url)
 
 
 async def test_delivery_resumes_after_redis_restarts(redis_server: RedisServer) -> None:
