@@ -1,4 +1,4 @@
-"""Which Redis channel carries each relay: one channel on one Redis, sharded channels on a Cluster.
+"""The Redis backplane's clients and channels: one Redis, or a Cluster with sharded channels.
 
 On a single Redis (``redis://``, ``rediss://``, ``unix://``) every relay goes
 out with ``PUBLISH`` on the application's one channel. On a Redis Cluster
@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import coredis
+from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import EmitRelay, FireRelay, Relay, RoomRelay
 
@@ -28,6 +32,35 @@ __all__: list[str] = []
 ROOM_SHARDS = 16
 #: The schemes of a Redis Cluster URL, and the plain scheme each stands for.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+#: The client of one Redis, or of a Redis Cluster.
+Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+
+
+def connect(url: str, *, cluster: bool, timeout: float) -> Client:
+    """A client for a plain Redis URL (see :func:`split_url`), which the caller enters.
+
+    It does not retry (the backplane reconnects by itself), and waits at most
+    ``timeout`` seconds for an answer.
+    """
+    options: dict[str, Any] = {
+        "connect_timeout": 2.0,
+        "stream_timeout": timeout,
+        "retry_policy": NoRetryPolicy(),
+    }
+    if cluster:
+        # Not ``RedisCluster.from_url``: coredis 6.9 warns there (it passes a ``Node``).
+        where = urlsplit(url)
+        return coredis.RedisCluster(
+            host=where.hostname,
+            port=where.port or 6379,
+            username=unquote(where.username) if where.username else None,
+            password=unquote(where.password) if where.password else None,
+            ssl=where.scheme == "rediss",
+            **options,
+        )
+    return coredis.Redis.from_url(url, **options)
 
 
 def split_url(url: str) -> tuple[str, bool]:

@@ -56,13 +56,11 @@ import time
 import uuid as _uuid
 from collections import deque
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import anyio
 import coredis
 from anyio.abc import TaskStatus
 from coredis import PureToken
-from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import (
     HelloRelay,
@@ -74,7 +72,7 @@ from ikisocket_core import (
     default_hub,
 )
 
-from ._redis_routes import Routes
+from ._redis_routes import Client, Routes, connect
 from ._redis_wire import Deaf, check_url, first_failure, parse_relay, stream_id
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "Resync", "decode_relay", "encode_relay"]
@@ -143,10 +141,6 @@ def decode_relay(message: bytes | str) -> Relay:
         ValueError: It is not a relay.
     """
     return parse_relay(message)[0]
-
-
-#: The client of one Redis, or of a Redis Cluster.
-_Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
 
 class Resync(IkisocketError):
@@ -279,6 +273,8 @@ class RedisBackplane:
         self._behind: int | None = None
         self._peers: dict[str, float] = {}
         self._heard_self: float | None = None
+        # On a Cluster: when this node last heard the ping on its own sharded channel.
+        self._heard_inbox: float | None = None
         self._hub_dropped = self.hub.dropped_relays
         # Relays to publish with their sequence numbers (the order this node queued them).
         self._pending: deque[tuple[int, Relay]] = deque()
@@ -469,7 +465,9 @@ class RedisBackplane:
         )
         self.hub.receive_relay_loss(Resync(node, missed, cause))
 
-    def _receive(self, message: bytes | str, sent: int | None = None) -> None:
+    def _receive(
+        self, message: bytes | str, sent: int | None = None, channel: bytes | None = None
+    ) -> None:
         try:
             relay, stamp = parse_relay(message)
         except ValueError as exc:
@@ -482,6 +480,8 @@ class RedisBackplane:
         if relay.node == self.node_id:
             if isinstance(relay, PresenceRelay) and relay.parts:
                 self._heard_self = now  # our own heartbeat came back: we are not deaf
+            elif channel is not None and channel.decode() == self._routes.inbox:
+                self._heard_inbox = now  # the ping on our own sharded channel came back
             return
         self.stats["received"] += 1
         self._peers[relay.node] = now
@@ -516,24 +516,8 @@ class RedisBackplane:
             self._has_started = True
             task_status.started()
 
-    def _client(self) -> _Client:
-        options: dict[str, Any] = {
-            "connect_timeout": 2.0,
-            "stream_timeout": self.node_ttl,
-            "retry_policy": NoRetryPolicy(),
-        }
-        if self.cluster:
-            # Not ``RedisCluster.from_url``: coredis 6.9 warns there (it passes a ``Node``).
-            where = urlsplit(self._url)
-            return coredis.RedisCluster(
-                host=where.hostname,
-                port=where.port or 6379,
-                username=unquote(where.username) if where.username else None,
-                password=unquote(where.password) if where.password else None,
-                ssl=where.scheme == "rediss",
-                **options,
-            )
-        return coredis.Redis.from_url(self._url, **options)
+    def _client(self) -> Client:
+        return connect(self._url, cluster=self.cluster, timeout=self.node_ttl)
 
     async def _session(self, task_status: TaskStatus[None]) -> None:
         if self.mode == "streams":
@@ -553,7 +537,7 @@ class RedisBackplane:
                 tg.start_soon(self._write, client)
                 tg.start_soon(self._probe, client)
 
-    def _subscriber(self, client: _Client) -> Any:
+    def _subscriber(self, client: Client) -> Any:
         """Pub/sub on one Redis, sharded pub/sub on a Cluster."""
         options: dict[str, Any] = {
             "ignore_subscribe_messages": True,
@@ -564,7 +548,7 @@ class RedisBackplane:
             return client.sharded_pubsub(**options)
         return client.pubsub(**options)
 
-    async def _announce(self, client: _Client, task_status: TaskStatus[None]) -> None:
+    async def _announce(self, client: Client, task_status: TaskStatus[None]) -> None:
         # Announce this node: the others answer ``hello`` with their snapshots, and replace
         # what they knew of this one with its own.
         await self._beat(client)
@@ -577,14 +561,14 @@ class RedisBackplane:
         else:
             await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
         self.connected = True
-        self._heard_self = anyio.current_time()
+        self._heard_self = self._heard_inbox = anyio.current_time()
         self.stats["connects"] += 1
         if self.stats["connects"] > 1:
             self.stats["reconnects"] += 1
         logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
         self._started(task_status)
 
-    async def _position(self, client: _Client) -> None:
+    async def _position(self, client: Client) -> None:
         """Where to read the stream from: the last entry applied, unless the stream is new."""
         newest = await client.xrevrange(self.stream, "+", "-", count=1)
         top = newest[0].identifier if newest else None
@@ -596,7 +580,7 @@ class RedisBackplane:
             # publishers' sequence numbers tell whether relays were lost meanwhile.
             self._last_id = b"0-0"
 
-    async def _read_stream(self, client: _Client) -> None:
+    async def _read_stream(self, client: Client) -> None:
         block = max(1, int(self.heartbeat * 1000))
         while True:
             assert self._last_id is not None
@@ -610,9 +594,9 @@ class RedisBackplane:
         while True:
             message = await pubsub.get_message(timeout=self.heartbeat)
             if message is not None and message.get("type") == "message":
-                self._receive(message["data"])
+                self._receive(message["data"], None, message.get("channel"))
 
-    async def _write(self, client: _Client) -> None:
+    async def _write(self, client: Client) -> None:
         pending = self._pending
         while True:
             assert self._more is not None
@@ -623,7 +607,7 @@ class RedisBackplane:
                 await self._publish(client, batch)
 
     async def _publish(
-        self, client: _Client, batch: list[tuple[int, Relay]], *, again: bool = True
+        self, client: Client, batch: list[tuple[int, Relay]], *, again: bool = True
     ) -> None:
         streams = self.mode == "streams"
         routes, owner = self._routes, self.hub.node_of
@@ -663,10 +647,10 @@ class RedisBackplane:
             raise
         self.stats["published"] += len(batch)
 
-    async def _beat(self, client: _Client) -> None:
+    async def _beat(self, client: Client) -> None:
         await client.set(self.node_key(self.node_id), b"1", px=int(self.node_ttl * 1000))
 
-    async def _probe(self, client: _Client) -> None:
+    async def _probe(self, client: Client) -> None:
         """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
         while True:
             await anyio.sleep(self.heartbeat)
@@ -676,6 +660,13 @@ class RedisBackplane:
                 start = "(" + (last.decode("ascii") if isinstance(last, bytes) else last)
                 self._behind = len(await client.xrange(self.stream, start, "+", count=_BEHIND))
             heard = self._heard_self
+            if self._routes.sharded:
+                # Its direct messages come on a channel of their own, maybe on another shard:
+                # ping it too, and count it in the hearing.
+                ping = encode_relay(HelloRelay(node=self.node_id))
+                await client.spublish(self._routes.inbox, ping)
+                inbox = self._heard_inbox
+                heard = None if heard is None or inbox is None else min(heard, inbox)
             if heard is not None and anyio.current_time() - heard > self.node_ttl:
                 self.stats["deaf"] += 1
                 raise Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")

@@ -150,7 +150,7 @@ async def test_health_counts_and_a_deaf_node_heals_itself(
             assert await raw.exists(keys) == 2
         # The subscription goes silently deaf (the classic failure): nothing it gets is
         # applied, not even this node's own heartbeat. The probe notices and reconnects.
-        monkeypatch.setattr(a.backplane, "_receive", lambda message: None)
+        monkeypatch.setattr(a.backplane, "_receive", lambda *message: None)
         await until(lambda: a.backplane.stats["deaf"] >= 1)
         await until(lambda: a.backplane.stats["reconnects"] >= 1 and a.backplane.connected)
         monkeypatch.undo()
