@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import socket
@@ -45,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,13 @@ ROOT = BENCH.parent
 # path so that ``import socketio`` finds the package, and reach loadgen and _common at the end.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path += [str(BENCH), str(BENCH / "servers")]
+
+import uvloop  # noqa: E402
+from _common import BACKLOG, HOST, OURS, announce, raise_fd_limit  # noqa: E402
+from loadgen import CpuMeter, percentile  # noqa: E402
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect  # noqa: E402
+
+TEXT = WSMsgType.TEXT
 
 #: Engine.IO ping settings every server runs with (python-socketio's defaults too).
 PING_INTERVAL = 25.0
@@ -72,8 +81,6 @@ ECHO = (1, 64)
 
 def serve_ours(kind: str) -> None:
     """``hub.socketio()`` on the asyncio adapter (uvloop) or on trio."""
-    from _common import HOST, OURS, announce, raise_fd_limit  # noqa: PLC0415
-
     from ikisocket_core import EventPayload, Hub  # noqa: PLC0415
 
     hub = Hub()
@@ -105,8 +112,6 @@ def serve_ours(kind: str) -> None:
 
         trio.run(main_trio)
         return
-    import uvloop  # noqa: PLC0415
-
     from ikisocket_adapters.asyncio import start_server  # noqa: PLC0415
 
     async def main_asyncio() -> None:
@@ -119,10 +124,10 @@ def serve_ours(kind: str) -> None:
 
 def serve_python_socketio() -> None:
     """python-socketio's ``AsyncServer`` in an ``ASGIApp`` on uvicorn with uvloop."""
-    import socketio  # noqa: PLC0415
     import uvicorn  # noqa: PLC0415
-    from _common import BACKLOG, HOST, announce, raise_fd_limit  # noqa: PLC0415
 
+    # By name: this file is ``socketio`` too, as far as a type checker can see.
+    socketio: Any = importlib.import_module("socketio")
     sio = socketio.AsyncServer(
         async_mode="asgi",
         transports=["websocket"],
@@ -130,16 +135,16 @@ def serve_python_socketio() -> None:
         ping_timeout=PING_TIMEOUT,
     )
 
-    @sio.on("echo")  # type: ignore[untyped-decorator,misc]
+    @sio.on("echo")  # type: ignore[untyped-decorator]
     async def echo(sid: str, data: Any) -> Any:
         return data
 
-    @sio.on("join")  # type: ignore[untyped-decorator,misc]
+    @sio.on("join")  # type: ignore[untyped-decorator]
     async def join(sid: str, room: str) -> bool:
         await sio.enter_room(sid, room)
         return True
 
-    @sio.on("fan")  # type: ignore[untyped-decorator,misc]
+    @sio.on("fan")  # type: ignore[untyped-decorator]
     async def fan(sid: str, data: Any) -> None:
         await sio.emit("fan", data, room=ROOM)
 
@@ -164,217 +169,231 @@ def serve_python_socketio() -> None:
 # --------------------------------------------------------------------------- generator
 
 
-def generate() -> int:
-    """The load generator: one JSON command per stdin line, one JSON result per stdout line."""
-    import uvloop  # noqa: PLC0415
-    from loadgen import CpuMeter, percentile  # noqa: PLC0415
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect  # noqa: PLC0415
+class Sio(WSListener):
+    """One Engine.IO session joined to the namespace ``/``; hands events and acks on."""
 
-    text = WSMsgType.TEXT
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport: WSTransport | None = None
+        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_ack: Callable[[Sio, bytes], None] = _ignore
+        self.on_event: Callable[[Sio, bytes], None] = _ignore
+        self.next_id = 0
+        self.sent_at = 0.0
+        self.received = 0
 
-    class Sio(WSListener):  # type: ignore[misc]
-        """One Engine.IO session joined to the namespace ``/``; hands events and acks on."""
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.transport: WSTransport | None = None
-            self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.on_ack: Any = None
-            self.on_event: Any = None
-            self.next_id = 0
-            self.sent_at = 0.0
-            self.received = 0
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("closed before CONNECT"))
 
-        def on_ws_connected(self, transport: WSTransport) -> None:
-            self.transport = transport
+    def send(self, data: bytes) -> None:
+        self.transport.send(TEXT, data)  # type: ignore[union-attr]
 
-        def on_ws_disconnected(self, transport: WSTransport) -> None:
-            if not self.joined.done():
-                self.joined.set_exception(ConnectionError("closed before CONNECT"))
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is not TEXT:
+            if frame.msg_type is WSMsgType.CLOSE:
+                transport.disconnect()
+            return
+        data = frame.get_payload_as_bytes()
+        head = data[:2]
+        if head == b"42":  # EVENT
+            self.on_event(self, data)
+        elif head == b"43":  # ACK
+            self.on_ack(self, data)
+        elif data == b"2":  # Engine.IO ping
+            transport.send(TEXT, b"3")
+        elif head == b"0{":  # Engine.IO open: join the namespace "/"
+            transport.send(TEXT, b"40")
+        elif head == b"40" and not self.joined.done():
+            self.joined.set_result(None)
+        elif head == b"44" and not self.joined.done():
+            self.joined.set_exception(ConnectionError(data.decode()))
 
-        def send(self, data: bytes) -> None:
-            self.transport.send(text, data)  # type: ignore[union-attr]
 
-        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-            if frame.msg_type is not text:
-                if frame.msg_type is WSMsgType.CLOSE:
-                    transport.disconnect()
-                return
-            data = frame.get_payload_as_bytes()
-            head = data[:2]
-            if head == b"42":
-                self.on_event(self, data)
-            elif head == b"43":
-                self.on_ack(self, data)
-            elif data == b"2":
-                transport.send(text, b"3")
-            elif head == b"0{":
-                transport.send(text, b"40")
-            elif head == b"40" and not self.joined.done():
-                self.joined.set_result(None)
-            elif head == b"44" and not self.joined.done():
-                self.joined.set_exception(ConnectionError(data.decode()))
+def _ignore(client: Sio, data: bytes) -> None:
+    pass
 
-    async def connect(url: str, count: int) -> list[Sio]:
-        clients: list[Sio] = []
-        while len(clients) < count:
-            batch = min(100, count - len(clients))
-            pairs = await asyncio.gather(
-                *(ws_connect(Sio, url, enable_auto_ping=False) for _ in range(batch))
-            )
-            opened = [listener for _, listener in pairs]
-            await asyncio.wait_for(asyncio.gather(*(c.joined for c in opened)), 30)
-            clients.extend(opened)
-        return clients
 
-    def close(clients: list[Sio]) -> None:
-        for c in clients:
-            if c.transport is not None:
-                c.transport.send_close()
-                c.transport.disconnect()
+async def connect(url: str, count: int) -> list[Sio]:
+    """Open ``count`` sessions, 100 at a time, each joined to ``/``."""
+    clients: list[Sio] = []
+    while len(clients) < count:
+        batch = min(100, count - len(clients))
+        pairs = await asyncio.gather(
+            *(ws_connect(Sio, url, enable_auto_ping=False) for _ in range(batch))
+        )
+        opened = [listener for _, listener in pairs if isinstance(listener, Sio)]
+        await asyncio.wait_for(asyncio.gather(*(c.joined for c in opened)), 30)
+        clients.extend(opened)
+    return clients
 
-    def ignore(client: Sio, data: bytes) -> None:
-        pass
 
-    async def echo(cmd: dict[str, Any], meter: CpuMeter) -> dict[str, Any]:
-        clients = await connect(cmd["url"], cmd["clients"])
+def close(clients: list[Sio]) -> None:
+    """Close every session (the servers see a WebSocket close)."""
+    for c in clients:
+        if c.transport is not None:
+            c.transport.send_close()
+            c.transport.disconnect()
+
+
+class Echo:
+    """Every client emits ``echo`` with an ack id and sends the next one on the ack."""
+
+    def __init__(self, clients: list[Sio]) -> None:
         payload = "x" * SIZE
-        state = {"sending": True, "recording": False, "count": 0, "in_flight": 0, "errors": 0}
-        latencies: list[float] = []
-        drained = asyncio.get_running_loop().create_future()
-        expect = f'["{payload}"]'.encode()
-
-        def fire(client: Sio) -> None:
-            client.next_id += 1
-            client.sent_at = time.perf_counter()
-            client.send(b"42%d" % client.next_id + f'["echo","{payload}"]'.encode())
-
-        def on_ack(client: Sio, data: bytes) -> None:
-            now = time.perf_counter()
-            if data != b"43%d" % client.next_id + expect:
-                state["errors"] += 1
-            if state["recording"]:
-                latencies.append(now - client.sent_at)
-                state["count"] += 1
-            if state["sending"]:
-                fire(client)
-                return
-            state["in_flight"] -= 1
-            if not state["in_flight"] and not drained.done():
-                drained.set_result(None)
-
+        self.packet = f'["echo","{payload}"]'.encode()
+        self.expect = f'["{payload}"]'.encode()
+        self.sending = True
+        self.recording = False
+        self.count = self.errors = 0
+        self.in_flight = len(clients)
+        self.latencies: list[float] = []
+        self.drained = asyncio.get_running_loop().create_future()
         for c in clients:
-            c.on_ack = on_ack
-            c.on_event = ignore
-        state["in_flight"] = len(clients)
+            c.on_ack = self.on_ack
         for c in clients:
-            fire(c)
-        await asyncio.sleep(cmd["warmup"])
-        meter.start()
-        start = time.perf_counter()
-        state["recording"] = True
-        await asyncio.sleep(cmd["duration"])
-        state["recording"] = False
-        elapsed = time.perf_counter() - start
-        cpu = meter.stop()
-        state["sending"] = False
+            self.fire(c)
+
+    def fire(self, client: Sio) -> None:
+        client.next_id += 1
+        client.sent_at = time.perf_counter()
+        client.send(b"42%d" % client.next_id + self.packet)
+
+    def on_ack(self, client: Sio, data: bytes) -> None:
+        now = time.perf_counter()
+        if data != b"43%d" % client.next_id + self.expect:
+            self.errors += 1
+        if self.recording:
+            self.latencies.append(now - client.sent_at)
+            self.count += 1
+        if self.sending:
+            self.fire(client)
+            return
+        self.in_flight -= 1
+        if not self.in_flight and not self.drained.done():
+            self.drained.set_result(None)
+
+
+async def echo_rep(cmd: dict[str, Any], meter: CpuMeter) -> dict[str, Any]:
+    """One echo repetition: connect, warm up, measure, drain, close."""
+    clients = await connect(cmd["url"], cmd["clients"])
+    load = Echo(clients)
+    await asyncio.sleep(cmd["warmup"])
+    meter.start()
+    start = time.perf_counter()
+    load.recording = True
+    await asyncio.sleep(cmd["duration"])
+    load.recording = False
+    elapsed = time.perf_counter() - start
+    cpu = meter.stop()
+    load.sending = False
+    try:
+        await asyncio.wait_for(load.drained, 10)
+    except asyncio.TimeoutError:
+        load.errors += load.in_flight
+    close(clients)
+    lat = sorted(load.latencies)
+    return {
+        "ops": load.count,
+        "elapsed": elapsed,
+        "rate": load.count / elapsed,
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "errors": load.errors,
+        **cpu,
+    }
+
+
+def _resolves(fut: asyncio.Future[None]) -> Callable[[Sio, bytes], None]:
+    return lambda client, data: fut.set_result(None)
+
+
+async def join_room(receivers: list[Sio]) -> None:
+    """Every receiver emits ``join`` with an ack, 100 at a time, and waits for it."""
+    loop = asyncio.get_running_loop()
+    packet = b'420["join","' + ROOM.encode() + b'"]'
+    for i in range(0, len(receivers), 100):
+        batch = receivers[i : i + 100]
+        acks: list[asyncio.Future[None]] = []
+        for c in batch:
+            fut: asyncio.Future[None] = loop.create_future()
+            c.on_ack = _resolves(fut)
+            acks.append(fut)
+            c.send(packet)
+        await asyncio.wait_for(asyncio.gather(*acks), 30)
+
+
+async def fanout_rep(cmd: dict[str, Any], meter: CpuMeter) -> dict[str, Any]:
+    """One fan-out repetition: N receivers in the room, a burst of K from one more client."""
+    n, k = cmd["receivers"], cmd["burst"]
+    receivers = await connect(cmd["url"], n)
+    (sender,) = await connect(cmd["url"], 1)
+    await join_room(receivers)
+    finished: list[float] = []
+    total = 0
+    goal = n * k
+    all_done = asyncio.get_running_loop().create_future()
+
+    def on_event(client: Sio, data: bytes) -> None:
+        nonlocal total
+        client.received += 1
+        total += 1
+        if client.received == k:
+            finished.append(time.perf_counter())
+        if total == goal and not all_done.done():
+            all_done.set_result(None)
+
+    for c in receivers:
+        c.on_event = on_event
+    packet = b'42["fan","' + b"b" * SIZE + b'"]'
+    await asyncio.sleep(0.1)
+    meter.start()
+    start = time.perf_counter()
+    for _ in range(k):
+        sender.send(packet)
+    try:
+        await asyncio.wait_for(all_done, cmd["timeout"])
+        timed_out = False
+        end = max(finished)
+    except asyncio.TimeoutError:
+        timed_out = True
+        end = time.perf_counter()
+    elapsed = end - start
+    cpu = meter.stop()
+    close([*receivers, sender])
+    spread = sorted(t - start for t in finished)
+    return {
+        "ops": total,
+        "elapsed": elapsed,
+        "rate": total / elapsed,
+        "p50_ms": percentile(spread, 50) * 1e3,
+        "p99_ms": percentile(spread, 99) * 1e3,
+        "errors": goal - total,
+        "timed_out": timed_out,
+        **cpu,
+    }
+
+
+async def generate() -> int:
+    """The load generator: one JSON command per stdin line, one JSON result per stdout line."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return 0
+        cmd = json.loads(line)
+        meter = CpuMeter(cmd["pid"])
         try:
-            await asyncio.wait_for(drained, 10)
-        except asyncio.TimeoutError:
-            state["errors"] += state["in_flight"]
-        close(clients)
-        lat = sorted(latencies)
-        ops = state["count"]
-        return {
-            "ops": ops,
-            "elapsed": elapsed,
-            "rate": ops / elapsed,
-            "p50_ms": percentile(lat, 50) * 1e3,
-            "p99_ms": percentile(lat, 99) * 1e3,
-            "errors": state["errors"],
-            **cpu,
-        }
-
-    async def fanout(cmd: dict[str, Any], meter: CpuMeter) -> dict[str, Any]:
-        n, k = cmd["receivers"], cmd["burst"]
-        receivers = await connect(cmd["url"], n)
-        (sender,) = await connect(cmd["url"], 1)
-        loop = asyncio.get_running_loop()
-
-        # Join with an ack each, in batches, so that every receiver is in the room first.
-        for i in range(0, n, 100):
-            batch = receivers[i : i + 100]
-            done: list[asyncio.Future[None]] = [loop.create_future() for _ in batch]
-            for c, fut in zip(batch, done):
-                c.on_ack = lambda client, data, fut=fut: fut.set_result(None)
-                c.send(b'420["join","' + ROOM.encode() + b'"]')
-            await asyncio.wait_for(asyncio.gather(*done), 30)
-        finished: list[float] = []
-        total = [0]
-        all_done = loop.create_future()
-        goal = n * k
-
-        def on_event(client: Sio, data: bytes) -> None:
-            client.received += 1
-            total[0] += 1
-            if client.received == k:
-                finished.append(time.perf_counter())
-            if total[0] == goal and not all_done.done():
-                all_done.set_result(None)
-
-        for c in receivers:
-            c.on_event = on_event
-        sender.on_event = ignore
-        packet = b'42["fan","' + b"b" * SIZE + b'"]'
-        await asyncio.sleep(0.1)
-        meter.start()
-        start = time.perf_counter()
-        for _ in range(k):
-            sender.send(packet)
-        try:
-            await asyncio.wait_for(all_done, cmd["timeout"])
-            timed_out = False
-            end = max(finished)
-        except asyncio.TimeoutError:
-            timed_out = True
-            end = time.perf_counter()
-        elapsed = end - start
-        cpu = meter.stop()
-        delivered = total[0]
-        close([*receivers, sender])
-        spread = sorted(t - start for t in finished)
-        return {
-            "ops": delivered,
-            "elapsed": elapsed,
-            "rate": delivered / elapsed,
-            "p50_ms": percentile(spread, 50) * 1e3,
-            "p99_ms": percentile(spread, 99) * 1e3,
-            "errors": goal - delivered,
-            "timed_out": timed_out,
-            **cpu,
-        }
-
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
-                return 0
-            cmd = json.loads(line)
-            meter = CpuMeter(cmd["pid"])
-            try:
-                run = echo if cmd["load"] == "echo" else fanout
-                result = await run(cmd, meter)
-            except Exception as exc:  # reported to the runner, which carries on
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            await asyncio.sleep(0.2)  # let the server forget the closed clients
-            sys.stdout.write(json.dumps(result) + "\n")
-            sys.stdout.flush()
-
-    from _common import raise_fd_limit  # noqa: PLC0415
-
-    raise_fd_limit()
-    return uvloop.run(main())
+            rep = echo_rep if cmd["load"] == "echo" else fanout_rep
+            result = await rep(cmd, meter)
+        except Exception as exc:  # reported to the runner, which carries on
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        await asyncio.sleep(0.2)  # let the server forget the closed clients
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- runner
@@ -419,7 +438,7 @@ def cells(args: argparse.Namespace) -> list[dict[str, Any]]:
         for c in ECHO
     ]
     out += [
-        {"cell": f"fan-out {n}", "load": "fanout", "receivers": n, "burst": k, "timeout": 30}
+        {"cell": f"fan-out {n}", "load": "fanout", "receivers": n, "burst": k, "timeout": 60}
         for n, k in FANOUT
     ]
     return out
@@ -430,49 +449,49 @@ def median(records: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def per_op_us(records: list[dict[str, Any]], key: str) -> float | None:
+    """The median CPU microseconds per op of ``key`` (a share of one core over the window)."""
+    return median(
+        [
+            {"v": r[key] * r["elapsed"] / r["ops"] * 1e6}
+            for r in records
+            if r.get(key) is not None and r["ops"]
+        ],
+        "v",
+    )
+
+
 def table(results: dict[str, dict[str, list[dict[str, Any]]]], servers: list[str]) -> str:
+    """One Markdown row per cell and server: medians, and ratios to python-socketio."""
     lines = [
         "| cell | server | ops/s | server CPU per op (us) | ops per server CPU-second "
-        "| x python-socketio (ops/s) | x python-socketio (per core) | p50 / p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| x python-socketio (ops/s) | x python-socketio (per core) | p50 / p99 ms "
+        "| generator CPU per op (us) | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell, by_server in results.items():
-        ref_rate = ref_core = None
-        rows = []
+        ok = {n: [r for r in by_server.get(n, []) if "error" not in r] for n in servers}
+        ref = ok.get(REFERENCE) or []
+        ref_rate = median(ref, "rate")
+        ref_us = per_op_us(ref, "server_cpu")
         for name in servers:
-            recs = [r for r in by_server.get(name, []) if "error" not in r]
+            recs = ok[name]
             if not recs:
-                errs = {r.get("error") for r in by_server.get(name, [])}
-                rows.append((name, None, None, None, None, None, None, ", ".join(map(str, errs))))
+                errs = ", ".join(sorted({str(r.get("error")) for r in by_server.get(name, [])}))
+                lines.append(f"| {cell} | {name} | n/a | | | | | | | {errs} |")
                 continue
-            rate = median(recs, "rate")
-            cpu_us = median(
-                [
-                    {"v": r["server_cpu"] * r["elapsed"] / r["ops"] * 1e6}
-                    for r in recs
-                    if r.get("server_cpu") is not None and r["ops"]
-                ],
-                "v",
-            )
-            per_core = 1e6 / cpu_us if cpu_us else None
-            if name == REFERENCE:
-                ref_rate, ref_core = rate, per_core
-            errors = sum(r["errors"] for r in recs)
-            rows.append(
-                (name, rate, cpu_us, per_core, median(recs, "p50_ms"), median(recs, "p99_ms"),
-                 errors, "")
-            )
-        for name, rate, cpu_us, per_core, p50, p99, errors, err in rows:
-            if rate is None:
-                lines.append(f"| {cell} | {name} | n/a | | | | | | {err} |")
-                continue
+            rate = median(recs, "rate") or 0.0
+            cpu_us = per_op_us(recs, "server_cpu")
+            gen_us = per_op_us(recs, "gen_cpu")
             x_rate = f"{rate / ref_rate:.1f}x" if ref_rate else ""
-            x_core = f"{per_core / ref_core:.1f}x" if per_core and ref_core else ""
-            cpu_s = f"{cpu_us:.1f}" if cpu_us else ""
-            core_s = f"{per_core:,.0f}" if per_core else ""
+            x_core = f"{ref_us / cpu_us:.1f}x" if ref_us and cpu_us else ""
+            cpu_s = f"{cpu_us:.1f} | {1e6 / cpu_us:,.0f}" if cpu_us else " | "
+            gen_s = f"{gen_us:.1f}" if gen_us else ""
+            p50, p99 = median(recs, "p50_ms") or 0.0, median(recs, "p99_ms") or 0.0
+            errors = sum(r["errors"] for r in recs)
             lines.append(
-                f"| {cell} | {name} | {rate:,.0f} | {cpu_s} | {core_s} | {x_rate} | {x_core} "
-                f"| {p50:.2f} / {p99:.2f} | {errors} |"
+                f"| {cell} | {name} | {rate:,.0f} | {cpu_s} | {x_rate} | {x_core} "
+                f"| {p50:.2f} / {p99:.2f} | {gen_s} | {errors} |"
             )
     return "\n".join(lines)
 
@@ -547,7 +566,8 @@ def main() -> int:
         serve_ours(args.serve.split("/")[1])
         return 0
     if args.generate:
-        return generate()
+        raise_fd_limit()
+        return uvloop.run(generate())
     return run(args)
 
 
