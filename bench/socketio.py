@@ -2,7 +2,7 @@
 
 One command, three servers, one load generator, interleaved repetitions::
 
-    python bench/socketio.py                 # 3 reps, about 2 minutes on 2 cores
+    python bench/socketio.py                 # 3 reps, about 4 minutes on 2 cores
     python bench/socketio.py --reps 1 --duration 0.5
 
 Servers (each its own process on 127.0.0.1, WebSocket transport only, the same
