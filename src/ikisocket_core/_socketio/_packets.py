@@ -224,7 +224,12 @@ def dumps(value: Any) -> str:
         TypeError: ``value`` holds something JSON cannot carry.
         ValueError: ``value`` holds NaN or an infinity.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+# One encoder and one decoder for every packet: json.dumps and json.loads build a new one per
+# call when given options (timeit on a 3-item event: loads 5.8x and dumps 1.8x the cost).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_socket(packet: SocketPacket) -> tuple[str, tuple[bytes, ...]]:
@@ -262,9 +267,12 @@ def _reject_constant(name: str) -> Any:
     raise PacketError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):  # JSONDecodeError, too many digits, too deep
         raise PacketError("the payload is not valid JSON") from None
 
