@@ -142,7 +142,9 @@ SERVERS = (
         ("ikisocket_adapters.asgi", "uvicorn", "uvloop"),
         src=REPO / "src",
     ),
-    ServerSpec("uvicorn+wsproto", "uvicorn_raw_asgi.py", "uvloop", ("uvicorn", "wsproto", "uvloop")),
+    ServerSpec(
+        "uvicorn+wsproto", "uvicorn_raw_asgi.py", "uvloop", ("uvicorn", "wsproto", "uvloop")
+    ),
     ServerSpec("websockets", "websockets_server.py", "asyncio", ("websockets.asyncio.server",)),
     ServerSpec("aiohttp", "aiohttp_server.py", "asyncio", ("aiohttp",)),
     ServerSpec("picows", "picows_server.py", "asyncio", ("picows",)),

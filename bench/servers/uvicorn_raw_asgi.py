@@ -37,7 +37,7 @@ async def relay(text: str, sender: Send) -> None:
         if peer is not sender:
             try:
                 await peer(out)
-            except Exception:  # noqa: BLE001 (closed under us: uvicorn raises)
+            except Exception:  # closed under us: uvicorn raises
                 CLIENTS.discard(peer)
 
 
