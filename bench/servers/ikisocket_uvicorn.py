@@ -6,7 +6,7 @@ The same hub as ``ikisocket_asyncio.py``; uvicorn does the upgrade and the frami
 
 from __future__ import annotations
 
-from _common import MAX_SIZE, parse_args
+from _common import MAX_SIZE, OURS, parse_args
 from _uvicorn import serve
 from ikisocket_asyncio import make_hub
 
@@ -14,4 +14,7 @@ from ikisocket_adapters.asgi import asgi_app
 
 if __name__ == "__main__":
     args = parse_args()
-    serve(asgi_app(make_hub(args.mode), max_message_size=MAX_SIZE), args.loop)
+    # The per-address and handshake limits are lifted as on our own servers (every client is
+    # 127.0.0.1); compression, pings and the backlog are uvicorn's (_uvicorn.py).
+    limits = {k: OURS[k] for k in ("max_connections_per_ip", "max_handshakes")}
+    serve(asgi_app(make_hub(args.mode), max_message_size=MAX_SIZE, **limits), args.loop)
