@@ -59,6 +59,8 @@ VERSIONED = (
     "picows",
     "uvloop",
     "trio",
+    "anyio",
+    "uvicorn",
     "py-spy",
 )
 
@@ -116,6 +118,32 @@ SERVERS = (
         "trio",
         ("ikisocket_adapters.trio", "trio"),
         src=REPO / "src",
+    ),
+    ServerSpec(
+        "ikisocket/anyio",
+        "ikisocket_anyio.py",
+        "asyncio",
+        ("ikisocket_adapters.anyio", "anyio"),
+        src=REPO / "src",
+    ),
+    ServerSpec(
+        "ikisocket/anyio-trio",
+        "ikisocket_anyio.py",
+        "trio",
+        ("ikisocket_adapters.anyio", "anyio", "trio"),
+        src=REPO / "src",
+    ),
+    # Behind uvicorn (wsproto, uvloop as uvicorn picks it when installed), and the floor:
+    # a hand-written ASGI app on the same uvicorn.
+    ServerSpec(
+        "ikisocket/uvicorn",
+        "ikisocket_uvicorn.py",
+        "uvloop",
+        ("ikisocket_adapters.asgi", "uvicorn", "uvloop"),
+        src=REPO / "src",
+    ),
+    ServerSpec(
+        "uvicorn+wsproto", "uvicorn_raw_asgi.py", "uvloop", ("uvicorn", "wsproto", "uvloop")
     ),
     ServerSpec("websockets", "websockets_server.py", "asyncio", ("websockets.asyncio.server",)),
     ServerSpec("aiohttp", "aiohttp_server.py", "asyncio", ("aiohttp",)),
