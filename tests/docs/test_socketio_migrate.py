@@ -20,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "socketio_migrate"))
 
-import server  # noqa: E402
-import server_tests  # noqa: E402
+import migrated_server as server  # noqa: E402
+import migrated_server_tests as server_tests  # noqa: E402
 
 #: Every wait on a socket is bounded by this many seconds.
 WAIT = 10.0

@@ -1,9 +1,9 @@
-"""Testing the server of ``server.py`` with no network (python-socketio has no such client)."""
+"""Testing ``migrated_server.py`` with no network (python-socketio has no such client)."""
 
 from __future__ import annotations
 
 import pytest
-from server import hub
+from migrated_server import hub
 
 from ikisocket_core.testing import SocketIORefused, TestClient
 
