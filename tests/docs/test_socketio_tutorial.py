@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -214,3 +216,57 @@ def test_behind_uvicorn_with_python_socketio() -> None:
     # uvicorn shuts down cleanly on SIGTERM, then some versions exit by the signal
     assert server.returncode in (0, -15), err.decode()[-2000:]
     assert b"403" not in err, err.decode()[-2000:]  # no upgrade was refused
+
+
+NODE_DIR = Path(__file__).resolve().parent / "socketio"
+
+
+def _node() -> str:
+    """``node``, with socket.io-client (npm) installed next to ``chat.mjs``."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _missing("node and npm are needed for socket.io-client")
+    assert node is not None
+    assert npm is not None
+    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if done.returncode != 0:
+            _missing(f"npm install failed: {done.stderr[-500:]}")
+    return node
+
+
+def test_the_pages_flow_with_socket_io_client() -> None:
+    node = _node()
+    from ikisocket_adapters.asyncio import open_server  # noqa: PLC0415
+
+    async def main() -> subprocess.CompletedProcess[str]:
+        async with open_server(chat_server.hub, "127.0.0.1", 0) as s:
+            return await asyncio.to_thread(
+                subprocess.run,
+                [node, "chat.mjs", f"http://127.0.0.1:{s.port}"],
+                cwd=NODE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=6 * WAIT,
+                check=False,
+            )
+
+    done = asyncio.run(main())
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "refused": "pick a name: 1 to 32 letters, digits, '-' or '_'",
+        "joined": ["bob", "lobby"],
+        "delivered": 1,
+        "chat": ["bob", "hi from node"],
+        "bobIn": ["bob"],
+        "annIn": ["ann", "bob"],
+        "annTransport": "websocket",  # ann started on polling and upgraded
+    }
