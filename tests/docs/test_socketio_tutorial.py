@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,8 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAT = ROOT / "examples" / "socketio_chat"
 sys.path.insert(0, str(CHAT))
 
+sys.path.insert(0, str(ROOT / "tests" / "e2e" / "socketio"))
+
 import chat_server  # noqa: E402
 import chat_server_tests  # noqa: E402
+from socketio_npm import NODE_DIR, node_with_socketio_client  # noqa: E402
 
 #: Every wait on a socket, a thread or a process is bounded by this many seconds.
 WAIT = 10.0
@@ -218,39 +220,15 @@ def test_behind_uvicorn_with_python_socketio() -> None:
     assert b"403" not in err, err.decode()[-2000:]  # no upgrade was refused
 
 
-NODE_DIR = Path(__file__).resolve().parent / "socketio"
-
-
-def _node() -> str:
-    """``node``, with socket.io-client (npm) installed next to ``chat.mjs``."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _missing("node and npm are needed for socket.io-client")
-    assert node is not None
-    assert npm is not None
-    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if done.returncode != 0:
-            _missing(f"npm install failed: {done.stderr[-500:]}")
-    return node
-
-
 def test_the_pages_flow_with_socket_io_client() -> None:
-    node = _node()
+    node = node_with_socketio_client(_missing)
     from ikisocket_adapters.asyncio import open_server  # noqa: PLC0415
 
     async def main() -> subprocess.CompletedProcess[str]:
         async with open_server(chat_server.hub, "127.0.0.1", 0) as s:
             return await asyncio.to_thread(
                 subprocess.run,
-                [node, "chat.mjs", f"http://127.0.0.1:{s.port}"],
+                [node, "tutorial_chat.mjs", f"http://127.0.0.1:{s.port}"],
                 cwd=NODE_DIR,
                 capture_output=True,
                 text=True,
