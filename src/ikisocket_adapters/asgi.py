@@ -163,7 +163,9 @@ class ASGIApp:
         kind = scope["type"]
         if kind == "websocket":
             path = _route_path(scope)
-            if self.fallback is not None and self.hub.match(path) is None:
+            sio = self.hub._sio
+            ours = self.hub.match(path) is not None or (sio is not None and sio._serves(path))
+            if self.fallback is not None and not ours:
                 await self.fallback(scope, receive, send)
             else:
                 await self._websocket(scope, path, receive, send)

@@ -13,9 +13,9 @@ import asyncio
 import importlib
 import json
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,13 +27,15 @@ import pytest
 import trio
 from socketio_app import make_hub
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e" / "socketio"))
+from socketio_npm import NODE_DIR, node_with_socketio_client
+
 from ikisocket_adapters import asyncio as asyncio_adapter
 from ikisocket_adapters import trio as trio_adapter
 from ikisocket_core import Hub
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "e2e" / "socketio"
 #: Seconds any one client run may take.
 RUN_TIMEOUT = 60
 
@@ -54,23 +56,7 @@ def _import(name: str) -> Any:
 @pytest.fixture(scope="module")
 def node() -> str:
     """``node``, with socket.io-client installed next to the scenario."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _missing("node and npm are needed for socket.io-client")
-    assert node is not None
-    assert npm is not None
-    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if done.returncode != 0:
-            _missing(f"npm install failed: {done.stderr[-500:]}")
-    return node
+    return node_with_socketio_client(_missing)
 
 
 @contextmanager
