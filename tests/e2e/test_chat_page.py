@@ -5,10 +5,15 @@ demo --port PORT``) and drives two or three browser windows through the page's
 own controls: the name form, the "to" menu, the message box, the room form and
 "Leave chat". Every wait is bounded (``WAIT`` seconds).
 
+The page speaks Socket.IO when the demo serves socket.io-client: the
+``socketio_client`` fixture installs it from npm into the git-ignored
+``examples/chat/node_modules``, as ``make demo`` does. Pages opened with
+``?plain`` use a plain WebSocket (the fallback when it is not installed).
+
 Chromium and chromedriver are Debian's (``apt-get install chromium
-chromium-driver``). When they are missing the tests skip, except under CI
-(``CI=true``), where they fail: ``.ci/run`` installs them. The first test saves
-a screenshot to ``artifacts/chat.png``.
+chromium-driver``). When they (or npm) are missing the tests skip, except under
+CI (``CI=true``), where they fail: ``.ci/run`` installs them. The first test
+saves a screenshot to ``artifacts/chat.png``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
 ROOT = Path(__file__).resolve().parents[2]
+CHAT = ROOT / "examples" / "chat"
 ARTIFACTS = ROOT / "artifacts"
 #: Every wait in these tests is bounded by this many seconds.
 WAIT = 10.0
@@ -144,8 +151,29 @@ class Demo:
         return proc.returncode
 
 
+@pytest.fixture(scope="session")
+def socketio_client() -> Path:
+    """socket.io-client's browser build, installed from npm as ``make demo`` does."""
+    script = CHAT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+    if not script.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            _missing("npm is needed to install socket.io-client for the chat page")
+        assert npm is not None
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(CHAT), "--no-audit", "--no-fund", "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0 or not script.is_file():
+            _missing(f"npm install failed: {done.stderr[-500:]}")
+    return script
+
+
 @pytest.fixture
-def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
+def demo(request: pytest.FixtureRequest, tmp_path: Path, socketio_client: Path) -> Iterator[Demo]:
     """The chat demo, started on a free port (on asyncio, or the adapter parametrized)."""
     adapter = str(getattr(request, "param", "asyncio"))
     server = Demo(free_port(), tmp_path / "demo.log", adapter)
@@ -293,6 +321,19 @@ class ChatPage:
         badge = self.driver.find_element(By.ID, "status")
         return str(badge.get_attribute("data-state")), badge.text
 
+    def transport(self) -> str:
+        """How the page talks to the server ("Socket.IO \u00b7 websocket", "WebSocket")."""
+        from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+        return str(self.driver.find_element(By.ID, "transport").text)
+
+    def transports(self) -> list[str]:
+        """Every transport the page has been on since it was loaded, in order."""
+        history: str | None = self.driver.execute_script(
+            "return document.getElementById('transport').dataset.history;"
+        )
+        return history.split("|") if history else []
+
     def login_error(self) -> str:
         from selenium.webdriver.common.by import By  # noqa: PLC0415
 
@@ -347,18 +388,27 @@ class ChatPage:
         self.driver.find_element(By.ID, "logout").click()
 
 
-def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Browsers) -> None:
+#: The page's two ways to talk to the server: Socket.IO, and the plain WebSocket fallback.
+PAGES = {"socketio": "", "plain": "?plain"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_three_people_chat_directly_in_rooms_and_leave(
+    demo: Demo, browsers: Browsers, page: str
+) -> None:
     alice, bob, carol = (
         ChatPage(d, n) for d, n in zip(browsers(3), ("alice", "bob", "carol"), strict=True)
     )
+    url = demo.url + PAGES[page]
 
     # Each signs in; the page greets them the seed's way and shows who is online.
-    alice.open(demo.url)
+    alice.open(url)
     alice.wait_status("connected")
     alice.wait_line("system", "Hello user: alice with UUID: ")
     alice.wait_presence(["alice"])
-    bob.open(demo.url)
-    carol.open(demo.url)
+    assert alice.transport().startswith("Socket.IO" if page == "socketio" else "WebSocket")
+    bob.open(url)
+    carol.open(url)
     for page in (alice, bob, carol):
         page.wait_presence(["alice", "bob", "carol"])
     alice.wait_line("system", "New user connected: bob and UUID: ")
@@ -406,11 +456,15 @@ def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Bro
     assert bob.driver.save_screenshot(str(ARTIFACTS / "chat.png"))
 
 
+@pytest.mark.parametrize("page", PAGES)
 @pytest.mark.parametrize("demo", ["asyncio", "trio"], indirect=True)
-def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browsers) -> None:
+def test_page_reconnects_after_the_server_restarts(
+    demo: Demo, browsers: Browsers, page: str
+) -> None:
     first, second = browsers(2)
+    url = demo.url + PAGES[page]
     alice = ChatPage(first, "alice")
-    alice.open(demo.url)
+    alice.open(url)
     alice.wait_presence(["alice"])
     alice.join("lobby")
     alice.wait_line("system", "alice joined #lobby")
@@ -419,7 +473,9 @@ def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browser
     assert demo.stop() == 0
     alice.wait_status("offline")
     assert "retrying" in alice.status()[1]
-    alice.wait_line("system", "Connection lost (code 1001)")
+    alice.wait_line(
+        "system", "Connection lost (code 1001)" if page == "plain" else "Connection lost ("
+    )
 
     # It comes back on the same port: the page reconnects by itself, with its rooms.
     demo.start()
@@ -431,7 +487,7 @@ def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browser
 
     # A name in use is refused, and the page asks for another one.
     bob = ChatPage(second, "bob")
-    bob.open(demo.url, name="alice")
+    bob.open(url, name="alice")
     bob.wait("the 'already connected' error", lambda: "already connected" in bob.login_error())
     bob.sign_in("bob")
     bob.wait_status("connected")
