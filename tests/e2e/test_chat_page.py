@@ -18,6 +18,8 @@ saves a screenshot to ``artifacts/chat.png``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -36,6 +38,7 @@ import pytest
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
+    from websockets.sync.client import ClientConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = ROOT / "examples" / "chat"
@@ -392,21 +395,21 @@ class ChatPage:
 PAGES = {"socketio": "", "plain": "?plain"}
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("mode", PAGES)
 def test_three_people_chat_directly_in_rooms_and_leave(
-    demo: Demo, browsers: Browsers, page: str
+    demo: Demo, browsers: Browsers, mode: str
 ) -> None:
     alice, bob, carol = (
         ChatPage(d, n) for d, n in zip(browsers(3), ("alice", "bob", "carol"), strict=True)
     )
-    url = demo.url + PAGES[page]
+    url = demo.url + PAGES[mode]
 
     # Each signs in; the page greets them the seed's way and shows who is online.
     alice.open(url)
     alice.wait_status("connected")
     alice.wait_line("system", "Hello user: alice with UUID: ")
     alice.wait_presence(["alice"])
-    assert alice.transport().startswith("Socket.IO" if page == "socketio" else "WebSocket")
+    assert alice.transport().startswith("Socket.IO" if mode == "socketio" else "WebSocket")
     bob.open(url)
     carol.open(url)
     for page in (alice, bob, carol):
@@ -456,13 +459,13 @@ def test_three_people_chat_directly_in_rooms_and_leave(
     assert bob.driver.save_screenshot(str(ARTIFACTS / "chat.png"))
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("mode", PAGES)
 @pytest.mark.parametrize("demo", ["asyncio", "trio"], indirect=True)
 def test_page_reconnects_after_the_server_restarts(
-    demo: Demo, browsers: Browsers, page: str
+    demo: Demo, browsers: Browsers, mode: str
 ) -> None:
     first, second = browsers(2)
-    url = demo.url + PAGES[page]
+    url = demo.url + PAGES[mode]
     alice = ChatPage(first, "alice")
     alice.open(url)
     alice.wait_presence(["alice"])
@@ -474,7 +477,7 @@ def test_page_reconnects_after_the_server_restarts(
     alice.wait_status("offline")
     assert "retrying" in alice.status()[1]
     alice.wait_line(
-        "system", "Connection lost (code 1001)" if page == "plain" else "Connection lost ("
+        "system", "Connection lost (code 1001)" if mode == "plain" else "Connection lost ("
     )
 
     # It comes back on the same port: the page reconnects by itself, with its rooms.
@@ -501,3 +504,193 @@ def test_page_reconnects_after_the_server_restarts(
 
 def _welcomes(page: ChatPage) -> int:
     return sum("Hello user: alice with UUID: " in text for text in page.texts())
+
+
+class PlainClient:
+    """A plain WebSocket user of the chat (the ``websockets`` library), beside the pages."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def connect(cls, port: int, name: str) -> Iterator[PlainClient]:
+        """Sign in as ``name`` on ``/ws/<name>``; close when done."""
+        from websockets.sync.client import connect  # noqa: PLC0415
+
+        with connect(f"ws://127.0.0.1:{port}/ws/{name}", open_timeout=WAIT) as ws:
+            yield cls(ws)
+
+    def send(self, event: str, data: str, to: str = "") -> None:
+        self.ws.send(json.dumps({"to": to, "event": event, "data": data}))
+
+    def wait(self, event: str, data: Any, sender: str | None = None) -> None:
+        """Read (at most ``WAIT`` seconds) until a message with ``event`` and ``data`` arrives."""
+        deadline = time.monotonic() + WAIT
+        while not any(
+            m["event"] == event and m["data"] == data and sender in (None, m["from"])
+            for m in self.seen
+        ):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no {event} {data!r} within {WAIT} s; got {self.seen}")
+            try:
+                self.seen.append(json.loads(self.ws.recv(timeout=left)))
+            except TimeoutError:
+                continue
+
+
+class CuttableProxy:
+    """A TCP relay between the browser and the demo: ``cut()`` drops every connection.
+
+    The server sees its clients' transports drop (no close frame, no Socket.IO
+    ``DISCONNECT``), as when a network goes away; new connections wait until
+    ``resume()``, so what is sent meanwhile can only reach the page by recovery.
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.up = threading.Event()
+        self.up.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.up.wait()
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=WAIT)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += (client, upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every relayed connection; hold new ones until ``resume()``."""
+        self.up.clear()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def resume(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.resume()
+        self.cut()
+
+
+@pytest.mark.parametrize(
+    ("transports", "expected"),
+    [
+        ("", ["Socket.IO \u00b7 polling", "Socket.IO \u00b7 websocket"]),  # the upgrade
+        ("?transports=websocket", ["Socket.IO \u00b7 websocket"]),
+    ],
+)
+def test_socketio_page_and_plain_client_share_rooms(
+    demo: Demo, browsers: Browsers, transports: str, expected: list[str]
+) -> None:
+    (driver,) = browsers(1)
+    alice = ChatPage(driver, "alice")
+    with PlainClient.connect(demo.port, "bob") as bob:
+        alice.open(demo.url + transports)
+        alice.wait_presence(["alice", "bob"])
+        bob.wait("presence", ["alice", "bob"])
+        alice.wait("the transports", lambda: alice.transports() == expected)
+
+        # Both join #lobby, each its own way; each sees the other's room messages.
+        bob.send("join", "lobby")
+        bob.wait("system", "bob joined #lobby")
+        alice.join("lobby")
+        bob.wait("system", "alice joined #lobby")
+        alice.send("hello from the page", to="#lobby")
+        bob.wait("message", "hello from the page", sender="alice")
+        bob.send("message", "hello from python", to="#lobby")
+        alice.wait_line("room", "hello from python", who="#lobby \u00b7 bob")
+
+        # Direct messages both ways.
+        bob.send("message", "psst", to="alice")
+        alice.wait_line("dm", "psst", who="bob \u2192 you")
+        alice.send("psst back", to="bob")
+        bob.wait("message", "psst back", sender="alice")
+
+        # A Socket.IO page cannot take a name a plain client holds.
+        alice.leave_chat()
+        bob.wait("presence", ["bob"])
+        alice.sign_in("bob")
+        alice.wait("the 'already connected' error", lambda: "already" in alice.login_error())
+
+
+@pytest.fixture
+def proxy(demo: Demo) -> Iterator[CuttableProxy]:
+    """A relay to the demo that the test can cut."""
+    relay = CuttableProxy(demo.port)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def test_socketio_page_recovers_what_it_missed_after_a_drop(
+    demo: Demo, browsers: Browsers, proxy: CuttableProxy
+) -> None:
+    (driver,) = browsers(1)
+    alice = ChatPage(driver, "alice")
+    with PlainClient.connect(demo.port, "bob") as bob:
+        alice.open(proxy.url)
+        alice.wait_presence(["alice", "bob"])
+        alice.wait("the upgrade", lambda: alice.transport() == "Socket.IO \u00b7 websocket")
+        alice.join("lobby")
+        bob.send("join", "lobby")
+        alice.wait(
+            "the room list to count 2 members", lambda: alice.rooms() == {"lobby": "2 members"}
+        )
+
+        # The network between the page and the server goes away; Bob keeps writing.
+        proxy.cut()
+        alice.wait_status("offline")
+        missed = [f"missed {i}" for i in range(5)]
+        for i, text in enumerate(missed):
+            bob.send("message", text, to="#lobby" if i % 2 else "alice")
+        bob.send("message", "to everyone meanwhile")
+
+        # It comes back: the page gets its connection back and every message, in order.
+        proxy.resume()
+        alice.wait_status("connected")
+        alice.wait_line("system", "Reconnected: nothing was missed.")
+        alice.wait_line("chat", "to everyone meanwhile", who="bob")
+        shown = [t for t in alice.texts() if t.startswith("missed ")]
+        assert shown == missed
+        assert _welcomes(alice) == 1  # the same connection (same UUID), not a new sign-in
+
+        # Still in #lobby on the server, and Bob was never told Alice left.
+        alice.send("back again", to="#lobby")
+        bob.wait("message", "back again", sender="alice")
+        assert not any(m["event"] == "system" and "left" in m["data"] for m in bob.seen)
