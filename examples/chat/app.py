@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ikisocket_core import (
     EVENT_MESSAGE,
     RESERVED_EVENTS,
     ConnectRefused,
+    DuplicateUUID,
     EventPayload,
     Hub,
     UnknownConnection,
@@ -46,6 +48,8 @@ BAD_NAME = 4001
 SERVER_EVENTS = frozenset({"system", "presence", "room", "error"})
 #: Custom events that are commands to the server, never delivered to anyone.
 COMMANDS = frozenset({"join", "leave"})
+#: The namespace of the connections' UUIDs (see ``uuid_of``).
+USERS = uuid.UUID("6f1c2a8e-4a7d-5b3e-9c61-2f0e8d4b7a15")
 
 
 # [start:helpers]
@@ -56,6 +60,12 @@ def envelope(event: str, data: Any, *, sender: str = SERVER, to: str = "") -> st
         separators=(",", ":"),
         ensure_ascii=False,
     )
+
+
+def uuid_of(user_id: str) -> str:
+    """The UUID of a user's connection: the same on every node, so a direct message finds
+    the user on whichever node they are (``ikisocket demo --redis``)."""
+    return str(uuid.uuid5(USERS, user_id))
 
 
 def user_of(kws: Websocket) -> str:
@@ -91,6 +101,11 @@ def on_open(kws: Websocket) -> None:
         kws.close(BAD_NAME, "a user id is 1-32 letters, digits, '_', '.' or '-'")
         return
     if user_id in clients:
+        kws.close(NAME_TAKEN, f"{user_id} is already connected")
+        return
+    try:
+        kws.uuid = uuid_of(user_id)  # found by direct messages from any node
+    except DuplicateUUID:  # connected to another node of the same chat
         kws.close(NAME_TAKEN, f"{user_id} is already connected")
         return
 
@@ -133,6 +148,7 @@ def check_name(kws: Websocket) -> None:
         raise ConnectRefused("a user id is 1-32 letters, digits, '_', '.' or '-'")
     if user_id in clients:
         raise ConnectRefused(f"{user_id} is already connected")
+    kws.uuid = uuid_of(user_id)  # as on_open does: direct messages find it from any node
     kws.set_attribute("user_id", user_id)
 
 
@@ -224,10 +240,10 @@ def deliver(kws: Websocket, to: str, frame: str) -> None:
             return
         kws.to(room).emit(frame)  # the room's members but the sender
     else:
-        # Emit the message directly to the specified user.
+        # Emit the message directly to the specified user, on this node or another one.
         try:
-            kws.emit_to(clients[to], frame)
-        except (KeyError, UnknownConnection):
+            kws.emit_to(uuid_of(to), frame)
+        except UnknownConnection:
             reply_error(kws, f"{to} is not online")
 
 

@@ -340,7 +340,8 @@ def _parser() -> argparse.ArgumentParser:
             "--redis",
             metavar="URL",
             default=None,
-            help="share connections with other processes through this Redis (any adapter)",
+            help="share connections with other processes through this Redis (any adapter); "
+            "redis+cluster://HOST:PORT for a Redis Cluster (sharded channels)",
         )
         p.add_argument(
             "--redis-mode",

@@ -14,6 +14,14 @@ pub/sub channel and applies the other nodes' relays to its hub::
 It is written on anyio with the coredis client, so the same code runs on
 asyncio (also with uvloop), on trio, and under any ASGI server.
 
+With a Redis Cluster URL (``redis+cluster://host:port``, any node of the
+cluster; ``rediss+cluster://`` with TLS) relays go out with ``SPUBLISH`` on
+sharded channels, so the work spreads over the shards: room relays on one of
+16 channels picked by the room's name, direct messages on a channel of the
+node that has the connection (only that node subscribes to it), and the rest
+(broadcasts, hub-wide fires, presence) on the application's channel. Streams
+mode works on a Cluster too, on one stream (so one shard carries it).
+
 Every ``heartbeat`` seconds a node publishes its full membership (a presence
 snapshot, which is also its heartbeat); the others replace what they knew of
 it, and forget a node they have not heard from for ``node_ttl`` seconds (its
@@ -44,31 +52,28 @@ import base64
 import dataclasses
 import json
 import logging
-import sys
+import time
 import uuid as _uuid
 from collections import deque
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import coredis
 from anyio.abc import TaskStatus
 from coredis import PureToken
-from coredis.retry import NoRetryPolicy
 
 from ikisocket_core import (
     HelloRelay,
     Hub,
     IkisocketError,
-    LocalProtocolError,
     MessageKind,
     PresenceRelay,
     Relay,
     default_hub,
 )
 
-if sys.version_info < (3, 11):  # pragma: no cover (the backport anyio depends on)
-    from exceptiongroup import BaseExceptionGroup
+from ._redis_routes import Client, Routes, connect
+from ._redis_wire import Deaf, check_url, first_failure, parse_relay, stream_id
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "Resync", "decode_relay", "encode_relay"]
 
@@ -80,7 +85,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
 _BATCH = 512
-_SCHEMES = ("redis", "rediss", "unix")
+_BEHIND = 1000
 _COUNTERS = (
     "published",
     "received",
@@ -123,27 +128,6 @@ def encode_relay(relay: Relay) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
-def _field(name: str, value: Any) -> Any:
-    """One field of a decoded relay, checked and converted back from JSON."""
-    if name == "data":
-        return base64.b64decode(value, validate=True)
-    if name == "kind":
-        if value.__class__ is not int:
-            raise ValueError("kind is 1 or 2")
-        return MessageKind(value)
-    if name == "uuids":
-        if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
-            raise ValueError("uuids is a list of strings")
-        return tuple(value)
-    if name in ("part", "parts"):
-        if value.__class__ is not int:
-            raise ValueError(f"{name} is an int")
-        return value
-    if not isinstance(value, str):  # node, room, event, exclude
-        raise ValueError(f"{name} is a string")
-    return value
-
-
 def decode_relay(message: bytes | str) -> Relay:
     """Parse a message made by :func:`encode_relay`.
 
@@ -156,28 +140,7 @@ def decode_relay(message: bytes | str) -> Relay:
     Raises:
         ValueError: It is not a relay.
     """
-    try:
-        doc = json.loads(message)
-        cls = Relay.for_op(doc["op"])
-        fields = {
-            field.name: _field(field.name, doc[field.name])
-            for field in dataclasses.fields(cls)
-            if field.name in doc
-        }
-        return cls(**fields)
-    except (KeyError, TypeError, AttributeError, ValueError, LocalProtocolError) as exc:
-        raise ValueError(f"not a relay: {exc}") from None
-
-
-def _check_url(url: str) -> None:
-    """Refuse a URL that is not a Redis URL (now, not in the reconnect loop)."""
-    scheme = urlsplit(url).scheme
-    if scheme not in _SCHEMES:
-        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix:// (not {url!r})")
-    try:
-        coredis.ConnectionPool.from_url(url)
-    except Exception as exc:  # coredis raises what its URL parsing raises
-        raise ValueError(f"not a usable Redis URL: {exc}") from None
+    return parse_relay(message)[0]
 
 
 class Resync(IkisocketError):
@@ -206,17 +169,6 @@ class Resync(IkisocketError):
         self.cause = cause
 
 
-def _stream_id(value: bytes | str) -> tuple[int, int]:
-    """A stream entry id (``"ms-seq"``) as a pair that compares in stream order."""
-    text = value.decode("ascii") if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-class _Deaf(Exception):
-    """This node stopped hearing its own heartbeat: its subscription is dead."""
-
-
 class RedisBackplane:
     """Carries a hub's relays to the other nodes through Redis pub/sub, and theirs to it.
 
@@ -231,7 +183,9 @@ class RedisBackplane:
 
     Args:
         hub: The application's hub, or the Redis URL (then the default hub is served).
-        url: The Redis URL (``redis://``, ``rediss://`` or ``unix://``).
+        url: The Redis URL (``redis://``, ``rediss://`` or ``unix://``), or a
+            Redis Cluster's (``redis+cluster://`` or ``rediss+cluster://`` and
+            the address of any of its nodes).
         mode: ``"pubsub"`` (at most once, lowest latency) or ``"streams"``
             (no loss while Redis keeps the stream; see the module's docs).
         channel: The pub/sub channel every node of the application uses.
@@ -253,6 +207,7 @@ class RedisBackplane:
     Attributes:
         hub: The hub it serves.
         node_id: This node's id.
+        cluster: Whether the URL names a Redis Cluster.
         connected: Whether it is connected and subscribed right now.
         stats: Counters: ``published``, ``received`` (relays from other
             nodes), ``applied`` (of those, given to the hub), ``dropped``
@@ -295,7 +250,7 @@ class RedisBackplane:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         url = DEFAULT_URL if url is None else url
-        _check_url(url)
+        self._url, self.cluster = check_url(url)
         self.hub = default_hub if hub is None else hub
         self.url = url
         self.mode = mode
@@ -309,10 +264,17 @@ class RedisBackplane:
         self.hub.federate(
             self.node_id, node_ttl=node_ttl, presence_interval=heartbeat, max_relays=max_pending
         )
+        self._routes = Routes(channel, self.node_id, sharded=self.cluster and mode == "pubsub")
         self.connected = False
         self.stats = dict.fromkeys(_COUNTERS, 0)
+        # How old the newest relay received was (seconds), and whether that is too old.
+        self._lag = 0.0
+        self._lagging = False
+        self._behind: int | None = None
         self._peers: dict[str, float] = {}
         self._heard_self: float | None = None
+        # On a Cluster: when this node last heard the ping on its own sharded channel.
+        self._heard_inbox: float | None = None
         self._hub_dropped = self.hub.dropped_relays
         # Relays to publish with their sequence numbers (the order this node queued them).
         self._pending: deque[tuple[int, Relay]] = deque()
@@ -360,12 +322,20 @@ class RedisBackplane:
 
         Returns:
             ``node``, ``connected``, ``pending`` (relays waiting to be published),
-            the counters of ``stats``, and ``peers`` (see :attr:`peers`).
+            ``lag`` (seconds between the publishing and the receiving of the
+            newest relay this node received, its own heartbeat included, by the
+            wall clocks of the publisher, or of Redis in Streams mode, and of
+            this node), ``behind`` (Streams mode: how many entries of the
+            stream were still unread at the last heartbeat, counted up to 1,000;
+            ``None`` in pub/sub mode), the counters of ``stats``, and ``peers``
+            (see :attr:`peers`).
         """
         return {
             "node": self.node_id,
             "connected": self.connected,
             "pending": len(self._pending),
+            "lag": self._lag,
+            "behind": self._behind,
             **self.stats,
             "peers": self.peers,
         }
@@ -446,14 +416,29 @@ class RedisBackplane:
                 )
                 self.stats["forgotten"] += 1
                 self._peers.pop(node, None)
+            self._watch_lag()
             await anyio.sleep(self.heartbeat / 2)
+
+    def _watch_lag(self) -> None:
+        """Log when relays arrive late (over ``node_ttl``), and when they are on time again."""
+        lag, lagging = self._lag, self._lagging
+        if not lagging and lag > self.node_ttl:
+            self._lagging = True
+            logger.warning(
+                "redis backplane: node %s receives relays %.1f s after they were published",
+                self.node_id,
+                lag,
+            )
+        elif lagging and lag <= self.heartbeat:
+            self._lagging = False
+            logger.info("redis backplane: node %s is on time again (lag %.3f s)", self.node_id, lag)
 
     def _malformed(self, exc: Exception) -> None:
         self.stats["malformed"] += 1
         where = self.stream if self.mode == "streams" else self.channel
         logger.warning("redis backplane: ignoring a message on %s: %s", where, exc)
 
-    def _receive_entry(self, fields: Any) -> None:
+    def _receive_entry(self, fields: Any, sent: int) -> None:
         """A stream entry: drop what was applied already, report a gap, apply the rest."""
         try:
             node, epoch = fields[b"n"].decode(), fields[b"e"].decode()
@@ -471,7 +456,7 @@ class RedisBackplane:
                 # Trimmed from the stream before this node read them, dropped by a publisher
                 # whose queue overflowed, or lost with a Redis restart: say so, once per gap.
                 self._resync(node, seq - last - 1, "a gap in its sequence numbers")
-        self._receive(message)
+        self._receive(message, sent)
 
     def _resync(self, node: str, missed: int, cause: str) -> None:
         self.stats["resyncs"] += 1
@@ -480,16 +465,23 @@ class RedisBackplane:
         )
         self.hub.receive_relay_loss(Resync(node, missed, cause))
 
-    def _receive(self, message: bytes | str) -> None:
+    def _receive(
+        self, message: bytes | str, sent: int | None = None, channel: bytes | None = None
+    ) -> None:
         try:
-            relay = decode_relay(message)
+            relay, stamp = parse_relay(message)
         except ValueError as exc:
             self._malformed(exc)
             return
+        sent = stamp if sent is None else sent
+        if sent is not None:
+            self._lag = max(0.0, time.time() - sent / 1000)
         now = anyio.current_time()
         if relay.node == self.node_id:
             if isinstance(relay, PresenceRelay) and relay.parts:
                 self._heard_self = now  # our own heartbeat came back: we are not deaf
+            elif channel is not None and channel.decode() == self._routes.inbox:
+                self._heard_inbox = now  # the ping on our own sharded channel came back
             return
         self.stats["received"] += 1
         self._peers[relay.node] = now
@@ -504,7 +496,7 @@ class RedisBackplane:
             try:
                 await self._session(task_status)
             except Exception as exc:
-                reason = _reason(exc)
+                reason = first_failure(exc)
                 if self.connected:
                     logger.warning("redis backplane lost %s: %s", self.url, reason)
                 elif delay == _FIRST_DELAY:  # once per outage, not at every attempt
@@ -524,13 +516,8 @@ class RedisBackplane:
             self._has_started = True
             task_status.started()
 
-    def _client(self) -> coredis.Redis[bytes]:
-        return coredis.Redis.from_url(
-            self.url,
-            connect_timeout=2.0,
-            stream_timeout=self.node_ttl,
-            retry_policy=NoRetryPolicy(),
-        )
+    def _client(self) -> Client:
+        return connect(self._url, cluster=self.cluster, timeout=self.node_ttl)
 
     async def _session(self, task_status: TaskStatus[None]) -> None:
         if self.mode == "streams":
@@ -542,22 +529,26 @@ class RedisBackplane:
                     tg.start_soon(self._write, client)
                     tg.start_soon(self._probe, client)
             return
-        async with (
-            self._client() as client,
-            client.pubsub(
-                ignore_subscribe_messages=True,
-                retry_policy=None,  # this loop reconnects, and announces the node again
-                max_idle_seconds=max(1, round(self.heartbeat)),
-            ) as pubsub,
-        ):
-            await pubsub.subscribe(self.channel)
+        async with self._client() as client, self._subscriber(client) as pubsub:
+            await pubsub.subscribe(*self._routes.subscriptions())
             await self._announce(client, task_status)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, pubsub)
                 tg.start_soon(self._write, client)
                 tg.start_soon(self._probe, client)
 
-    async def _announce(self, client: coredis.Redis[bytes], task_status: TaskStatus[None]) -> None:
+    def _subscriber(self, client: Client) -> Any:
+        """Pub/sub on one Redis, sharded pub/sub on a Cluster."""
+        options: dict[str, Any] = {
+            "ignore_subscribe_messages": True,
+            "retry_policy": None,  # this loop reconnects, and announces the node again
+            "max_idle_seconds": max(1, round(self.heartbeat)),
+        }
+        if isinstance(client, coredis.RedisCluster):
+            return client.sharded_pubsub(**options)
+        return client.pubsub(**options)
+
+    async def _announce(self, client: Client, task_status: TaskStatus[None]) -> None:
         # Announce this node: the others answer ``hello`` with their snapshots, and replace
         # what they knew of this one with its own.
         await self._beat(client)
@@ -570,26 +561,26 @@ class RedisBackplane:
         else:
             await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
         self.connected = True
-        self._heard_self = anyio.current_time()
+        self._heard_self = self._heard_inbox = anyio.current_time()
         self.stats["connects"] += 1
         if self.stats["connects"] > 1:
             self.stats["reconnects"] += 1
         logger.info("redis backplane: node %s connected to %s", self.node_id, self.url)
         self._started(task_status)
 
-    async def _position(self, client: coredis.Redis[bytes]) -> None:
+    async def _position(self, client: Client) -> None:
         """Where to read the stream from: the last entry applied, unless the stream is new."""
         newest = await client.xrevrange(self.stream, "+", "-", count=1)
         top = newest[0].identifier if newest else None
         last = self._last_id
         if last is None:  # the first connection: what was published before is history
             self._last_id = top if top is not None else b"0-0"
-        elif top is None or _stream_id(top) < _stream_id(last):
+        elif top is None or stream_id(top) < stream_id(last):
             # Redis lost the stream (a restart without persistence): read the new one whole;
             # publishers' sequence numbers tell whether relays were lost meanwhile.
             self._last_id = b"0-0"
 
-    async def _read_stream(self, client: coredis.Redis[bytes]) -> None:
+    async def _read_stream(self, client: Client) -> None:
         block = max(1, int(self.heartbeat * 1000))
         while True:
             assert self._last_id is not None
@@ -597,15 +588,15 @@ class RedisBackplane:
             for entries in (found or {}).values():
                 for entry in entries:
                     self._last_id = entry.identifier
-                    self._receive_entry(entry.field_values)
+                    self._receive_entry(entry.field_values, stream_id(entry.identifier)[0])
 
     async def _read(self, pubsub: Any) -> None:
         while True:
             message = await pubsub.get_message(timeout=self.heartbeat)
             if message is not None and message.get("type") == "message":
-                self._receive(message["data"])
+                self._receive(message["data"], None, message.get("channel"))
 
-    async def _write(self, client: coredis.Redis[bytes]) -> None:
+    async def _write(self, client: Client) -> None:
         pending = self._pending
         while True:
             assert self._more is not None
@@ -616,9 +607,12 @@ class RedisBackplane:
                 await self._publish(client, batch)
 
     async def _publish(
-        self, client: coredis.Redis[bytes], batch: list[tuple[int, Relay]], *, again: bool = True
+        self, client: Client, batch: list[tuple[int, Relay]], *, again: bool = True
     ) -> None:
         streams = self.mode == "streams"
+        routes, owner = self._routes, self.hub.node_of
+        # The publish time, for the receivers' lag (the stream's entry ids carry their own).
+        stamp = b',"t":%d}' % (time.time() * 1000)
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for seq, relay in batch:
@@ -636,8 +630,13 @@ class RedisBackplane:
                             threshold=self.backlog,
                             trim_operator=PureToken.APPROXIMATELY,
                         )
-                    else:
-                        pipe.publish(self.channel, encode_relay(relay))
+                        continue
+                    for channel, part in routes.route(relay, owner):
+                        message = encode_relay(part)[:-1] + stamp
+                        if routes.sharded:
+                            pipe.spublish(channel, message)
+                        else:
+                            pipe.publish(channel, message)
         except BaseException:
             if streams and again:
                 # Not lost: published again after the reconnect (readers drop a relay they
@@ -648,18 +647,29 @@ class RedisBackplane:
             raise
         self.stats["published"] += len(batch)
 
-    async def _beat(self, client: coredis.Redis[bytes]) -> None:
+    async def _beat(self, client: Client) -> None:
         await client.set(self.node_key(self.node_id), b"1", px=int(self.node_ttl * 1000))
 
-    async def _probe(self, client: coredis.Redis[bytes]) -> None:
+    async def _probe(self, client: Client) -> None:
         """The liveness probe: a node that stops hearing its own heartbeat reconnects."""
         while True:
             await anyio.sleep(self.heartbeat)
             await self._beat(client)
+            last = self._last_id
+            if last is not None:  # Streams mode: how far behind the stream's newest entry
+                start = "(" + (last.decode("ascii") if isinstance(last, bytes) else last)
+                self._behind = len(await client.xrange(self.stream, start, "+", count=_BEHIND))
             heard = self._heard_self
+            if self._routes.sharded:
+                # Its direct messages come on a channel of their own, maybe on another shard:
+                # ping it too, and count it in the hearing.
+                ping = encode_relay(HelloRelay(node=self.node_id))
+                await client.spublish(self._routes.inbox, ping)
+                inbox = self._heard_inbox
+                heard = None if heard is None or inbox is None else min(heard, inbox)
             if heard is not None and anyio.current_time() - heard > self.node_ttl:
                 self.stats["deaf"] += 1
-                raise _Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")
+                raise Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")
 
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
@@ -673,10 +683,3 @@ class RedisBackplane:
                 await client.delete([self.node_key(self.node_id)])
         except Exception as exc:
             logger.warning("redis backplane: could not say goodbye on %s: %s", self.url, exc)
-
-
-def _reason(exc: BaseException) -> str:
-    """The first leaf of an exception group (anyio task groups wrap what failed)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"

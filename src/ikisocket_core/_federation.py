@@ -285,6 +285,26 @@ class _Federation(_Dispatcher):
             self._depth -= 1
             self._flush_outside()
 
+    def node_of(self, uuid: str) -> str | None:
+        """The id of the node that has a connection, as far as this hub knows.
+
+        A backplane uses it to send a direct message to that node only.
+
+        Args:
+            uuid: The connection's UUID.
+
+        Returns:
+            This node's id for one of its own connections, another node's id
+            for a connection that node announced, or ``None`` (unknown, or the
+            hub is not federated).
+        """
+        if uuid in self._conns:
+            return self._node
+        for node, members in self._remote.items():
+            if uuid in members:
+                return node
+        return None
+
     def forget_node(self, node_id: str) -> None:
         """Drop what this hub knows of another node's connections (it is gone).
 

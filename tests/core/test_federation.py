@@ -410,6 +410,22 @@ def test_emit_to_list_splits_local_remote_and_unknown(
     assert a1.receive_text() == "local only"
 
 
+def test_node_of_names_the_node_that_has_a_connection(
+    two: tuple[Hub, TestClient, Hub, TestClient, Bus],
+) -> None:
+    a, ca, _b, cb, bus = two
+    a1, b1 = connect(ca, bus, "/ws/a1"), connect(cb, bus, "/ws/b1")
+    assert (a.node_of(a1.uuid), a.node_of(b1.uuid), a.node_of("nobody")) == (
+        "node-a",
+        "node-b",
+        None,
+    )
+    b1.close()
+    bus.flush()
+    assert a.node_of(b1.uuid) is None  # gone: a direct message has nowhere to go
+    assert make_hub(None).node_of("anyone") is None
+
+
 def test_hello_is_answered_with_the_local_connections() -> None:
     a = make_hub("node-a")
     ca = TestClient(a)

@@ -395,6 +395,7 @@ def sio_inbox(session: SocketIOTestSession) -> list[dict[str, Any]]:
 
 def test_socketio_and_plain_users_share_the_chat(chat: ModuleType, client: TestClient) -> None:
     alice = client.socketio_connect(auth={"name": "alice"})
+    assert alice.kws.uuid == chat.uuid_of("alice")  # found by direct messages from any node
     assert chat.clients == {"alice": alice.kws.uuid}
     greeting = sio_inbox(alice)
     assert greeting[0] == system(f"Hello user: alice with UUID: {alice.kws.uuid}", to="alice")

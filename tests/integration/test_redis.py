@@ -3,238 +3,59 @@
 Each test starts its own ``redis-server`` on a free loopback port. Nodes are
 asyncio servers with a :class:`RedisBackplane` each, in this process or in
 subprocesses (the crash test, and ``ikisocket demo --redis``); clients are
-``websockets`` clients over 127.0.0.1. This module is also the nodes' app:
-``python tests/integration/test_redis.py PORT REDIS_URL`` serves ``make_hub()``.
+``websockets`` clients over 127.0.0.1 (see ``redis_support``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import coredis
 import pytest
+import redis_support
+from redis_support import (
+    HEARTBEAT,
+    HERE,
+    LIMIT,
+    NODE,
+    NODE_TTL,
+    RedisServer,
+    client,
+    free_port,
+    make_hub,
+    nodes,
+    nothing_more,
+    process,
+    recv,
+    send,
+    until,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ikisocket_adapters.anyio import serve
-from ikisocket_adapters.asgi import asgi_app
-from ikisocket_adapters.asyncio import WebSocketServer, start_server
-from ikisocket_adapters.redis import RedisBackplane, Resync, decode_relay, encode_relay
+from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
 from ikisocket_core import (
     BINARY,
     AbsenceRelay,
     BroadcastRelay,
     EmitRelay,
-    EventPayload,
     FireRelay,
     HelloRelay,
     Hub,
     PresenceRelay,
     Relay,
     RoomRelay,
-    Websocket,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.anyio,
-    # coredis 6.9 creates a connection's anyio memory streams before it connects and closes
-    # them only after a successful connect: every failed attempt (Redis down, on purpose
-    # here) leaves six of them to the garbage collector, which warns. Harmless; not ours.
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
-
-#: No single wait takes longer than this many seconds.
-LIMIT = 10.0
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-#: Short timers so that a crashed node is forgotten quickly.
-HEARTBEAT, NODE_TTL = 0.25, 1.0
-#: A throwaway Redis: no snapshots, no append-only file.
-SAVE_NOTHING = ("--save", "", "--appendonly", "no")
-
-
-# -- the app every node serves -----------------------------------------------------------
-
-
-def make_hub() -> Hub:
-    """A hub whose clients drive it with JSON commands and get JSON replies."""
-    hub = Hub()
-
-    @hub.websocket("/ws/:id")
-    def on_open(kws: Websocket) -> None:
-        kws.set_attribute("id", kws.params["id"])
-        kws.emit(json.dumps({"uuid": kws.uuid}))
-
-    @hub.on("message")
-    def on_message(ep: EventPayload) -> None:
-        cmd: dict[str, Any] = json.loads(ep.data)
-        op, data = cmd["op"], cmd.get("data", "")
-        kws = ep.kws
-        if op == "broadcast":
-            kws.broadcast(data, except_self=bool(cmd.get("except_self")))
-        elif op == "emit_to":
-            kws.emit_to(cmd["to"], data)
-        elif op == "join":
-            kws.join(cmd["room"])
-            kws.emit(json.dumps({"joined": cmd["room"]}))
-        elif op == "room":
-            kws.to(cmd["room"]).emit(data)
-        elif op == "fire":
-            hub.fire(cmd["event"], data)
-        elif op == "who":
-            kws.emit(json.dumps({"who": sorted(hub.all_connections)}))
-
-    @hub.on("ring")
-    def on_ring(ep: EventPayload) -> None:
-        ep.kws.emit(f"rang {ep.kws.get_attribute('id')}: {ep.data.decode()}")
-
-    @hub.on("error")
-    def on_error(ep: EventPayload) -> None:
-        if isinstance(ep.error, Resync):  # Streams mode lost relays: tell the client
-            ep.kws.emit(json.dumps({"resync": ep.error.node, "missed": ep.error.missed}))
-
-    return hub
-
-
-hub = make_hub()
-
-
-# -- redis-server ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on a loopback port, which a test may kill and restart."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *SAVE_NOTHING],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + LIMIT
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(LIMIT)
-            self.process = None
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not on PATH (it is required in CI)")
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-# -- nodes and clients -------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    hub: Hub
-    server: WebSocketServer
-    backplane: RedisBackplane
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.port}"
-
-
-@asynccontextmanager
-async def nodes(url: str, count: int = 2, **options: Any) -> AsyncIterator[list[Node]]:
-    """``count`` in-process nodes on their own ports, connected and aware of each other."""
-    async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
-        running: list[Node] = []
-        for _ in range(count):
-            node_hub = make_hub()
-            backplane = RedisBackplane(
-                node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL, **options
-            )
-            await tg.start(backplane.run)
-            server = await start_server(node_hub, "127.0.0.1", 0)
-            stack.push_async_callback(server.wait_closed)
-            stack.callback(server.close)
-            running.append(Node(node_hub, server, backplane))
-        await until(lambda: all(n.backplane.connected for n in running))
-        await until(lambda: all(len(n.hub.remote_nodes) >= count - 1 for n in running))
-        yield running
-        tg.cancel_scope.cancel()
-
-
-async def until(condition: Any, limit: float = LIMIT) -> None:
-    with anyio.fail_after(limit):
-        while not condition():
-            await anyio.sleep(0.02)
-
-
-@asynccontextmanager
-async def client(node_url: str, name: str) -> AsyncIterator[tuple[ClientConnection, str]]:
-    async with connect(f"{node_url}/ws/{name}", open_timeout=LIMIT, close_timeout=2) as ws:
-        hello = json.loads(await recv(ws))
-        yield ws, str(hello["uuid"])
-
-
-async def recv(ws: ClientConnection) -> str | bytes:
-    with anyio.fail_after(LIMIT):
-        return await ws.recv()
-
-
-async def send(ws: ClientConnection, **cmd: Any) -> None:
-    await ws.send(json.dumps(cmd))
-
-
-async def nothing_more(*clients: ClientConnection) -> None:
-    """Nothing else arrives (checked after a marker sent to all of them arrived)."""
-    for ws in clients:
-        with anyio.move_on_after(0.2):
-            extra = await ws.recv()
-            raise AssertionError(f"unexpected message {extra!r}")
+pytestmark = redis_support.pytestmark
+redis_server = redis_support.redis_server  # the fixture
 
 
 # -- the wire format ---------------------------------------------------------------------
@@ -430,40 +251,9 @@ async def test_relays_wait_for_redis_and_the_oldest_are_dropped(
     ]
 
 
-# -- nodes in other processes ------------------------------------------------------------
-
-
-@contextmanager
-def process(args: list[str], pattern: str = "listening on") -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE)])}
-    proc = subprocess.Popen(
-        args, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + LIMIT
-        for line in proc.stdout:
-            if pattern in line:
-                break
-            assert time.monotonic() < deadline, "the node did not start"
-        else:
-            raise AssertionError(f"the node exited with {proc.wait()}")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(LIMIT)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 async def test_a_crashed_node_is_forgotten_after_its_ttl(redis_server: RedisServer) -> None:
     port = free_port()
-    with process([sys.executable, str(Path(__file__)), str(port), redis_server.url]) as proc:
+    with process([sys.executable, NODE, str(port), redis_server.url]) as proc:
         async with (
             nodes(redis_server.url, count=1) as (a,),
             client(f"ws://127.0.0.1:{port}", "b1") as (_, b1_uuid),
@@ -480,7 +270,7 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
     redis_server: RedisServer,
 ) -> None:
     port = free_port()
-    cli = [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub"]
+    cli = [sys.executable, "-m", "ikisocket_adapters", "run", "redis_support:hub"]
     with process([*cli, "--port", str(port), "--redis", redis_server.url]) as proc:
         async with (
             coredis.Redis.from_url(redis_server.url) as raw,
@@ -508,7 +298,7 @@ async def test_a_node_stopped_with_sigterm_announces_its_clients_gone(
 
 def test_a_malformed_redis_url_is_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ikisocket_adapters", "run", "test_redis:hub", "--redis", "x://"],
+        [sys.executable, "-m", "ikisocket_adapters", "run", "redis_support:hub", "--redis", "x://"],
         cwd=HERE,
         capture_output=True,
         text=True,
@@ -548,72 +338,39 @@ async def test_two_demos_share_one_chat(redis_server: RedisServer) -> None:
                         break
             assert (got["from"], got["data"]) == ("alice", "hi bob")
 
+            # Direct messages cross nodes, both ways (the page's "to" field). Presence is
+            # eventually consistent: until the sender's node knows the other user, the sender
+            # gets "... is not online"; then the message gets through.
+            users = {"alice": alice, "bob": bob}
 
-# -- a node in a subprocess --------------------------------------------------------------
+            async def direct(sender: ClientConnection, to: str, text: str) -> dict[str, Any]:
+                with anyio.fail_after(LIMIT):
+                    while True:
+                        await sender.send(json.dumps({"to": to, "event": "message", "data": text}))
+                        with anyio.move_on_after(0.5):
+                            while True:  # past system and presence news
+                                message = dict(json.loads(await users[to].recv()))
+                                if message["event"] == "message" and message["data"] == text:
+                                    return message
 
+            async def error(ws: ClientConnection, text: str) -> None:
+                with anyio.fail_after(LIMIT):
+                    while json.loads(await ws.recv()) != {
+                        "from": "server",
+                        "to": "bob",
+                        "event": "error",
+                        "data": text,
+                    }:
+                        pass
 
-async def _serve_node(port: int, url: str, mode: Any = "pubsub") -> None:
-    node_hub = make_hub()
-    async with anyio.create_task_group() as tg:
-        backplane = RedisBackplane(node_hub, url, mode=mode, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
-        await tg.start(backplane.run)
-        await until(lambda: backplane.connected)
-        async with await start_server(node_hub, "127.0.0.1", port):
-            print(f"node: listening on {port} (asyncio)", flush=True)
-            await anyio.sleep_forever()
-
-
-async def _serve_anyio_node(port: int, url: str) -> None:
-    """The same node on the anyio adapter, for the backend it runs on (trio too)."""
-    node_hub = make_hub()
-    async with anyio.create_task_group() as tg:
-        backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
-        await tg.start(backplane.run)
-        await until(lambda: backplane.connected)
-        await tg.start(
-            lambda task_status: serve(node_hub, "127.0.0.1", port, task_status=task_status)
-        )
-        import sniffio  # noqa: PLC0415 (trio depends on it)
-
-        print(f"node: listening on {port} ({sniffio.current_async_library()})", flush=True)
-
-
-def _asgi_node(url: str) -> Any:
-    """The same node as an ASGI app: its lifespan runs the backplane beside the hub's service.
-
-    Any ASGI server serves it (``hypercorn --worker-class trio`` too); the tests
-    start it as ``test_redis:asgi_node`` with ``IKISOCKET_TEST_REDIS`` set to the URL.
-    """
-    node_hub = make_hub()
-    inner = asgi_app(node_hub)
-    backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await inner(scope, receive, send)
-            return
-        assert (await receive())["type"] == "lifespan.startup"
-        async with anyio.create_task_group() as tg:
-            await tg.start(backplane.run)
-            async with inner.lifespan():
-                await send({"type": "lifespan.startup.complete"})
-                assert (await receive())["type"] == "lifespan.shutdown"
-            # The hub's clients are closed: now the backplane (their "absent" goes out).
-            tg.cancel_scope.cancel()
-        await send({"type": "lifespan.shutdown.complete"})
-
-    return app
-
-
-asgi_node = _asgi_node(os.environ.get("IKISOCKET_TEST_REDIS", "redis://127.0.0.1:1/0"))
-
-
-if __name__ == "__main__":
-    # ``PORT URL [asyncio|trio|anyio-asyncio [MODE]]``: the asyncio adapter, or the anyio one.
-    which = sys.argv[3] if len(sys.argv) > 3 else "asyncio"
-    if which == "asyncio":
-        mode = sys.argv[4] if len(sys.argv) > 4 else "pubsub"
-        anyio.run(_serve_node, int(sys.argv[1]), sys.argv[2], mode)
-    else:
-        backend = "trio" if which == "trio" else "asyncio"
-        anyio.run(_serve_anyio_node, int(sys.argv[1]), sys.argv[2], backend=backend)
+            dm = await direct(alice, "bob", "psst bob")
+            assert (dm["from"], dm["to"], dm["data"]) == ("alice", "bob", "psst bob")
+            dm = await direct(bob, "alice", "psst alice")
+            assert (dm["from"], dm["to"], dm["data"]) == ("bob", "alice", "psst alice")
+            await bob.send(json.dumps({"to": "nobody", "event": "message", "data": "hello?"}))
+            await error(bob, "nobody is not online")
+            # A name in use on the other node is taken.
+            async with connect(f"ws://127.0.0.1:{ports[1]}/ws/alice", open_timeout=LIMIT) as dup:
+                with anyio.fail_after(LIMIT):
+                    await dup.wait_closed()
+                assert dup.close_code == 4000

@@ -1,6 +1,6 @@
 """One application on nodes of every kind: a trio node, an asyncio node, an anyio node.
 
-The nodes are separate processes (``python test_redis.py PORT URL BACKEND``: the
+The nodes are separate processes (``python redis_support.py PORT URL KIND``: the
 anyio adapter on trio, the asyncio adapter) plus one node in the test's own
 event loop, all on one real ``redis-server`` over loopback; clients are
 ``websockets`` clients. What one client does must reach the others exactly
@@ -9,141 +9,48 @@ once, whatever node each is on.
 
 from __future__ import annotations
 
-import json
-import os
+import logging
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, ExitStack, contextmanager
-from pathlib import Path
+import time
 
 import anyio
 import coredis
 import pytest
-import test_redis
-from test_redis import (
+import redis_support
+from redis_support import (
     HEARTBEAT,
     LIMIT,
-    NODE_TTL,
     RedisServer,
+    a_sigkilled_trio_node_is_forgotten,
     client,
+    every_kind_of_node,
     free_port,
+    node_processes,
     nodes,
-    nothing_more,
+    one_application,
     process,
     recv,
     send,
     until,
+    who,
 )
-from websockets.asyncio.client import ClientConnection
 
-from ikisocket_core import UnknownConnection
-
-pytestmark = test_redis.pytestmark
-redis_server = test_redis.redis_server
-
-NODE = str(Path(test_redis.__file__))
-#: The node kinds started as processes: the anyio adapter on trio, the asyncio adapter.
-KINDS = ("trio", "asyncio")
-
-
-@contextmanager
-def node_processes(url: str, kinds: tuple[str, ...] = KINDS) -> Iterator[dict[str, str]]:
-    """One node process per kind; yields each kind's ``ws://`` URL."""
-    with ExitStack() as stack:
-        urls: dict[str, str] = {}
-        for kind in kinds:
-            port = free_port()
-            args = [sys.executable, NODE, str(port), url, kind]
-            stack.enter_context(process(args, f"listening on {port} ({kind})"))
-            urls[kind] = f"ws://127.0.0.1:{port}"
-        yield urls
-
-
-async def who(ws: ClientConnection) -> set[str]:
-    await send(ws, op="who")
-    return set(json.loads(await recv(ws))["who"])
-
-
-async def everyone_sees(clients: dict[str, tuple[ClientConnection, str]]) -> None:
-    """Wait until every client's node lists every client (presence crossed every way)."""
-    expected = {uuid for _, uuid in clients.values()}
-    with anyio.fail_after(LIMIT):
-        for ws, _ in clients.values():
-            while await who(ws) != expected:
-                await anyio.sleep(0.05)
+pytestmark = redis_support.pytestmark
+redis_server = redis_support.redis_server  # the fixture
 
 
 async def test_trio_asyncio_and_anyio_nodes_are_one_application(
     redis_server: RedisServer,
 ) -> None:
-    with node_processes(redis_server.url) as urls:
-        async with nodes(redis_server.url, count=1) as (local,), AsyncExitStack() as stack:
-            urls["anyio"] = local.url
-            clients = {
-                kind: await stack.enter_async_context(client(url, kind))
-                for kind, url in urls.items()
-            }
-            await everyone_sees(clients)
-            sockets = {kind: ws for kind, (ws, _) in clients.items()}
-
-            # Broadcasts: each client's reaches every client exactly once.
-            for kind, ws in sockets.items():
-                await send(ws, op="broadcast", data=f"from {kind}")
-            expected = sorted(f"from {kind}" for kind in sockets)
-            for ws in sockets.values():
-                assert sorted([await recv(ws) for _ in sockets]) == expected
-
-            # Direct messages cross nodes, every way.
-            for sender, ws in sockets.items():
-                for target, (_, uuid) in clients.items():
-                    if target != sender:
-                        await send(ws, op="emit_to", to=uuid, data=f"{sender} to {target}")
-            for target, ws in sockets.items():
-                got = sorted([await recv(ws) for _ in range(len(sockets) - 1)])
-                assert got == sorted(f"{s} to {target}" for s in sockets if s != target)
-
-            # Rooms: the trio and the asyncio client join; the anyio one speaks to the room.
-            for kind in ("trio", "asyncio"):
-                await send(sockets[kind], op="join", room="lobby")
-                assert json.loads(await recv(sockets[kind])) == {"joined": "lobby"}
-            await send(sockets["anyio"], op="room", room="lobby", data="lobby news")
-            assert await recv(sockets["trio"]) == "lobby news"
-            assert await recv(sockets["asyncio"]) == "lobby news"
-
-            # A hub-wide fire runs the listener once per connection, on every node.
-            await send(sockets["trio"], op="fire", event="ring", data="now")
-            for kind, ws in sockets.items():
-                assert await recv(ws) == f"rang {kind}: now"
-
-            await send(sockets["asyncio"], op="broadcast", data="marker")
-            for ws in sockets.values():
-                assert await recv(ws) == "marker"
-            await nothing_more(*sockets.values())  # nothing twice
+    async with every_kind_of_node(redis_server.url) as clients:
+        await one_application(clients)
 
 
 async def test_a_sigkilled_trio_node_is_forgotten_within_its_ttl(
     redis_server: RedisServer,
 ) -> None:
-    port = free_port()
-    args = [sys.executable, NODE, str(port), redis_server.url, "trio"]
-    with process(args, f"listening on {port} (trio)") as proc:
-        async with (
-            nodes(redis_server.url, count=1) as (a,),
-            client(a.url, "a1") as (a1, a1_uuid),
-            client(f"ws://127.0.0.1:{port}", "t1") as (_, t1_uuid),
-        ):
-            await until(lambda: t1_uuid in a.hub.all_connections)
-            assert await who(a1) == {a1_uuid, t1_uuid}
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(LIMIT)
-            # Forgotten after NODE_TTL without a heartbeat (checked every HEARTBEAT / 2).
-            await until(lambda: t1_uuid not in a.hub.all_connections, NODE_TTL + HEARTBEAT + 2)
-            assert a.hub.remote_nodes == ()
-            assert a.backplane.stats["forgotten"] == 1
-            assert await who(a1) == {a1_uuid}
-            with pytest.raises(UnknownConnection):
-                a.hub.emit_to(t1_uuid, "anyone?")
+    await a_sigkilled_trio_node_is_forgotten(redis_server.url)
 
 
 async def test_delivery_resumes_after_redis_restarts(redis_server: RedisServer) -> None:
@@ -199,6 +106,30 @@ async def test_a_paused_redis_never_blocks_a_listener(redis_server: RedisServer)
                     break
 
 
+async def test_health_shows_the_lag_and_the_log_says_when_relays_arrive_late(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ikisocket")
+    async with nodes(redis_server.url) as (a, b), client(a.url, "a1") as (a1, _):
+        health = a.backplane.health()
+        assert 0.0 <= health["lag"] < LIMIT  # its own heartbeat, at least, came back
+        assert health["behind"] is None  # pub/sub mode: no stream to be behind in
+        # A relay published 30 s before it reaches this node (a node stalled that long, or a
+        # Redis that held it): it is delivered, and the lag says how late it was.
+        late = b'{"op":"broadcast","node":"stalled","data":"bGF0ZQ==","t":%d}' % (
+            (time.time() - 30) * 1000
+        )
+        async with coredis.Redis.from_url(redis_server.url) as raw:
+            await raw.publish(a.backplane.channel, late)
+        assert await recv(a1) == "late"
+        assert 29 < a.backplane.health()["lag"] < 30 + LIMIT
+        await until(lambda: "receives relays" in caplog.text)
+        # The next heartbeats arrive on time: so does the log.
+        await until(lambda: a.backplane.health()["lag"] < HEARTBEAT)
+        await until(lambda: "is on time again" in caplog.text)
+        assert b.backplane.health()["lag"] < 30  # b heard only the others' relays
+
+
 async def test_health_counts_and_a_deaf_node_heals_itself(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,7 +150,7 @@ async def test_health_counts_and_a_deaf_node_heals_itself(
             assert await raw.exists(keys) == 2
         # The subscription goes silently deaf (the classic failure): nothing it gets is
         # applied, not even this node's own heartbeat. The probe notices and reconnects.
-        monkeypatch.setattr(a.backplane, "_receive", lambda message: None)
+        monkeypatch.setattr(a.backplane, "_receive", lambda *message: None)
         await until(lambda: a.backplane.stats["deaf"] >= 1)
         await until(lambda: a.backplane.stats["reconnects"] >= 1 and a.backplane.connected)
         monkeypatch.undo()
@@ -239,7 +170,7 @@ async def test_an_asgi_node_joins_the_application(
 ) -> None:
     port = free_port()
     where = f"127.0.0.1:{port}" if "--bind" in server else str(port)
-    args = [sys.executable, *server[:-1], "test_redis:asgi_node", server[-1], where]
+    args = [sys.executable, *server[:-1], "redis_support:asgi_node", server[-1], where]
     monkeypatch.setenv("IKISOCKET_TEST_REDIS", redis_server.url)
     with process(args, "unning on"):  # "Running on" (hypercorn), "Uvicorn running on"
         async with (

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
-import test_redis
-from test_redis import (
+import redis_support
+from redis_support import (
     LIMIT,
+    NODE,
     RedisServer,
     client,
     free_port,
@@ -23,18 +27,22 @@ from test_redis import (
     nothing_more,
     process,
     recv,
+    redis_binary,
     send,
     until,
 )
+from websockets.asyncio.client import ClientConnection
 
 from ikisocket_adapters.redis import RedisBackplane, Resync
 from ikisocket_core import Hub
 
-pytestmark = test_redis.pytestmark
-redis_server = test_redis.redis_server
+pytestmark = redis_support.pytestmark
+redis_server = redis_support.redis_server  # the fixture
 
 #: Messages broadcast before, during and after the pause (each third).
 COUNT = 3000
+#: Messages broadcast before, during and after the restart (each third).
+RESTART_COUNT = 10_000
 
 
 def test_streams_mode_checks_its_settings() -> None:
@@ -91,11 +99,75 @@ async def test_a_redis_pause_loses_nothing_and_delivers_once_in_order(
         assert a.backplane.stats["dropped"] == 0
 
 
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` with an append-only file in a temporary directory."""
+    server = RedisServer(redis_binary("redis-server"), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_a_redis_restart_during_10000_broadcasts_loses_nothing(
+    persistent_redis: RedisServer,
+) -> None:
+    """Redis is stopped (SIGTERM) for 2 s and restarted on the same port and data directory.
+
+    A real restart, not a pause: the stream survives it in Redis' append-only
+    file, and the nodes reconnect, publish what waited, and read on from the
+    last entry each applied.
+    """
+    redis = persistent_redis
+    async with (
+        # Everything may wait for the restart: the publisher's queue holds it all.
+        nodes(
+            redis.url, mode="streams", backlog=2 * RESTART_COUNT, max_pending=2 * RESTART_COUNT
+        ) as (a, b),
+        client(a.url, "a1") as (a1, _),
+        client(a.url, "a2") as (a2, _),
+        client(b.url, "b1") as (b1, _),
+        client(b.url, "b2") as (b2, _),
+    ):
+        sent = [f"m{n}" for n in range(RESTART_COUNT)]
+        got: dict[str, list[str | bytes]] = {"a1": [], "a2": [], "b1": [], "b2": []}
+
+        async def receive_all(name: str, ws: ClientConnection) -> None:
+            with anyio.fail_after(6 * LIMIT):
+                while len(got[name]) < RESTART_COUNT:
+                    got[name].append(await ws.recv())
+
+        async with anyio.create_task_group() as tg:
+            for name, ws in (("a1", a1), ("a2", a2), ("b1", b1), ("b2", b2)):
+                tg.start_soon(receive_all, name, ws)
+            third = RESTART_COUNT // 3
+            for data in sent[:third]:
+                await send(a1, op="broadcast", data=data)
+            await anyio.to_thread.run_sync(redis.stop)
+            stopped = anyio.current_time()
+            for data in sent[third : 2 * third]:
+                await send(a1, op="broadcast", data=data)
+            await until(lambda: not a.backplane.connected and not b.backplane.connected)
+            await anyio.sleep(max(0.0, 2.0 - (anyio.current_time() - stopped)))
+            await anyio.to_thread.run_sync(redis.start)  # same port, same data directory
+            for data in sent[2 * third :]:
+                await send(a1, op="broadcast", data=data)
+        for name, messages in got.items():
+            assert messages == sent, name  # every message, once, in order
+        await nothing_more(a1, a2, b1, b2)
+        assert a.backplane.stats["reconnects"] >= 1
+        assert b.backplane.stats["reconnects"] >= 1
+        assert b.backplane.stats["resyncs"] == 0
+        assert a.backplane.stats["dropped"] == 0
+        await until(lambda: b.backplane.health()["behind"] == 0)
+
+
 async def test_a_node_away_longer_than_the_backlog_gets_a_resync(
     redis_server: RedisServer,
 ) -> None:
     port = free_port()
-    args = [sys.executable, test_redis.__file__, str(port), redis_server.url, "asyncio", "streams"]
+    args = [sys.executable, NODE, str(port), redis_server.url, "asyncio", "streams"]
     with process(args, f"listening on {port}") as proc:
         async with (
             nodes(redis_server.url, count=1, mode="streams", backlog=10) as (a,),
