@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+# The page speaks Socket.IO once socket.io-client is installed from npm (into the git-ignored
+# examples/chat/node_modules); without npm it uses a plain WebSocket, and the demo still runs.
+CHAT_CLIENT = examples/chat/node_modules/socket.io-client/dist/socket.io.min.js
+
 demo: $(STAMP)
+	@test -f $(CHAT_CLIENT) || { command -v npm >/dev/null \
+		&& npm install --prefix examples/chat --no-audit --no-fund --silent \
+		|| echo "demo: socket.io-client not installed (no npm?): the page uses a plain WebSocket"; }
 	$(BIN)/python -m ikisocket_adapters demo --host 127.0.0.1 --port 3000
 
 test: $(STAMP)

@@ -22,6 +22,7 @@ from ikisocket_core import (
     EVENT_ERROR,
     EVENT_MESSAGE,
     RESERVED_EVENTS,
+    ConnectRefused,
     DuplicateUUID,
     EventPayload,
     Hub,
@@ -108,6 +109,11 @@ def on_open(kws: Websocket) -> None:
         kws.close(NAME_TAKEN, f"{user_id} is already connected")
         return
 
+    welcome(kws, user_id)
+
+
+def welcome(kws: Websocket, user_id: str) -> None:
+    """Sign ``user_id`` in on ``kws`` (a plain WebSocket or a Socket.IO connection)."""
     # Add the connection to the map of connected clients. The UUID is what
     # ikisocket routes emit_to / broadcast with.
     clients[user_id] = kws.uuid
@@ -124,6 +130,35 @@ def on_open(kws: Websocket) -> None:
 
 
 # [end:open]
+
+
+# [start:socketio]
+# The page speaks Socket.IO when socket.io-client is served (see static()): the
+# same messages, each one the client's "message" event, so Socket.IO and plain
+# WebSocket users share rooms. With connection-state recovery, a page whose
+# connection drops gets it back (same UUID, rooms) with the messages it missed.
+sio = hub.socketio(recovery=120.0)
+
+
+@sio.before_connect
+def check_name(kws: Websocket) -> None:
+    """Refuse a Socket.IO client whose ``auth`` has no usable ``name`` (its connect_error)."""
+    user_id = kws.auth.get("name")
+    if not isinstance(user_id, str) or not NAME.match(user_id):
+        raise ConnectRefused("a user id is 1-32 letters, digits, '_', '.' or '-'")
+    if user_id in clients:
+        raise ConnectRefused(f"{user_id} is already connected")
+    kws.uuid = uuid_of(user_id)  # as on_open does: direct messages find it from any node
+    kws.set_attribute("user_id", user_id)
+
+
+@hub.on(EVENT_CONNECT)
+def on_socketio_connect(ep: EventPayload) -> None:
+    if ep.kws.transport is not None:  # a Socket.IO connection: check_name accepted it
+        welcome(ep.kws, user_of(ep.kws))
+
+
+# [end:socketio]
 
 
 # [start:connect]
@@ -293,12 +328,22 @@ def on_error(ep: EventPayload) -> None:
 
 # [start:static]
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+#: socket.io-client's browser build, installed from npm by ``make demo`` (never committed).
+SOCKETIO_CLIENT = (
+    Path(__file__).resolve().parent / "node_modules/socket.io-client/dist/socket.io.min.js"
+)
+#: Where the page loads it from; without it the page uses a plain WebSocket.
+SOCKETIO_CLIENT_URL = "/js/socket.io.min.js"
 
 
 def static() -> dict[str, tuple[str, bytes]]:
     """The plain HTTP responses the demo serves next to its WebSocket route."""
     page = ("text/html; charset=utf-8", PAGE.read_bytes())
-    return {"/": page, "/index.html": page}
+    responses = {"/": page, "/index.html": page}
+    if SOCKETIO_CLIENT.is_file():
+        script = SOCKETIO_CLIENT.read_bytes()
+        responses[SOCKETIO_CLIENT_URL] = ("text/javascript; charset=utf-8", script)
+    return responses
 
 
 # [end:static]

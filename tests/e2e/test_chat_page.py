@@ -5,360 +5,57 @@ demo --port PORT``) and drives two or three browser windows through the page's
 own controls: the name form, the "to" menu, the message box, the room form and
 "Leave chat". Every wait is bounded (``WAIT`` seconds).
 
+The page speaks Socket.IO when the demo serves socket.io-client: the
+``socketio_client`` fixture installs it from npm into the git-ignored
+``examples/chat/node_modules``, as ``make demo`` does. Pages opened with
+``?plain`` use a plain WebSocket (the fallback when it is not installed).
+
 Chromium and chromedriver are Debian's (``apt-get install chromium
-chromium-driver``). When they are missing the tests skip, except under CI
-(``CI=true``), where they fail: ``.ci/run`` installs them. The first test saves
-a screenshot to ``artifacts/chat.png``.
+chromium-driver``). When they (or npm) are missing the tests skip, except under
+CI (``CI=true``), where they fail: ``.ci/run`` installs them. The first test
+saves a screenshot to ``artifacts/chat.png``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 import pytest
 
-if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+pytest.register_assert_rewrite("chat_harness")  # it is also a plugin, below
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
-#: Every wait in these tests is bounded by this many seconds.
-WAIT = 10.0
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1200,760",
+from chat_harness import (  # noqa: E402
+    ARTIFACTS,
+    Browsers,
+    ChatPage,
+    Demo,
+    PlainClient,
+    welcomes,
 )
 
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI needs the browser tests to run: {reason}")
-    pytest.skip(reason)
-
-
-def _find(*candidates: str) -> str | None:
-    for candidate in candidates:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Demo:
-    """The chat demo in a subprocess: ``python -m ikisocket_adapters demo --port PORT``.
-
-    Args:
-        port: The port to serve on (kept across restarts).
-        log_path: Where the server's output goes.
-        adapter: The CLI's ``--adapter``.
-    """
-
-    def __init__(self, port: int, log_path: Path, adapter: str = "asyncio") -> None:
-        self.port = port
-        self.adapter = adapter
-        self.url = f"http://127.0.0.1:{port}/"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def log(self) -> str:
-        """What the server printed so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> None:
-        """Start the server and wait (bounded) until it prints its address and serves the page."""
-        assert self.proc is None
-        offset = len(self.log())
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "ikisocket_adapters", "demo"),
-                    *("--adapter", self.adapter, "--port", str(self.port)),
-                ],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        announced = f"ikisocket demo: open http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if announced in self.log()[offset:] and self._serves_page():
-                return
-            time.sleep(0.05)
-        output = self.log()
-        self.stop()
-        pytest.fail(f"the demo did not start within {WAIT} s:\n{output}")
-
-    def _serves_page(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> int | None:
-        """Stop it as Ctrl-C would (SIGTERM); kill it if it does not exit within the bound.
-
-        Returns:
-            Its exit status (``None`` if it was not running).
-        """
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(WAIT)
-                pytest.fail(f"the demo ignored SIGTERM for {WAIT} s:\n{self.log()}")
-        return proc.returncode
-
-
-@pytest.fixture
-def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
-    """The chat demo, started on a free port (on asyncio, or the adapter parametrized)."""
-    adapter = str(getattr(request, "param", "asyncio"))
-    server = Demo(free_port(), tmp_path / "demo.log", adapter)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def browsers() -> Iterator[Callable[[int], list[WebDriver]]]:
-    """Hands out up to three headless Chromium windows, shared by a module's tests."""
-    try:
-        from selenium import webdriver  # noqa: PLC0415
-        from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-    except ImportError:
-        _missing("selenium is not installed (pip install -e '.[test]')")
-    chromium = _find("chromium", "chromium-browser")
-    driver_path = _find("chromedriver")
-    if chromium is None or driver_path is None:
-        _missing("Chromium or chromedriver is missing (apt-get install chromium chromium-driver)")
-    assert chromium is not None
-    assert driver_path is not None
-
-    made: list[WebDriver] = []
-    profiles: list[tempfile.TemporaryDirectory[str]] = []
-
-    def make() -> WebDriver:
-        profile = tempfile.TemporaryDirectory(prefix="ikisocket-chromium-")
-        profiles.append(profile)
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={profile.name}")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-        driver.set_page_load_timeout(WAIT)
-        driver.set_script_timeout(WAIT)
-        made.append(driver)
-        return driver
-
-    def get(count: int) -> list[WebDriver]:
-        while len(made) < count:
-            make()
-        for driver in made[:count]:
-            driver.get("about:blank")  # drop the previous test's page and its socket
-        return made[:count]
-
-    try:
-        yield get
-    finally:
-        for driver in made:
-            driver.quit()
-        for profile in profiles:
-            profile.cleanup()
-
-
+# The fixtures: demo (with socketio_client) and browsers.
+pytest_plugins = ["chat_harness"]
 pytestmark = pytest.mark.e2e
 
-Browsers = Callable[[int], "list[WebDriver]"]
-
-# Read what the page shows (the DOM), in one round trip per question.
-_LINES = """
-return [...document.querySelectorAll('#log li')].map(li => ({
-    kind: li.className, text: li.querySelector('.text').textContent,
-    who: (li.querySelector('.who') || {textContent: ''}).textContent,
-}));
-"""
-_PRESENCE = "return [...document.querySelectorAll('#presence li')].map(li => li.textContent);"
-_ROOMS = """
-return Object.fromEntries([...document.querySelectorAll('#rooms li')].map(
-    li => [li.dataset.room, li.querySelector('.members').textContent]));
-"""
+#: The page's two ways to talk to the server: Socket.IO, and the plain WebSocket fallback.
+PAGES = {"socketio": "", "plain": "?plain"}
 
 
-class ChatPage:
-    """One person's browser window on the demo page."""
-
-    def __init__(self, driver: WebDriver, name: str) -> None:
-        self.driver = driver
-        self.name = name
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    def wait(self, what: str, condition: Callable[[], Any]) -> Any:
-        """Wait (at most ``WAIT`` seconds) until ``condition()`` is truthy; return it."""
-        from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
-        from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
-
-        try:
-            return WebDriverWait(self.driver, WAIT, poll_frequency=0.05).until(
-                lambda _: condition()
-            )
-        except TimeoutException:
-            pytest.fail(
-                f"{self.name}'s page: {what} did not happen within {WAIT} s;"
-                f" status={self.status()!r} presence={self.presence()} log={self.lines()}"
-            )
-
-    def wait_line(self, kind: str, text: str, who: str | None = None) -> None:
-        """Wait until the log shows a line of ``kind`` containing ``text`` (from ``who``)."""
-        self.wait(
-            f"a {kind} line {text!r}" + (f" from {who!r}" if who else ""),
-            lambda: self.has_line(kind, text, who),
-        )
-
-    def wait_presence(self, users: list[str]) -> None:
-        """Wait until the "Online" list shows exactly ``users``."""
-        self.wait(f"presence {users}", lambda: self.presence() == users)
-
-    def wait_status(self, state: str) -> None:
-        """Wait until the connection badge is in ``state``."""
-        self.wait(f"status {state!r}", lambda: self.status()[0] == state)
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def lines(self) -> list[dict[str, str]]:
-        """The message log: each line's classes, sender label and text."""
-        result: list[dict[str, str]] = self.driver.execute_script(_LINES)
-        return result
-
-    def has_line(self, kind: str, text: str, who: str | None = None) -> bool:
-        return any(
-            kind in line["kind"].split()
-            and text in line["text"]
-            and (who is None or line["who"] == who)
-            for line in self.lines()
-        )
-
-    def texts(self) -> list[str]:
-        return [line["text"] for line in self.lines()]
-
-    def presence(self) -> list[str]:
-        result: list[str] = self.driver.execute_script(_PRESENCE)
-        return result
-
-    def rooms(self) -> dict[str, str]:
-        result: dict[str, str] = self.driver.execute_script(_ROOMS)
-        return result
-
-    def status(self) -> tuple[str, str]:
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-        badge = self.driver.find_element(By.ID, "status")
-        return str(badge.get_attribute("data-state")), badge.text
-
-    def login_error(self) -> str:
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-        login = self.driver.find_element(By.ID, "login")
-        if not login.is_displayed():
-            return ""
-        return str(self.driver.find_element(By.ID, "login-error").text)
-
-    # -- acting ----------------------------------------------------------------------------
-
-    def open(self, url: str, name: str | None = None) -> None:
-        """Load the page and sign in with the name form."""
-        self.driver.get(url)
-        self.sign_in(name or self.name)
-
-    def sign_in(self, name: str) -> None:
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-        field = self.driver.find_element(By.ID, "name")
-        self.wait("the name form", field.is_displayed)
-        field.clear()
-        field.send_keys(name)
-        self.driver.find_element(By.ID, "enter").click()
-
-    def send(self, text: str, to: str = "") -> None:
-        """Pick a recipient in the "to" menu (``""`` everyone, a user, ``#room``) and send."""
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-        from selenium.webdriver.support.select import Select  # noqa: PLC0415
-
-        menu = Select(self.driver.find_element(By.ID, "to"))
-        self.wait(
-            f"the recipient {to!r} in the menu",
-            lambda: any(o.get_attribute("value") == to for o in menu.options),
-        )
-        menu.select_by_value(to)
-        box = self.driver.find_element(By.ID, "text")
-        box.send_keys(text)
-        button = self.driver.find_element(By.ID, "send")
-        self.wait("the send button to be enabled", button.is_enabled)
-        button.click()
-        self.wait("the message box to clear", lambda: box.get_attribute("value") == "")
-
-    def join(self, room: str) -> None:
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-        self.driver.find_element(By.ID, "room-name").send_keys(room)
-        self.driver.find_element(By.ID, "join-room").click()
-
-    def leave_chat(self) -> None:
-        from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-        self.driver.find_element(By.ID, "logout").click()
-
-
-def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Browsers) -> None:
+@pytest.mark.parametrize("mode", PAGES)
+def test_three_people_chat_directly_in_rooms_and_leave(
+    demo: Demo, browsers: Browsers, mode: str
+) -> None:
     alice, bob, carol = (
         ChatPage(d, n) for d, n in zip(browsers(3), ("alice", "bob", "carol"), strict=True)
     )
+    url = demo.url + PAGES[mode]
 
     # Each signs in; the page greets them the seed's way and shows who is online.
-    alice.open(demo.url)
+    alice.open(url)
     alice.wait_status("connected")
     alice.wait_line("system", "Hello user: alice with UUID: ")
     alice.wait_presence(["alice"])
-    bob.open(demo.url)
-    carol.open(demo.url)
+    assert alice.transport().startswith("Socket.IO" if mode == "socketio" else "WebSocket")
+    bob.open(url)
+    carol.open(url)
     for page in (alice, bob, carol):
         page.wait_presence(["alice", "bob", "carol"])
     alice.wait_line("system", "New user connected: bob and UUID: ")
@@ -406,11 +103,15 @@ def test_three_people_chat_directly_in_rooms_and_leave(demo: Demo, browsers: Bro
     assert bob.driver.save_screenshot(str(ARTIFACTS / "chat.png"))
 
 
+@pytest.mark.parametrize("mode", PAGES)
 @pytest.mark.parametrize("demo", ["asyncio", "trio"], indirect=True)
-def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browsers) -> None:
+def test_page_reconnects_after_the_server_restarts(
+    demo: Demo, browsers: Browsers, mode: str
+) -> None:
     first, second = browsers(2)
+    url = demo.url + PAGES[mode]
     alice = ChatPage(first, "alice")
-    alice.open(demo.url)
+    alice.open(url)
     alice.wait_presence(["alice"])
     alice.join("lobby")
     alice.wait_line("system", "alice joined #lobby")
@@ -419,19 +120,21 @@ def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browser
     assert demo.stop() == 0
     alice.wait_status("offline")
     assert "retrying" in alice.status()[1]
-    alice.wait_line("system", "Connection lost (code 1001)")
+    alice.wait_line(
+        "system", "Connection lost (code 1001)" if mode == "plain" else "Connection lost ("
+    )
 
     # It comes back on the same port: the page reconnects by itself, with its rooms.
     demo.start()
     alice.wait_status("connected")
     alice.wait_line("system", "Reconnected.")
-    alice.wait("the second welcome", lambda: len(alice.texts()) > 0 and _welcomes(alice) == 2)
+    alice.wait("the second welcome", lambda: len(alice.texts()) > 0 and welcomes(alice) == 2)
     alice.wait_line("system", "alice joined #lobby")
     alice.wait_presence(["alice"])
 
     # A name in use is refused, and the page asks for another one.
     bob = ChatPage(second, "bob")
-    bob.open(demo.url, name="alice")
+    bob.open(url, name="alice")
     bob.wait("the 'already connected' error", lambda: "already connected" in bob.login_error())
     bob.sign_in("bob")
     bob.wait_status("connected")
@@ -443,5 +146,22 @@ def test_page_reconnects_after_the_server_restarts(demo: Demo, browsers: Browser
     alice.wait_line("room", "still there?", who="#lobby \u00b7 bob")
 
 
-def _welcomes(page: ChatPage) -> int:
-    return sum("Hello user: alice with UUID: " in text for text in page.texts())
+def test_page_without_socketio_client_uses_a_plain_websocket(
+    demo: Demo, browsers: Browsers
+) -> None:
+    (driver,) = browsers(1)
+    # As on a machine without npm: the browser cannot load socket.io-client.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/js/socket.io.min.js"]})
+    try:
+        alice = ChatPage(driver, "alice")
+        alice.open(demo.url)
+        alice.wait_line("system", "socket.io-client is not installed")
+        alice.wait_status("connected")
+        assert alice.transport() == "WebSocket"
+        with PlainClient.connect(demo.port, "bob") as bob:
+            alice.wait_presence(["alice", "bob"])
+            alice.send("still works", to="bob")
+            bob.wait("message", "still works", sender="alice")
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})

@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from ikisocket_core import EVENT_ERROR, EventPayload, Hub
-from ikisocket_core.testing import TestClient, WebSocketDisconnect, WebSocketTestSession
+from ikisocket_core.testing import (
+    SocketIORefused,
+    SocketIOTestSession,
+    TestClient,
+    WebSocketDisconnect,
+    WebSocketTestSession,
+)
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "chat" / "app.py"
 
@@ -312,7 +318,10 @@ def test_a_shutdown_closes_everyone_without_farewells(chat: ModuleType, client: 
 # -- the page -------------------------------------------------------------------------------
 
 
-def test_static_serves_one_self_contained_page(chat: ModuleType) -> None:
+def test_static_serves_one_self_contained_page(
+    chat: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(chat, "SOCKETIO_CLIENT", tmp_path / "not-installed.js")
     files = chat.static()
     assert set(files) == {"/", "/index.html"}
     content_type, body = files["/"]
@@ -321,8 +330,11 @@ def test_static_serves_one_self_contained_page(chat: ModuleType) -> None:
     assert page.lower().startswith("<!doctype html>")
     assert "<script>" in page
     assert "<style>" in page
-    # Offline machines: nothing may be fetched from elsewhere (no CDN, no web fonts).
-    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)[^"']*""", page) == []
+    # Offline machines: nothing may be fetched from elsewhere (no CDN, no web fonts); the
+    # one script it loads is socket.io-client from the demo itself, when it is installed.
+    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)([^"']*)""", page) == [
+        chat.SOCKETIO_CLIENT_URL
+    ]
     assert "@import" not in page
     assert "url(" not in page
 
@@ -349,3 +361,89 @@ def test_the_tutorials_inline_example_runs(
     monkeypatch.setitem(sys.modules, "app", chat)  # what `from app import hub` finds
     for block in blocks:
         exec(compile(block, str(tutorial), "exec"), {})
+
+
+def test_static_serves_socketio_client_once_npm_installed_it(
+    chat: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = tmp_path / "socket.io.min.js"
+    script.write_bytes(b"/* socket.io-client */")
+    monkeypatch.setattr(chat, "SOCKETIO_CLIENT", script)
+    files = chat.static()
+    assert files[chat.SOCKETIO_CLIENT_URL] == (
+        "text/javascript; charset=utf-8",
+        b"/* socket.io-client */",
+    )
+    assert set(files) == {"/", "/index.html", chat.SOCKETIO_CLIENT_URL}
+
+
+# -- Socket.IO users ------------------------------------------------------------------------
+
+
+def sio_inbox(session: SocketIOTestSession) -> list[dict[str, Any]]:
+    """Every message waiting for a Socket.IO user: each is a ``message`` event with JSON text."""
+    messages = []
+    while session.pending:
+        event = session.receive()
+        assert event.name == "message"
+        (text,) = event.args  # the virtual client takes recovery's offset off
+        message = json.loads(text)
+        assert set(message) == {"from", "to", "event", "data"}
+        messages.append(message)
+    return messages
+
+
+def test_socketio_and_plain_users_share_the_chat(chat: ModuleType, client: TestClient) -> None:
+    alice = client.socketio_connect(auth={"name": "alice"})
+    assert alice.kws.uuid == chat.uuid_of("alice")  # found by direct messages from any node
+    assert chat.clients == {"alice": alice.kws.uuid}
+    greeting = sio_inbox(alice)
+    assert greeting[0] == system(f"Hello user: alice with UUID: {alice.kws.uuid}", to="alice")
+    assert greeting[1:] == [presence("alice")]
+
+    (bob,) = connect(client, "bob")
+    assert sio_inbox(alice)[-1] == presence("alice", "bob")
+
+    # A room both kinds of user joined; then a direct message each way.
+    bob.send_text(json.dumps({"event": "join", "data": "lobby"}))
+    alice.send(json.dumps({"event": "join", "data": "lobby"}))
+    assert inbox(bob)[-1] == room("lobby", "alice", "bob")
+    alice.send(json.dumps({"to": "#lobby", "data": "hi room"}))
+    said = {"from": "alice", "to": "#lobby", "event": "message", "data": "hi room"}
+    assert inbox(bob) == [said]
+    bob.send_text(json.dumps({"to": "alice", "data": "hi alice"}))
+    assert sio_inbox(alice)[-1] == {
+        "from": "bob",
+        "to": "alice",
+        "event": "message",
+        "data": "hi alice",
+    }
+
+    # Alice leaves: Bob is told, as for a plain user.
+    alice.close()
+    assert inbox(bob) == [
+        system("User left: alice"),
+        presence("bob"),
+        room("lobby", "bob"),
+    ]
+    assert chat.clients == {"bob": bob.kws.uuid}
+
+
+@pytest.mark.parametrize(
+    ("auth", "refusal"),
+    [
+        (None, "a user id is 1-32 letters, digits, '_', '.' or '-'"),
+        ({"name": "no spaces"}, "a user id is 1-32 letters, digits, '_', '.' or '-'"),
+        ({"name": 7}, "a user id is 1-32 letters, digits, '_', '.' or '-'"),
+        ({"name": "bob"}, "bob is already connected"),
+    ],
+)
+def test_socketio_names_are_checked(
+    chat: ModuleType, client: TestClient, auth: dict[str, Any] | None, refusal: str
+) -> None:
+    (bob,) = connect(client, "bob")
+    with pytest.raises(SocketIORefused) as refused:
+        client.socketio_connect(auth=auth)
+    assert refused.value.message == refusal
+    assert inbox(bob) == []  # nobody was announced, and nothing was freed
+    assert chat.clients == {"bob": bob.kws.uuid}
