@@ -22,6 +22,7 @@ from ._relays import (
     AbsenceRelay,
     BroadcastRelay,
     EmitRelay,
+    EventRelay,
     FireRelay,
     HelloRelay,
     PresenceRelay,
@@ -37,6 +38,10 @@ __all__: list[str] = []
 
 class _Federation(_Dispatcher):
     """The hub's federation layer: turning it on, the relay queue's outputs and inputs."""
+
+    if TYPE_CHECKING:  # the Socket.IO layer above shows another node's named events
+
+        def _apply_event(self, relay: EventRelay) -> None: ...
 
     def federate(
         self,
@@ -213,7 +218,8 @@ class _Federation(_Dispatcher):
 
         Messages go to this node's connections (honouring ``exclude``), a
         :class:`~ikisocket_core.FireRelay` runs listeners on this node's
-        connections (or its room's members), presence news and absence
+        connections (or its room's members), an
+        :class:`~ikisocket_core.EventRelay` sends its named event, presence news and absence
         relays update what this hub knows of the other node, a presence
         snapshot replaces it, and a :class:`~ikisocket_core.HelloRelay` is
         answered with this node's snapshot. Any relay counts as a sign of
@@ -247,7 +253,7 @@ class _Federation(_Dispatcher):
             self._remote.setdefault(node, {})
             for presence in self.presence_relays():
                 self._push_relay(presence)
-        elif isinstance(relay, (BroadcastRelay, RoomRelay, EmitRelay, FireRelay)):
+        elif isinstance(relay, (BroadcastRelay, RoomRelay, EmitRelay, FireRelay, EventRelay)):
             self._depth += 1
             try:
                 self._apply(relay)
@@ -339,8 +345,13 @@ class _Federation(_Dispatcher):
         else:
             self._snapshots[node] = (relay.part + 1, members)
 
-    def _apply(self, relay: BroadcastRelay | RoomRelay | EmitRelay | FireRelay) -> None:
+    def _apply(
+        self, relay: BroadcastRelay | RoomRelay | EmitRelay | FireRelay | EventRelay
+    ) -> None:
         conns = self._conns
+        if isinstance(relay, EventRelay):
+            self._apply_event(relay)
+            return
         if isinstance(relay, EmitRelay):
             self._send(
                 tuple({conns[u]: None for u in relay.uuids if u in conns}), relay.data, relay.kind
