@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
 from test_federation import Bus, make_hub
@@ -35,7 +36,9 @@ def three() -> tuple[list[Hub], list[TestClient], Bus]:
     return [h for h, _ in nodes], [c for _, c in nodes], Bus(*nodes)
 
 
-def sio(client: TestClient, bus: Bus, room: str | None = None, ns: str = "/") -> SocketIOTestSession:
+def sio(
+    client: TestClient, bus: Bus, room: str | None = None, ns: str = "/"
+) -> SocketIOTestSession:
     session = client.socketio_connect(namespace=ns)
     if room is not None:
         session.kws.join(room)
@@ -153,11 +156,12 @@ def test_a_too_large_event_is_refused_before_anything_is_sent(
     (a, _b, _c), (ca, cb, _cc), bus = three
     a.federate("node-a", max_relay_size=64)
     here, there = sio(ca, bus, "lobby"), sio(cb, bus, "lobby")
-    for send in (
+    sends: list[Callable[[], None]] = [
         lambda: a.emit_event("big", "x" * 40, b"y" * 40),
         lambda: a.to("lobby").emit_event("big", "x" * 80),
         lambda: a.emit_event("big", "x" * 80, to=[there.uuid]),
-    ):
+    ]
+    for send in sends:
         with pytest.raises(RelayTooLarge):
             send()
     bus.flush()
