@@ -17,8 +17,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
+import pytest
 import redis_support
 from redis_support import HERE, LIMIT, RedisServer, free_port, process, redis_server
+
+from ikisocket_adapters.redis import decode_relay, encode_relay
+from ikisocket_core import EventRelay
 
 pytestmark = redis_support.pytestmark
 
@@ -27,6 +31,34 @@ __all__ = ["redis_server"]  # the fixture, imported for pytest
 NODE = str(HERE / "sio_redis_node.py")
 #: python-socketio (the test extra has it; a missing one fails the module, never skips).
 socketio: Any = importlib.import_module("socketio")
+
+
+def test_an_event_relay_survives_the_wire() -> None:
+    relays = [
+        EventRelay(node="n", event="e"),
+        EventRelay(
+            node="n",
+            event="e",
+            data=b'["x",{"_placeholder":true,"num":0}]',
+            attachments=(b"\x00\xff",),
+            namespace="/chat",
+            room="r",
+            exclude="u",
+        ),
+        EventRelay(node="n", event="e", namespace="/", uuids=("a", "b")),
+    ]
+    for relay in relays:
+        assert decode_relay(encode_relay(relay)) == relay
+    assert encode_relay(relays[0]) == b'{"op":"event","node":"n","event":"e"}'
+    for junk in (
+        b'{"op":"event","node":"n"}',
+        b'{"op":"event","node":"n","event":"e","attachments":"AP8="}',
+        b'{"op":"event","node":"n","event":"e","attachments":[1]}',
+        b'{"op":"event","node":"n","event":"e","attachments":["***"]}',
+        b'{"op":"event","node":"n","event":"e","namespace":5}',
+    ):
+        with pytest.raises(ValueError, match="relay"):
+            decode_relay(junk)
 
 
 class Client:
