@@ -55,7 +55,8 @@ class _Federation(_Dispatcher):
         """Make this hub one node of several that share connections through a backplane.
 
         From now on broadcasts, room emits and fires, hub-wide fires, emits
-        to remote connections, and the opening and ending of connections are
+        to remote connections, named events (``emit_event``), and the opening
+        and ending of connections are
         also queued as :class:`~ikisocket_core.Relay` values for the backplane
         (:meth:`drain_relays`), and the backplane feeds other nodes' relays in
         with :meth:`receive_relay`. Calling it again with the same id changes
@@ -82,8 +83,9 @@ class _Federation(_Dispatcher):
                 counted in :attr:`dropped_relays`, with one warning on the
                 ``ikisocket`` logger per backlog.
             max_relay_size: The largest data (bytes) a broadcast, room emit,
-                fire or remote emit may carry to other nodes (default 512 KiB,
-                far below Redis' pub/sub output-buffer limits); a larger one
+                fire, remote emit or named event may carry to other nodes
+                (default 512 KiB, far below Redis' pub/sub output-buffer
+                limits); a larger one
                 raises :class:`~ikisocket_core.RelayTooLarge` before anything is
                 sent.
 
