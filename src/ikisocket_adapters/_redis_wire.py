@@ -31,6 +31,10 @@ def _field(name: str, value: Any) -> Any:
         if value.__class__ is not int:
             raise ValueError("kind is 1 or 2")
         return MessageKind(value)
+    if name == "attachments":
+        if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+            raise ValueError("attachments is a list of base64 strings")
+        return tuple(base64.b64decode(a, validate=True) for a in value)
     if name == "uuids":
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
@@ -39,7 +43,7 @@ def _field(name: str, value: Any) -> Any:
         if value.__class__ is not int:
             raise ValueError(f"{name} is an int")
         return value
-    if not isinstance(value, str):  # node, room, event, exclude
+    if not isinstance(value, str):  # node, room, event, exclude, namespace
         raise ValueError(f"{name} is a string")
     return value
 

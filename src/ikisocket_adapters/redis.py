@@ -122,8 +122,10 @@ def encode_relay(relay: Relay) -> bytes:
             value = base64.b64encode(value).decode("ascii")
         elif isinstance(value, MessageKind):
             value = int(value)
-        elif isinstance(value, tuple):
-            value = list(value)
+        elif isinstance(value, tuple):  # uuids, or an event's binary attachments
+            value = [
+                base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for v in value
+            ]
         doc[field.name] = value
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 

@@ -22,6 +22,7 @@ from ._relays import (
     AbsenceRelay,
     BroadcastRelay,
     EmitRelay,
+    EventRelay,
     FireRelay,
     HelloRelay,
     PresenceRelay,
@@ -38,6 +39,10 @@ __all__: list[str] = []
 class _Federation(_Dispatcher):
     """The hub's federation layer: turning it on, the relay queue's outputs and inputs."""
 
+    if TYPE_CHECKING:  # the Socket.IO layer above shows another node's named events
+
+        def _apply_event(self, relay: EventRelay) -> None: ...
+
     def federate(
         self,
         node_id: str,
@@ -50,7 +55,8 @@ class _Federation(_Dispatcher):
         """Make this hub one node of several that share connections through a backplane.
 
         From now on broadcasts, room emits and fires, hub-wide fires, emits
-        to remote connections, and the opening and ending of connections are
+        to remote connections, named events (``emit_event``), and the opening
+        and ending of connections are
         also queued as :class:`~ikisocket_core.Relay` values for the backplane
         (:meth:`drain_relays`), and the backplane feeds other nodes' relays in
         with :meth:`receive_relay`. Calling it again with the same id changes
@@ -77,8 +83,9 @@ class _Federation(_Dispatcher):
                 counted in :attr:`dropped_relays`, with one warning on the
                 ``ikisocket`` logger per backlog.
             max_relay_size: The largest data (bytes) a broadcast, room emit,
-                fire or remote emit may carry to other nodes (default 512 KiB,
-                far below Redis' pub/sub output-buffer limits); a larger one
+                fire, remote emit or named event may carry to other nodes
+                (default 512 KiB, far below Redis' pub/sub output-buffer
+                limits); a larger one
                 raises :class:`~ikisocket_core.RelayTooLarge` before anything is
                 sent.
 
@@ -213,7 +220,8 @@ class _Federation(_Dispatcher):
 
         Messages go to this node's connections (honouring ``exclude``), a
         :class:`~ikisocket_core.FireRelay` runs listeners on this node's
-        connections (or its room's members), presence news and absence
+        connections (or its room's members), an
+        :class:`~ikisocket_core.EventRelay` sends its named event, presence news and absence
         relays update what this hub knows of the other node, a presence
         snapshot replaces it, and a :class:`~ikisocket_core.HelloRelay` is
         answered with this node's snapshot. Any relay counts as a sign of
@@ -247,7 +255,7 @@ class _Federation(_Dispatcher):
             self._remote.setdefault(node, {})
             for presence in self.presence_relays():
                 self._push_relay(presence)
-        elif isinstance(relay, (BroadcastRelay, RoomRelay, EmitRelay, FireRelay)):
+        elif isinstance(relay, (BroadcastRelay, RoomRelay, EmitRelay, FireRelay, EventRelay)):
             self._depth += 1
             try:
                 self._apply(relay)
@@ -339,8 +347,13 @@ class _Federation(_Dispatcher):
         else:
             self._snapshots[node] = (relay.part + 1, members)
 
-    def _apply(self, relay: BroadcastRelay | RoomRelay | EmitRelay | FireRelay) -> None:
+    def _apply(
+        self, relay: BroadcastRelay | RoomRelay | EmitRelay | FireRelay | EventRelay
+    ) -> None:
         conns = self._conns
+        if isinstance(relay, EventRelay):
+            self._apply_event(relay)
+            return
         if isinstance(relay, EmitRelay):
             self._send(
                 tuple({conns[u]: None for u in relay.uuids if u in conns}), relay.data, relay.kind

@@ -91,7 +91,7 @@ class Room:
             hub._push_relay(relay)
 
     def emit_event(self, event: str, *args: Any) -> None:
-        """Send a named event to every member (but the excluded one) on this node.
+        """Send a named event to every member (but the excluded one), on every node.
 
         Socket.IO members receive it as that event, in their namespace; plain
         WebSocket members the JSON text ``[event, *args]``.
@@ -103,10 +103,16 @@ class Room:
         Raises:
             LocalProtocolError: A reserved event name.
             TypeError: An argument cannot travel as JSON.
+            RelayTooLarge: The hub is federated and the encoded arguments are
+                larger than its ``max_relay_size`` (nothing was sent).
         """
-        members = self._hub._room_members(self.name)
+        hub = self._hub
+        relay = hub._event_relay(event, args, None, room=self.name, exclude=self._exclude)
+        members = hub._room_members(self.name)
         targets = tuple(k for k in members if k is not self._exclude)
-        self._hub._emit_event(targets, event, args)
+        hub._emit_event(targets, event, args)
+        if relay is not None:
+            hub._push_relay(relay)
 
     def fire(self, event: str, data: bytes | str = b"") -> None:
         """Run ``event``'s listeners once for each member (but the excluded one), on every node.

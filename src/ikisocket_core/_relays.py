@@ -7,8 +7,8 @@ them to every other node, and each of those applies them with
 
 There is one frozen value per thing a node can say, named as a noun
 (:class:`BroadcastRelay`, :class:`RoomRelay`, :class:`FireRelay`,
-:class:`EmitRelay`, :class:`PresenceRelay`, :class:`AbsenceRelay`,
-:class:`HelloRelay`); :class:`Relay` is their common base, so
+:class:`EmitRelay`, :class:`EventRelay`, :class:`PresenceRelay`,
+:class:`AbsenceRelay`, :class:`HelloRelay`); :class:`Relay` is their common base, so
 ``isinstance(x, Relay)`` and ``Relay`` in type hints mean "any relay". Each
 class names its wire operation in :attr:`Relay.op` (``"broadcast"``,
 ``"room"``...), which a backplane can use as the tag of its encoding.
@@ -16,6 +16,12 @@ class names its wire operation in :attr:`Relay.op` (``"broadcast"``,
 The first release had a single ``Relay(op=..., ...)`` class with optional
 fields; that spelling still works (it returns the concrete class for ``op``)
 and warns with a :class:`DeprecationWarning`.
+
+Wire compatibility: a new kind of relay gets a new ``op``, and a node that
+does not know an ``op`` refuses it (:meth:`Relay.for_op` raises; the Redis
+backplane counts it as ``malformed``, logs a warning and goes on), so a
+cluster that mixes versions loses only what the older nodes cannot show (for
+:class:`EventRelay`, added with Socket.IO: the named events, on those nodes).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "AbsenceRelay",
     "BroadcastRelay",
     "EmitRelay",
+    "EventRelay",
     "FireRelay",
     "HelloRelay",
     "PresenceRelay",
@@ -190,6 +197,48 @@ class EmitRelay(Relay, metaclass=_ConcreteRelayType):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EventRelay(Relay, metaclass=_ConcreteRelayType):
+    """A named event (Socket.IO's ``emit``) for connections of every other node.
+
+    The targets are the listed connections when ``uuids`` is not empty, else
+    the members of ``room``, else every connection; of those, only the ones
+    in ``namespace`` (unless it is ``None``), and never ``exclude``. The
+    arguments are encoded once, by the sending node: ``data`` is the JSON
+    array of the arguments where each ``bytes`` argument is a Socket.IO
+    placeholder ``{"_placeholder":true,"num":n}`` for ``attachments[n]``.
+
+    Attributes:
+        node: The id of the node that queued it.
+        event: The event name.
+        data: The arguments, as UTF-8 JSON (an array).
+        attachments: The binary arguments, in placeholder order.
+        namespace: The namespace of the targets, or ``None`` for any.
+        room: Only the members of this room, or ``None``.
+        uuids: Only these connections (when not empty).
+        exclude: A connection UUID not to send to (the sender), or ``None``.
+    """
+
+    op: ClassVar[str] = "event"
+    node: str
+    event: str
+    data: bytes = b"[]"
+    attachments: tuple[bytes, ...] = ()
+    namespace: str | None = None
+    room: str | None = None
+    uuids: tuple[str, ...] = ()
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        Relay.__post_init__(self)
+        if not isinstance(self.event, str) or not self.event:
+            raise LocalProtocolError("an event relay needs an event name")
+        if self.room is not None and (not isinstance(self.room, str) or not self.room):
+            raise LocalProtocolError("a room event relay needs a room name")
+        if not all(isinstance(a, bytes) for a in self.attachments):
+            raise LocalProtocolError("an event relay's attachments are bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PresenceRelay(Relay, metaclass=_ConcreteRelayType):
     """These connections are open on the sending node.
 
@@ -259,6 +308,7 @@ _BY_OP: dict[str, type[Relay]] = {
         RoomRelay,
         FireRelay,
         EmitRelay,
+        EventRelay,
         PresenceRelay,
         AbsenceRelay,
         HelloRelay,

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,9 +495,9 @@ async def _serve_node(port: int, url: str, mode: Any = "pubsub") -> None:
             await anyio.sleep_forever()
 
 
-async def _serve_anyio_node(port: int, url: str) -> None:
-    """The same node on the anyio adapter, for the backend it runs on (trio too)."""
-    node_hub = make_hub()
+async def _serve_anyio_node(port: int, url: str, app: Callable[[], Hub] = make_hub) -> None:
+    """The same node (or ``app()``'s hub) on the anyio adapter, for the backend it runs on."""
+    node_hub = app()
     async with anyio.create_task_group() as tg:
         backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
         await tg.start(backplane.run)

@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from ikisocket_core._errors import ConnectionClosed, LocalProtocolError
+from ikisocket_core._errors import ConnectionClosed, LocalProtocolError, RelayTooLarge
 from ikisocket_core._events import AckCallback
 from ikisocket_core._federation import _Federation
+from ikisocket_core._log import logger
+from ikisocket_core._relays import EventRelay
 from ikisocket_core._state import ConnectionState
 
 from ._acks import check_event, emit_plain
 from ._mount import SocketIO
 from ._namespace import AcksCallback, emit_with_acks
+from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
 from ._recovery import Recovery
 
 if TYPE_CHECKING:
@@ -92,27 +95,52 @@ class _SocketIOLayer(_Federation):
         )
         return self._sio
 
-    def emit_event(self, event: str, *args: Any, namespace: str | None = "/") -> None:
-        """Send a named event to every live connection of a namespace.
+    def emit_event(
+        self,
+        event: str,
+        *args: Any,
+        namespace: str | None = "/",
+        to: str | Iterable[str] | None = None,
+    ) -> None:
+        """Send a named event to the live connections of a namespace, on every node.
 
         Socket.IO clients receive it as that event; plain WebSocket clients
         (namespace ``"/"``) the JSON text ``[event, *args]``. Acks are asked
-        of one connection at a time (:meth:`Websocket.emit_event`).
+        of one connection at a time (:meth:`Websocket.emit_event`). When the
+        hub is federated, the other nodes send it to their connections too
+        (one :class:`~ikisocket_core.EventRelay`, encoded once; plain clients
+        of other nodes are skipped when an argument is ``bytes``).
 
         Args:
             event: The event name.
             *args: Its arguments (JSON values; ``bytes`` for Socket.IO only).
             namespace: The namespace, or ``None`` for every connection.
+            to: ``None`` for every connection, a room name for its members,
+                or UUIDs (on any node; unknown ones are ignored).
 
         Raises:
             LocalProtocolError: A reserved event name.
             TypeError: An argument cannot travel as JSON.
+            RelayTooLarge: The hub is federated and the encoded arguments are
+                larger than its ``max_relay_size`` (nothing was sent).
         """
-        conns = self._conns.values()
-        targets = tuple(
-            conns if namespace is None else (k for k in conns if k.namespace == namespace)
-        )
+        conns = self._conns
+        relay = None
+        found: Iterable[Websocket]
+        if to is None or isinstance(to, str):
+            found = conns.values() if to is None else self._room_members(to)
+            relay = self._event_relay(event, args, namespace, room=to)
+        else:
+            listed = dict.fromkeys(to)
+            found = {conns[u]: None for u in listed if u in conns}
+            if self._node is not None:
+                remote = tuple(u for u in listed if u not in conns and self._is_remote(u))
+                if remote:
+                    relay = self._event_relay(event, args, namespace, uuids=remote)
+        targets = tuple(k for k in found if namespace is None or k.namespace == namespace)
         self._emit_event(targets, event, args)
+        if relay is not None:
+            self._push_relay(relay)
 
     def emit_with_acks(
         self,
@@ -157,6 +185,74 @@ class _SocketIOLayer(_Federation):
             found = {conns[u]: None for u in to if u in conns}
         targets = [k for k in found if namespace is None or k.namespace == namespace]
         emit_with_acks(sio, targets, event, args, callback=callback, timeout=timeout)
+
+    def _event_relay(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        namespace: str | None,
+        *,
+        room: str | None = None,
+        uuids: tuple[str, ...] = (),
+        exclude: Websocket | None = None,
+    ) -> EventRelay | None:
+        """A named event as a relay for the other nodes (``None`` when not federated).
+
+        Checked (and refused when too large) before anything is sent.
+        """
+        node = self._node
+        if node is None:
+            return None
+        check_event(event)
+        attachments: list[bytes] = []
+        data = dumps(_deconstruct(args, attachments)).encode("utf-8")
+        size = len(data) + sum(len(a) for a in attachments)
+        if size > self._max_relay_size:
+            raise RelayTooLarge(size, self._max_relay_size)
+        return EventRelay(
+            node=node,
+            event=event,
+            data=data,
+            attachments=tuple(attachments),
+            namespace=namespace,
+            room=room,
+            uuids=uuids,
+            exclude=None if exclude is None else exclude.uuid,
+        )
+
+    def _apply_event(self, relay: EventRelay) -> None:
+        """Send another node's named event to this node's targets.
+
+        A relay this node cannot show (a reserved name, arguments that are
+        not a JSON array) is logged and dropped: a peer's mistake never
+        stops the backplane.
+        """
+        try:
+            check_event(relay.event)
+            args = _reconstruct(_loads(relay.data.decode("utf-8")), relay.attachments)
+            if not isinstance(args, list):
+                raise PacketError("the arguments are not a JSON array")
+        except (UnicodeDecodeError, PacketError, LocalProtocolError) as exc:
+            logger.warning("ignoring event relay %r from node %s: %s", relay.event, relay.node, exc)
+            return
+        conns = self._conns
+        found: Iterable[Websocket]
+        if relay.uuids:
+            found = {conns[u]: None for u in relay.uuids if u in conns}
+        elif relay.room is not None:
+            found = self._room_members(relay.room)
+        else:
+            found = conns.values()
+        namespace = relay.namespace
+        binary = bool(relay.attachments)  # plain clients cannot receive bytes: skipped
+        targets = tuple(
+            k
+            for k in found
+            if (namespace is None or k.namespace == namespace)
+            and k.uuid != relay.exclude
+            and not (binary and k.transport is None)
+        )
+        self._emit_event(targets, relay.event, tuple(args))
 
     def _emit_event(
         self, targets: tuple[Websocket, ...], event: str, args: tuple[Any, ...]

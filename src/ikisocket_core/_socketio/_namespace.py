@@ -209,13 +209,23 @@ class NamespaceRoom:
         self._namespace._mount.hub._send(self._members(), data, kind)
 
     def emit_event(self, event: str, *args: Any) -> None:
-        """Send a named event to the members, on this node.
+        """Send a named event to the members, on every node.
 
         Args:
             event: The event name.
             *args: Its arguments.
+
+        Raises:
+            RelayTooLarge: The hub is federated and the encoded arguments are
+                larger than its ``max_relay_size`` (nothing was sent).
         """
-        self._namespace._mount.hub._emit_event(self._members(), event, args)
+        hub = self._namespace._mount.hub
+        relay = hub._event_relay(
+            event, args, self._namespace.name, room=self.name, exclude=self._exclude
+        )
+        hub._emit_event(self._members(), event, args)
+        if relay is not None:
+            hub._push_relay(relay)
 
     def emit_with_acks(
         self, event: str, *args: Any, callback: AcksCallback, timeout: float

@@ -1,0 +1,128 @@
+"""Socket.IO named events cross nodes through a real ``redis-server``.
+
+Two node processes (the anyio adapter on asyncio, and on trio), each with the
+Redis backplane and Socket.IO mounted; python-socketio ``AsyncClient`` clients
+on both. A named event emitted on one node, to a room, to everyone, or to a
+UUID held by the other node, reaches the clients of both nodes as that event
+(binary arguments included), and only the clients it was meant for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+import redis_support
+from redis_support import HERE, LIMIT, RedisServer, free_port, process, redis_server
+
+from ikisocket_adapters.redis import decode_relay, encode_relay
+from ikisocket_core import EventRelay
+
+pytestmark = redis_support.pytestmark
+
+__all__ = ["redis_server"]  # the fixture, imported for pytest
+
+NODE = str(HERE / "sio_redis_node.py")
+#: python-socketio (the test extra has it; a missing one fails the module, never skips).
+socketio: Any = importlib.import_module("socketio")
+
+
+def test_an_event_relay_survives_the_wire() -> None:
+    relays = [
+        EventRelay(node="n", event="e"),
+        EventRelay(
+            node="n",
+            event="e",
+            data=b'["x",{"_placeholder":true,"num":0}]',
+            attachments=(b"\x00\xff",),
+            namespace="/chat",
+            room="r",
+            exclude="u",
+        ),
+        EventRelay(node="n", event="e", namespace="/", uuids=("a", "b")),
+    ]
+    for relay in relays:
+        assert decode_relay(encode_relay(relay)) == relay
+    assert encode_relay(relays[0]) == b'{"op":"event","node":"n","event":"e"}'
+    for junk in (
+        b'{"op":"event","node":"n"}',
+        b'{"op":"event","node":"n","event":"e","attachments":"AP8="}',
+        b'{"op":"event","node":"n","event":"e","attachments":[1]}',
+        b'{"op":"event","node":"n","event":"e","attachments":["***"]}',
+        b'{"op":"event","node":"n","event":"e","namespace":5}',
+    ):
+        with pytest.raises(ValueError, match="relay"):
+            decode_relay(junk)
+
+
+class Client:
+    """A python-socketio client that keeps what each event brought, in order."""
+
+    def __init__(self, sio: Any) -> None:
+        self.sio = sio
+        self.events: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
+        for name in ("said", "news", "dm"):
+            sio.on(name, lambda *args, name=name: self.events.put_nowait((name, list(args))))
+
+    async def next(self) -> tuple[str, list[Any]]:
+        return await asyncio.wait_for(self.events.get(), LIMIT)
+
+    async def call(self, event: str, *args: Any) -> Any:
+        data = args if len(args) > 1 else (args[0] if args else None)
+        return await self.sio.call(event, data, timeout=LIMIT)
+
+
+@asynccontextmanager
+async def connected(port: int) -> AsyncIterator[Client]:
+    sio = socketio.AsyncClient(reconnection=False)
+    client = Client(sio)
+    await sio.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=LIMIT)
+    try:
+        yield client
+    finally:
+        await sio.disconnect()
+
+
+async def test_named_events_cross_nodes_to_a_room_everyone_and_a_uuid(
+    redis_server: RedisServer,
+) -> None:
+    ports = {kind: free_port() for kind in ("asyncio", "trio")}
+    with (
+        process([sys.executable, NODE, str(ports["asyncio"]), redis_server.url, "asyncio"]),
+        process([sys.executable, NODE, str(ports["trio"]), redis_server.url, "trio"]),
+    ):
+        async with AsyncExitStack() as stack:
+            a1 = await stack.enter_async_context(connected(ports["asyncio"]))
+            a2 = await stack.enter_async_context(connected(ports["asyncio"]))
+            t1 = await stack.enter_async_context(connected(ports["trio"]))
+            t2 = await stack.enter_async_context(connected(ports["trio"]))
+            uuids = [await c.call("join", "lobby") for c in (a1, t1)]
+            uuids += [await c.call("join", "side") for c in (a2, t2)]
+            with anyio.fail_after(LIMIT):  # presence crossed both ways
+                while not (
+                    set(uuids) <= set(await a1.call("who"))
+                    and set(uuids) <= set(await t1.call("who"))
+                ):
+                    await anyio.sleep(0.05)
+
+            # A room, from the asyncio node: its member on the trio node gets the named event.
+            await a1.sio.emit("room", ("lobby", "hello lobby"))
+            for member in (a1, t1):
+                assert await member.next() == ("said", ["hello lobby", {"room": "lobby"}])
+            # Everyone, from the trio node, with a binary argument.
+            await t2.sio.emit("all", "hello all")
+            for anyone in (a1, a2, t1, t2):
+                assert await anyone.next() == ("news", ["hello all", b"\x00\xff"])
+            # A UUID held by the other node.
+            await a2.sio.emit("dm", ([uuids[3]], "just t2"))
+            assert await t2.next() == ("dm", ["just t2"])
+            # Nothing else reached anyone: a last broadcast is the next event of each.
+            await a1.sio.emit("all", "end")
+            for anyone in (a1, a2, t1, t2):
+                assert await anyone.next() == ("news", ["end", b"\x00\xff"])
