@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import uuid
 from pathlib import Path
@@ -328,7 +329,9 @@ def on_error(ep: EventPayload) -> None:
 
 # [start:static]
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
-#: socket.io-client's browser build, installed from npm by ``make demo`` (never committed).
+#: socket.io-client's browser build, installed from npm by ``make demo`` (never committed);
+#: the environment variable ``IKISOCKET_CHAT_CLIENT`` names another copy (an installed demo's
+#: folder has none).
 SOCKETIO_CLIENT = (
     Path(__file__).resolve().parent / "node_modules/socket.io-client/dist/socket.io.min.js"
 )
@@ -340,8 +343,9 @@ def static() -> dict[str, tuple[str, bytes]]:
     """The plain HTTP responses the demo serves next to its WebSocket route."""
     page = ("text/html; charset=utf-8", PAGE.read_bytes())
     responses = {"/": page, "/index.html": page}
-    if SOCKETIO_CLIENT.is_file():
-        script = SOCKETIO_CLIENT.read_bytes()
+    client = Path(os.environ.get("IKISOCKET_CHAT_CLIENT") or SOCKETIO_CLIENT)
+    if client.is_file():
+        script = client.read_bytes()
         responses[SOCKETIO_CLIENT_URL] = ("text/javascript; charset=utf-8", script)
     return responses
 

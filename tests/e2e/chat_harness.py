@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = ROOT / "examples" / "chat"
+CHAT_CLIENT = CHAT / "node_modules/socket.io-client/dist/socket.io.min.js"
 ARTIFACTS = ROOT / "artifacts"
 #: Every wait in these tests is bounded by this many seconds.
 WAIT = 10.0
@@ -103,6 +104,9 @@ class Demo:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # The demo may load its installed copy (a wheel, not this tree): point it at
+                # the client the tests installed here.
+                env={**os.environ, "IKISOCKET_CHAT_CLIENT": str(CHAT_CLIENT)},
             )
         announced = f"ikisocket demo: open http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + WAIT
