@@ -46,4 +46,7 @@ def tests(session: nox.Session) -> None:
     else:
         build = "pure"
         session.install("-e", EXTRAS)
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"IKISOCKET_BUILD": build})
+    # The soak's shutdown of 1,000 chatting clients (minutes on 2 cores) runs in `make test`;
+    # it checks the adapters under load, not the interpreter, so the matrix leaves it out.
+    args = session.posargs or ["--ignore=tests/soak"]
+    session.run("python", "-m", "pytest", "-q", *args, env={"IKISOCKET_BUILD": build})
