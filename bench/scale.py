@@ -58,17 +58,10 @@ SERVERS = ("uvloop", "trio")
 
 def serve(kind: str, ping_interval: float | None) -> None:
     """Run ours (``--serve KIND``): fan-out on every text message, keepalive as asked."""
-    from ikisocket_core import EVENT_MESSAGE, EventPayload, Hub, Websocket  # noqa: PLC0415
+    sys.path.insert(0, str(HERE / "servers"))
+    from ikisocket_asyncio import make_hub  # noqa: PLC0415  (the bench servers' fan-out hub)
 
-    hub = Hub()
-
-    @hub.websocket("/ws")
-    def on_open(kws: Websocket) -> None:
-        pass
-
-    @hub.on(EVENT_MESSAGE)
-    def fan_out(ep: EventPayload) -> None:
-        ep.kws.broadcast(ep.data, except_self=True, kind=ep.kind)
+    hub = make_hub("broadcast")
 
     limits: dict[str, Any] = {
         "backlog": 4096,
