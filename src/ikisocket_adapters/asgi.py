@@ -11,22 +11,26 @@ message-level :class:`~ikisocket_core.protocol.ServerConnection` of one
 limits, the output bound and its ``backpressure`` policy, listener ordering and
 counters exactly as on ikisocket's own servers. This module only pumps: ASGI
 ``receive`` into the connection; per connection, one sender task writing
-``conn.take()`` through its ASGI ``send`` and one task awaiting its ``async
-def`` listeners in order; and a background service that drains what is queued
+``conn.take()`` through its ASGI ``send`` (on asyncio, the task that produced
+the output writes it itself while that sender is idle) and one task awaiting
+its ``async def`` listeners in order; and a background service that drains what is queued
 outside an input and sleeps until the engine's next deadline. The service lives
 in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
+import sys
 import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -263,6 +267,54 @@ def _encode(kind: MessageKind, data: bytes) -> Message:
     return {"type": "websocket.send", "bytes": data}
 
 
+def _asyncio_task() -> bool:
+    """Whether this runs in an asyncio task (not trio, whose sends are bound to their task)."""
+    if "asyncio" not in sys.modules:
+        return False
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:
+        return False
+
+
+class _Resume:
+    """Finish in the awaiting task an ASGI ``send`` that another task started.
+
+    :meth:`_Conn.flush` runs a receiver's ``send`` from the task that produced
+    the output, up to its first suspension (uvicorn's waits for a paused
+    transport, hypercorn's for its lock or the drain); this hands the rest of
+    it to the receiver's own sender task, so that the producer never waits on
+    one slow reader. It relays what the send yields and what the event loop
+    answers, as ``await`` would.
+    """
+
+    __slots__ = ("_step", "_yielded")
+
+    def __init__(self, step: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._step = step
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        step = self._step
+        yielded = self._yielded
+        while True:
+            try:
+                answer = yield yielded
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # cancellation included: the send sees it
+                try:
+                    yielded = step.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = step.send(answer)
+                except StopIteration:
+                    return
+
+
 class _Driver:
     """One hub's engine and the tasks that pump it; one per hub."""
 
@@ -334,7 +386,7 @@ class _Driver:
         for action in server.drain_actions():
             if action.__class__ is Flush:
                 for conn in action.connections:
-                    conn.transport.wakeup.set()
+                    conn.transport.flush()
             elif isinstance(action, CloseTransport):
                 action.connection.transport.close_transport()
             else:
@@ -465,10 +517,15 @@ class _Conn:
     """One accepted ASGI WebSocket: its sender, reader and handler runner."""
 
     __slots__ = (
+        "_direct",
+        "_failure",
         "_handlers",
         "_idle",
+        "_parked",
+        "_pending",
         "_readable",
         "_reader_scope",
+        "_rest",
         "_send_scope",
         "closing",
         "conn",
@@ -497,11 +554,52 @@ class _Conn:
         #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
         self._send_scope = anyio.CancelScope()
         self._reader_scope = anyio.CancelScope()
+        #: Other tasks may run ``send`` (asyncio servers whose send is a coroutine).
+        self._direct = False
+        #: The sender waits for output with nothing in flight: others may write for it.
+        self._parked = False
+        #: A send started by another task that must wait, and the messages after it.
+        self._pending: tuple[Coroutine[Any, Any, Any], Any] | None = None
+        self._rest: list[Message] = []
+        self._failure: Exception | None = None
 
     # -- called while draining (synchronous) ---------------------------------------------
 
+    def flush(self) -> None:
+        """Output is waiting: write it from this task if the sender is idle, else wake it.
+
+        Each ``send`` runs here until it completes or has to wait (a paused
+        transport, a lock); one that waits, and the messages after it, go to
+        the sender task, which finishes them before taking more. So a broadcast
+        wakes no task per receiver while the receivers keep up, the messages of
+        a connection keep their order, and a slow reader holds up only itself.
+        """
+        if not self._parked or self.closing or self.done:
+            self.wakeup.set()
+            return
+        messages = self.conn.take()
+        if not messages:
+            return
+        self._readable.set()  # the reader, if it waited for the output to drain
+        send = self.send
+        for index, message in enumerate(messages):
+            step = cast("Coroutine[Any, Any, Any]", send(message))
+            try:
+                yielded = step.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:  # the sender reports it, as a failed send of its own
+                self._failure = exc
+            else:
+                self._pending = (step, yielded)
+                self._rest = messages[index + 1 :]
+            self._parked = False
+            self.wakeup.set()
+            return
+
     def close_transport(self) -> None:
         self.closing = True
+        self._parked = False
         self.wakeup.set()
         if self.conn.close_code is None:
             self._send_scope.cancel()  # the peer ended it: nothing more to write
@@ -553,7 +651,12 @@ class _Conn:
             subprotocol = conn.kws.subprotocol if conn.kws is not None else None
             if subprotocol is not None:
                 accept["subprotocol"] = subprotocol
-            await self.send(accept)
+            accepting = self.send(accept)
+            # A coroutine can be run up to where it waits, then handed on (see flush);
+            # other awaitables (granian's) may start their work when made, so they are
+            # made and awaited by the sender only.
+            self._direct = _asyncio_task() and inspect.iscoroutine(accepting)
+            await accepting
         except Exception as exc:
             driver.install().connection_lost(conn, exc)
             driver.drain()
@@ -596,26 +699,51 @@ class _Conn:
         with self._send_scope:
             try:
                 while True:
-                    # Taken only once the previous batch is written: meanwhile the
-                    # engine's buffer fills and its max_queue policy decides.
-                    messages = conn.take()
+                    pending = self._pending
+                    if pending is not None:  # a send flush() started had to wait
+                        self._pending = None
+                        await _Resume(*pending)
+                        messages, self._rest = self._rest, []
+                        if not messages:
+                            continue
+                    elif self._failure is not None:
+                        failure, self._failure = self._failure, None
+                        raise failure
+                    else:
+                        # Taken only once the previous batch is written: meanwhile the
+                        # engine's buffer fills and its max_queue policy decides.
+                        messages = conn.take()
+                        if messages:
+                            self._readable.set()
                     if messages:
-                        self._readable.set()
                         for message in messages:
                             await send(message)
                     elif self.closing or self.done:
                         break
                     else:
-                        await self.wakeup.wait()
+                        self._parked = self._direct
+                        try:
+                            await self.wakeup.wait()
+                        finally:
+                            self._parked = False
                         self.wakeup = anyio.Event()
             except Exception as exc:
                 logger.debug("send failed on %r: %r", conn, exc)
                 self.driver.install().connection_lost(conn, exc)
                 self.driver.drain()
                 return
+            finally:
+                self._abandon()
         code = conn.close_code
         if self.closing and code is not None and not self.done:  # (done: the peer left)
             await self._send_close(code, conn.close_reason)
+
+    def _abandon(self) -> None:
+        """Drop a started send the sender will not finish (it was cancelled or failed)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[0].close()
+        self._rest = []
 
     async def _send_close(self, code: int, reason: str) -> None:
         conn = self.conn

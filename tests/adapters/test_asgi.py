@@ -970,6 +970,53 @@ async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is
     assert hub.connections == ()
 
 
+async def test_a_stalled_client_gets_every_broadcast_in_order_once_it_reads_again() -> None:
+    # On asyncio the task that broadcasts runs each receiver's send itself while that
+    # receiver's sender is idle; a send that has to wait, and what comes after it, go
+    # to the receiver's own task. Neither may reorder, lose or hold up anyone else.
+    hub = chat_hub()
+    app = asgi_app(hub, max_queue=1_000_000)
+    async with serving(app) as h:
+        fast = await h.open("/ws/fast")
+        slow = await h.open("/ws/slow")
+        assert await fast.get_text() == "Hello user: fast"
+        assert await fast.get_text() == "New user connected: slow"
+        assert await slow.get_text() == "Hello user: slow"
+        slow.stall()
+        for batch in range(10):
+            for i in range(3):  # queued together: taken together, the first send waits
+                hub.broadcast(f"{batch * 3 + i:03d}")
+            for i in range(3):
+                assert await fast.get_text() == f"{batch * 3 + i:03d}"
+        await fast.text("echo")  # a broadcaster's own reader is not held up either
+        assert await fast.get_text() == "echo"
+        slow.unstall()
+        assert [await slow.get_text() for _ in range(30)] == [f"{i:03d}" for i in range(30)]
+        assert slow.pending() == []
+        assert app.stats.dropped_messages == 0
+
+
+async def test_a_send_failing_for_one_receiver_of_a_broadcast_ends_only_that_connection() -> None:
+    hub = chat_hub()
+    log = log_events(hub, EVENT_DISCONNECT)
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        bob = await h.open("/ws/bob")
+        assert await alice.get_text() == "Hello user: alice"
+        assert await alice.get_text() == "New user connected: bob"
+        assert await bob.get_text() == "Hello user: bob"
+        bob.send_error = OSError("client gone")
+        hub.broadcast("one")
+        assert await alice.get_text() == "one"
+        await until(lambda: len(hub) == 1)
+        assert [(name, user) for name, user, _ in log] == [("disconnect", "bob")]
+        hub.broadcast("two")
+        assert await alice.get_text() == "two"
+        await bob.disconnect(1006)
+        await bob.wait_finished()
+        assert bob.pending() == []
+
+
 async def test_a_single_message_larger_than_max_queue_is_still_sent() -> None:
     hub = chat_hub()
     async with serving(asgi_app(hub, max_queue=10)) as h:

@@ -26,8 +26,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-#: ASGI servers whose ``send`` waits for a slow client, on asyncio and on trio.
-POLICY_SERVERS = ["uvicorn-websockets-sansio", "hypercorn-trio"]
+#: ASGI servers whose ``send`` waits for a slow client, on asyncio and on trio. On the
+#: asyncio ones a broadcasting task starts each receiver's send and hands one that has to
+#: wait to that receiver's own task: both of uvicorn's protocols and hypercorn's.
+POLICY_SERVERS = [
+    "uvicorn-websockets-sansio",
+    "uvicorn-wsproto",
+    "hypercorn-asyncio",
+    "hypercorn-trio",
+]
 
 
 def serve(name: str, app: str) -> Iterator[RunningServer]:
