@@ -3,7 +3,8 @@
 uvicorn with its wsproto WebSocket implementation and its h11 HTTP one, the lifespan
 on, keepalive pings and permessage-deflate off, the 1 MiB message limit and the listen
 backlog of every other server, no access log. The socket is bound here (port 0) so the
-port can be announced; uvicorn listens on it once the lifespan has started.
+port can be announced; it listens at once, and uvicorn accepts on it once the lifespan
+has started.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def serve(app: Any, loop: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
+    # Listening before the announcement: connections made before uvicorn has run the
+    # lifespan wait in the backlog instead of being refused.
+    sock.listen(BACKLOG)
     announce(sock.getsockname()[1])
     server = uvicorn.Server(config)
     run_asyncio(lambda: server.serve(sockets=[sock]), loop)

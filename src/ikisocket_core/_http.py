@@ -5,12 +5,19 @@ an HTTP/1.1 request). :class:`HTTPPhase` feeds bytes to h11 until a whole
 request head arrived (or the head grew past ``max_request_size``: 431), then
 :func:`examine` decides what the request is: a WebSocket upgrade to accept,
 a plain GET of a static page, or something to refuse (400, 404, 426).
+
+The usual opening handshake (a ``GET`` whose whole head came in the first
+bytes, every line as h11's grammar has it, one ``Host``, no body) is read by
+:func:`read_head` without making an h11 connection; anything else, and any
+later use of the exchange (an answer, a body, keep-alive), goes through h11,
+which is then given the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -51,6 +58,62 @@ class Poll:
     length: int | None  # the Content-Length announced, if any
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A request head :func:`read_head` read, with what h11 would have made of it."""
+
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, values without surrounding spaces
+
+
+# h11's grammar (RFC 9110/9112, as in h11._abnf), restricted to an origin-form GET of HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
+_FIELD = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*"
+)
+_BODY_FIELDS = (b"content-length", b"transfer-encoding")
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\n"
+
+
+def read_head(data: bytes, limit: int) -> tuple[Head, int] | None:
+    """Read the usual opening handshake without h11, when all of its head is in ``data``.
+
+    Only heads h11 reads the same way are taken: an origin-form ``GET`` of
+    HTTP/1.1, CRLF line ends, every header line a token, a colon and a value
+    of visible characters, exactly one ``Host``, no ``Content-Length`` or
+    ``Transfer-Encoding``, at most ``limit`` bytes.
+
+    Args:
+        data: The first bytes of a connection.
+        limit: The largest request head accepted.
+
+    Returns:
+        The head and its length in bytes, or ``None``: leave it to h11.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > limit:
+        return None
+    lines = data[:end].split(b"\r\n")
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None:
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    hosts = 0
+    for line in lines[1:]:
+        field = _FIELD.fullmatch(line)
+        if field is None:
+            return None
+        name = field[1].lower()
+        if name in _BODY_FIELDS:
+            return None
+        hosts += name == b"host"
+        headers.append((name, field[2]))
+    if hosts != 1:
+        return None
+    return Head(b"GET", request[1], headers), end + 4
+
+
 def _text(status: int, text: str, headers: Headers = ()) -> Answer:
     return Answer(status, text.encode("utf-8"), headers)
 
@@ -65,15 +128,29 @@ class HTTPPhase:
         max_request_size: The largest request head accepted, in bytes.
     """
 
-    __slots__ = ("_body", "_h11", "_head_bytes", "_max")
+    __slots__ = ("_body", "_early", "_h11", "_head_bytes", "_max", "_trailing")
 
     def __init__(self, max_request_size: int) -> None:
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
+        self._h11: h11.Connection | None = None  # made when first needed
+        #: The bytes of a head read without h11 (and what followed it), for h11 if needed.
+        self._early = b""
+        self._trailing = b""
         self._max = max_request_size
         self._head_bytes = 0
         self._body = bytearray()
 
-    def receive(self, data: bytes) -> h11.Request | Answer | None:
+    @property
+    def _parser(self) -> h11.Connection:
+        h = self._h11
+        if h is None:
+            h = self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max)
+            if self._early:  # h11 reads the head read_head() read, to the same request
+                h.receive_data(self._early)
+                h.next_event()
+                self._early = self._trailing = b""
+        return h
+
+    def receive(self, data: bytes) -> h11.Request | Head | Answer | None:
         """Feed bytes; return the request once its head is complete.
 
         Args:
@@ -83,8 +160,16 @@ class HTTPPhase:
             The request, an :class:`Answer` refusing a malformed or oversized
             one (400, 431), or ``None`` while more bytes are needed.
         """
+        if self._h11 is None and not self._head_bytes:
+            read = read_head(data, self._max)
+            if read is not None:
+                head, size = read
+                self._head_bytes = len(data)
+                self._early = data
+                self._trailing = data[size:]
+                return head
         self._head_bytes += len(data)
-        h = self._h11
+        h = self._parser
         if data:  # empty: parse what is buffered (h11 takes b"" for the end of input)
             h.receive_data(data)
         try:
@@ -112,7 +197,7 @@ class HTTPPhase:
             The body, an :class:`Answer` (413 past ``limit``, 400 when
             malformed), or ``None`` while more bytes are needed.
         """
-        h = self._h11
+        h = self._parser
         if data:
             h.receive_data(data)
         body = self._body
@@ -139,12 +224,12 @@ class HTTPPhase:
         Args:
             data: Bytes from the peer (not empty: that is the end of input).
         """
-        self._h11.receive_data(data)
+        self._parser.receive_data(data)
 
     @property
     def buffered(self) -> int:
         """How many bytes of the peer's next request wait in the parser."""
-        return len(self._h11.trailing_data[0])
+        return len(self._parser.trailing_data[0])
 
     def next_cycle(self) -> bool:
         """After a keep-alive response: get ready for the next request on the connection.
@@ -152,7 +237,7 @@ class HTTPPhase:
         Returns:
             Whether the connection may carry another request (else close it).
         """
-        h = self._h11
+        h = self._parser
         if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
             return False
         h.start_next_cycle()
@@ -162,6 +247,8 @@ class HTTPPhase:
     @property
     def trailing(self) -> bytes:
         """Bytes that arrived after the request head (the first frames, maybe)."""
+        if self._h11 is None:
+            return self._trailing
         return bytes(self._h11.trailing_data[0])
 
     def respond(self, answer: Answer, *, keep_alive: bool = False) -> bytes:
@@ -177,7 +264,7 @@ class HTTPPhase:
         headers = _response_headers(answer, keep_alive)
         phrase = _phrase(answer.status)
         # h11 still lets the server answer after the client's request was unparseable.
-        h = self._h11
+        h = self._parser
         response = h11.Response(status_code=answer.status, headers=headers, reason=phrase)
         chunks = [h.send(response) or b""]
         if not answer.head:
@@ -192,16 +279,9 @@ class HTTPPhase:
             headers: The response headers.
 
         Returns:
-            The bytes to write.
+            The bytes to write (as h11 writes them; the connection leaves HTTP here).
         """
-        return (
-            self._h11.send(
-                h11.InformationalResponse(
-                    status_code=101, headers=headers, reason=b"Switching Protocols"
-                )
-            )
-            or b""
-        )
+        return _SWITCHING + b"".join([b"%s: %s\r\n" % field for field in headers]) + b"\r\n"
 
 
 def _response_headers(answer: Answer, keep_alive: bool = False) -> list[tuple[str, str]]:
@@ -242,7 +322,7 @@ def encode_early(answer: Answer) -> bytes:
 
 
 def examine(
-    req: h11.Request,
+    req: h11.Request | Head,
     *,
     client: tuple[str, int] | None,
     scheme: str,
@@ -253,7 +333,7 @@ def examine(
     """Decide what a complete request is.
 
     Args:
-        req: The request head from h11.
+        req: The request head, from h11 or :func:`read_head`.
         client: The peer's address.
         scheme: ``"ws"`` or ``"wss"``.
         has_route: Whether a path is one of the hub's WebSocket routes.
