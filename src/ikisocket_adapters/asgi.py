@@ -549,7 +549,8 @@ class _Conn:
         self.running_handlers = False
         self._handlers: deque[Awaitable[None]] = deque()
         self.wakeup = anyio.Event()  # output waiting, or the close
-        self._readable = anyio.Event()  # conn.can_read may have turned true
+        #: Set when conn.can_read may have turned true; only while the reader waits for it.
+        self._readable: anyio.Event | None = None
         self._idle = anyio.Event()  # the handler runner finished
         #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
         self._send_scope = anyio.CancelScope()
@@ -580,7 +581,9 @@ class _Conn:
         messages = self.conn.take()
         if not messages:
             return
-        self._readable.set()  # the reader, if it waited for the output to drain
+        readable = self._readable
+        if readable is not None:  # the reader waited for the output to drain
+            readable.set()
         send = self.send
         for index, message in enumerate(messages):
             step = cast("Coroutine[Any, Any, Any]", send(message))
@@ -596,6 +599,11 @@ class _Conn:
             self._parked = False
             self.wakeup.set()
             return
+
+    def _wake_reader(self) -> None:
+        readable = self._readable
+        if readable is not None:
+            readable.set()
 
     def close_transport(self) -> None:
         self.closing = True
@@ -677,7 +685,10 @@ class _Conn:
                 while not conn.can_read:
                     # Async listeners run, or a big message waits: read once it is taken.
                     self._readable = readable = anyio.Event()
-                    await readable.wait()
+                    try:
+                        await readable.wait()
+                    finally:
+                        self._readable = None
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
@@ -714,7 +725,7 @@ class _Conn:
                         # engine's buffer fills and its max_queue policy decides.
                         messages = conn.take()
                         if messages:
-                            self._readable.set()
+                            self._wake_reader()
                     if messages:
                         for message in messages:
                             await send(message)
@@ -769,7 +780,7 @@ class _Conn:
         try:
             while handlers:
                 await driver.run_one(self.conn, handlers.popleft())
-                self._readable.set()
+                self._wake_reader()
                 driver._done(self.conn)
         finally:
             self.running_handlers = False
