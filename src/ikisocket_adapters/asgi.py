@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from contextlib import asynccontextmanager
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -586,7 +586,7 @@ class _Conn:
             readable.set()
         send = self.send
         for index, message in enumerate(messages):
-            step = cast("Coroutine[Any, Any, Any]", send(message))
+            step: Coroutine[Any, Any, Any] = send(message)  # type: ignore[assignment]  # see _run
             try:
                 yielded = step.send(None)
             except StopIteration:
