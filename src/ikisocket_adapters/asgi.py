@@ -21,6 +21,7 @@ in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import math
 import sys
@@ -285,32 +286,38 @@ class _Resume:
     transport, hypercorn's for its lock or the drain); this hands the rest of
     it to the receiver's own sender task, so that the producer never waits on
     one slow reader. It relays what the send yields and what the event loop
-    answers, as ``await`` would.
+    answers, as ``await`` would. Every step runs in the connection's own
+    :class:`contextvars.Context`, where the first one ran, so a wrapper that
+    sets a context variable around the send resets it where it was set.
     """
 
-    __slots__ = ("_step", "_yielded")
+    __slots__ = ("_context", "_step", "_yielded")
 
-    def __init__(self, step: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    def __init__(
+        self, context: contextvars.Context, step: Coroutine[Any, Any, Any], yielded: Any
+    ) -> None:
+        self._context = context
         self._step = step
         self._yielded = yielded
 
     def __await__(self) -> Generator[Any, Any, None]:
+        run = self._context.run
         step = self._step
         yielded = self._yielded
         while True:
             try:
                 answer = yield yielded
             except GeneratorExit:
-                step.close()
+                run(step.close)
                 raise
             except BaseException as exc:  # cancellation included: the send sees it
                 try:
-                    yielded = step.throw(exc)
+                    yielded = run(step.throw, exc)
                 except StopIteration:
                     return
             else:
                 try:
-                    yielded = step.send(answer)
+                    yielded = run(step.send, answer)
                 except StopIteration:
                     return
 
@@ -555,8 +562,8 @@ class _Conn:
         #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
         self._send_scope = anyio.CancelScope()
         self._reader_scope = anyio.CancelScope()
-        #: Other tasks may run ``send`` (asyncio servers whose send is a coroutine).
-        self._direct = False
+        #: Where other tasks run ``send`` (asyncio servers whose send is a coroutine), if they may.
+        self._direct: contextvars.Context | None = None
         #: The sender waits for output with nothing in flight: others may write for it.
         self._parked = False
         #: A send started by another task that must wait, and the messages after it.
@@ -585,10 +592,12 @@ class _Conn:
         if readable is not None:  # the reader waited for the output to drain
             readable.set()
         send = self.send
+        context = self._direct
+        assert context is not None  # (parked only then)
         for index, message in enumerate(messages):
             step: Coroutine[Any, Any, Any] = send(message)  # type: ignore[assignment]  # see _run
             try:
-                yielded = step.send(None)
+                yielded = context.run(step.send, None)
             except StopIteration:
                 continue
             except Exception as exc:  # the sender reports it, as a failed send of its own
@@ -663,7 +672,8 @@ class _Conn:
             # A coroutine can be run up to where it waits, then handed on (see flush);
             # other awaitables (granian's) may start their work when made, so they are
             # made and awaited by the sender only.
-            self._direct = _asyncio_task() and inspect.iscoroutine(accepting)
+            if _asyncio_task() and inspect.iscoroutine(accepting):
+                self._direct = contextvars.copy_context()  # this call's, as its sends see it
             await accepting
         except Exception as exc:
             driver.install().connection_lost(conn, exc)
@@ -713,7 +723,8 @@ class _Conn:
                     pending = self._pending
                     if pending is not None:  # a send flush() started had to wait
                         self._pending = None
-                        await _Resume(*pending)
+                        assert self._direct is not None
+                        await _Resume(self._direct, *pending)
                         messages, self._rest = self._rest, []
                         if not messages:
                             continue
@@ -732,7 +743,7 @@ class _Conn:
                     elif self.closing or self.done:
                         break
                     else:
-                        self._parked = self._direct
+                        self._parked = self._direct is not None
                         try:
                             await self.wakeup.wait()
                         finally:
@@ -752,8 +763,8 @@ class _Conn:
     def _abandon(self) -> None:
         """Drop a started send the sender will not finish (it was cancelled or failed)."""
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending[0].close()
+        if pending is not None and self._direct is not None:
+            self._direct.run(pending[0].close)
         self._rest = []
 
     async def _send_close(self, code: int, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections import deque
@@ -994,6 +995,61 @@ async def test_a_stalled_client_gets_every_broadcast_in_order_once_it_reads_agai
         assert [await slow.get_text() for _ in range(30)] == [f"{i:03d}" for i in range(30)]
         assert slow.pending() == []
         assert app.stats.dropped_messages == 0
+
+
+async def test_a_send_wrapper_setting_a_context_variable_works_when_its_send_waits() -> None:
+    # A middleware may set a context variable around the server's send (tracing does). A send
+    # started by the broadcasting task that has to wait is finished by the receiver's task:
+    # the wrapper still resets its variable in the context where it set it.
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="")
+    seen: list[str] = []
+    inner = asgi_app(chat_hub(), max_queue=1_000_000)
+    hub = inner.hub
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def traced(message: Message) -> None:
+            token = current.set("sending")
+            try:
+                await send(message)
+            finally:
+                seen.append(current.get())
+                current.reset(token)
+
+        await inner(scope, receive, traced)
+
+    async with anyio.create_task_group() as tg:
+
+        async def start(path: str) -> Peer:
+            peer = Peer(ws_scope(path))
+
+            async def run() -> None:
+                try:
+                    await app(peer.scope, peer.receive, peer.send)
+                finally:
+                    peer.finished.set()
+
+            tg.start_soon(run)
+            assert (await peer.connect())["type"] == "websocket.accept"
+            return peer
+
+        fast = await start("/ws/fast")
+        slow = await start("/ws/slow")
+        assert await fast.get_text() == "Hello user: fast"
+        assert await fast.get_text() == "New user connected: slow"
+        assert await slow.get_text() == "Hello user: slow"
+        slow.stall()
+        for i in range(5):
+            hub.broadcast(f"{i}")
+            assert await fast.get_text() == f"{i}"
+        slow.unstall()
+        assert [await slow.get_text() for _ in range(5)] == [f"{i}" for i in range(5)]
+        assert len(hub) == 2
+        await fast.disconnect()
+        await slow.disconnect()
+        await fast.wait_finished()
+        await slow.wait_finished()
+    assert seen
+    assert set(seen) == {"sending"}
 
 
 async def test_a_send_failing_for_one_receiver_of_a_broadcast_ends_only_that_connection() -> None:
