@@ -198,8 +198,6 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _has_binary(value: Any) -> bool:
-    if value.__class__ in _SCALARS:
-        return False
     if isinstance(value, (bytes, bytearray, memoryview)):
         return True
     if isinstance(value, (list, tuple)):
