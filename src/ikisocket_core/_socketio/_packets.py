@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
@@ -288,6 +289,15 @@ def encode_fields(
         TypeError: The data hold something JSON cannot carry.
         ValueError: The data hold NaN or an infinity.
     """
+    if data.__class__ is list:
+        for item in data:
+            if item.__class__ is not str:
+                break
+        else:  # strings only (most events and acks): no attachments, the array by hand
+            head = _DIGITS[kind] if namespace == "/" else f"{_DIGITS[kind]}{namespace},"
+            if ack_id is not None:
+                head += str(ack_id)
+            return head + "[" + ",".join(map(_quote, data)) + "]", _NO_ATTACHMENTS
     attachments: list[bytes] | None = None
     if (kind is SocketType.EVENT or kind is SocketType.ACK) and _has_binary(data):
         attachments = []
@@ -301,20 +311,12 @@ def encode_fields(
     if ack_id is not None:
         head += str(ack_id)
     if data is not None:
-        head += _dumps_array(data) if data.__class__ is list else _ENCODER.encode(data)
+        head += _ENCODER.encode(data)
     return head, _NO_ATTACHMENTS if attachments is None else tuple(attachments)
 
 
 _DIGITS = tuple(str(int(kind)) for kind in SocketType)
 _quote = encode_basestring  # what _ENCODER writes a str with (ensure_ascii=False)
-
-
-def _dumps_array(items: list[Any]) -> str:
-    """:func:`dumps` of a list; one of strings only (most events and acks) without the encoder."""
-    for item in items:
-        if item.__class__ is not str:
-            return _ENCODER.encode(items)
-    return "[" + ",".join(map(_quote, items)) + "]"
 
 
 def _reject_constant(name: str) -> Any:
@@ -398,7 +400,8 @@ def _parse_head(text: str, max_attachments: int) -> _Head:
 
 _SOCKET_TYPES = tuple(SocketType)
 _PLAIN_OF = (*_PLAIN, SocketType.EVENT, SocketType.ACK)  # BINARY_EVENT and BINARY_ACK last
-_scan = _DECODER.raw_decode  # one JSON value from an index, no whitespace skipped
+#: One JSON value from an index, no whitespace skipped (``raw_decode`` without its frame).
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def parse_plain(text: str) -> tuple[SocketType, str, Any, int | None] | None:
@@ -449,7 +452,7 @@ def parse_plain(text: str) -> tuple[SocketType, str, Any, int | None] | None:
         return None
     try:
         data, end = _scan(text, bracket)
-    except (ValueError, RecursionError):  # not JSON, too deep, too many digits
+    except (StopIteration, ValueError, RecursionError):  # not JSON, too deep, too many digits
         raise PacketError("the payload is not valid JSON") from None
     if end != len(text) or (
         kind is SocketType.EVENT and (not data or data[0].__class__ is not str)
