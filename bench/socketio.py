@@ -631,7 +631,7 @@ def run(args: argparse.Namespace) -> int:
 
 def profile(args: argparse.Namespace) -> int:
     """Record our server with py-spy (``--gil``) while the generator runs echo; print hot spots."""
-    from run import hot_spots, py_spy  # noqa: PLC0415
+    from run import hot_spots, perf_split, py_spy  # noqa: PLC0415
 
     spy = py_spy()
     if spy is None:
@@ -657,7 +657,7 @@ def profile(args: argparse.Namespace) -> int:
             "load": "echo",
             "clients": args.profile_clients,
             "warmup": 1.0,
-            "duration": args.profile_seconds + 2,
+            "duration": 2 * args.profile_seconds + 3,  # py-spy, then perf
             "url": server.url,
             "pid": server.proc.pid,
         }
@@ -668,6 +668,7 @@ def profile(args: argparse.Namespace) -> int:
         spy_cmd += ["--duration", str(int(args.profile_seconds)), "--rate", "200"]
         spy_cmd += ["--function", "--gil", "--format", "speedscope", "--output", str(out)]
         subprocess.run(spy_cmd, capture_output=True, check=True, timeout=args.profile_seconds + 60)
+        split = perf_split(server.proc.pid, args.profile_seconds, out_dir / f"perf-{slug}.data")
         record = json.loads(gen.stdout.readline())  # type: ignore[union-attr]
     finally:
         gen.stdin.close()  # type: ignore[union-attr]
@@ -679,6 +680,10 @@ def profile(args: argparse.Namespace) -> int:
         f"{per_op:.1f} us of server CPU per ack while sampled)"
     )
     report = hot_spots(out, title, top=25)
+    if split:
+        report += (
+            f"\n\nOn-CPU time by binary (perf, {args.profile_seconds:g} s after py-spy): {split}"
+        )
     (out_dir / f"profile-{slug}.md").write_text(report + "\n")
     print(report)
     return 0
