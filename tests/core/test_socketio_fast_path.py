@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_socketio_packets import json_values, namespaces, packets, with_bytes
 
-from ikisocket_core import EventPayload, Hub
+from ikisocket_core import EVENT_ERROR, EventPayload, Hub
 from ikisocket_core._socketio._packets import (
     PacketError,
     SocketDecoder,
@@ -126,6 +126,9 @@ def test_an_array_is_written_as_the_json_encoder_writes_it(items: list[Any]) -> 
         ("2[1]", None),
         ('2/chat["e"]', None),  # no comma after the namespace
         ("2/" + "a" * 300 + ',["e"]', None),
+        ("2/" + "a" * 255 + ',["e"]', (SocketType.EVENT, "/" + "a" * 255, ["e"], None)),
+        ("2/" + "a" * 256 + ',["e"]', None),  # one more than MAX_NAMESPACE
+        ("2" + "9" * 15 + '["e"]', (SocketType.EVENT, "/", ["e"], 10**15 - 1)),
         ('2/chat,["e"', None),
         ('21234567890123456["e"]', None),
         ('2\u0661["e"]', None),
@@ -159,6 +162,19 @@ def test_no_fast_path_while_attachments_are_awaited() -> None:
 
 
 # -- the session on the fast path -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ['42["e"', "43[", '421["e",NaN]', "42[]", "43[]", '42/x,["e"'])
+def test_a_malformed_event_or_ack_still_closes_the_session_with_1002(text: str) -> None:
+    hub = Hub()
+    hub.socketio()
+    errors: list[BaseException | None] = []
+    hub.on(EVENT_ERROR, lambda ep: errors.append(ep.error))
+    sio = TestClient(hub).socketio_connect()
+    sio.ws.send_text(text)
+    assert sio.ws.close_code == 1002
+    assert len(errors) == 1
+    assert isinstance(errors[0], PacketError)
 
 
 def test_a_text_event_while_attachments_are_awaited_closes_the_session() -> None:
