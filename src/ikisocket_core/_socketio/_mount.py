@@ -624,10 +624,10 @@ class SocketIO:
                 f" max_pending_acks={self.max_pending_acks}"
             )
         ack_id = joined.next_id
-        packet = SocketPacket(
-            type=SocketType.EVENT, namespace=kws.namespace, data=[event, *args], id=ack_id
+        # A valid EVENT by construction: a checked name, the connection's namespace, our id.
+        text, attachments = encode_fields(  # raises before anything is kept
+            SocketType.EVENT, kws.namespace, [event, *args], ack_id
         )
-        text, attachments = encode_socket(packet)  # raises before anything is kept
         if joined.backlog is not None and joined.backlog.held is not None:
             self._call_back(kws, ack, ConnectionClosed(1006, "held for connection-state recovery"))
             return
@@ -660,18 +660,15 @@ class SocketIO:
             data: The event's name and arguments.
             conns: The connections.
         """
+        # A valid EVENT by construction (its name passed check_event): encoded from its fields.
         recoveries = self._recovery
         if recoveries is None:
-            text, attachments = encode_socket(
-                SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
-            )
+            text, attachments = encode_fields(SocketType.EVENT, namespace, data, None)
             self._write_to(tuple(k.conn.socket for k in conns), text, attachments)
             return
         offset = recoveries.next_offset()
         data.append(str(offset))
-        text, attachments = encode_socket(
-            SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
-        )
+        text, attachments = encode_fields(SocketType.EVENT, namespace, data, None)
         self._write_to(recoveries.deliver(conns, offset, text, attachments), text, attachments)
 
     def _write_to(
