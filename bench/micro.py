@@ -58,7 +58,11 @@ def client_frame(payload: bytes) -> bytes:
 
 def make_server(mode: str) -> Server:
     """The engine around the very hub the socket benchmark serves (one definition of it)."""
-    return Server(make_hub(mode), compression=False, ping_interval=None)
+    # Every connection here comes from 127.0.0.1:1: lift the per-address limit, as the socket
+    # benchmark's servers do, or the fan-out's receivers past it are refused (503).
+    return Server(
+        make_hub(mode), compression=False, ping_interval=None, max_connections_per_ip=None
+    )
 
 
 def open_connection(server: Server) -> ServerConnection:
