@@ -28,6 +28,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
+from ikisocket_core import EventPayload, Hub
 from ikisocket_core.protocol import Flush, Server, ServerConnection
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
@@ -57,7 +58,11 @@ def client_frame(payload: bytes) -> bytes:
 
 def make_server(mode: str) -> Server:
     """The engine around the very hub the socket benchmark serves (one definition of it)."""
-    return Server(make_hub(mode), compression=False, ping_interval=None)
+    # Every connection here comes from 127.0.0.1:1: lift the per-address limit, as the socket
+    # benchmark's servers do, or the fan-out's receivers past it are refused (503).
+    return Server(
+        make_hub(mode), compression=False, ping_interval=None, max_connections_per_ip=None
+    )
 
 
 def open_connection(server: Server) -> ServerConnection:
@@ -209,6 +214,82 @@ def hub_echo(count: int) -> Callable[[], int]:
     return run
 
 
+SIO_HANDSHAKE = HANDSHAKE.replace(b"/ws ", b"/socket.io/?EIO=4&transport=websocket ")
+
+
+def sio_session(server: Server) -> ServerConnection:
+    """A Socket.IO session joined to ``/``."""
+    conn = server.connect(now=0.0, client=("127.0.0.1", 1))
+    server.receive_data(conn, SIO_HANDSHAKE)
+    server.receive_data(conn, client_frame(b"40"))
+    drain(server)
+    return conn
+
+
+def sio_server() -> tuple[Server, ServerConnection]:
+    """The hub of ``bench/socketio.py`` (``echo`` answers its ack), one session joined to ``/``."""
+    hub = Hub()
+    hub.socketio(namespaces=["/chat"])
+    hub.on("echo", namespace="/chat")(lambda ep: ep.args[0])
+
+    @hub.on("echo")
+    def echo(ep: EventPayload) -> object:
+        return ep.args[0]
+
+    @hub.on("fan")
+    def fan(ep: EventPayload) -> None:
+        hub.to("r").emit_event("fan", ep.args[0])
+
+    server = Server(hub, compression=False, ping_interval=None, max_connections_per_ip=None)
+    return server, sio_session(server)
+
+
+def sio_echo(batch: int, count: int, namespace: str = "") -> Callable[[], int]:
+    """A Socket.IO ``echo`` event with an ack id, answered by its ``ACK``: the whole engine."""
+    server, conn = sio_server()
+    if namespace:
+        server.receive_data(conn, client_frame(b"40" + namespace.encode() + b","))
+        drain(server)
+    head = b"42" + (namespace.encode() + b"," if namespace else b"")
+    data = b"".join(
+        client_frame(head + b"%d" % i + b'["echo","' + b"x" * 32 + b'"]') for i in range(batch)
+    )
+    server.receive_data(conn, data)
+    written = b"".join(
+        b"".join(c.take())
+        for a in server.drain_actions()
+        if isinstance(a, Flush)
+        for c in a.connections
+    )
+    assert b"43" + head[2:] + b'0["' + b"x" * 32 in written, written  # the ack came back
+
+    def run() -> int:
+        for _ in range(count):
+            server.receive_data(conn, data)
+            drain(server)
+        return count * batch
+
+    return run
+
+
+def sio_fan_out(receivers: int, count: int) -> Callable[[], int]:
+    """A Socket.IO ``fan`` event re-emitted to a room of ``receivers`` sessions (per delivery)."""
+    server, sender = sio_server()
+    for _ in range(receivers):
+        sio_session(server)
+    for kws in list(server.hub._conns.values()):
+        kws.join("r")
+    frame = client_frame(b'42["fan","' + b"b" * 32 + b'"]')
+
+    def run() -> int:
+        for _ in range(count):
+            server.receive_data(sender, frame)
+            drain(server)
+        return count * (receivers + 1)
+
+    return run
+
+
 def wsproto_text(size: int, count: int) -> Callable[[], int]:
     """A server-side wsproto ``send`` of a text message (the compressed path's framing)."""
     ws = WSConnection(ConnectionType.SERVER)
@@ -226,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
+    p.add_argument("--only", default="", help="run only the cases whose label holds this text")
     args = p.parse_args(argv)
     n = max(1, int(2000 * args.scale))
     cases: list[tuple[str, str, Callable[[], int]]] = [
@@ -241,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
             "engine",
             "fan-out to 1000, 100 frames per read (per delivery)",
             engine_fan_out(1000, 100, 1),
+        ),
+        ("socketio", "acked echo, 32 B, one frame per read", sio_echo(1, n)),
+        ("socketio", "acked echo in /chat, 32 B, one frame per read", sio_echo(1, n, "/chat")),
+        ("socketio", "acked echo, 32 B, 64 frames per read", sio_echo(64, n // 32)),
+        (
+            "socketio",
+            "fan-out to 1000, one frame per read (per delivery)",
+            sio_fan_out(1000, n // 100),
         ),
         ("part", "wsproto: parse a masked 32 B text frame", wsproto_parse(32, n)),
         ("part", "wsproto: parse a masked 4 KiB text frame", wsproto_parse(4096, n)),
@@ -267,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| what | CPU us per message |")
     print("|---|---:|")
     for group, label, fn in cases:
+        if args.only not in f"{group}: {label}":
+            continue
         fn()  # warm up
         cost = best_of(fn, args.rounds)
         # Three decimals below one microsecond: a fan-out delivery costs about 0.1.

@@ -4,6 +4,8 @@ One command, three servers, one load generator, interleaved repetitions::
 
     python bench/socketio.py                 # 3 reps, about 4 minutes on 2 cores
     python bench/socketio.py --reps 1 --duration 0.5
+    python bench/socketio.py --baseline f8481fb   # plus our servers at that commit
+    python bench/socketio.py --profile            # py-spy of ikisocket/uvloop under echo 64
 
 Servers (each its own process on 127.0.0.1, WebSocket transport only, the same
 Engine.IO ping settings: ``pingInterval`` 25 s, ``pingTimeout`` 20 s):
@@ -32,6 +34,13 @@ for every server.
 Server CPU per op comes from ``/proc/<pid>/task/*/schedstat`` over the
 measured window (``bench/loadgen.py``'s helpers). Tables go to stdout and to
 ``bench/results/socketio-<time>.md`` with a JSON dump of every repetition.
+
+``--baseline REV`` adds, after each of our rows, the same server on ``REV``'s
+``src/`` (extracted as ``bench/run.py --baseline`` does, first on
+``PYTHONPATH``; each server logs which ``ikisocket_core`` it imported), and a
+before-vs-now table of the server CPU per op. ``--profile`` records the
+``ikisocket/uvloop`` server (or ``--profile-server``) with py-spy under the
+echo load (``--profile-clients``, 64 by default) and prints its hot spots.
 """
 
 from __future__ import annotations
@@ -81,7 +90,12 @@ ECHO = (1, 64)
 
 def serve_ours(kind: str) -> None:
     """``hub.socketio()`` on the asyncio adapter (uvloop) or on trio."""
+    import ikisocket_core  # noqa: PLC0415
     from ikisocket_core import EventPayload, Hub  # noqa: PLC0415
+
+    # Which copy this server runs: the runner checks it against the src/ it meant.
+    sys.stderr.write(f"PROBE ikisocket_core {ikisocket_core.__file__}\n")
+    sys.stderr.flush()
 
     hub = Hub()
     hub.socketio(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)
@@ -400,21 +414,36 @@ async def generate() -> int:
 
 
 class Server:
-    """One server process, started once for the whole run."""
+    """One server process, started once for the whole run.
 
-    def __init__(self, name: str, logs: Path) -> None:
+    ``src`` goes first on ``PYTHONPATH`` (a ``--baseline`` row: the old revision's).
+    """
+
+    def __init__(self, name: str, logs: Path, src: Path = ROOT / "src") -> None:
         self.name = name
-        log = open(logs / f"socketio-{name.replace('/', '-')}.log", "wb")  # noqa: SIM115
+        slug = name.replace("/", "-").replace("@", "-")
+        log = open(logs / f"socketio-{slug}.log", "wb")  # noqa: SIM115
+        path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+        serve = name.partition("@")[0] + "/" + name.rpartition("/")[2] if "@" in name else name
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", name],
+            [sys.executable, __file__, "--serve", serve],
             stdout=subprocess.PIPE,
             stderr=log,
             cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": path},
         )
         line = self.proc.stdout.readline().decode()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
             self.proc.kill()
             raise RuntimeError(f"{name} did not start (see {log.name})")
+        probe = [
+            x.split(" ", 2)[2]
+            for x in Path(log.name).read_text().splitlines()
+            if x.startswith("PROBE ikisocket_core ")
+        ]
+        if name.startswith("ikisocket") and not (probe and probe[0].startswith(str(src))):
+            self.proc.kill()
+            raise RuntimeError(f"{name} imported ikisocket_core from {probe}, not {src}")
         self.url = f"ws://127.0.0.1:{int(line.split()[1])}/socket.io/?EIO=4&transport=websocket"
 
     def stop(self) -> None:
@@ -496,11 +525,55 @@ def table(results: dict[str, dict[str, list[dict[str, Any]]]], servers: list[str
     return "\n".join(lines)
 
 
+def before_vs_now(
+    results: dict[str, dict[str, list[dict[str, Any]]]], pairs: dict[str, str]
+) -> str:
+    """Server CPU per op of each ``--baseline`` row against its current row."""
+    lines = [
+        "| cell | server | CPU per op before (us) | now (us) | now / before "
+        "| now / before, per repetition |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for cell, by_server in results.items():
+        for old, new in pairs.items():
+            before = [r for r in by_server.get(old, []) if "error" not in r]
+            now = [r for r in by_server.get(new, []) if "error" not in r]
+            b, n = per_op_us(before, "server_cpu"), per_op_us(now, "server_cpu")
+            if not b or not n:
+                continue
+            by_rep = {r["rep"]: r for r in before}
+            ratios = sorted(
+                per_op_us([r], "server_cpu") / per_op_us([by_rep[r["rep"]]], "server_cpu")  # type: ignore[operator]
+                for r in now
+                if r["rep"] in by_rep and r["ops"] and by_rep[r["rep"]]["ops"]
+            )
+            spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}" if ratios else ""
+            lines.append(f"| {cell} | {new} | {b:.1f} | {n:.1f} | {n / b:.2f} | {spread} |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     out_dir = BENCH / "results"
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     servers = [s for s in SERVERS if s in args.servers.split(",")]
+    srcs = dict.fromkeys(servers, ROOT / "src")
+    pairs: dict[str, str] = {}  # baseline row -> its current row
+    baseline_note = ""
+    if args.baseline:
+        from run import extract_baseline  # noqa: PLC0415
+
+        short, full, root = extract_baseline(args.baseline)
+        baseline_note = f"; baseline {args.baseline} = {full} ({root / 'src'})"
+        with_old: list[str] = []
+        for name in servers:
+            with_old.append(name)
+            if name.startswith("ikisocket/"):
+                old = f"ikisocket@{short}/{name.split('/')[1]}"
+                with_old.append(old)
+                srcs[old] = root / "src"
+                pairs[old] = name
+        servers = with_old
     started: dict[str, Server] = {}
     gen = subprocess.Popen(
         [sys.executable, __file__, "--generate"],
@@ -513,7 +586,7 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     try:
         for name in servers:
-            started[name] = Server(name, logs)
+            started[name] = Server(name, logs, srcs[name])
         for cell in cells(args):
             by_server = results.setdefault(cell["cell"], {})
             for rep in range(args.reps):
@@ -538,15 +611,81 @@ def run(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
         f"echo: {SIZE}-byte string, acked; fan-out: burst of "
         + ", ".join(f"{k} to {n}" for n, k in FANOUT)
+        + baseline_note
         + "\n\n"
         + table(results, servers)
         + "\n"
+        + (
+            f"\nBefore vs now (server CPU per op):\n\n{before_vs_now(results, pairs)}\n"
+            if pairs
+            else ""
+        )
     )
     print(md)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out_dir / f"socketio-{stamp}.md").write_text(md)
     (out_dir / f"socketio-{stamp}.json").write_text(json.dumps(results, indent=1))
     print(f"written to bench/results/socketio-{stamp}.md", file=sys.stderr)
+    return 0
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Record our server with py-spy (``--gil``) while the generator runs echo; print hot spots."""
+    from run import hot_spots, perf_split, py_spy  # noqa: PLC0415
+
+    spy = py_spy()
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
+        return 1
+    out_dir = BENCH / "results"
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    name = args.profile_server
+    server = Server(name, logs)
+    gen = subprocess.Popen(
+        [sys.executable, __file__, "--generate"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    slug = f"socketio-{name.replace('/', '-')}-echo-{args.profile_clients}"
+    out = out_dir / f"profile-{slug}.speedscope.json"
+    try:
+        cmd = {
+            "cell": "profile",
+            "load": "echo",
+            "clients": args.profile_clients,
+            "warmup": 1.0,
+            "duration": 2 * args.profile_seconds + 3,  # py-spy, then perf
+            "url": server.url,
+            "pid": server.proc.pid,
+        }
+        gen.stdin.write(json.dumps(cmd) + "\n")  # type: ignore[union-attr]
+        gen.stdin.flush()  # type: ignore[union-attr]
+        time.sleep(1.5)
+        spy_cmd = [spy, "record", "--pid", str(server.proc.pid)]
+        spy_cmd += ["--duration", str(int(args.profile_seconds)), "--rate", "200"]
+        spy_cmd += ["--function", "--gil", "--format", "speedscope", "--output", str(out)]
+        subprocess.run(spy_cmd, capture_output=True, check=True, timeout=args.profile_seconds + 60)
+        split = perf_split(server.proc.pid, args.profile_seconds, out_dir / f"perf-{slug}.data")
+        record = json.loads(gen.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        gen.stdin.close()  # type: ignore[union-attr]
+        gen.wait(10)
+        server.stop()
+    per_op = record["server_cpu"] * record["elapsed"] / max(1, record["ops"]) * 1e6
+    title = (
+        f"{name}, echo {args.profile_clients} ({record['rate']:,.0f} acks/s, "
+        f"{per_op:.1f} us of server CPU per ack while sampled)"
+    )
+    report = hot_spots(out, title, top=25)
+    if split:
+        report += (
+            f"\n\nOn-CPU time by binary (perf, {args.profile_seconds:g} s after py-spy): {split}"
+        )
+    (out_dir / f"profile-{slug}.md").write_text(report + "\n")
+    print(report)
     return 0
 
 
@@ -558,6 +697,11 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=0.3, help="echo: unmeasured seconds")
     p.add_argument("--duration", type=float, default=1.0, help="echo: measured seconds")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    p.add_argument("--baseline", help="also run our servers at this git revision")
+    p.add_argument("--profile", action="store_true", help="py-spy our server under echo load")
+    p.add_argument("--profile-server", default="ikisocket/uvloop", choices=SERVERS[:2])
+    p.add_argument("--profile-clients", type=int, default=64)
+    p.add_argument("--profile-seconds", type=float, default=10.0)
     args = p.parse_args()
     if args.serve == REFERENCE:
         serve_python_socketio()
@@ -568,6 +712,8 @@ def main() -> int:
     if args.generate:
         raise_fd_limit()
         return uvloop.run(generate())
+    if args.profile:
+        return profile(args)
     return run(args)
 
 

@@ -33,7 +33,7 @@ from ikisocket_core._websocket import Websocket
 from ._acks import _Answering, _data_of, _Reply, check_event, emit_plain
 from ._connect import connect_namespace
 from ._namespace import Namespace
-from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_socket
+from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_fields, encode_socket
 from ._polling import probe
 from ._recovery import EVENT_RECOVER, Recoveries, Recovery, recovery_settings
 from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
@@ -55,6 +55,9 @@ H = TypeVar("H", bound=ConnectHook)
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+_ACK = SocketType.ACK
+#: Exact types of what a listener returns that are never awaitable (no isawaitable call).
+_NOT_AWAITABLE = frozenset({str, int, float, bool, bytes, list, dict, tuple})
 
 
 def _positive(name: str, value: float) -> float:
@@ -439,28 +442,44 @@ class SocketIO:
             return
         namespace = kws.namespace
         table = hub._listeners if namespace == "/" else hub._table(namespace)
-        listeners = (*table.get(name, ()), *(kws.listeners or {}).get(name, ()))
+        listeners = table.get(name, ())
+        own = kws.listeners
+        if own and name in own:
+            listeners = (*listeners, *own[name])
         payload, kind = _data_of(args)
         ep = kws.payload(name, payload, kind, None, args)
-        reply = None if ack_id is None else _Reply(self, joined, ack_id)
+        # The ack is the first non-None result; with none, an empty answer once every
+        # listener returned. A _Reply counts them only once an ``async def`` one runs.
+        reply: _Reply | None = None
+        sent = False
         for fn in listeners:
             try:
                 result = fn(ep)
             except Exception as exc:
                 hub._listener_failed(ep, exc)
                 continue
-            if result is not None and inspect.isawaitable(result):
-                if reply is None:
+            if result is None:
+                continue
+            if result.__class__ not in _NOT_AWAITABLE and inspect.isawaitable(result):
+                if ack_id is None:
                     hub._push(RunHandler(target=kws, awaitable=_Handler(hub, ep, result)))
-                else:
-                    reply.expect()
-                    handler = _Answering(hub, ep, result, reply)
-                    hub._push(RunHandler(target=kws, awaitable=handler))
+                    continue
+                if reply is None:
+                    reply = _Reply(self, joined, ack_id)
+                    reply.sent = sent
+                reply.expect()
+                handler = _Answering(hub, ep, result, reply)
+                hub._push(RunHandler(target=kws, awaitable=handler))
             elif reply is not None:
                 reply.expect()
                 reply.done(result)
+            elif ack_id is not None and not sent:
+                sent = True
+                self._answer(joined, ack_id, result)
         if reply is not None:
             reply.done(None)
+        elif ack_id is not None and not sent:
+            self._answer(joined, ack_id, None)
 
     def _answer(self, joined: Joined, ack_id: int, value: Any) -> None:
         """Send the ``ACK`` answering a client event (not once the connection ended).
@@ -476,10 +495,8 @@ class SocketIO:
             return
         args = [] if value is None else list(value) if isinstance(value, tuple) else [value]
         try:
-            packet = SocketPacket(
-                type=SocketType.ACK, namespace=kws.namespace, data=args, id=ack_id
-            )
-            joined.session.write(*encode_socket(packet))
+            # Its fields are valid by construction: the client's id, a list, the namespace.
+            joined.session.write(*encode_fields(_ACK, kws.namespace, args, ack_id))
         except (TypeError, ValueError) as exc:
             hub = self.hub
             hub._listener_failed(kws.payload(EVENT_MESSAGE, b"", _TEXT), exc)
@@ -607,10 +624,10 @@ class SocketIO:
                 f" max_pending_acks={self.max_pending_acks}"
             )
         ack_id = joined.next_id
-        packet = SocketPacket(
-            type=SocketType.EVENT, namespace=kws.namespace, data=[event, *args], id=ack_id
+        # A valid EVENT by construction: a checked name, the connection's namespace, our id.
+        text, attachments = encode_fields(  # raises before anything is kept
+            SocketType.EVENT, kws.namespace, [event, *args], ack_id
         )
-        text, attachments = encode_socket(packet)  # raises before anything is kept
         if joined.backlog is not None and joined.backlog.held is not None:
             self._call_back(kws, ack, ConnectionClosed(1006, "held for connection-state recovery"))
             return
@@ -643,18 +660,15 @@ class SocketIO:
             data: The event's name and arguments.
             conns: The connections.
         """
+        # A valid EVENT by construction (its name passed check_event): encoded from its fields.
         recoveries = self._recovery
         if recoveries is None:
-            text, attachments = encode_socket(
-                SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
-            )
+            text, attachments = encode_fields(SocketType.EVENT, namespace, data, None)
             self._write_to(tuple(k.conn.socket for k in conns), text, attachments)
             return
         offset = recoveries.next_offset()
         data.append(str(offset))
-        text, attachments = encode_socket(
-            SocketPacket(type=SocketType.EVENT, namespace=namespace, data=data)
-        )
+        text, attachments = encode_fields(SocketType.EVENT, namespace, data, None)
         self._write_to(recoveries.deliver(conns, offset, text, attachments), text, attachments)
 
     def _write_to(

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from ikisocket_core._errors import LocalProtocolError, RemoteProtocolError
@@ -124,7 +126,10 @@ def decode_engine(payload: bytes, binary: bool) -> EnginePacket:
         text = payload[1:].decode("utf-8")
     except UnicodeDecodeError:  # pragma: no cover - the WebSocket layer checked it (1007)
         raise PacketError("an Engine.IO text packet is UTF-8") from None
-    return EnginePacket(type=EngineType(payload[0] - 0x30), data=text)
+    return EnginePacket(type=_ENGINE_TYPES[payload[0] - 0x30], data=text)
+
+
+_ENGINE_TYPES = tuple(EngineType)
 
 
 # -- Socket.IO ----------------------------------------------------------------------------
@@ -189,13 +194,22 @@ def _invalid(kind: SocketType, namespace: str, data: Any, ack_id: int | None) ->
     return "" if ok else f"invalid payload for {kind.name}"
 
 
+#: Exact types that hold no bytes and no other value (checked before anything else).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _has_binary(value: Any) -> bool:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return True
     if isinstance(value, (list, tuple)):
-        return any(_has_binary(item) for item in value)
-    if isinstance(value, dict):
-        return any(_has_binary(item) for item in value.values())
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return False
+    for item in items:  # noqa: SIM110 (a loop: any() over a generator costs more)
+        if item.__class__ not in _SCALARS and _has_binary(item):
+            return True
     return False
 
 
@@ -246,21 +260,63 @@ def encode_socket(packet: SocketPacket) -> tuple[str, tuple[bytes, ...]]:
         TypeError: The data hold something JSON cannot carry.
         ValueError: The data hold NaN or an infinity.
     """
-    kind = packet.type
-    data = packet.data
-    attachments: list[bytes] = []
-    head = str(int(kind))
-    if kind in (SocketType.EVENT, SocketType.ACK) and _has_binary(data):
+    return encode_fields(packet.type, packet.namespace, packet.data, packet.id)
+
+
+_NO_ATTACHMENTS: tuple[bytes, ...] = ()
+
+
+def encode_fields(
+    kind: SocketType, namespace: str, data: Any, ack_id: int | None
+) -> tuple[str, tuple[bytes, ...]]:
+    """:func:`encode_socket` of the packet with these fields, without building the packet.
+
+    For packets the server assembles from parts it already checked (an
+    ``ACK`` answering a client's id, an ``EVENT`` whose name passed
+    ``check_event``): nothing is validated here, so the fields must be
+    those a :class:`SocketPacket` accepts.
+
+    Args:
+        kind: ``EVENT``, ``ACK``, ``CONNECT``, ``DISCONNECT`` or ``CONNECT_ERROR``.
+        namespace: The namespace.
+        data: The payload.
+        ack_id: The ack id, or ``None``.
+
+    Returns:
+        The text and the attachments, as :func:`encode_socket` gives them.
+
+    Raises:
+        TypeError: The data hold something JSON cannot carry.
+        ValueError: The data hold NaN or an infinity.
+    """
+    if data.__class__ is list:
+        for item in data:
+            if item.__class__ is not str:
+                break
+        else:  # strings only (most events and acks): no attachments, the array by hand
+            head = _DIGITS[kind] if namespace == "/" else f"{_DIGITS[kind]}{namespace},"
+            if ack_id is not None:
+                head += str(ack_id)
+            return head + "[" + ",".join(map(_quote, data)) + "]", _NO_ATTACHMENTS
+    attachments: list[bytes] | None = None
+    if (kind is SocketType.EVENT or kind is SocketType.ACK) and _has_binary(data):
+        attachments = []
         data = _deconstruct(data, attachments)
-        binary = SocketType.BINARY_EVENT if kind is SocketType.EVENT else SocketType.BINARY_ACK
-        head = f"{int(binary)}{len(attachments)}-"
-    if packet.namespace != "/":
-        head += packet.namespace + ","
-    if packet.id is not None:
-        head += str(packet.id)
+        binary = "5" if kind is SocketType.EVENT else "6"
+        head = f"{binary}{len(attachments)}-"
+    else:
+        head = _DIGITS[kind]
+    if namespace != "/":
+        head += namespace + ","
+    if ack_id is not None:
+        head += str(ack_id)
     if data is not None:
-        head += dumps(data)
-    return head, tuple(attachments)
+        head += _ENCODER.encode(data)
+    return head, _NO_ATTACHMENTS if attachments is None else tuple(attachments)
+
+
+_DIGITS = tuple(str(int(kind)) for kind in SocketType)
+_quote = encode_basestring  # what _ENCODER writes a str with (ensure_ascii=False)
 
 
 def _reject_constant(name: str) -> Any:
@@ -305,7 +361,7 @@ class _Head:
 def _parse_head(text: str, max_attachments: int) -> _Head:
     if not text or not "0" <= text[0] <= "6":
         raise PacketError("a Socket.IO packet starts with a type digit from 0 to 6")
-    kind = SocketType(ord(text[0]) - 0x30)
+    kind = _SOCKET_TYPES[ord(text[0]) - 0x30]
     pos = 1
     count = 0
     if kind in (SocketType.BINARY_EVENT, SocketType.BINARY_ACK):
@@ -334,15 +390,75 @@ def _parse_head(text: str, max_attachments: int) -> _Head:
             raise PacketError("the ack id is too long")
         ack_id = int(text[start:pos])
     data = _loads(text[pos:]) if pos < len(text) else None
-    plain = {
-        SocketType.BINARY_EVENT: SocketType.EVENT,
-        SocketType.BINARY_ACK: SocketType.ACK,
-    }.get(kind, kind)
+    plain = _PLAIN_OF[kind]
     # What the payload may be for this type (with placeholders for bytes still in it).
     problem = _invalid(plain, namespace, data, ack_id)
     if problem:
         raise PacketError(problem)
     return _Head(plain, namespace, data, ack_id, count, plain is not kind)
+
+
+_SOCKET_TYPES = tuple(SocketType)
+_PLAIN_OF = (*_PLAIN, SocketType.EVENT, SocketType.ACK)  # BINARY_EVENT and BINARY_ACK last
+#: One JSON value from an index, no whitespace skipped (``raw_decode`` without its frame).
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def parse_plain(text: str) -> tuple[SocketType, str, Any, int | None] | None:
+    """The common packets at a glance: a text ``EVENT`` or ``ACK`` with its array right after.
+
+    ``2[...]``, ``2<id>[...]``, ``2/ns,<id>[...]``, ``3<id>[...]`` (the
+    namespace and the id optional as the grammar says) are read with one
+    scan and one JSON parse. Anything else, or anything this reading is not
+    sure of (whitespace around the JSON, an event name that is not a string,
+    an over-long id or namespace...), gives ``None``: the general decoder
+    then reads it and says what is wrong. What it returns is exactly what
+    :class:`SocketDecoder` makes of the same text, and it raises only where
+    that raises.
+
+    Args:
+        text: A text Engine.IO message's data (after the ``"4"``).
+
+    Returns:
+        ``(type, namespace, data, ack id)``, or ``None``.
+
+    Raises:
+        PacketError: The array is not valid JSON.
+    """
+    first = text[:1]
+    if first == "2":
+        kind = SocketType.EVENT
+    elif first == "3":
+        kind = SocketType.ACK
+    else:
+        return None
+    pos = 1
+    namespace = "/"
+    if text[1:2] == "/":
+        pos = text.find(",", 1) + 1
+        if not pos or pos > MAX_NAMESPACE + 2:
+            return None
+        namespace = text[1 : pos - 1]
+    bracket = text.find("[", pos)
+    if bracket < 0:
+        return None
+    ack_id = None
+    if bracket > pos:
+        digits = text[pos:bracket]
+        if len(digits) > MAX_ID_DIGITS or not digits.isdigit() or not digits.isascii():
+            return None
+        ack_id = int(digits)
+    elif kind is SocketType.ACK:
+        return None
+    try:
+        data, end = _scan(text, bracket)
+    except (StopIteration, ValueError, RecursionError):  # not JSON, too deep, too many digits
+        raise PacketError("the payload is not valid JSON") from None
+    if end != len(text) or (
+        kind is SocketType.EVENT and (not data or data[0].__class__ is not str)
+    ):
+        return None
+    return kind, namespace, data, ack_id
 
 
 class SocketDecoder:
@@ -389,6 +505,21 @@ class SocketDecoder:
             return None
         return self._finish(head, ())
 
+    def receive_plain(self, text: str) -> tuple[SocketType, str, Any, int | None] | None:
+        """:meth:`receive_text`'s fast path: :func:`parse_plain`, when no attachment is awaited.
+
+        Args:
+            text: Its data (after the ``"4"``).
+
+        Returns:
+            ``(type, namespace, data, ack id)``, or ``None``: read the text
+            with :meth:`receive_text`.
+
+        Raises:
+            PacketError: The array is not valid JSON.
+        """
+        return None if self._head is not None else parse_plain(text)
+
     def receive_binary(self, data: bytes) -> SocketPacket | None:
         """A binary Engine.IO message arrived: the next attachment.
 
@@ -419,4 +550,19 @@ class SocketDecoder:
     @staticmethod
     def _finish(head: _Head, attachments: tuple[bytes, ...]) -> SocketPacket:
         data = _reconstruct(head.data, attachments) if head.binary else head.data
-        return SocketPacket(type=head.type, namespace=head.namespace, data=data, id=head.id)
+        # _parse_head validated these fields (bytes in place of placeholders change nothing).
+        packet: SocketPacket = _new(SocketPacket)
+        _set_type(packet, head.type)
+        _set_namespace(packet, head.namespace)
+        _set_data(packet, data)
+        _set_id(packet, head.id)
+        return packet
+
+
+# A frozen dataclass sets each field through object.__setattr__ and __post_init__ checks them
+# again: for fields already checked, the slot descriptors set them directly (same packet).
+_new = object.__new__
+_set_type = SocketPacket.__dict__["type"].__set__
+_set_namespace = SocketPacket.__dict__["namespace"].__set__
+_set_data = SocketPacket.__dict__["data"].__set__
+_set_id = SocketPacket.__dict__["id"].__set__

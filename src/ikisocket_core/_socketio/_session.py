@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._actions import Close
+from ikisocket_core._actions import Close, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
 from ikisocket_core._events import MessageKind
 from ikisocket_core._log import logger, peer_name
@@ -60,6 +60,8 @@ __all__: list[str] = []
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+#: How a text EVENT or ACK message starts (Engine.IO ``message``, then the Socket.IO type).
+_PLAIN_HEADS = (b"42", b"43")
 
 
 class PingTimeout(RemoteProtocolError):
@@ -232,10 +234,11 @@ class EngineSession:
             attachments: Its attachments, one binary message each.
         """
         targets = (self.socket,)
-        send = self.mount.hub._send
-        send(targets, "4" + text, _TEXT)
+        hub = self.mount.hub
+        # What hub._send does for the transport (not a namespace connection: sent as it is).
+        hub._push(_send_action(targets, ("4" + text).encode("utf-8"), _TEXT))
         for attachment in attachments:
-            send(targets, attachment, _BINARY)
+            hub._send(targets, attachment, _BINARY)
 
     def write_packet(self, packet: SocketPacket) -> None:
         """Encode and send one Socket.IO packet.
@@ -280,6 +283,16 @@ class EngineSession:
                 raise RemoteProtocolError(
                     f"a packet of {len(data)} bytes exceeds maxPayload", close_code=1009
                 )
+            if kind is _TEXT and data.startswith(_PLAIN_HEADS):
+                # The common packets (a text EVENT or ACK): parsed at a glance, no packet object.
+                try:
+                    text = data[1:].decode("utf-8")
+                except UnicodeDecodeError:  # pragma: no cover - the WebSocket layer checked it
+                    raise PacketError("an Engine.IO text packet is UTF-8") from None
+                plain = self.decoder.receive_plain(text)
+                if plain is not None:
+                    self._on_packet(*plain)
+                    return
             packet = decode_engine(data, kind is _BINARY)
             kind_of = packet.type
             if kind_of is EngineType.MESSAGE:
@@ -307,12 +320,15 @@ class EngineSession:
             self.fail(exc)
 
     def _socket_packet(self, packet: SocketPacket) -> None:
-        kind = packet.type
-        namespace = packet.namespace
+        self._on_packet(packet.type, packet.namespace, packet.data, packet.id)
+
+    def _on_packet(self, kind: SocketType, namespace: str, data: Any, ack_id: int | None) -> None:
         joined = self.joined.get(namespace)
-        if kind is SocketType.CONNECT:
+        if kind is SocketType.EVENT and joined is not None:  # the common case, first
+            self.mount._client_event(joined, data, ack_id)
+        elif kind is SocketType.CONNECT:
             if joined is None:
-                self.mount._connect_namespace(self, namespace, packet.data or {})
+                self.mount._connect_namespace(self, namespace, data or {})
             else:
                 # socket.io-client sends CONNECT again when connect() is called while it
                 # is connecting: answer it again, the connection stays the same.
@@ -327,13 +343,11 @@ class EngineSession:
             # A namespace this session left (or never joined): the client may not know
             # yet that the server disconnected it, so this is not an error.
             logger.debug("ignoring a packet for namespace %s, not connected", namespace)
-        elif kind is SocketType.EVENT:
-            self.mount._client_event(joined, packet.data, packet.id)
         elif kind is SocketType.ACK:
-            pending = joined.pending.pop(packet.id, None)  # type: ignore[arg-type]
+            pending = joined.pending.pop(ack_id, None)  # type: ignore[arg-type]
             if pending is not None:
                 self.mount._disarm(pending)
-                self.mount._call_back(joined.kws, pending.callback, tuple(packet.data))
+                self.mount._call_back(joined.kws, pending.callback, tuple(data))
         else:  # DISCONNECT
             self.leave(joined, ConnectionClosed(1000, "client namespace disconnect"))
             self.mount.hub.receive_disconnect(joined.kws, 1000, "client namespace disconnect")
