@@ -487,8 +487,8 @@ class _RemoteAcks(_Federation):
         asks = self._asks
         ask = None if asks is None else asks.asks.get(relay.request)
         if isinstance(relay, AckTargetsRelay):
-            if ask is None or relay.node not in ask.nodes:
-                self._late(relay)
+            if ask is None or relay.node not in ask.nodes:  # a node it did not know of
+                logger.debug("ignoring the ack targets of node %s", relay.node)
                 return
             ask.nodes.discard(relay.node)
             assert asks is not None
@@ -504,15 +504,10 @@ class _RemoteAcks(_Federation):
         asks.answered(ask, relay.uuid, self._answer_of(relay, ask.single is not None))
         asks.settle(ask)
 
-    def _late(self, relay: AckTargetsRelay | AckAnswerRelay) -> None:
+    def _late(self, relay: AckAnswerRelay) -> None:
         asks = self._ask_table()
         asks.late += 1
-        logger.debug(
-            "dropping a late ack relay %s of request %d from node %s",
-            relay.op,
-            relay.request,
-            relay.node,
-        )
+        logger.debug("dropping a late ack answer of %s from node %s", relay.uuid, relay.node)
 
     def _answer_of(self, relay: AckAnswerRelay, single: bool) -> Any:
         """What the callback gets for an answer relay (``None``: left out of the answers)."""
