@@ -131,7 +131,7 @@ def test_the_timeout_runs_on_the_asking_node_and_a_late_answer_is_dropped(three:
     assert len(answers) == 1  # never delivered twice
     assert a.late_acks == 1
     assert b.late_acks == 0
-    cb.advance(10)  # the client's node forgets its pending ack, and tells nobody
+    cb.advance(11)  # the client's node forgets its pending ack after 2 x 5 s, tells nobody
     assert bus.nodes[1][0].drain_relays() == []
 
 
@@ -142,7 +142,7 @@ def test_a_timed_out_client_sends_nothing_back(three: Three) -> None:
     a.emit_with_ack(there.uuid, "q", callback=answers.append, timeout=5)
     bus.flush()
     there.receive()
-    cb.advance(6)  # the client's node times out first: the asking node decides
+    cb.advance(11)  # the client's node times out first: the asking node decides
     bus.flush()
     assert answers == []
     assert carried(bus, AckAnswerRelay) == []

@@ -14,8 +14,10 @@ when it fires, every answer still missing becomes an
 An answer that comes after that (or for a node that is no longer waited for)
 is dropped and counted in :attr:`late_acks`, never delivered twice. A node
 that answers has no timer of its own for the request: its clients' local
-acks bound its table (``max_pending_acks`` each, forgotten after the same
-timeout), and a client that times out there sends nothing.
+acks bound its table (``max_pending_acks`` each, forgotten after the
+timeout plus as much again, at most 5 s more: an answer a little late still
+reaches the asking node, which counts it), and a client that times out there
+sends nothing.
 
 When the node of a target is forgotten (:meth:`forget_node`, after
 ``node_ttl`` of silence), the answers still awaited from it become a
@@ -61,6 +63,9 @@ _OPEN = ConnectionState.OPEN
 _REASON = 1024
 #: Request ids wrap here (below what a JSON number holds exactly).
 _IDS = 2**53
+#: How much longer than the timeout (at most) an answering node waits for its client, so
+#: that an answer a little late still reaches the asking node, which counts it.
+_GRACE = 5.0
 
 
 def _check_timeout(timeout: float) -> None:
@@ -568,11 +573,14 @@ class _RemoteAcks(_Federation):
                     uuids=tuple(k.uuid for k in asked),
                 )
             )
+        # Waiting longer than the asking node lets a late answer reach it (dropped there, and
+        # counted in its ``late_acks``); the table here stays bounded all the same.
+        timeout = relay.timeout + min(relay.timeout, _GRACE)
         for kws in asked:
             assert sio is not None  # a Socket.IO connection exists only on a mount
             answered = self._relay_answer(relay, kws.uuid)
             try:
-                sio._emit_with_ack(kws, relay.event, args, answered, relay.timeout)
+                sio._emit_with_ack(kws, relay.event, args, answered, timeout)
             except LocalProtocolError as exc:  # too many acks pending on that one
                 answered(exc)
 
