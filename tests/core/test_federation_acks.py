@@ -609,3 +609,19 @@ def test_targets_naming_a_client_already_awaited_count_once(three: Three) -> Non
     )
     here.ack(here.receive(), 1)
     assert results == [{here.uuid: (1,)}]
+
+
+def test_a_listener_asks_a_client_of_another_node(three: Three) -> None:
+    (a, _b, _c), (ca, cb, _cc), bus = three
+    here, there = sio(ca, bus), sio(cb, bus)
+    answers: list[Any] = []
+
+    @a.on("ask")
+    def ask(ep: Any) -> None:
+        a.emit_with_ack(ep.args[0], "q", callback=answers.append, timeout=5)
+
+    here.emit("ask", there.uuid)
+    bus.flush()
+    there.ack(there.receive(), "ok")
+    bus.flush()
+    assert answers == [("ok",)]

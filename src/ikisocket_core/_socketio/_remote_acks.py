@@ -350,7 +350,7 @@ class _RemoteAcks(_Federation):
                 to=node,
             )
         )
-        sio._arm(ask, float(timeout))
+        self._arm_ask(sio, ask)
 
     # -- the asking node -----------------------------------------------------------------
 
@@ -453,7 +453,7 @@ class _RemoteAcks(_Federation):
                 relays.append(AckRequestRelay(uuids=tuple(sent), to=node, **common))
         for relay in relays:
             self._push_relay(relay)
-        sio._arm(ask, float(timeout))
+        self._arm_ask(sio, ask)
         for kws in asked:
             answered = ask.local_answer(kws.uuid)
             try:
@@ -461,6 +461,17 @@ class _RemoteAcks(_Federation):
             except LocalProtocolError as exc:  # too many acks pending on that one
                 answered(exc)
         asks.settle(ask)
+
+    def _arm_ask(self, sio: SocketIO, ask: _Ask) -> None:
+        """Arm a request's timer; outside an input, tell the driver (it has a new deadline).
+
+        A local ack also writes a packet, whose action wakes the driver up; a
+        request to another node queues no action, so the wakeup is called
+        directly (not marked pending: there may be nothing to drain).
+        """
+        sio._arm(ask, ask.timeout)
+        if self._depth == 0 and self._wakeup is not None and not self._wakeup_pending:
+            self._wakeup()
 
     def _call_detached(self, callback: Callable[[Any], Any], value: Any) -> None:
         """Run a callback that belongs to no connection (a failure is logged)."""
