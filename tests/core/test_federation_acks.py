@@ -625,3 +625,9 @@ def test_a_listener_asks_a_client_of_another_node(three: Three) -> None:
     there.ack(there.receive(), "ok")
     bus.flush()
     assert answers == [("ok",)]
+
+
+def test_forgetting_a_node_before_any_request_is_harmless() -> None:
+    hub, _client = mounted("node-a")
+    hub.forget_node("node-b")
+    assert hub.late_acks == 0
