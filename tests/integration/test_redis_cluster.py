@@ -31,6 +31,7 @@ from redis_support import (
     send,
     until,
 )
+from test_redis_socketio import acks_cross_nodes
 
 from ikisocket_adapters._redis_routes import ROOM_SHARDS, Routes, split_url
 from ikisocket_adapters.redis import RedisBackplane, decode_relay
@@ -237,3 +238,8 @@ async def test_streams_mode_on_a_cluster(redis_cluster: LocalCluster) -> None:
 
 async def test_a_sigkilled_node_is_forgotten_on_a_cluster(redis_cluster: LocalCluster) -> None:
     await a_sigkilled_trio_node_is_forgotten(redis_cluster.url)
+
+
+async def test_socketio_acks_cross_nodes_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    # The requests and answers go on the nodes' own sharded channels (``to:<node>``).
+    await acks_cross_nodes(redis_cluster.url)

@@ -133,6 +133,11 @@ async def test_named_events_cross_nodes_to_a_room_everyone_and_a_uuid(
 async def test_a_node_gets_the_ack_of_a_client_of_the_other_node_or_times_out(
     redis_server: RedisServer,
 ) -> None:
+    await acks_cross_nodes(redis_server.url)
+
+
+async def acks_cross_nodes(url: str) -> None:
+    """Acks asked on the asyncio node of clients of the trio node, through Redis at ``url``."""
     ports = {kind: free_port() for kind in ("asyncio", "trio")}
     gates: list[asyncio.Event] = [asyncio.Event() for _ in range(2)]
 
@@ -142,8 +147,8 @@ async def test_a_node_gets_the_ack_of_a_client_of_the_other_node_or_times_out(
 
     held_count = [1, 0]
     with (
-        process([sys.executable, NODE, str(ports["asyncio"]), redis_server.url, "asyncio"]),
-        process([sys.executable, NODE, str(ports["trio"]), redis_server.url, "trio"]),
+        process([sys.executable, NODE, str(ports["asyncio"]), url, "asyncio"]),
+        process([sys.executable, NODE, str(ports["trio"]), url, "trio"]),
     ):
         async with AsyncExitStack() as stack:
             for gate in gates:  # never leave the client waiting
