@@ -43,6 +43,10 @@ def _field(name: str, value: Any) -> Any:
         if value.__class__ is not int:
             raise ValueError(f"{name} is an int")
         return value
+    if name == "final":
+        if value.__class__ is not bool:
+            raise ValueError("final is a bool")
+        return value
     if name == "timeout":  # checked further (finite, at most a day) by the relay itself
         if value.__class__ not in (int, float):
             raise ValueError("timeout is a number")

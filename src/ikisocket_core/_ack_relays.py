@@ -108,11 +108,15 @@ class AckRequestRelay(Relay, metaclass=_ConcreteRelayType):
 class AckTargetsRelay(Relay, metaclass=_ConcreteRelayType):
     """Which clients a node asked, for a request that named no UUIDs (sent before any answer).
 
+    A node that asked more than 1,000 clients says so in several relays in a
+    row, the last one ``final``.
+
     Attributes:
         node: The id of the node that asked its clients.
         to: The asking node.
         request: The request's id.
         uuids: The connections asked (their answers follow, one relay each).
+        final: Whether this is the node's last such relay for the request.
     """
 
     op: ClassVar[str] = "ack_targets"
@@ -120,11 +124,14 @@ class AckTargetsRelay(Relay, metaclass=_ConcreteRelayType):
     to: str
     request: int
     uuids: tuple[str, ...] = ()
+    final: bool = True
 
     def __post_init__(self) -> None:
         Relay.__post_init__(self)
         _check_node(self.to, "to")
         _check_request(self)
+        if self.final.__class__ is not bool:
+            raise LocalProtocolError("an ack targets relay's final is a bool")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

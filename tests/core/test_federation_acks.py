@@ -569,6 +569,8 @@ def test_ack_relays_are_validated_and_found_by_their_op() -> None:
             AckRequestRelay(**{**ok, **bad})
     with pytest.raises(LocalProtocolError):
         AckTargetsRelay(node="n", to="", request=1)
+    with pytest.raises(LocalProtocolError):
+        AckTargetsRelay(node="n", to="m", request=1, final=1)  # type: ignore[arg-type]
     answer: dict[str, Any] = {"node": "n", "to": "m", "request": 1, "uuid": "u"}
     bad_answers: list[dict[str, Any]] = [
         {"uuid": ""},
@@ -631,3 +633,33 @@ def test_forgetting_a_node_before_any_request_is_harmless() -> None:
     hub, _client = mounted("node-a")
     hub.forget_node("node-b")
     assert hub.late_acks == 0
+
+
+def test_a_node_lists_many_targets_in_parts(three: Three, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ikisocket_core._socketio._remote_acks._PRESENCE_CHUNK", 2)
+    (a, _b, _c), (_ca, cb, _cc), bus = three
+    sessions = [sio(cb, bus, "lobby") for _ in range(5)]
+    results: list[Mapping[str, Any]] = []
+    a.emit_with_acks("q", callback=results.append, timeout=5, to="lobby")
+    bus.flush()
+    parts = [r for r in carried(bus, AckTargetsRelay) if r.node == "node-b"]
+    assert [len(r.uuids) for r in parts] == [2, 2, 1]
+    assert [r.final for r in parts] == [False, False, True]
+    for n, session in enumerate(sessions):
+        session.ack(session.receive(), n)
+    bus.flush()
+    assert results == [{s.uuid: (n,) for n, s in enumerate(sessions)}]
+
+
+def test_a_node_the_asking_one_did_not_know_of_is_waited_for_too(three: Three) -> None:
+    (a, _b, _c), (_ca, cb, cc), bus = three
+    there = sio(cb, bus)
+    unknown = cc.socketio_connect()  # node-a has not heard of node-c yet
+    assert "node-c" not in a._remote
+    results: list[Mapping[str, Any]] = []
+    a.emit_with_acks("q", callback=results.append, timeout=5)
+    bus.flush()
+    unknown.ack(unknown.receive(), "c")
+    there.ack(there.receive(), "b")
+    bus.flush()
+    assert results == [{unknown.uuid: ("c",), there.uuid: ("b",)}]

@@ -117,6 +117,7 @@ def test_ack_relays_survive_the_wire_and_are_checked() -> None:
             exclude="u",
         ),
         AckTargetsRelay(node="m", to="n", request=3, uuids=("u", "v")),
+        AckTargetsRelay(node="m", to="n", request=3, uuids=("w",), final=False),
         AckAnswerRelay(node="m", to="n", request=3, uuid="u", data=b'["yes"]'),
         AckAnswerRelay(
             node="m", to="n", request=3, uuid="v", error="closed", code=1001, reason="x"
@@ -134,6 +135,7 @@ def test_ack_relays_survive_the_wire_and_are_checked() -> None:
         b'{"op":"ack_request","node":"n","request":1,"event":"q","timeout":1e9}',
         b'{"op":"ack_request","node":"n","request":1,"event":"q"}',
         b'{"op":"ack_targets","node":"m","to":5,"request":1}',
+        b'{"op":"ack_targets","node":"m","to":"n","request":1,"final":0}',
         b'{"op":"ack_answer","node":"m","to":"n","request":1,"uuid":"u","error":"boom"}',
         b'{"op":"ack_answer","node":"m","to":"n","request":1,"uuid":"u","code":true}',
     ):

@@ -44,6 +44,7 @@ from ikisocket_core._errors import (
 from ikisocket_core._events import AckCallback
 from ikisocket_core._federation import _Federation
 from ikisocket_core._log import logger
+from ikisocket_core._relays import _PRESENCE_CHUNK
 from ikisocket_core._state import ConnectionState
 
 from ._acks import check_event
@@ -503,14 +504,16 @@ class _RemoteAcks(_Federation):
         asks = self._asks
         ask = None if asks is None else asks.asks.get(relay.request)
         if isinstance(relay, AckTargetsRelay):
-            if ask is None or relay.node not in ask.nodes:  # a node it did not know of
+            if ask is None:  # it ended: the answers that follow are late
                 logger.debug("ignoring the ack targets of node %s", relay.node)
                 return
-            ask.nodes.discard(relay.node)
             assert asks is not None
+            # A node this one did not know of when it asked is waited for all the same.
             for uuid in relay.uuids:
                 if uuid not in ask.answers:
                     asks.wait_for(ask, uuid, relay.node)
+            if relay.final:
+                ask.nodes.discard(relay.node)
             asks.settle(ask)
             return
         if ask is None or ask.waiting.get(relay.uuid) != relay.node:
@@ -576,14 +579,19 @@ class _RemoteAcks(_Federation):
                 and (namespace is None or k.namespace == namespace)
                 and k.uuid != relay.exclude
             ]
-            self._push_relay(
-                AckTargetsRelay(
-                    node=self._node_id(),
-                    to=relay.node,
-                    request=relay.request,
-                    uuids=tuple(k.uuid for k in asked),
+            uuids = [k.uuid for k in asked]
+            chunk = _PRESENCE_CHUNK  # so that a large node never makes one oversized relay
+            last = max(0, len(uuids) - 1) // chunk
+            for part in range(last + 1):
+                self._push_relay(
+                    AckTargetsRelay(
+                        node=self._node_id(),
+                        to=relay.node,
+                        request=relay.request,
+                        uuids=tuple(uuids[part * chunk : (part + 1) * chunk]),
+                        final=part == last,
+                    )
                 )
-            )
         # Waiting longer than the asking node lets a late answer reach it (dropped there, and
         # counted in its ``late_acks``); the table here stays bounded all the same.
         timeout = relay.timeout + min(relay.timeout, _GRACE)
