@@ -255,9 +255,16 @@ def test_asking_another_node_is_checked_before_anything_is_sent(three: Three) ->
         a.emit_with_ack(there.uuid, "q", callback=print, timeout=0)
     with pytest.raises(LocalProtocolError, match="reserved"):
         a.emit_with_ack(there.uuid, "connect", callback=print, timeout=5)
+    with pytest.raises(LocalProtocolError, match="at most 86,400 s"):
+        a.emit_with_ack(there.uuid, "q", callback=print, timeout=float("inf"))
+    with pytest.raises(LocalProtocolError, match="at most 86,400 s"):
+        a.emit_with_acks("q", callback=print, timeout=86_401)
+    with pytest.raises(LocalProtocolError, match="room name"):
+        a.emit_with_acks("q", callback=print, timeout=5, to="")
     with pytest.raises(TypeError):
         a.emit_with_ack(there.uuid, "q", object(), callback=print, timeout=5)
     assert a.drain_relays() == []
+    assert a._asks is None or a._asks.asks == {}
     unmounted = make_hub("node-d")
     bus.nodes.append((unmounted, TestClient(unmounted)))
     unmounted.receive_relay(PresenceRelay(node="node-b", uuids=(there.uuid,)))

@@ -32,7 +32,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._ack_relays import AckAnswerRelay, AckRequestRelay, AckTargetsRelay
+from ikisocket_core._ack_relays import (
+    _MAX_TIMEOUT,
+    AckAnswerRelay,
+    AckRequestRelay,
+    AckTargetsRelay,
+)
 from ikisocket_core._actions import RunHandler
 from ikisocket_core._errors import (
     AckTimeout,
@@ -72,6 +77,13 @@ _GRACE = 5.0
 def _check_timeout(timeout: float) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise LocalProtocolError("an ack needs a positive timeout (seconds)")
+
+
+def _check_remote_timeout(timeout: float) -> None:
+    """What an ack asked of another node's clients may wait: a relay carries at most a day."""
+    _check_timeout(timeout)
+    if not timeout <= _MAX_TIMEOUT:
+        raise LocalProtocolError("an ack asked of another node waits at most 86,400 s")
 
 
 def _encode(values: Iterable[Any]) -> tuple[bytes, tuple[bytes, ...]]:
@@ -327,7 +339,7 @@ class _RemoteAcks(_Federation):
         if node is None:
             raise UnknownConnection(uuid)
         sio = self._acks_mount()
-        _check_timeout(timeout)
+        _check_remote_timeout(timeout)
         check_event(event)
         asks = self._ask_table()
         pending = asks.per_uuid.get(uuid, 0)
@@ -402,6 +414,8 @@ class _RemoteAcks(_Federation):
         """
         check_event(event)
         _check_timeout(timeout)
+        if room is not None and (not isinstance(room, str) or not room):
+            raise LocalProtocolError("a room name is a non-empty string")
         by_node: dict[str, list[str]] = {}
         if uuids is not None:
             conns = self._conns
@@ -413,6 +427,7 @@ class _RemoteAcks(_Federation):
         if not by_node and not everywhere:
             emit_with_acks(sio, targets, event, args, callback=callback, timeout=timeout)
             return
+        _check_remote_timeout(timeout)
         asks = self._ask_table()
         if everywhere and asks.broadcasts >= sio.max_pending_acks:
             raise LocalProtocolError(
