@@ -233,11 +233,10 @@ class _Asks:
             self.finish(ask)
 
     def expire(self, ask: _Ask) -> None:
-        timeout = AckTimeout(ask.timeout)
         answers = ask.answers
         for uuid, answer in answers.items():
-            if answer is None:
-                answers[uuid] = timeout
+            if answer is None:  # one exception each, as for local acks
+                answers[uuid] = AckTimeout(ask.timeout)
         self.finish(ask)
 
     def finish(self, ask: _Ask) -> None:
@@ -255,11 +254,10 @@ class _Asks:
         hub._call_detached(ask.callback, value)
 
     def node_gone(self, node: str) -> None:
-        closed = ConnectionClosed(1006, f"node {node} is gone")
         for ask in tuple(self.asks.values()):
             ask.nodes.discard(node)
             for uuid in [u for u, n in ask.waiting.items() if n == node]:
-                self.answered(ask, uuid, closed)
+                self.answered(ask, uuid, ConnectionClosed(1006, f"node {node} is gone"))
             self.settle(ask)
 
 
