@@ -8,8 +8,8 @@ hash slot, so the work spreads over the shards:
 
 - ``<channel>``: what every node needs (hello, presence, absence, broadcasts,
   hub-wide fires), and anything whose destination is unknown;
-- ``<channel>:to:<node>``: direct messages to the connections of one node
-  (only that node subscribes to it);
+- ``<channel>:to:<node>``: direct messages to the connections of one node,
+  and the acks asked of them and their answers (only that node subscribes to it);
 - ``<channel>:room:<n>`` for ``n`` below :data:`ROOM_SHARDS`: room emits and
   room fires, spread by a hash of the room's name.
 """
@@ -24,7 +24,15 @@ from urllib.parse import unquote, urlsplit
 import coredis
 from coredis.retry import NoRetryPolicy
 
-from ikisocket_core import EmitRelay, FireRelay, Relay, RoomRelay
+from ikisocket_core import (
+    AckAnswerRelay,
+    AckRequestRelay,
+    AckTargetsRelay,
+    EmitRelay,
+    FireRelay,
+    Relay,
+    RoomRelay,
+)
 
 __all__: list[str] = []
 
@@ -104,6 +112,10 @@ class Routes:
         """
         if not self.sharded:
             return [(self.channel, relay)]
+        if isinstance(relay, (AckRequestRelay, AckTargetsRelay, AckAnswerRelay)):
+            # Addressed to one node (a request to a room or everyone: to every node).
+            to = relay.to
+            return [(self.channel if to is None else self.node_channel(to), relay)]
         room = relay.room if isinstance(relay, (RoomRelay, FireRelay)) else None
         if room is not None:
             return [(self.room_channel(room), relay)]

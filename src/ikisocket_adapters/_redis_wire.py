@@ -39,11 +39,19 @@ def _field(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
         return tuple(value)
-    if name in ("part", "parts"):
+    if name in ("part", "parts", "request", "code"):
         if value.__class__ is not int:
             raise ValueError(f"{name} is an int")
         return value
-    if not isinstance(value, str):  # node, room, event, exclude, namespace
+    if name == "final":
+        if value.__class__ is not bool:
+            raise ValueError("final is a bool")
+        return value
+    if name == "timeout":  # checked further (finite, at most a day) by the relay itself
+        if value.__class__ not in (int, float):
+            raise ValueError("timeout is a number")
+        return float(value)
+    if not isinstance(value, str):  # node, room, event, exclude, namespace, to, uuid, error...
         raise ValueError(f"{name} is a string")
     return value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ._ack_relays import AckAnswerRelay, AckRequestRelay, AckTargetsRelay
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
 from ._build import build_info, compiled
 from ._dispatch import RouteCallback
@@ -102,7 +103,10 @@ __all__ = [
     "TEXT",
     "AbsenceRelay",
     "Accept",
+    "AckAnswerRelay",
     "AckCallback",
+    "AckRequestRelay",
+    "AckTargetsRelay",
     "AckTimeout",
     "AcksCallback",
     "Action",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._ack_relays import AckAnswerRelay, AckRequestRelay, AckTargetsRelay
 from ._dispatch import _Dispatcher, _payload
 from ._errors import LocalProtocolError
 from ._events import EVENT_ERROR, MessageKind, _message_kind
@@ -43,6 +44,10 @@ class _Federation(_Dispatcher):
 
         def _apply_event(self, relay: EventRelay) -> None: ...
 
+        def _apply_ack(self, relay: AckRequestRelay | AckTargetsRelay | AckAnswerRelay) -> None: ...
+
+        def _acks_node_gone(self, node: str) -> None: ...
+
     def federate(
         self,
         node_id: str,
@@ -55,7 +60,8 @@ class _Federation(_Dispatcher):
         """Make this hub one node of several that share connections through a backplane.
 
         From now on broadcasts, room emits and fires, hub-wide fires, emits
-        to remote connections, named events (``emit_event``), and the opening
+        to remote connections, named events (``emit_event``), acks asked of
+        other nodes' clients (``emit_with_ack``, ``emit_with_acks``), and the opening
         and ending of connections are
         also queued as :class:`~ikisocket_core.Relay` values for the backplane
         (:meth:`drain_relays`), and the backplane feeds other nodes' relays in
@@ -221,7 +227,9 @@ class _Federation(_Dispatcher):
         Messages go to this node's connections (honouring ``exclude``), a
         :class:`~ikisocket_core.FireRelay` runs listeners on this node's
         connections (or its room's members), an
-        :class:`~ikisocket_core.EventRelay` sends its named event, presence news and absence
+        :class:`~ikisocket_core.EventRelay` sends its named event, an ack relay
+        asks this node's clients or brings their answers back (see
+        :meth:`emit_with_ack`), presence news and absence
         relays update what this hub knows of the other node, a presence
         snapshot replaces it, and a :class:`~ikisocket_core.HelloRelay` is
         answered with this node's snapshot. Any relay counts as a sign of
@@ -259,6 +267,13 @@ class _Federation(_Dispatcher):
             self._depth += 1
             try:
                 self._apply(relay)
+            finally:
+                self._depth -= 1
+                self._flush_outside()
+        elif isinstance(relay, (AckRequestRelay, AckTargetsRelay, AckAnswerRelay)):
+            self._depth += 1
+            try:
+                self._apply_ack(relay)
             finally:
                 self._depth -= 1
                 self._flush_outside()
@@ -318,8 +333,9 @@ class _Federation(_Dispatcher):
 
         Its connections leave :attr:`all_connections`, ``emit_to`` one of
         them raises :class:`~ikisocket_core.UnknownConnection`, and their
-        UUIDs may be used again. A relay from the node later makes it known
-        again.
+        UUIDs may be used again. Acks still awaited from its clients fail
+        with a :class:`~ikisocket_core.ConnectionClosed` (1006). A relay
+        from the node later makes it known again.
 
         Args:
             node_id: The node's id.
@@ -327,6 +343,12 @@ class _Federation(_Dispatcher):
         self._remote.pop(node_id, None)
         self._heard.pop(node_id, None)
         self._snapshots.pop(node_id, None)
+        self._depth += 1
+        try:
+            self._acks_node_gone(node_id)
+        finally:
+            self._depth -= 1
+            self._flush_outside()
 
     # -- internals -----------------------------------------------------------------------
 

@@ -333,6 +333,8 @@ class Websocket:
         A Socket.IO client receives it as that event, with those arguments
         (``bytes`` travel as binary attachments). A plain WebSocket client
         receives the JSON text ``[event, *args]``.
+        To ask an ack of a connection of another node (federated hubs), use
+        :meth:`Hub.emit_with_ack` with its UUID.
 
         Args:
             event: The event name.

@@ -5,18 +5,47 @@
 prints ``listening on PORT``.
 Clients drive it with events: ``join`` (a room), ``room`` (a named event to a
 room), ``all`` (a named event to everyone), ``dm`` (a named event to UUIDs),
-``who`` (the connections this node knows of, on every node).
+``who`` (the connections this node knows of, on every node), ``ask`` (an ack
+asked of one UUID, on any node: the answer is this event's ack), ``ask_room``
+(acks asked of a room's members on every node) and ``late`` (how many answers
+came too late).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from redis_support import _serve_anyio_node
 
-from ikisocket_core import EventPayload, Hub
+from ikisocket_core import AckTimeout, EventPayload, Hub
+
+
+def shown(answer: Any) -> Any:
+    """An ack's outcome as JSON: the answer's arguments, or the error's name."""
+    if isinstance(answer, AckTimeout):
+        return "timeout"
+    if isinstance(answer, Exception):
+        return type(answer).__name__
+    if isinstance(answer, tuple):
+        return list(answer)
+    return {uuid: shown(one) for uuid, one in answer.items()}
+
+
+async def asked(start: Callable[[Callable[[Any], None]], None]) -> Any:
+    """Start asking with a callback, and wait (in the listener) for what it gets."""
+    done = anyio.Event()
+    box: list[Any] = []
+
+    def answered(answer: Any) -> None:
+        box.append(answer)
+        done.set()
+
+    start(answered)
+    await done.wait()
+    return shown(box[0])
 
 
 def make_hub() -> Hub:
@@ -42,6 +71,26 @@ def make_hub() -> Hub:
     def direct(ep: EventPayload) -> None:
         to, text = ep.args
         hub.emit_event("dm", text, to=to)
+
+    @hub.on("ask")
+    async def ask(ep: EventPayload) -> Any:
+        uuid, timeout = ep.args
+        return await asked(
+            lambda cb: hub.emit_with_ack(uuid, "question", "ready?", callback=cb, timeout=timeout)
+        )
+
+    @hub.on("ask_room")
+    async def ask_room(ep: EventPayload) -> Any:
+        room, timeout = ep.args
+        return await asked(
+            lambda cb: hub.emit_with_acks(
+                "question", "ready?", callback=cb, timeout=timeout, to=room
+            )
+        )
+
+    @hub.on("late")
+    def late(ep: EventPayload) -> int:
+        return hub.late_acks
 
     @hub.on("who")
     def who(ep: EventPayload) -> list[str]:

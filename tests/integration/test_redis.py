@@ -44,6 +44,9 @@ from ikisocket_adapters.redis import RedisBackplane, decode_relay, encode_relay
 from ikisocket_core import (
     BINARY,
     AbsenceRelay,
+    AckAnswerRelay,
+    AckRequestRelay,
+    AckTargetsRelay,
     BroadcastRelay,
     EmitRelay,
     FireRelay,
@@ -97,6 +100,47 @@ def test_a_relay_survives_the_wire() -> None:
         decode_relay(b'{"op":"broadcast","node":"n","data":"***"}')
     with pytest.raises(ValueError, match="room"):
         decode_relay(b'{"op":"room","node":"n","room":5}')
+
+
+def test_ack_relays_survive_the_wire_and_are_checked() -> None:
+    relays: list[Relay] = [
+        AckRequestRelay(node="n", request=0, event="q", timeout=5.0, uuids=("u",), to="m"),
+        AckRequestRelay(
+            node="n",
+            request=2**53 - 1,
+            event="q",
+            timeout=0.25,
+            data=b'[{"_placeholder":true,"num":0}]',
+            attachments=(b"\x00",),
+            namespace="/chat",
+            room="r",
+            exclude="u",
+        ),
+        AckTargetsRelay(node="m", to="n", request=3, uuids=("u", "v")),
+        AckTargetsRelay(node="m", to="n", request=3, uuids=("w",), final=False),
+        AckAnswerRelay(node="m", to="n", request=3, uuid="u", data=b'["yes"]'),
+        AckAnswerRelay(
+            node="m", to="n", request=3, uuid="v", error="closed", code=1001, reason="x"
+        ),
+    ]
+    for relay in relays:
+        assert decode_relay(encode_relay(relay)) == relay
+    assert decode_relay(
+        b'{"op":"ack_request","node":"n","request":1,"event":"q","timeout":5}'
+    ) == AckRequestRelay(node="n", request=1, event="q", timeout=5.0)
+    for junk in (
+        b'{"op":"ack_request","node":"n","request":"1","event":"q","timeout":5}',
+        b'{"op":"ack_request","node":"n","request":-1,"event":"q","timeout":5}',
+        b'{"op":"ack_request","node":"n","request":1,"event":"q","timeout":"5"}',
+        b'{"op":"ack_request","node":"n","request":1,"event":"q","timeout":1e9}',
+        b'{"op":"ack_request","node":"n","request":1,"event":"q"}',
+        b'{"op":"ack_targets","node":"m","to":5,"request":1}',
+        b'{"op":"ack_targets","node":"m","to":"n","request":1,"final":0}',
+        b'{"op":"ack_answer","node":"m","to":"n","request":1,"uuid":"u","error":"boom"}',
+        b'{"op":"ack_answer","node":"m","to":"n","request":1,"uuid":"u","code":true}',
+    ):
+        with pytest.raises(ValueError, match="relay"):
+            decode_relay(junk)
 
 
 def test_the_backplane_checks_its_settings() -> None:

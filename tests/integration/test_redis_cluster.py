@@ -31,10 +31,20 @@ from redis_support import (
     send,
     until,
 )
+from test_redis_socketio import acks_cross_nodes
 
 from ikisocket_adapters._redis_routes import ROOM_SHARDS, Routes, split_url
 from ikisocket_adapters.redis import RedisBackplane, decode_relay
-from ikisocket_core import BroadcastRelay, EmitRelay, FireRelay, Hub, RoomRelay
+from ikisocket_core import (
+    AckAnswerRelay,
+    AckRequestRelay,
+    AckTargetsRelay,
+    BroadcastRelay,
+    EmitRelay,
+    FireRelay,
+    Hub,
+    RoomRelay,
+)
 
 pytestmark = redis_support.pytestmark
 redis_cluster = redis_support.redis_cluster  # the fixture
@@ -75,6 +85,18 @@ def test_rooms_and_direct_messages_have_their_own_sharded_channels() -> None:
     single = Routes("app", "me", sharded=False)
     assert single.subscriptions() == ["app"]
     assert single.route(room, owners.get) == [("app", room)]
+
+
+def test_acks_go_to_the_node_they_are_addressed_to() -> None:
+    routes = Routes("app", "me", sharded=True)
+    ask = AckRequestRelay(node="me", request=1, event="q", timeout=5.0, uuids=("b1",), to="b")
+    everyone = AckRequestRelay(node="me", request=2, event="q", timeout=5.0, room="lobby")
+    targets = AckTargetsRelay(node="b", to="me", request=2, uuids=("b1",))
+    answer = AckAnswerRelay(node="b", to="me", request=1, uuid="b1")
+    assert routes.route(ask, lambda uuid: None) == [("app:to:b", ask)]
+    assert routes.route(everyone, lambda uuid: None) == [("app", everyone)]
+    assert routes.route(targets, lambda uuid: None) == [("app:to:me", targets)]
+    assert routes.route(answer, lambda uuid: None) == [("app:to:me", answer)]
 
 
 async def test_trio_asyncio_and_anyio_nodes_are_one_application_on_a_cluster(
@@ -216,3 +238,8 @@ async def test_streams_mode_on_a_cluster(redis_cluster: LocalCluster) -> None:
 
 async def test_a_sigkilled_node_is_forgotten_on_a_cluster(redis_cluster: LocalCluster) -> None:
     await a_sigkilled_trio_node_is_forgotten(redis_cluster.url)
+
+
+async def test_socketio_acks_cross_nodes_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    # The requests and answers go on the nodes' own sharded channels (``to:<node>``).
+    await acks_cross_nodes(redis_cluster.url)

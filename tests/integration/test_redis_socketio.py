@@ -4,7 +4,9 @@ Two node processes (the anyio adapter on asyncio, and on trio), each with the
 Redis backplane and Socket.IO mounted; python-socketio ``AsyncClient`` clients
 on both. A named event emitted on one node, to a room, to everyone, or to a
 UUID held by the other node, reaches the clients of both nodes as that event
-(binary arguments included), and only the clients it was meant for.
+(binary arguments included), and only the clients it was meant for. A node
+asks an ack of a client of the other node (or of a room's members on both)
+and gets the answer, or a timeout that runs on the asking node.
 """
 
 from __future__ import annotations
@@ -126,3 +128,56 @@ async def test_named_events_cross_nodes_to_a_room_everyone_and_a_uuid(
             await a1.sio.emit("all", "end")
             for anyone in (a1, a2, t1, t2):
                 assert await anyone.next() == ("news", ["end", b"\x00\xff"])
+
+
+async def test_a_node_gets_the_ack_of_a_client_of_the_other_node_or_times_out(
+    redis_server: RedisServer,
+) -> None:
+    await acks_cross_nodes(redis_server.url)
+
+
+async def acks_cross_nodes(url: str) -> None:
+    """Acks asked on the asyncio node of clients of the trio node, through Redis at ``url``."""
+    ports = {kind: free_port() for kind in ("asyncio", "trio")}
+    gates: list[asyncio.Event] = [asyncio.Event() for _ in range(2)]
+
+    async def held(question: str) -> str:  # answers each question once its gate opens
+        await gates[held_count.pop()].wait()
+        return "late"
+
+    held_count = [1, 0]
+    with (
+        process([sys.executable, NODE, str(ports["asyncio"]), url, "asyncio"]),
+        process([sys.executable, NODE, str(ports["trio"]), url, "trio"]),
+    ):
+        async with AsyncExitStack() as stack:
+            for gate in gates:  # never leave the client waiting
+                stack.callback(gate.set)
+            asker = await stack.enter_async_context(connected(ports["asyncio"]))
+            near = await stack.enter_async_context(connected(ports["asyncio"]))
+            quick = await stack.enter_async_context(connected(ports["trio"]))
+            slow = await stack.enter_async_context(connected(ports["trio"]))
+            for client, answer in ((near, "near"), (quick, "quick")):
+                client.sio.on("question", lambda q, answer=answer: (answer, q))
+            slow.sio.on("question", held)
+            uuids = [await c.call("join", "lobby") for c in (near, quick, slow)]
+            with anyio.fail_after(LIMIT):  # the trio node's clients are known on the asyncio one
+                while not set(uuids) <= set(await asker.call("who")):
+                    await anyio.sleep(0.05)
+            _near, quick_uuid, slow_uuid = uuids
+
+            # One client of the other node: its answer comes back to the asking node.
+            assert await asker.call("ask", quick_uuid, LIMIT) == ["quick", "ready?"]
+            # One that does not answer in time: the asking node's timeout decides.
+            assert await asker.call("ask", slow_uuid, 0.5) == "timeout"
+            gates[0].set()  # its answer, late, reaches the asking node: dropped and counted
+            with anyio.fail_after(LIMIT):
+                while await asker.call("late") != 1:
+                    await anyio.sleep(0.05)
+            # A room on both nodes, one timeout: what arrived, and a timeout for the rest.
+            answers = await asker.call("ask_room", "lobby", 1.5)
+            assert answers == {
+                uuids[0]: ["near", "ready?"],
+                quick_uuid: ["quick", "ready?"],
+                slow_uuid: "timeout",
+            }

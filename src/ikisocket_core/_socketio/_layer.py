@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ikisocket_core._errors import ConnectionClosed, LocalProtocolError, RelayTooLarge
 from ikisocket_core._events import AckCallback
-from ikisocket_core._federation import _Federation
 from ikisocket_core._log import logger
 from ikisocket_core._relays import EventRelay
 from ikisocket_core._state import ConnectionState
@@ -22,6 +21,7 @@ from ._mount import SocketIO
 from ._namespace import AcksCallback, emit_with_acks
 from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
 from ._recovery import Recovery
+from ._remote_acks import _RemoteAcks
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -32,7 +32,7 @@ __all__: list[str] = []
 _OPEN = ConnectionState.OPEN
 
 
-class _SocketIOLayer(_Federation):
+class _SocketIOLayer(_RemoteAcks):
     """Socket.IO for the hub: :meth:`socketio`, :meth:`emit_event` and their helpers."""
 
     def socketio(
@@ -160,6 +160,15 @@ class _SocketIOLayer(_Federation):
         :class:`ConnectionClosed`...). Plain WebSocket connections cannot
         answer: they are not asked. With no target, ``callback({})`` at once.
 
+        On a federated hub the clients of other nodes are asked too (the
+        listed UUIDs' nodes, or for a room or everyone every node this one
+        knows of), with the one timeout running here: the answers of every
+        node come back to this node, and when the timeout fires the clients
+        still awaited get an :class:`AckTimeout` (a node that never said whom
+        it asked, e.g. one of an older version, adds nobody). Then
+        ``callback`` belongs to no connection: its failures are logged on the
+        ``ikisocket`` logger.
+
         Args:
             event: The event name.
             *args: Its arguments.
@@ -170,8 +179,11 @@ class _SocketIOLayer(_Federation):
 
         Raises:
             LocalProtocolError: Socket.IO is not mounted, a reserved event
-                name, or a timeout that is not a positive number.
+                name, a timeout that is not a positive number, or (federated)
+                ``max_pending_acks`` broadcasts with acks to other nodes pending.
             TypeError: An argument cannot travel as JSON.
+            RelayTooLarge: The hub is federated and the encoded arguments are
+                larger than its ``max_relay_size`` (nothing was sent).
         """
         sio = self._sio
         if sio is None:
@@ -182,8 +194,24 @@ class _SocketIOLayer(_Federation):
         elif isinstance(to, str):
             found = self._room_members(to)
         else:
+            to = tuple(to)
             found = {conns[u]: None for u in to if u in conns}
         targets = [k for k in found if namespace is None or k.namespace == namespace]
+        if self._node is not None:
+            room = to if isinstance(to, str) else None
+            uuids = None if to is None or isinstance(to, str) else to
+            self._ask_everywhere(
+                sio,
+                targets,
+                event,
+                args,
+                callback=callback,
+                timeout=timeout,
+                room=room,
+                uuids=uuids,
+                namespace=namespace,
+            )
+            return
         emit_with_acks(sio, targets, event, args, callback=callback, timeout=timeout)
 
     def _event_relay(

@@ -9,12 +9,14 @@ connections belong to ``/``), so a room name used in ``/a`` never reaches
 
 A broadcast with acks (:meth:`Namespace.emit_with_acks`,
 :meth:`NamespaceRoom.emit_with_acks`) sends the event to each Socket.IO
-target with its own ack id and one timeout, and calls its callback once with
-a mapping UUID -> answer: the tuple of the client's answer arguments, or the
-exception that stands for it (:class:`~ikisocket_core.AckTimeout` when the
-client did not answer in time, :class:`~ikisocket_core.ConnectionClosed` when
-its connection ended or is held for recovery, ``LocalProtocolError`` when it
-already had ``max_pending_acks`` acks pending). Plain WebSocket connections
+target (on every node, when the hub is federated: see
+:meth:`~ikisocket_core.Hub.emit_with_acks`) with its own ack id and one
+timeout, and calls its callback once with a mapping UUID -> answer: the
+tuple of the client's answer arguments, or the exception that stands for it
+(:class:`~ikisocket_core.AckTimeout` when the client did not answer in time,
+:class:`~ikisocket_core.ConnectionClosed` when its connection ended or is
+held for recovery, ``LocalProtocolError`` when it already had
+``max_pending_acks`` acks pending). Plain WebSocket connections
 cannot answer acks: they are not asked, and not in the mapping.
 """
 
@@ -164,8 +166,8 @@ class Namespace:
             callback: Called once with the answers by UUID (see the module docstring).
             timeout: Seconds each client has to answer.
         """
-        emit_with_acks(
-            self._mount, self._members(), event, args, callback=callback, timeout=timeout
+        self._mount.hub.emit_with_acks(
+            event, *args, callback=callback, timeout=timeout, namespace=self.name
         )
 
 
@@ -238,11 +240,20 @@ class NamespaceRoom:
             callback: Called once with the answers by UUID (see the module docstring).
             timeout: Seconds each client has to answer.
         """
-        emit_with_acks(
-            self._namespace._mount,
-            self._members(),
+        mount = self._namespace._mount
+        hub = mount.hub
+        if hub._node is None:
+            emit_with_acks(mount, self._members(), event, args, callback=callback, timeout=timeout)
+            return
+        exclude = self._exclude
+        hub._ask_everywhere(
+            mount,
+            list(self._members()),
             event,
             args,
             callback=callback,
             timeout=timeout,
+            room=self.name,
+            namespace=self._namespace.name,
+            exclude=None if exclude is None else exclude.uuid,
         )
