@@ -44,6 +44,7 @@ from ._events import (
     Listener,
     MessageKind,
 )
+from ._handoff_relays import ClaimRelay, HandoffRelay
 from ._hub import BeforeUpgrade, Hub
 from ._registry import Room
 from ._relays import (
@@ -108,6 +109,7 @@ __all__ = [
     "Action",
     "BeforeUpgrade",
     "BroadcastRelay",
+    "ClaimRelay",
     "Close",
     "ConnectHook",
     "ConnectRefused",
@@ -120,6 +122,7 @@ __all__ = [
     "FireRelay",
     "HandlerTimeout",
     "Headers",
+    "HandoffRelay",
     "HelloRelay",
     "Hub",
     "IdleTimeout",

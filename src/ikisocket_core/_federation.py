@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ._dispatch import _Dispatcher, _payload
 from ._errors import LocalProtocolError
 from ._events import EVENT_ERROR, MessageKind, _message_kind
+from ._handoff_relays import ClaimRelay, HandoffRelay
 from ._relays import (
     _PRESENCE_CHUNK,
     AbsenceRelay,
@@ -43,6 +44,11 @@ class _Federation(_Dispatcher):
 
         def _apply_event(self, relay: EventRelay) -> None: ...
 
+        def _apply_handoff(self, relay: ClaimRelay | HandoffRelay) -> None: ...
+
+    #: Whether the backplane delivers every node's relays in one order (see ``federate``).
+    _ordered = False
+
     def federate(
         self,
         node_id: str,
@@ -51,6 +57,7 @@ class _Federation(_Dispatcher):
         presence_interval: float | None = None,
         max_relays: int | None = None,
         max_relay_size: int | None = None,
+        ordered: bool | None = None,
     ) -> None:
         """Make this hub one node of several that share connections through a backplane.
 
@@ -88,6 +95,10 @@ class _Federation(_Dispatcher):
                 limits); a larger one
                 raises :class:`~ikisocket_core.RelayTooLarge` before anything is
                 sent.
+            ordered: Whether the backplane delivers every node's relays to
+                every node in one order, and this node's own back to it with
+                :meth:`receive_echo` (default ``False``). Socket.IO
+                connection-state recovery works across nodes only then.
 
         Raises:
             LocalProtocolError: The id is empty, the hub is already a node
@@ -116,6 +127,8 @@ class _Federation(_Dispatcher):
                 self._relays_dropped += 1
         if max_relay_size is not None:
             self._max_relay_size = max_relay_size
+        if ordered is not None:
+            self._ordered = bool(ordered)
 
     @property
     def max_relays(self) -> int:
@@ -259,6 +272,13 @@ class _Federation(_Dispatcher):
             self._depth += 1
             try:
                 self._apply(relay)
+            finally:
+                self._depth -= 1
+                self._flush_outside()
+        elif isinstance(relay, (ClaimRelay, HandoffRelay)):  # Socket.IO recovery across nodes
+            self._depth += 1
+            try:
+                self._apply_handoff(relay)
             finally:
                 self._depth -= 1
                 self._flush_outside()
