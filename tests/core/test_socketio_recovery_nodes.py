@@ -502,3 +502,20 @@ def test_claim_and_handoff_relays_are_validated() -> None:
     assert Relay.for_op("handoff") is HandoffRelay
     with pytest.raises(LocalProtocolError, match="claim_timeout"):
         Recovery(claim_timeout=0)
+
+
+def test_relays_lost_while_a_claim_waits_start_the_client_afresh(
+    nodes: tuple[Node, Node, Node, Stream],
+) -> None:
+    a, b, _c, stream = nodes
+    ann = dropped_on_a(a, stream)
+
+    def lossy() -> None:
+        stream.collect(b)
+        stream.deliver()
+        b.hub.receive_relay_loss(RuntimeError("lost relays"))
+        stream.flush()
+
+    fresh = come_back(b, ann, lossy)
+    assert not fresh.recovered
+    assert ("disconnect", ann.uuid) in b.log

@@ -262,6 +262,13 @@ class Handoffs:
             if claim.echoed and own and own[0] == relay:
                 claim.heard.append(own.popleft())
 
+    def lost(self) -> None:
+        """The backplane lost relays: no waiting claim can be answered whole."""
+        for claim in self.claims.values():
+            claim.spilled = True
+            claim.heard.clear()
+            claim.own.clear()
+
     def _keep(self, claim: Claim, relay: Relay) -> bool:
         """Whether a claim keeps a relay (bounded: past the backlog's bounds it spills)."""
         if claim.spilled:
@@ -543,6 +550,25 @@ class _HandoffLayer(_Federation):
         watching = self._watching
         if watching is not None:
             watching.heard(relay)
+
+    def receive_relay_loss(self, error: BaseException) -> None:
+        """The backplane lost relays meant for this node: tell every connection.
+
+        Runs the ``error`` listeners of each of this node's connections with
+        ``error``; the connections stay open. A claim for a Socket.IO
+        connection of another node that waits meanwhile can no longer be
+        answered without a gap: its client gets a fresh connection.
+
+        Args:
+            error: What was lost (e.g. the Redis backplane's ``Resync``).
+
+        Raises:
+            LocalProtocolError: The hub is not federated.
+        """
+        watching = self._watching
+        if watching is not None:
+            watching.lost()
+        super().receive_relay_loss(error)
 
     def _push_relay(self, relay: Relay) -> None:
         super()._push_relay(relay)
