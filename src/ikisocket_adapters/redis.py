@@ -43,7 +43,10 @@ Two delivery modes:
   a publish whose answer was lost, is applied once). When relays were lost
   anyway (a node's gap is older than the backlog, or Redis restarted without
   persistence) the node fires a :class:`Resync` through every connection's
-  ``error`` listeners instead of losing them quietly.
+  ``error`` listeners instead of losing them quietly. Streams mode is ordered
+  (every node reads every relay, its own too, in one order), so Socket.IO
+  connection-state recovery works across nodes: a client dropped on one node
+  may come back to another (see :doc:`/explanation/socketio-recovery`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,12 @@ from ikisocket_core import (
 )
 from ikisocket_core._socketio._packets import SocketPacket, SocketType
 from ikisocket_core._socketio._testclient import _Wire
-from ikisocket_core.testing import SocketIOTestSession, TestClient, WebSocketTestSession
+from ikisocket_core.testing import (
+    SocketIORefused,
+    SocketIOTestSession,
+    TestClient,
+    WebSocketTestSession,
+)
 
 WINDOW = 30.0
 WAIT = 5.0
@@ -519,3 +524,17 @@ def test_relays_lost_while_a_claim_waits_start_the_client_afresh(
     fresh = come_back(b, ann, lossy)
     assert not fresh.recovered
     assert ("disconnect", ann.uuid) in b.log
+
+
+def test_a_node_that_stops_accepting_while_a_claim_waits_refuses_afresh(
+    nodes: tuple[Node, Node, Node, Stream],
+) -> None:
+    a, b, _c, stream = nodes
+    ann = dropped_on_a(a, stream)
+
+    def closing() -> None:
+        b.hub.stop_accepting()
+        b.client.advance(WAIT)
+
+    with pytest.raises(SocketIORefused, match="not accepting"):
+        come_back(b, ann, closing, pid="unknown")

@@ -21,6 +21,10 @@ after the drop, the window passed) gives a fresh connection with
 drop would have fired, carrying the drop's code and cause. Nothing is ever
 replayed with a gap.
 
+A client that comes back to another node of a federated hub whose
+backplane is ordered gets its connection from the node that holds it (see
+``_handoff``).
+
 Time comes from the mount's two-step timers (see ``_session``): the core
 reads no clock.
 """
