@@ -510,8 +510,6 @@ def _replay_event(hub: Hub, kws: Websocket, relay: EventRelay) -> None:
 class _HandoffLayer(_Federation):
     """The hub's side of recovery across nodes: claims, handoffs and echoes (see the module)."""
 
-    #: The recovery store whose claims wait, or ``None`` (what ``_push_relay`` checks).
-    _watching: Handoffs | None = None
     _sio: SocketIO | None
 
     def receive_echo(self, relay: Relay) -> None:
@@ -569,9 +567,3 @@ class _HandoffLayer(_Federation):
         if watching is not None:
             watching.lost()
         super().receive_relay_loss(error)
-
-    def _push_relay(self, relay: Relay) -> None:
-        super()._push_relay(relay)
-        watching = self._watching
-        if watching is not None:
-            watching.sent(relay)
