@@ -26,6 +26,7 @@ from ikisocket_core import (
     Recovery,
     Relay,
 )
+from ikisocket_core._socketio._handoff import owner_of
 from ikisocket_core._socketio._packets import SocketPacket, SocketType
 from ikisocket_core._socketio._testclient import _Wire
 from ikisocket_core.testing import (
@@ -267,12 +268,27 @@ def test_a_session_that_expired_on_its_node_is_not_found(
     assert ("disconnect", ann.uuid) in a.log
     stream.flush()
 
-    def nobody_holds_it() -> None:
-        stream.flush()
-        b.client.advance(WAIT)
-
-    fresh = come_back(b, ann, nobody_holds_it)
+    fresh = come_back(b, ann, stream.flush)  # A says so at once: no waiting
     assert not fresh.recovered
+    assert fresh.uuid != ann.uuid
+
+
+def test_a_pid_names_its_node_so_a_gone_node_or_this_one_is_not_asked(
+    nodes: tuple[Node, Node, Node, Stream],
+) -> None:
+    a, b, _c, stream = nodes
+    ann = dropped_on_a(a, stream)
+    assert ann.pid is not None
+    assert ann.pid.endswith(".a")
+    assert owner_of(ann.pid) == "a"
+    assert [owner_of(p) for p in ("plain", ".a", "x.", "x.y.b")] == [None, None, None, "b"]
+    b.hub.forget_node("a")  # A went away, as far as B knows
+    fresh = come_back(b, ann, lambda: None)  # answered at once, no claim
+    assert not fresh.recovered
+    mine = b.client.socketio_connect(auth={"pid": "secret.b"})  # B's own: not held, not asked
+    assert not mine.recovered
+    stream.flush()
+    assert not any(isinstance(r, ClaimRelay) for r in stream.carried)
 
 
 @pytest.mark.parametrize("why", ["offset", "too big", "attributes"])

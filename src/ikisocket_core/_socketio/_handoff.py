@@ -78,8 +78,14 @@ __all__: list[str] = []
 
 #: The relays that carry something to connections (what a claim keeps).
 _MESSAGES = (BroadcastRelay, RoomRelay, EmitRelay, FireRelay, EventRelay)
-#: The longest ``pid`` a claim carries (ours are 24 characters).
-_MAX_PID = 64
+#: The longest ``pid`` a claim carries (ours are 24 characters, a dot and a node id).
+_MAX_PID = 256
+
+
+def owner_of(pid: str) -> str | None:
+    """The node a ``pid`` names (after its last dot), or ``None`` for one that names none."""
+    head, dot, node = pid.rpartition(".")
+    return node if dot and head and node else None
 
 
 class Claim(Timer):
@@ -172,6 +178,9 @@ class Handoffs:
             or len(self.claims) >= self.recoveries.settings.max_sessions
         ):
             return False
+        owner = owner_of(pid)
+        if owner is not None and owner not in hub._remote:
+            return False  # this node (it does not hold it), or a node that is gone
         claim = Claim(self, session, name, auth)
         offset = auth.get("offset")
         hub._push_relay(
@@ -379,12 +388,14 @@ class Handoffs:
             relay: The claim.
         """
         recoveries = self.recoveries
-        joined = recoveries.held.get(relay.pid)
-        if joined is None or joined.kws.namespace != relay.namespace:
-            return  # not ours: the holder (if any) answers
         hub = recoveries.mount.hub
         node = hub._node
         assert node is not None
+        joined = recoveries.held.get(relay.pid)
+        if joined is None or joined.kws.namespace != relay.namespace:
+            if owner_of(relay.pid) == node:  # ours, but gone: no need to wait for it
+                hub._push_relay(HandoffRelay(node=node, to=relay.node, request=relay.request))
+            return  # not ours: the holder (if any) answers
         backlog: Backlog = joined.backlog
         offset = _offset(relay.offset or None)
         data = None

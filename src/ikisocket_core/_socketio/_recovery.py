@@ -178,8 +178,15 @@ class Recoveries:
     # -- live connections ----------------------------------------------------------------
 
     def new_backlog(self) -> Backlog:
-        """A fresh backlog with a new private session id."""
-        return Backlog(secrets.token_urlsafe(18))
+        """A fresh backlog with a new private session id.
+
+        On a federated hub the id ends with ``.`` and the node's id, so that
+        another node the client comes back to knows whom to ask (see
+        ``_handoff``); the 144 random bits before it are the secret.
+        """
+        pid = secrets.token_urlsafe(18)
+        node = self.mount.hub._node
+        return Backlog(pid if node is None else f"{pid}.{node}")
 
     def next_offset(self) -> int:
         """The offset of the next event sent (one per packet, whatever its targets)."""
