@@ -554,3 +554,41 @@ def test_a_node_that_stops_accepting_while_a_claim_waits_refuses_afresh(
 
     with pytest.raises(SocketIORefused, match="not accepting"):
         come_back(b, ann, closing, pid="unknown")
+
+
+def test_a_connection_hops_from_node_to_node_with_its_first_pid(
+    nodes: tuple[Node, Node, Node, Stream],
+) -> None:
+    a, b, c, stream = nodes
+    ann = dropped_on_a(a, stream)
+    on_b = come_back(b, ann, stream.flush)
+    assert on_b.recovered
+    assert events(on_b) == [(2,)]  # socket.io-client keeps the last offset it saw
+    on_b.ws.abort()
+    c.hub.to("lobby").emit_event("n", "while held on b")
+    stream.flush()
+    on_a = come_back(a, on_b, stream.flush)  # the pid names A, but B holds it
+    assert on_a.recovered
+    assert on_a.pid == ann.pid
+    assert events(on_a) == [("while held on b",)]
+    on_a.ws.abort()
+    b.hub.to("lobby").emit_event("n", "while held on a")
+    stream.flush()
+    on_c = come_back(c, on_a, stream.flush)
+    assert on_c.recovered
+    assert events(on_c) == [("while held on a",)]
+    assert c.hub.get(ann.uuid).rooms == frozenset({"lobby"})
+    assert ("disconnect", ann.uuid) not in a.log + b.log + c.log
+
+
+def test_the_pids_a_node_handed_over_are_remembered_within_bounds() -> None:
+    a, b = Node("a", max_sessions=1), Node("b")
+    stream = Stream(a, b)
+    ann = dropped_on_a(a, stream)
+    assert come_back(b, ann, stream.flush).recovered
+    bob = a.client.socketio_connect()
+    bob.ws.abort()
+    stream.flush()
+    assert come_back(b, bob, stream.flush).recovered  # ann's pid is forgotten for this one
+    handoffs = a.hub._sio._recovery.handoffs  # type: ignore[union-attr]
+    assert list(handoffs.handed) == [bob.pid]

@@ -140,7 +140,7 @@ class Handoffs:
         recoveries: The mount's recovery store.
     """
 
-    __slots__ = ("by_pid", "claims", "late", "recoveries")
+    __slots__ = ("by_pid", "claims", "handed", "late", "recoveries")
 
     def __init__(self, recoveries: Recoveries) -> None:
         self.recoveries = recoveries
@@ -150,6 +150,9 @@ class Handoffs:
         #: Claims whose deadline passed, kept for the window so that a late handoff
         #: still ends its connection with a ``disconnect`` (oldest first).
         self.late: dict[str, Claim] = {}
+        #: The pids naming this node that it handed over (oldest first, bounded): it may
+        #: not refuse a claim for them, another node holds them.
+        self.handed: dict[str, None] = {}
 
     # -- node B: claiming ----------------------------------------------------------------
 
@@ -179,8 +182,11 @@ class Handoffs:
         ):
             return False
         owner = owner_of(pid)
-        if owner is not None and owner not in hub._remote:
-            return False  # this node (it does not hold it), or a node that is gone
+        if owner == node:
+            if pid not in self.handed:
+                return False  # ours, not held, never handed over: nobody has it
+        elif owner is not None and owner not in hub._remote:
+            return False  # a node that is gone
         claim = Claim(self, session, name, auth)
         offset = auth.get("offset")
         hub._push_relay(
@@ -393,7 +399,8 @@ class Handoffs:
         assert node is not None
         joined = recoveries.held.get(relay.pid)
         if joined is None or joined.kws.namespace != relay.namespace:
-            if owner_of(relay.pid) == node:  # ours, but gone: no need to wait for it
+            if owner_of(relay.pid) == node and relay.pid not in self.handed:
+                # Ours, and not held anywhere: no need to wait for it.
                 hub._push_relay(HandoffRelay(node=node, to=relay.node, request=relay.request))
             return  # not ours: the holder (if any) answers
         backlog: Backlog = joined.backlog
@@ -420,6 +427,10 @@ class Handoffs:
         kws.state = transition(kws.state, StateInput.PEER_GONE)
         hub._unregister(kws)  # no terminal event: it goes on, on the other node
         hub._remote.setdefault(relay.node, {})[kws.uuid] = None
+        handed = self.handed
+        if len(handed) >= recoveries.settings.max_sessions:
+            del handed[next(iter(handed))]
+        handed[backlog.pid] = None
         hub._push_relay(HandoffRelay(node=node, to=relay.node, request=relay.request, data=data))
 
 
