@@ -237,7 +237,9 @@ class _Federation(_Dispatcher):
         :class:`~ikisocket_core.EventRelay` sends its named event, presence news and absence
         relays update what this hub knows of the other node, a presence
         snapshot replaces it, and a :class:`~ikisocket_core.HelloRelay` is
-        answered with this node's snapshot. Any relay counts as a sign of
+        answered with this node's snapshot, and a
+        :class:`~ikisocket_core.ClaimRelay` or :class:`~ikisocket_core.HandoffRelay`
+        goes to Socket.IO recovery across nodes. Any relay counts as a sign of
         life of its node (for ``node_ttl``). Relays from this node itself
         are ignored. Commands queue actions as commands from a background job
         do: the driver's wakeup (see :meth:`set_wakeup`) is called.
