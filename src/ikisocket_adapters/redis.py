@@ -43,7 +43,10 @@ Two delivery modes:
   a publish whose answer was lost, is applied once). When relays were lost
   anyway (a node's gap is older than the backlog, or Redis restarted without
   persistence) the node fires a :class:`Resync` through every connection's
-  ``error`` listeners instead of losing them quietly.
+  ``error`` listeners instead of losing them quietly. Streams mode is ordered
+  (every node reads every relay, its own too, in one order), so Socket.IO
+  connection-state recovery works across nodes: a client dropped on one node
+  may come back to another (see :doc:`/explanation/socketio-recovery`).
 """
 
 from __future__ import annotations
@@ -264,7 +267,11 @@ class RedisBackplane:
         self.stream = f"{channel}:stream"
         self.node_id = node_id or self.hub.node_id or _uuid.uuid4().hex
         self.hub.federate(
-            self.node_id, node_ttl=node_ttl, presence_interval=heartbeat, max_relays=max_pending
+            self.node_id,
+            node_ttl=node_ttl,
+            presence_interval=heartbeat,
+            max_relays=max_pending,
+            ordered=mode == "streams",  # one stream, read in order: recovery across nodes
         )
         self._routes = Routes(channel, self.node_id, sharded=self.cluster and mode == "pubsub")
         self.connected = False
@@ -484,6 +491,8 @@ class RedisBackplane:
                 self._heard_self = now  # our own heartbeat came back: we are not deaf
             elif channel is not None and channel.decode() == self._routes.inbox:
                 self._heard_inbox = now  # the ping on our own sharded channel came back
+            elif self.mode == "streams":
+                self.hub.receive_echo(relay)  # its place in the order (see Hub.federate)
             return
         self.stats["received"] += 1
         self._peers[relay.node] = now

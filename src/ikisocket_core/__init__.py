@@ -45,6 +45,7 @@ from ._events import (
     Listener,
     MessageKind,
 )
+from ._handoff_relays import ClaimRelay, HandoffRelay
 from ._hub import BeforeUpgrade, Hub
 from ._registry import Room
 from ._relays import (
@@ -112,6 +113,7 @@ __all__ = [
     "Action",
     "BeforeUpgrade",
     "BroadcastRelay",
+    "ClaimRelay",
     "Close",
     "ConnectHook",
     "ConnectRefused",
@@ -124,6 +126,7 @@ __all__ = [
     "FireRelay",
     "HandlerTimeout",
     "Headers",
+    "HandoffRelay",
     "HelloRelay",
     "Hub",
     "IdleTimeout",

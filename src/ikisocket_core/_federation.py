@@ -18,6 +18,7 @@ from ._ack_relays import AckAnswerRelay, AckRequestRelay, AckTargetsRelay
 from ._dispatch import _Dispatcher, _payload
 from ._errors import LocalProtocolError
 from ._events import EVENT_ERROR, MessageKind, _message_kind
+from ._handoff_relays import ClaimRelay, HandoffRelay
 from ._relays import (
     _PRESENCE_CHUNK,
     AbsenceRelay,
@@ -48,6 +49,11 @@ class _Federation(_Dispatcher):
 
         def _acks_node_gone(self, node: str) -> None: ...
 
+        def _apply_handoff(self, relay: ClaimRelay | HandoffRelay) -> None: ...
+
+    #: Whether the backplane delivers every node's relays in one order (see ``federate``).
+    _ordered = False
+
     def federate(
         self,
         node_id: str,
@@ -56,6 +62,7 @@ class _Federation(_Dispatcher):
         presence_interval: float | None = None,
         max_relays: int | None = None,
         max_relay_size: int | None = None,
+        ordered: bool | None = None,
     ) -> None:
         """Make this hub one node of several that share connections through a backplane.
 
@@ -94,6 +101,10 @@ class _Federation(_Dispatcher):
                 limits); a larger one
                 raises :class:`~ikisocket_core.RelayTooLarge` before anything is
                 sent.
+            ordered: Whether the backplane delivers every node's relays to
+                every node in one order, and this node's own back to it with
+                :meth:`receive_echo` (default ``False``). Socket.IO
+                connection-state recovery works across nodes only then.
 
         Raises:
             LocalProtocolError: The id is empty, the hub is already a node
@@ -122,6 +133,8 @@ class _Federation(_Dispatcher):
                 self._relays_dropped += 1
         if max_relay_size is not None:
             self._max_relay_size = max_relay_size
+        if ordered is not None:
+            self._ordered = bool(ordered)
 
     @property
     def max_relays(self) -> int:
@@ -232,7 +245,9 @@ class _Federation(_Dispatcher):
         :meth:`emit_with_ack`), presence news and absence
         relays update what this hub knows of the other node, a presence
         snapshot replaces it, and a :class:`~ikisocket_core.HelloRelay` is
-        answered with this node's snapshot. Any relay counts as a sign of
+        answered with this node's snapshot, and a
+        :class:`~ikisocket_core.ClaimRelay` or :class:`~ikisocket_core.HandoffRelay`
+        goes to Socket.IO recovery across nodes. Any relay counts as a sign of
         life of its node (for ``node_ttl``). Relays from this node itself
         are ignored. Commands queue actions as commands from a background job
         do: the driver's wakeup (see :meth:`set_wakeup`) is called.
@@ -274,6 +289,13 @@ class _Federation(_Dispatcher):
             self._depth += 1
             try:
                 self._apply_ack(relay)
+            finally:
+                self._depth -= 1
+                self._flush_outside()
+        elif isinstance(relay, (ClaimRelay, HandoffRelay)):  # Socket.IO recovery across nodes
+            self._depth += 1
+            try:
+                self._apply_handoff(relay)
             finally:
                 self._depth -= 1
                 self._flush_outside()

@@ -21,6 +21,7 @@ from ._relays import AbsenceRelay, FireRelay, PresenceRelay, Relay, RoomRelay
 
 if TYPE_CHECKING:
     from ._hub import Hub
+    from ._socketio._handoff import Handoffs
     from ._websocket import Websocket
 
 __all__ = ["Room"]
@@ -177,6 +178,9 @@ class _Registry:
         self._presence_interval: float | None = None
         self._next_presence: float | None = None
         self._federation_now: float | None = None
+        #: Socket.IO claims to other nodes waiting, which keep what this node relays
+        #: meanwhile (see ``_socketio._handoff``), or ``None``.
+        self._watching: Handoffs | None = None
 
     # -- looking connections up -----------------------------------------------------------
 
@@ -254,6 +258,9 @@ class _Registry:
                     self._max_relays,
                 )
         relays.append(relay)
+        watching = self._watching
+        if watching is not None:
+            watching.sent(relay)
         if not self._relay_wakeup_pending and self._relay_wakeup is not None:
             self._relay_wakeup_pending = True
             self._relay_wakeup()

@@ -62,10 +62,38 @@ def connect_namespace(
         return  # its hook still runs: that answer will come
     recoveries = mount._recovery
     if recoveries is not None:
+        pid = auth.get("pid")
+        mine = isinstance(pid, str) and pid in recoveries.held
         found = recoveries.restore(session, name, auth)
         if found is not None:
-            _recovered(mount, session, found, auth)
+            recovered(mount, session, found, auth)
             return
+        if not mine and recoveries.handoffs.claim(session, name, auth):
+            return  # another node may hold it (see ``_handoff``): answered when it says
+    _fresh(mount, session, name, auth)
+
+
+def resume_fresh(mount: SocketIO, session: EngineSession, name: str, auth: dict[str, Any]) -> None:
+    """A claim ended without a recovery: answer its ``CONNECT`` as a fresh one.
+
+    Args:
+        mount: The Socket.IO mount.
+        session: The session (nothing is answered if it ended meanwhile).
+        name: The namespace.
+        auth: The ``CONNECT`` payload.
+    """
+    if session.ended:
+        return
+    if not mount.hub.accepting:
+        refuse(session, name, "the server is not accepting connections")
+        return
+    _fresh(mount, session, name, auth)
+
+
+def _fresh(mount: SocketIO, session: EngineSession, name: str, auth: dict[str, Any]) -> None:
+    """A new namespace connection: its UUID, then its hook (if any) decides."""
+    hub = mount.hub
+    declared = mount._namespaces[name]
     uuid = session.uuid
     session.uuid = None  # the hook's UUID names the first namespace connection only
     try:
@@ -166,10 +194,17 @@ def accept(mount: SocketIO, joined: Joined) -> None:
     hub._dispatch(kws, EVENT_CONNECT, b"", _TEXT)
 
 
-def _recovered(
+def recovered(
     mount: SocketIO, session: EngineSession, joined: Joined, auth: dict[str, Any]
 ) -> None:
-    """A held connection came back: answer with its ``pid``, replay what it missed, ``recover``."""
+    """A held connection came back: answer with its ``pid``, replay what it missed, ``recover``.
+
+    Args:
+        mount: The mount.
+        session: The session it came back on.
+        joined: The connection (attached to ``session``).
+        auth: The ``CONNECT`` payload.
+    """
     kws = joined.kws
     session.uuid = None
     kws.recovered = True

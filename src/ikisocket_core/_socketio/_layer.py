@@ -17,6 +17,7 @@ from ikisocket_core._relays import EventRelay
 from ikisocket_core._state import ConnectionState
 
 from ._acks import check_event, emit_plain
+from ._handoff import _HandoffLayer
 from ._mount import SocketIO
 from ._namespace import AcksCallback, emit_with_acks
 from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
@@ -32,7 +33,7 @@ __all__: list[str] = []
 _OPEN = ConnectionState.OPEN
 
 
-class _SocketIOLayer(_RemoteAcks):
+class _SocketIOLayer(_RemoteAcks, _HandoffLayer):
     """Socket.IO for the hub: :meth:`socketio`, :meth:`emit_event` and their helpers."""
 
     def socketio(

@@ -21,6 +21,10 @@ after the drop, the window passed) gives a fresh connection with
 drop would have fired, carrying the drop's code and cause. Nothing is ever
 replayed with a gap.
 
+A client that comes back to another node of a federated hub whose
+backplane is ordered gets its connection from the node that holds it (see
+``_handoff``).
+
 Time comes from the mount's two-step timers (see ``_session``): the core
 reads no clock.
 """
@@ -62,20 +66,25 @@ class Recovery:
         max_backlog_bytes: The most bytes (packet text and attachments) kept
             per connection for a replay.
         max_sessions: The most connections held at once; past it, the one
-            held longest ends (its ``disconnect`` fires) to make room.
+            held longest ends (its ``disconnect`` fires) to make room. Also
+            the most claims to other nodes waiting at once.
+        claim_timeout: Seconds a client that came back with a ``pid`` this
+            node does not hold waits for another node to hand its connection
+            over (federated hubs whose backplane is ordered only); then it
+            gets a fresh connection.
     """
 
     max_disconnection_duration: float = 120.0
     max_backlog: int = 1000
     max_backlog_bytes: int = 262_144
     max_sessions: int = 10_000
+    claim_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        window = self.max_disconnection_duration
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or not window > 0:
-            raise LocalProtocolError(
-                f"max_disconnection_duration must be a positive number, not {window!r}"
-            )
+        for name in ("max_disconnection_duration", "claim_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise LocalProtocolError(f"{name} must be a positive number, not {value!r}")
         for name in ("max_backlog", "max_backlog_bytes", "max_sessions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -153,20 +162,31 @@ class Recoveries:
         settings: Its recovery settings.
     """
 
-    __slots__ = ("held", "mount", "offset", "settings")
+    __slots__ = ("handoffs", "held", "mount", "offset", "settings")
 
     def __init__(self, mount: SocketIO, settings: Recovery) -> None:
+        from ._handoff import Handoffs  # noqa: PLC0415 (it imports this module)
+
         self.mount = mount
         self.settings = settings
         self.offset = 0
         #: Held connections by pid, the one held longest first.
         self.held: dict[str, Joined] = {}
+        #: Claims to and from other nodes (recovery across nodes).
+        self.handoffs = Handoffs(self)
 
     # -- live connections ----------------------------------------------------------------
 
     def new_backlog(self) -> Backlog:
-        """A fresh backlog with a new private session id."""
-        return Backlog(secrets.token_urlsafe(18))
+        """A fresh backlog with a new private session id.
+
+        On a federated hub the id ends with ``.`` and the node's id, so that
+        another node the client comes back to knows whom to ask (see
+        ``_handoff``); the 144 random bits before it are the secret.
+        """
+        pid = secrets.token_urlsafe(18)
+        node = self.mount.hub._node
+        return Backlog(pid if node is None else f"{pid}.{node}")
 
     def next_offset(self) -> int:
         """The offset of the next event sent (one per packet, whatever its targets)."""
