@@ -23,8 +23,12 @@ __all__: list[str] = []
 _SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 
 
-def _field(name: str, value: Any) -> Any:
-    """One field of a decoded relay, checked and converted back from JSON."""
+def _field(name: str, value: Any, annotation: object = None) -> Any:
+    """One field of a decoded relay, checked and converted back from JSON.
+
+    ``annotation`` is the relay field's type as written (``"int"``, ``"str"``...), for the
+    names two relays use with different types (``request``: an int for acks, a str for claims).
+    """
     if name == "data":
         return base64.b64decode(value, validate=True)
     if name == "kind":
@@ -39,7 +43,7 @@ def _field(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
         return tuple(value)
-    if name in ("part", "parts", "request", "code"):
+    if name in ("part", "parts", "code") or (name == "request" and annotation in ("int", int)):
         if value.__class__ is not int:
             raise ValueError(f"{name} is an int")
         return value
@@ -62,7 +66,7 @@ def parse_relay(message: bytes | str) -> tuple[Relay, Any]:
         doc = json.loads(message)
         cls = Relay.for_op(doc["op"])
         fields = {
-            field.name: _field(field.name, doc[field.name])
+            field.name: _field(field.name, doc[field.name], field.type)
             for field in dataclasses.fields(cls)
             if field.name in doc
         }
