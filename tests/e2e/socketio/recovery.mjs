@@ -4,25 +4,14 @@
 // Prints one JSON object with what the client observed; the Python test checks it.
 // Every wait is bounded: the whole run gives up after 20 seconds.
 import { io } from "socket.io-client";
+import { giveUpAfter, nextEvent, seen } from "./harness.mjs";
 
 const url = process.argv[2];
 const WAIT = 5000;
-const seen = {};
 
-const giveUp = setTimeout(() => {
-  console.log(JSON.stringify({ ...seen, gaveUp: true }));
-  process.exit(3);
-}, 20000);
+const giveUp = giveUpAfter(20000);
 
-function next(socket, event) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${WAIT} ms`)), WAIT);
-    socket.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
+const next = (socket, event) => nextEvent(socket, event, WAIT);
 
 try {
   // The server's connect hook is async: a bad token is refused once it finished.
