@@ -98,10 +98,17 @@ class Routes:
 
     def subscriptions(self) -> list[str]:
         """The channels this node listens to."""
+        return [self.channel, *self.probed()] if self.sharded else [self.channel]
+
+    def probed(self) -> list[str]:
+        """The sharded channels a node pings each heartbeat to know it still hears them.
+
+        Its own channel and the room channels (maybe on other shards' connections);
+        ``[]`` when not sharded (its heartbeat on the main channel is enough).
+        """
         if not self.sharded:
-            return [self.channel]
-        rooms = [f"{self.channel}:room:{n}" for n in range(ROOM_SHARDS)]
-        return [self.channel, self.inbox, *rooms]
+            return []
+        return [self.inbox, *(f"{self.channel}:room:{n}" for n in range(ROOM_SHARDS))]
 
     def route(self, relay: Relay, owner: Callable[[str], str | None]) -> list[tuple[str, Relay]]:
         """Where to publish a relay: one or more (channel, relay) pairs.

@@ -26,7 +26,9 @@ Every ``heartbeat`` seconds a node publishes its full membership (a presence
 snapshot, which is also its heartbeat); the others replace what they knew of
 it, and forget a node they have not heard from for ``node_ttl`` seconds (its
 connections are gone and their UUIDs free again). The node also hears its own
-heartbeat: a node that stops hearing itself is deaf (its subscription died
+heartbeat (on a Cluster, also a ping it sends each heartbeat on its own channel
+and each room channel, which other nodes ignore): a node that stops hearing
+itself on one of them for ``node_ttl`` is deaf (that subscription died
 silently) and reconnects. When Redis goes away the backplane reconnects with
 backoff (0.1 s doubling to 2 s), keeps what it has to publish in a bounded
 queue meanwhile, and announces itself again.
@@ -281,9 +283,8 @@ class RedisBackplane:
         self._lagging = False
         self._behind: int | None = None
         self._peers: dict[str, float] = {}
-        self._heard_self: float | None = None
-        # On a Cluster: when this node last heard the ping on its own sharded channel.
-        self._heard_inbox: float | None = None
+        self._main = channel.encode()
+        self._heard: dict[bytes, float] = {}  # when it last heard itself on each (see _probe)
         self._hub_dropped = self.hub.dropped_relays
         # Relays to publish with their sequence numbers (the order this node queued them).
         self._pending: deque[tuple[int, Relay]] = deque()
@@ -488,12 +489,14 @@ class RedisBackplane:
         now = anyio.current_time()
         if relay.node == self.node_id:
             if isinstance(relay, PresenceRelay) and relay.parts:
-                self._heard_self = now  # our own heartbeat came back: we are not deaf
-            elif channel is not None and channel.decode() == self._routes.inbox:
-                self._heard_inbox = now  # the ping on our own sharded channel came back
+                self._heard[self._main] = now  # our own heartbeat came back: we are not deaf
+            elif channel in self._heard:
+                self._heard[channel] = now  # a channel we ping (on a Cluster) still hears us
             elif self.mode == "streams":
                 self.hub.receive_echo(relay)  # its place in the order (see Hub.federate)
             return
+        if isinstance(relay, HelloRelay) and channel not in (None, self._main):
+            return  # another node's ping of a room channel: no hello (it would be answered)
         self.stats["received"] += 1
         self._peers[relay.node] = now
         self.hub.receive_relay(relay, now=now)
@@ -572,7 +575,8 @@ class RedisBackplane:
         else:
             await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
         self.connected = True
-        self._heard_self = self._heard_inbox = anyio.current_time()
+        now = anyio.current_time()
+        self._heard = {c.encode(): now for c in (self.channel, *self._routes.probed())}
         self.stats["connects"] += 1
         if self.stats["connects"] > 1:
             self.stats["reconnects"] += 1
@@ -670,17 +674,16 @@ class RedisBackplane:
             if last is not None:  # Streams mode: how far behind the stream's newest entry
                 start = "(" + (last.decode("ascii") if isinstance(last, bytes) else last)
                 self._behind = len(await client.xrange(self.stream, start, "+", count=_BEHIND))
-            heard = self._heard_self
-            if self._routes.sharded:
-                # Its direct messages come on a channel of their own, maybe on another shard:
-                # ping it too, and count it in the hearing.
-                ping = encode_relay(HelloRelay(node=self.node_id))
-                await client.spublish(self._routes.inbox, ping)
-                inbox = self._heard_inbox
-                heard = None if heard is None or inbox is None else min(heard, inbox)
-            if heard is not None and anyio.current_time() - heard > self.node_ttl:
+            ping = encode_relay(HelloRelay(node=self.node_id))
+            if pings := self._routes.probed():  # on a Cluster: its own and the room channels
+                async with client.pipeline(transaction=False) as pipe:
+                    for name in pings:
+                        pipe.spublish(name, ping)
+            channel, heard = min(self._heard.items(), key=lambda item: item[1])
+            if anyio.current_time() - heard > self.node_ttl:
                 self.stats["deaf"] += 1
-                raise Deaf(f"node {self.node_id} did not hear itself for {self.node_ttl:g} s")
+                where = self.stream if self.mode == "streams" else channel.decode()
+                raise Deaf(f"{self.node_id} did not hear itself on {where} for {self.node_ttl:g} s")
 
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
