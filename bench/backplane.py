@@ -46,6 +46,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# bench/socketio.py (the Socket.IO bench) would shadow python-socketio's package: take this
+# script's folder off the path, so that ``import socketio`` finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 TICKS = os.sysconf("SC_CLK_TCK")
 LIMIT = 120.0
 
