@@ -510,13 +510,13 @@ async def _serve_anyio_node(port: int, url: str, app: Callable[[], Hub] = make_h
         print(f"node: listening on {port} ({sniffio.current_async_library()})", flush=True)
 
 
-def _asgi_node(url: str) -> Any:
-    """The same node as an ASGI app: its lifespan runs the backplane beside the hub's service.
+def _asgi_node(url: str, make: Callable[[], Hub] = make_hub) -> Any:
+    """The same node (or ``make()``'s hub) as an ASGI app: its lifespan runs the backplane.
 
     Any ASGI server serves it (``hypercorn --worker-class trio`` too); the tests
     start it as ``redis_support:asgi_node`` with ``IKISOCKET_TEST_REDIS`` set to the URL.
     """
-    node_hub = make_hub()
+    node_hub = make()
     inner = asgi_app(node_hub)
     backplane = RedisBackplane(node_hub, url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
 

@@ -2,7 +2,8 @@
 
 ``python sio_redis_node.py PORT REDIS_URL [asyncio|trio]``: serves Socket.IO at
 ``/socket.io/`` with a ``RedisBackplane`` (``redis_support``'s anyio node), and
-prints ``listening on PORT``.
+prints ``listening on PORT``; ``uvicorn sio_redis_node:asgi_node`` serves the same
+node as an ASGI app, with ``IKISOCKET_TEST_REDIS`` set to the URL.
 Clients drive it with events: ``join`` (a room), ``room`` (a named event to a
 room), ``all`` (a named event to everyone), ``dm`` (a named event to UUIDs),
 ``who`` (the connections this node knows of, on every node), ``ask`` (an ack
@@ -13,12 +14,13 @@ came too late).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import anyio
-from redis_support import _serve_anyio_node
+from redis_support import _asgi_node, _serve_anyio_node
 
 from ikisocket_core import AckTimeout, EventPayload, Hub
 
@@ -97,6 +99,13 @@ def make_hub() -> Hub:
         return sorted(hub.all_connections)
 
     return hub
+
+
+def __getattr__(name: str) -> Any:
+    """``asgi_node``: made when an ASGI server asks for it, not when the script runs."""
+    if name == "asgi_node":
+        return _asgi_node(os.environ["IKISOCKET_TEST_REDIS"], make_hub)
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":

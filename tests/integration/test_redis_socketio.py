@@ -92,41 +92,46 @@ async def connected(port: int) -> AsyncIterator[Client]:
 
 
 async def test_named_events_cross_nodes_to_a_room_everyone_and_a_uuid(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ports = {kind: free_port() for kind in ("asyncio", "trio")}
+    """Three nodes: asyncio, trio, and the same hub as an ASGI app on uvicorn."""
+    ports = {kind: free_port() for kind in ("asyncio", "trio", "uvicorn")}
+    monkeypatch.setenv("IKISOCKET_TEST_REDIS", redis_server.url)
+    uvicorn = [sys.executable, "-m", "uvicorn", "sio_redis_node:asgi_node", "--port"]
     with (
         process([sys.executable, NODE, str(ports["asyncio"]), redis_server.url, "asyncio"]),
         process([sys.executable, NODE, str(ports["trio"]), redis_server.url, "trio"]),
+        process([*uvicorn, str(ports["uvicorn"])], "unning on"),  # "Uvicorn running on"
     ):
         async with AsyncExitStack() as stack:
             a1 = await stack.enter_async_context(connected(ports["asyncio"]))
             a2 = await stack.enter_async_context(connected(ports["asyncio"]))
             t1 = await stack.enter_async_context(connected(ports["trio"]))
             t2 = await stack.enter_async_context(connected(ports["trio"]))
-            uuids = [await c.call("join", "lobby") for c in (a1, t1)]
+            u1 = await stack.enter_async_context(connected(ports["uvicorn"]))
+            uuids = [await c.call("join", "lobby") for c in (a1, t1, u1)]
             uuids += [await c.call("join", "side") for c in (a2, t2)]
-            with anyio.fail_after(LIMIT):  # presence crossed both ways
-                while not (
-                    set(uuids) <= set(await a1.call("who"))
-                    and set(uuids) <= set(await t1.call("who"))
-                ):
+            with anyio.fail_after(LIMIT):  # presence crossed every way
+                while not all([set(uuids) <= set(await c.call("who")) for c in (a1, t1, u1)]):
                     await anyio.sleep(0.05)
+            everyone = (a1, a2, t1, t2, u1)
 
-            # A room, from the asyncio node: its member on the trio node gets the named event.
+            # A room, from the asyncio node: its members on the other nodes get the named event.
             await a1.sio.emit("room", ("lobby", "hello lobby"))
-            for member in (a1, t1):
+            for member in (a1, t1, u1):
                 assert await member.next() == ("said", ["hello lobby", {"room": "lobby"}])
             # Everyone, from the trio node, with a binary argument.
             await t2.sio.emit("all", "hello all")
-            for anyone in (a1, a2, t1, t2):
+            for anyone in everyone:
                 assert await anyone.next() == ("news", ["hello all", b"\x00\xff"])
-            # A UUID held by the other node.
-            await a2.sio.emit("dm", ([uuids[3]], "just t2"))
+            # A UUID held by another node, from the asyncio node and from the ASGI node.
+            await a2.sio.emit("dm", ([uuids[4]], "just t2"))
             assert await t2.next() == ("dm", ["just t2"])
+            await u1.sio.emit("dm", ([uuids[0]], "just a1"))
+            assert await a1.next() == ("dm", ["just a1"])
             # Nothing else reached anyone: a last broadcast is the next event of each.
-            await a1.sio.emit("all", "end")
-            for anyone in (a1, a2, t1, t2):
+            await u1.sio.emit("all", "end")
+            for anyone in everyone:
                 assert await anyone.next() == ("news", ["end", b"\x00\xff"])
 
 
