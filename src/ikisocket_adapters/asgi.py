@@ -20,16 +20,11 @@ in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import inspect
 import math
-import sys
 import time
 import warnings
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -37,7 +32,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ikisocket_core import (
-    ConnectionState,
     Hub,
     LocalProtocolError,
     MessageKind,
@@ -53,6 +47,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
+from ._asgi_conn import _Conn
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -72,8 +67,6 @@ __all__ = ["ASGIApp", "asgi_app"]
 
 
 _TEXT = MessageKind.TEXT
-_BINARY = MessageKind.BINARY
-_CLOSED = ConnectionState.CLOSED
 
 
 def __getattr__(name: str) -> Any:
@@ -266,60 +259,6 @@ def _encode(kind: MessageKind, data: bytes) -> Message:
     if kind is _TEXT:
         return {"type": "websocket.send", "text": data.decode("utf-8")}
     return {"type": "websocket.send", "bytes": data}
-
-
-def _asyncio_task() -> bool:
-    """Whether this runs in an asyncio task (not trio, whose sends are bound to their task)."""
-    if "asyncio" not in sys.modules:
-        return False
-    try:
-        return asyncio.current_task() is not None
-    except RuntimeError:
-        return False
-
-
-class _Resume:
-    """Finish in the awaiting task an ASGI ``send`` that another task started.
-
-    :meth:`_Conn.flush` runs a receiver's ``send`` from the task that produced
-    the output, up to its first suspension (uvicorn's waits for a paused
-    transport, hypercorn's for its lock or the drain); this hands the rest of
-    it to the receiver's own sender task, so that the producer never waits on
-    one slow reader. It relays what the send yields and what the event loop
-    answers, as ``await`` would. Every step runs in the connection's own
-    :class:`contextvars.Context`, where the first one ran, so a wrapper that
-    sets a context variable around the send resets it where it was set.
-    """
-
-    __slots__ = ("_context", "_step", "_yielded")
-
-    def __init__(
-        self, context: contextvars.Context, step: Coroutine[Any, Any, Any], yielded: Any
-    ) -> None:
-        self._context = context
-        self._step = step
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        run = self._context.run
-        step = self._step
-        yielded = self._yielded
-        while True:
-            try:
-                answer = yield yielded
-            except GeneratorExit:
-                run(step.close)
-                raise
-            except BaseException as exc:  # cancellation included: the send sees it
-                try:
-                    yielded = run(step.throw, exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    yielded = run(step.send, answer)
-                except StopIteration:
-                    return
 
 
 class _Driver:
@@ -518,284 +457,6 @@ class _Driver:
             if self._moving:
                 self._moving = False
                 self._ensure_service()
-
-
-class _Conn:
-    """One accepted ASGI WebSocket: its sender, reader and handler runner."""
-
-    __slots__ = (
-        "_direct",
-        "_failure",
-        "_handlers",
-        "_idle",
-        "_parked",
-        "_pending",
-        "_readable",
-        "_reader_scope",
-        "_rest",
-        "_send_scope",
-        "closing",
-        "conn",
-        "done",
-        "driver",
-        "running_handlers",
-        "send",
-        "tg",
-        "wakeup",
-    )
-
-    def __init__(self, driver: _Driver, conn: ServerConnection, send: ASGISend) -> None:
-        self.driver = driver
-        self.conn = conn
-        self.send = send
-        self.tg: TaskGroup | None = None
-        #: The engine handed over the transport to close (``CloseTransport``).
-        self.closing = False
-        #: The ASGI call is ending; late async listeners run on the service.
-        self.done = False
-        self.running_handlers = False
-        self._handlers: deque[Awaitable[None]] = deque()
-        self.wakeup = anyio.Event()  # output waiting, or the close
-        #: Set when conn.can_read may have turned true; only while the reader waits for it.
-        self._readable: anyio.Event | None = None
-        self._idle = anyio.Event()  # the handler runner finished
-        #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
-        self._send_scope = anyio.CancelScope()
-        self._reader_scope = anyio.CancelScope()
-        #: Where other tasks run ``send`` (asyncio servers whose send is a coroutine), if they may.
-        self._direct: contextvars.Context | None = None
-        #: The sender waits for output with nothing in flight: others may write for it.
-        self._parked = False
-        #: A send started by another task that must wait, and the messages after it.
-        self._pending: tuple[Coroutine[Any, Any, Any], Any] | None = None
-        self._rest: list[Message] = []
-        self._failure: Exception | None = None
-
-    # -- called while draining (synchronous) ---------------------------------------------
-
-    def flush(self) -> None:
-        """Output is waiting: write it from this task if the sender is idle, else wake it.
-
-        Each ``send`` runs here until it completes or has to wait (a paused
-        transport, a lock); one that waits, and the messages after it, go to
-        the sender task, which finishes them before taking more. So a broadcast
-        wakes no task per receiver while the receivers keep up, the messages of
-        a connection keep their order, and a slow reader holds up only itself.
-        """
-        if not self._parked or self.closing or self.done:
-            self.wakeup.set()
-            return
-        messages = self.conn.take()
-        if not messages:
-            return
-        readable = self._readable
-        if readable is not None:  # the reader waited for the output to drain
-            readable.set()
-        send = self.send
-        context = self._direct
-        assert context is not None  # (parked only then)
-        for index, message in enumerate(messages):
-            step: Coroutine[Any, Any, Any] = send(message)  # type: ignore[assignment]  # see _run
-            try:
-                yielded = context.run(step.send, None)
-            except StopIteration:
-                continue
-            except Exception as exc:  # the sender reports it, as a failed send of its own
-                self._failure = exc
-            else:
-                self._pending = (step, yielded)
-                self._rest = messages[index + 1 :]
-            self._parked = False
-            self.wakeup.set()
-            return
-
-    def _wake_reader(self) -> None:
-        readable = self._readable
-        if readable is not None:
-            readable.set()
-
-    def close_transport(self) -> None:
-        self.closing = True
-        self._parked = False
-        self.wakeup.set()
-        if self.conn.close_code is None:
-            self._send_scope.cancel()  # the peer ended it: nothing more to write
-        else:
-            # What was taken, then the close, within close_timeout; past it the backlog goes.
-            deadline = anyio.current_time() + self.driver.config.close_timeout
-            self._send_scope.deadline = min(self._send_scope.deadline, deadline)
-
-    def add_handler(self, awaitable: Awaitable[None]) -> None:
-        self._handlers.append(awaitable)
-        if not self.running_handlers and self.tg is not None:
-            self._start_handlers()
-
-    # -- tasks ---------------------------------------------------------------------------
-
-    async def serve(self, receive: Receive) -> None:
-        """Accept, then read and write until either side closes."""
-        conn = self.conn
-        driver = self.driver
-        try:
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
-                driver.attach(self)
-                try:
-                    await self._run(receive)
-                finally:
-                    # From here on the task group takes no new tasks (trio closes it).
-                    self.done = True
-                    self._send_scope.cancel()
-                    driver.release(self)
-        finally:
-            self.done = True
-            if conn.state is not _CLOSED:
-                # Cancelled from outside (server shutdown): still end it in the engine.
-                driver.install().connection_lost(conn)
-                driver.drain()
-            for awaitable in self._handlers:
-                discard(awaitable)
-            self._handlers.clear()
-            driver.detach(self)
-
-    async def _run(self, receive: Receive) -> None:
-        conn = self.conn
-        driver = self.driver
-        if self._handlers:
-            self._start_handlers()
-        try:
-            accept: Message = {"type": "websocket.accept"}
-            subprotocol = conn.kws.subprotocol if conn.kws is not None else None
-            if subprotocol is not None:
-                accept["subprotocol"] = subprotocol
-            accepting = self.send(accept)
-            # A coroutine can be run up to where it waits, then handed on (see flush);
-            # other awaitables (granian's) may start their work when made, so they are
-            # made and awaited by the sender only.
-            if _asyncio_task() and inspect.iscoroutine(accepting):
-                self._direct = contextvars.copy_context()  # this call's, as its sends see it
-            await accepting
-        except Exception as exc:
-            driver.install().connection_lost(conn, exc)
-            driver.drain()
-        else:
-            assert self.tg is not None
-            self.tg.start_soon(self._sender)
-            driver.drain()
-            await self._reader(receive)
-        # Terminal listeners may still be running; the connection ends after them.
-        while self.running_handlers:
-            await self._idle.wait()
-
-    async def _reader(self, receive: Receive) -> None:
-        conn = self.conn
-        driver = self.driver
-        with self._reader_scope:
-            while True:
-                while not conn.can_read:
-                    # Async listeners run, or a big message waits: read once it is taken.
-                    self._readable = readable = anyio.Event()
-                    try:
-                        await readable.wait()
-                    finally:
-                        self._readable = None
-                message = await receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    data = message.get("bytes")
-                    driver.stamp()
-                    if data is not None:
-                        conn.receive_message(data, _BINARY)
-                    else:
-                        conn.receive_message((message.get("text") or "").encode("utf-8"), _TEXT)
-                    driver.drain()
-                elif kind == "websocket.disconnect":
-                    conn.receive_close(message.get("code", 1005), message.get("reason") or "")
-                    driver.drain()
-                    return
-
-    async def _sender(self) -> None:
-        conn = self.conn
-        send = self.send
-        with self._send_scope:
-            try:
-                while True:
-                    pending = self._pending
-                    if pending is not None:  # a send flush() started had to wait
-                        self._pending = None
-                        assert self._direct is not None
-                        await _Resume(self._direct, *pending)
-                        messages, self._rest = self._rest, []
-                        if not messages:
-                            continue
-                    elif self._failure is not None:
-                        failure, self._failure = self._failure, None
-                        raise failure
-                    else:
-                        # Taken only once the previous batch is written: meanwhile the
-                        # engine's buffer fills and its max_queue policy decides.
-                        messages = conn.take()
-                        if messages:
-                            self._wake_reader()
-                    if messages:
-                        for message in messages:
-                            await send(message)
-                    elif self.closing or self.done:
-                        break
-                    else:
-                        self._parked = self._direct is not None
-                        try:
-                            await self.wakeup.wait()
-                        finally:
-                            self._parked = False
-                        self.wakeup = anyio.Event()
-            except Exception as exc:
-                logger.debug("send failed on %r: %r", conn, exc)
-                self.driver.install().connection_lost(conn, exc)
-                self.driver.drain()
-                return
-            finally:
-                self._abandon()
-        code = conn.close_code
-        if self.closing and code is not None and not self.done:  # (done: the peer left)
-            await self._send_close(code, conn.close_reason)
-
-    def _abandon(self) -> None:
-        """Drop a started send the sender will not finish (it was cancelled or failed)."""
-        pending, self._pending = self._pending, None
-        if pending is not None and self._direct is not None:
-            self._direct.run(pending[0].close)
-        self._rest = []
-
-    async def _send_close(self, code: int, reason: str) -> None:
-        conn = self.conn
-        with anyio.move_on_after(self.driver.config.close_timeout):
-            try:
-                await self.send({"type": "websocket.close", "code": code, "reason": reason})
-            except Exception as exc:
-                logger.debug("sending the close failed on %r: %r", conn, exc)
-        # The ASGI server runs the closing handshake: for the engine it is over.
-        conn.receive_close(code, reason)
-        self.driver.drain()
-        self._reader_scope.cancel()
-
-    def _start_handlers(self) -> None:
-        assert self.tg is not None
-        self.running_handlers = True
-        self._idle = anyio.Event()
-        self.tg.start_soon(self._run_handlers)
-
-    async def _run_handlers(self) -> None:
-        handlers = self._handlers
-        driver = self.driver
-        try:
-            while handlers:
-                await driver.run_one(self.conn, handlers.popleft())
-                self._wake_reader()
-                driver._done(self.conn)
-        finally:
-            self.running_handlers = False
-            self._idle.set()
 
 
 #: One driver per hub, shared by every app made for it (one hub, one engine).
