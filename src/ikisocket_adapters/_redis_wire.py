@@ -23,11 +23,12 @@ __all__: list[str] = []
 _SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 
 
-def _field(name: str, value: Any, annotation: object = None) -> Any:
+def _field(name: str, value: Any, annotation: object) -> Any:
     """One field of a decoded relay, checked and converted back from JSON.
 
-    ``annotation`` is the relay field's type as written (``"int"``, ``"str"``...), for the
-    names two relays use with different types (``request``: an int for acks, a str for claims).
+    ``annotation`` is the relay field's type as written (``"int"``, ``"str"``...): a field
+    declared ``int`` must come as a JSON integer, whatever its name (``request`` is an int in
+    ack relays and a string in recovery claims).
     """
     if name == "data":
         return base64.b64decode(value, validate=True)
@@ -43,7 +44,7 @@ def _field(name: str, value: Any, annotation: object = None) -> Any:
         if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
             raise ValueError("uuids is a list of strings")
         return tuple(value)
-    if name in ("part", "parts", "code") or (name == "request" and annotation in ("int", int)):
+    if annotation in ("int", int):
         if value.__class__ is not int:
             raise ValueError(f"{name} is an int")
         return value
