@@ -579,18 +579,6 @@ def test_a_bad_probe_is_closed_and_the_session_stays_on_polling() -> None:
     assert [name for name, _ in seen] == [EVENT_CONNECT]
 
 
-def test_a_probe_that_drops_leaves_the_session_on_polling() -> None:
-    hub, _ = recording_hub()
-    client = TestClient(hub)
-    sio = client.socketio_connect(transport="polling")
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={sio.polling.sid}")
-    ws.send_text("2probe")
-    ws.abort()
-    client.pump()
-    assert sio.call("still") == ()
-    assert isinstance(sio.kws.conn.session.socket.conn, Polling)
-
-
 def test_a_probe_of_a_session_that_ended_is_closed() -> None:
     hub, _ = recording_hub()
     client = TestClient(hub)
@@ -710,18 +698,48 @@ def test_sends_to_a_session_whose_get_dropped_are_dropped() -> None:
     assert transport.queue == []
 
 
-def test_a_get_sent_after_the_noop_is_answered_by_the_upgrade() -> None:
+def test_a_get_sent_after_the_noop_is_answered_at_once_until_the_upgrade() -> None:
+    # socket.io-client may read the noop before 3probe and poll again before it
+    # pauses; that GET must not wait for packets (here: for the next ping, 25 s).
     hub, _ = recording_hub()
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
     transport = sio.polling
     ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}")
-    ws.send_text("2probe")  # the noop answers the GET; this client polls again at once
+    transport._polling = False  # one GET at a time, sent by the test
+    ws.send_text("2probe")
     assert ws.receive_text() == "3probe"
-    assert transport._get.waiting
+    assert not transport._get.waiting  # the noop
+    for _ in range(2):
+        transport._get.send("GET", transport._with_sid())
+        assert not transport._get.waiting  # another noop, at once
+    assert transport.responses[-3:] == [200, 200, 200]
+    hub.emit_event("queued")  # a GET with packets waiting gets them, not a noop
+    client.pump()
+    transport._get.send("GET", transport._with_sid())
+    assert sio.receive_event("queued") == ()
+    transport._get.send("GET", transport._with_sid())
     ws.send_text("5")
-    assert not transport._get.waiting  # answered with a noop by the upgrade
+    assert not transport._get.waiting
     assert sio.kws.transport == "websocket"
+
+
+def test_a_probe_that_drops_leaves_the_session_on_polling_as_before() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}")
+    transport._polling = False
+    ws.send_text("2probe")
+    assert ws.receive_text() == "3probe"
+    ws.abort()
+    client.pump()
+    transport._polling = True
+    transport._get.send("GET", transport._with_sid())
+    assert transport._get.waiting  # polling as before: the GET waits for packets
+    assert isinstance(sio.kws.conn.session.socket.conn, Polling)
+    assert sio.call("still") == ()
 
 
 def test_what_waits_at_the_upgrade_arrives_first_on_the_websocket() -> None:

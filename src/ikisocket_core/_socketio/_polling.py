@@ -12,7 +12,10 @@ way and each packet goes to the session as a WebSocket message would.
 
 The upgrade (Engine.IO v4 "Upgrade"): a WebSocket request with the session's
 ``sid`` gets a :class:`Probe` socket. ``2probe`` is answered ``3probe`` and the
-pending GET ``6`` (noop) so that the client pauses polling; ``5`` then moves
+pending GET ``6`` (noop) so that the client pauses polling; until ``5`` (or the
+probe's end), a GET that finds nothing queued gets a noop at once too, since a
+client that read the noop before ``3probe`` polls again before it pauses (the
+reference server sends a noop every 100 ms instead); ``5`` then moves
 the session onto the WebSocket: what the polling queue still holds is written
 to it first, then the socket's ``conn`` becomes the WebSocket connection, so
 everything sent later follows in order.
@@ -168,6 +171,7 @@ class Polling:
         headers: The headers its answer gets (CORS).
         closed: Whether the session ended (only its close packet is left to send).
         scheduled: Whether the engine will answer the GET at its next drain.
+        probing: WebSockets that answered ``2probe`` and have neither upgraded nor ended.
     """
 
     transport_name = "polling"
@@ -176,6 +180,7 @@ class Polling:
         "closed",
         "headers",
         "max_queue",
+        "probing",
         "queue",
         "scheduled",
         "session",
@@ -192,6 +197,7 @@ class Polling:
         self.headers: tuple[tuple[str, str], ...] = ()
         self.closed = False
         self.scheduled = False
+        self.probing = 0
 
     def __repr__(self) -> str:
         return f"<Polling {self.session.socket.uuid} {len(self.queue)} queued>"
@@ -237,7 +243,9 @@ class Polling:
         self.waiter = waiter
         self.headers = headers
         waiter.held(self)
-        if self.queue:
+        if self.probing and not self.queue:
+            self.push(b"6", _TEXT)  # the client pauses once it reads 3probe: let it
+        elif self.queue:
             self._schedule()
 
     def flush(self) -> None:
@@ -297,17 +305,17 @@ class Probe:
     Attributes:
         session: The polling session.
         socket: The probe's own socket (its ``conn`` is the WebSocket's).
-        probed: Whether ``2probe`` was answered.
+        polling: The polling transport whose ``2probe`` it answered, once it did.
         upgraded: Whether ``5`` moved the session onto this WebSocket.
     """
 
-    __slots__ = ("probed", "session", "socket", "upgraded")
+    __slots__ = ("polling", "session", "socket", "upgraded")
 
     def __init__(self, session: EngineSession, socket: EngineSocket) -> None:
         self.session = session
         self.socket = socket
-        self.probed = False
         self.upgraded = False
+        self.polling: Polling | None = None
 
     @property
     def joined(self) -> dict[str, Any]:
@@ -330,10 +338,11 @@ class Probe:
         if session.ended or transport.__class__ is not Polling:
             self._refuse("the session ended")
         elif kind is _TEXT and data == b"2probe":
-            self.probed = True
+            self.polling = transport
+            transport.probing += 1
             hub._send((self.socket,), b"3probe", _TEXT)
             transport.push(b"6", _TEXT)  # the pending GET returns: the client pauses polling
-        elif kind is _TEXT and data == b"5" and self.probed:
+        elif kind is _TEXT and data == b"5" and self.polling is not None:
             self._upgrade(transport)
         else:
             self._refuse("expected 2probe, then 5")
@@ -381,6 +390,8 @@ class Probe:
         socket.state = transition(socket.state, StateInput.PEER_GONE)
         if self.upgraded:
             self.session.transport_gone(code, reason, error)
+        elif self.polling is not None:  # back to plain polling: a GET waits for packets again
+            self.polling.probing -= 1
 
 
 def _cors(mount: SocketIO, request: Request) -> tuple[tuple[str, str], ...] | None:
