@@ -724,6 +724,27 @@ def test_a_get_sent_after_the_noop_is_answered_at_once_until_the_upgrade() -> No
     assert sio.kws.transport == "websocket"
 
 
+def test_a_get_read_in_the_same_batch_as_the_upgrade_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An adapter may read both before it drains the engine once: the GET's noop is not
+    # sent yet when 5 moves the queue to the WebSocket, so the upgrade answers the GET.
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    transport.probe()
+    with monkeypatch.context() as patch:
+        patch.setattr(client, "pump", lambda: None)
+        transport._get.send("GET", transport._with_sid())
+        transport.finish()  # 5
+    client.pump()
+    assert not transport._get.waiting
+    assert transport.responses[-1] == 200
+    assert sio.kws.transport == "websocket"
+    assert sio.call("upgraded") == ()
+
+
 def test_a_probe_that_drops_leaves_the_session_on_polling_as_before() -> None:
     hub, _ = recording_hub()
     client = TestClient(hub)
