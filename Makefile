@@ -45,10 +45,13 @@ matrix: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'nox>=2024.4'
 	$(BIN)/nox
 
-# Side by side with websockets, aiohttp and picows; ratios to ours (see bench/README.md).
+# Side by side with websockets, aiohttp and picows, then our Socket.IO server beside
+# python-socketio's; ratios to ours (see bench/README.md).
+SIO_BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/socketio.py $(SIO_BENCH_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -n --keep-going -b html docs docs/_build/html
