@@ -106,6 +106,13 @@ _new = object.__new__
 _set_flush_connections = Flush.__dict__["connections"].__set__
 
 
+def _flush_of(connections: tuple[ServerConnection, ...]) -> Flush:
+    """``Flush(connections)``, without the frozen ``__init__``."""
+    flush: Flush = _new(Flush)
+    _set_flush_connections(flush, connections)
+    return flush
+
+
 def _as_tuple(kind: MessageKind, data: bytes) -> tuple[MessageKind, bytes]:
     return (kind, data)
 
@@ -433,15 +440,28 @@ class Server:
             if self.hub._queue:
                 self._pump_hub()
         actions = self._actions
-        self._actions = []
         dirty = self._dirty
-        if dirty:
-            self._dirty = []
+        if not dirty:
+            if not actions:
+                return []
+            self._actions = []
+            return actions
+        self._dirty = []
+        if len(dirty) == 1:
+            # One connection has output (an echo, an ack): its own Flush, made once.
+            conn = dirty[0]
+            conn.dirty = False
+            flush = conn._flush
+            if flush is None:
+                flush = conn._flush = _flush_of((conn,))
+        else:
             for conn in dirty:
                 conn.dirty = False
-            flush: Flush = _new(Flush)  # Flush(tuple(dirty)), without the frozen __init__
-            _set_flush_connections(flush, tuple(dirty))
-            actions.insert(0, flush)
+            flush = _flush_of(tuple(dirty))
+        if not actions:
+            return [flush]
+        self._actions = []
+        actions.insert(0, flush)
         return actions
 
     @property
@@ -503,6 +523,7 @@ class Server:
         # finds it registered: the limits' counts drop exactly once.
         if conn in self._conns:
             del self._conns[conn]
+            conn._flush = None  # it refers back to the connection
             counted = conn._counted
             conn._counted = UNCOUNTED
             if counted == COUNTED_HANDSHAKE:
