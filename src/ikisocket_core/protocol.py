@@ -75,7 +75,7 @@ from ._log import log_refusal
 from ._routing import Request
 from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
-from ._timers import Deadlines
+from ._timers import ARMED, Deadlines
 
 __all__ = [
     "CloseTransport",
@@ -370,6 +370,16 @@ class Server:
         for conn in self._deadlines.expired(now):
             conn.on_deadline(now)
         self.hub.tick(now)
+
+    @property
+    def deadlines_armed(self) -> int:
+        """A count that grows whenever a deadline is armed (the hub's and Socket.IO's too).
+
+        While it stays the same, :meth:`next_deadline` can only have moved
+        later, never earlier: a driver whose timer fires early and re-arms
+        (as the socket adapters' does) need not ask again after every input.
+        """
+        return ARMED[0]
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work to do, or ``None``.
