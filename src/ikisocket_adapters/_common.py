@@ -157,6 +157,7 @@ class Driver:
         self._pending: set[Awaitable[None]] = set()  # handlers queued, not started
         self._armed = _NEVER  # when the timer fires
         self._ticked = -_NEVER  # when it last fired
+        self._seen = -1  # engine.deadlines_armed when next_deadline was last asked
         self.engine.set_wakeup(self._wakeup)
 
     # -- primitives -----------------------------------------------------------------------
@@ -209,9 +210,14 @@ class Driver:
                 self._close_transport(action.connection.transport)  # type: ignore[union-attr]
             else:
                 self._run_handler(action)  # type: ignore[arg-type]
-        when = engine.next_deadline()
         # Re-arm only for an earlier deadline: one that moved later fires early, ticks
-        # with nothing to do and re-arms. One float compare per pump.
+        # with nothing to do and re-arms. Only an armed deadline can be earlier, so the
+        # engine is asked only when one was armed since (not on every echo).
+        armed = engine.deadlines_armed
+        if armed == self._seen:
+            return
+        self._seen = armed
+        when = engine.next_deadline()
         if when is not None and when < self._armed:
             floor = self._ticked + TIMER_SLACK
             when = max(when, floor)
@@ -222,6 +228,7 @@ class Driver:
     def _fire(self) -> None:
         """The armed deadline came: run the engine's timers (and re-arm)."""
         self._armed = _NEVER
+        self._seen = -1  # the timer is disarmed: ask the engine again
         now = self._ticked = self.now()
         self.engine.tick(now)
         self.pump()

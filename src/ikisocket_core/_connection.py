@@ -37,6 +37,7 @@ from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
 from ._socketio._polling import Polling
+from ._socketio._session import register_engine
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class ServerConnection:
     __slots__ = (
         "_counted",
         "_exchange",
+        "_flush",
         "_held",
         "_host",
         "_http",
@@ -141,6 +143,9 @@ class ServerConnection:
         self.buffered = 0
         self.compressed = False
         self.dirty = False
+        # The Flush naming only this connection, made once: drain_actions hands it out
+        # whenever this connection alone has output (every echo), instead of a new one.
+        self._flush: Any = None
         self.due: float | None = None
         self.close_code: int | None = None
         self.close_reason = ""
@@ -687,3 +692,6 @@ def deliver(node: Server, action: Send) -> None:
             conn.dirty = True
             node._dirty.append(conn)
     node.stats.frames_out += frames
+
+
+register_engine(ServerConnection, deliver)

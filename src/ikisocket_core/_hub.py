@@ -576,7 +576,7 @@ class Hub(_IdleTimers):
             heapq.heappop(deadlines)  # a connection that ended: its deadline goes with it
         ours = deadlines[0][0] if deadlines else None
         sio = self._sio
-        theirs = None if sio is None else sio._next_deadline()
+        theirs = None if sio is None else sio._deadlines.next()
         if ours is None or theirs is None:
             return theirs if ours is None else ours
         return min(ours, theirs)

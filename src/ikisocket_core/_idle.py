@@ -14,6 +14,7 @@ import heapq
 from ._errors import IdleTimeout
 from ._socketio._layer import _SocketIOLayer
 from ._state import ConnectionState
+from ._timers import ARMED
 from ._websocket import Websocket
 
 __all__: list[str] = []
@@ -39,6 +40,7 @@ class _IdleTimers(_SocketIOLayer):
             deadlines[:] = [entry for entry in deadlines if entry[2].state is _OPEN]
             heapq.heapify(deadlines)
         self._armed += 1
+        ARMED[0] += 1
         heapq.heappush(deadlines, (deadline, self._armed, kws))
 
     def _expire(self, now: float) -> None:

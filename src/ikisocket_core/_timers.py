@@ -16,6 +16,11 @@ from typing import Generic, Protocol, TypeVar
 
 __all__: list[str] = []
 
+#: How many deadlines were armed so far in this process (every :class:`Deadlines`, and the
+#: hub's idle timer): while it stays the same, no deadline anywhere moved earlier, so a
+#: driver's timer needs no new look at ``next_deadline`` (see ``Server.deadlines_armed``).
+ARMED = [0]
+
 
 class _Timed(Protocol):
     due: float | None
@@ -42,6 +47,7 @@ class Deadlines(Generic[T]):
         if item.due is None:
             self._live += 1
         item.due = when
+        ARMED[0] += 1
         heapq.heappush(self._heap, (when, next(self._order), item))
         if len(self._heap) > 2 * self._live + 64:
             self._compact()

@@ -75,7 +75,7 @@ from ._log import log_refusal
 from ._routing import Request
 from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
-from ._timers import Deadlines
+from ._timers import ARMED, Deadlines
 
 __all__ = [
     "CloseTransport",
@@ -104,6 +104,13 @@ def _refusal(reason: str) -> Reject:
 
 _new = object.__new__
 _set_flush_connections = Flush.__dict__["connections"].__set__
+
+
+def _flush_of(connections: tuple[ServerConnection, ...]) -> Flush:
+    """``Flush(connections)``, without the frozen ``__init__``."""
+    flush: Flush = _new(Flush)
+    _set_flush_connections(flush, connections)
+    return flush
 
 
 def _as_tuple(kind: MessageKind, data: bytes) -> tuple[MessageKind, bytes]:
@@ -364,6 +371,16 @@ class Server:
             conn.on_deadline(now)
         self.hub.tick(now)
 
+    @property
+    def deadlines_armed(self) -> int:
+        """A count that grows whenever a deadline is armed (the hub's and Socket.IO's too).
+
+        While it stays the same, :meth:`next_deadline` can only have moved
+        later, never earlier: a driver whose timer fires early and re-arms
+        (as the socket adapters' does) need not ask again after every input.
+        """
+        return ARMED[0]
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work to do, or ``None``.
 
@@ -433,15 +450,28 @@ class Server:
             if self.hub._queue:
                 self._pump_hub()
         actions = self._actions
-        self._actions = []
         dirty = self._dirty
-        if dirty:
-            self._dirty = []
+        if not dirty:
+            if not actions:
+                return []
+            self._actions = []
+            return actions
+        self._dirty = []
+        if len(dirty) == 1:
+            # One connection has output (an echo, an ack): its own Flush, made once.
+            conn = dirty[0]
+            conn.dirty = False
+            flush = conn._flush
+            if flush is None:
+                flush = conn._flush = _flush_of((conn,))
+        else:
             for conn in dirty:
                 conn.dirty = False
-            flush: Flush = _new(Flush)  # Flush(tuple(dirty)), without the frozen __init__
-            _set_flush_connections(flush, tuple(dirty))
-            actions.insert(0, flush)
+            flush = _flush_of(tuple(dirty))
+        if not actions:
+            return [flush]
+        self._actions = []
+        actions.insert(0, flush)
         return actions
 
     @property
@@ -503,6 +533,7 @@ class Server:
         # finds it registered: the limits' counts drop exactly once.
         if conn in self._conns:
             del self._conns[conn]
+            conn._flush = None  # it refers back to the connection
             counted = conn._counted
             conn._counted = UNCOUNTED
             if counted == COUNTED_HANDSHAKE:

@@ -282,6 +282,24 @@ def test_next_deadline_includes_the_hubs_timers() -> None:
     assert p.close_frames[0].code == 1001  # the hub's idle timeout, run by server.tick
 
 
+def test_deadlines_armed_grows_whenever_a_deadline_may_have_moved_earlier() -> None:
+    # Drivers ask next_deadline() again only when this count moved: every kind of arming
+    # (a connection's timer, the hub's idle timer) must move it, and plain traffic not.
+    hub = Hub(idle_timeout=50)
+    hub.websocket("/ws", lambda kws: None)
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.emit(ep.data))
+    net = Network(hub, ping_interval=None)
+    before = net.server.deadlines_armed
+    p = net.pair()  # its handshake deadline, then its idle deadline
+    opened = net.server.deadlines_armed
+    assert opened > before
+    p.send_text("echo")
+    assert p.messages == ["echo"]
+    assert net.server.deadlines_armed == opened  # an echo arms nothing
+    net.tick(50)  # the idle deadline re-arms from the last activity
+    assert net.server.deadlines_armed > opened
+
+
 # -- backpressure -----------------------------------------------------------------------------
 
 

@@ -390,14 +390,6 @@ class SocketIO:
                 timer.stamped = True
                 deadlines.arm(timer, now + timer.delay)
 
-    def _next_deadline(self) -> float | None:
-        """When :meth:`tick` next has work to do.
-
-        Returns:
-            A time, or ``None``.
-        """
-        return self._deadlines.next()
-
     # -- sessions' requests ---------------------------------------------------------------
 
     def _encode(self, packet: SocketPacket) -> tuple[str, tuple[bytes, ...]]:
