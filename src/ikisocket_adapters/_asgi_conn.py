@@ -9,8 +9,9 @@ import asyncio
 import contextvars
 import inspect
 import sys
+import types
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -42,6 +43,27 @@ def _asyncio_task() -> bool:
         return False
 
 
+#: What a connection's writer yields once a message is written (no ``send`` yields it).
+_WRITTEN: Any = object()
+
+
+@types.coroutine
+def _writer(send: ASGISend) -> Generator[Any, Message, None]:
+    """Write every message it is sent through ``send``; yield :data:`_WRITTEN` after each.
+
+    :meth:`_Conn.flush` drives one of these per connection instead of each
+    ``send(message)`` coroutine itself: a coroutine that completes ends its
+    ``coro.send(None)`` in a ``StopIteration`` made and caught in Python, which
+    costs two to three times what resuming this generator does; here the
+    completed send comes back as a plain value, as it does to ``await``. A send
+    that waits yields what it waits on instead, and :class:`_Resume` finishes it.
+    """
+    message = yield _WRITTEN
+    while True:
+        yield from send(message)  # type: ignore[misc]  # a coroutine (checked at accept)
+        message = yield _WRITTEN
+
+
 class _Resume:
     """Finish in the awaiting task an ASGI ``send`` that another task started.
 
@@ -50,7 +72,8 @@ class _Resume:
     transport, hypercorn's for its lock or the drain); this hands the rest of
     it to the receiver's own sender task, so that the producer never waits on
     one slow reader. It relays what the send yields and what the event loop
-    answers, as ``await`` would. Every step runs in the connection's own
+    answers, as ``await`` would, until the connection's :func:`_writer` says
+    the message is written. Every step runs in the connection's own
     :class:`contextvars.Context`, where the first one ran, so a wrapper that
     sets a context variable around the send resets it where it was set.
     """
@@ -58,7 +81,7 @@ class _Resume:
     __slots__ = ("_context", "_step", "_yielded")
 
     def __init__(
-        self, context: contextvars.Context, step: Coroutine[Any, Any, Any], yielded: Any
+        self, context: contextvars.Context, step: Generator[Any, Any, Any], yielded: Any
     ) -> None:
         self._context = context
         self._step = step
@@ -75,15 +98,11 @@ class _Resume:
                 run(step.close)
                 raise
             except BaseException as exc:  # cancellation included: the send sees it
-                try:
-                    yielded = run(step.throw, exc)
-                except StopIteration:
-                    return
+                yielded = run(step.throw, exc)
             else:
-                try:
-                    yielded = run(step.send, answer)
-                except StopIteration:
-                    return
+                yielded = run(step.send, answer)
+            if yielded is _WRITTEN:
+                return
 
 
 class _Conn:
@@ -100,6 +119,7 @@ class _Conn:
         "_reader_scope",
         "_rest",
         "_send_scope",
+        "_writer",
         "closing",
         "conn",
         "done",
@@ -130,10 +150,12 @@ class _Conn:
         self._reader_scope = anyio.CancelScope()
         #: Where other tasks run ``send`` (asyncio servers whose send is a coroutine), if they may.
         self._direct: contextvars.Context | None = None
+        #: What they run it through (see _writer); None once it ended or was closed.
+        self._writer: Generator[Any, Message, None] | None = None
         #: The sender waits for output with nothing in flight: others may write for it.
         self._parked = False
         #: A send started by another task that must wait, and the messages after it.
-        self._pending: tuple[Coroutine[Any, Any, Any], Any] | None = None
+        self._pending: tuple[Generator[Any, Message, None], Any] | None = None
         self._rest: list[Message] = []
         self._failure: Exception | None = None
 
@@ -157,20 +179,24 @@ class _Conn:
         readable = self._readable
         if readable is not None:  # the reader waited for the output to drain
             readable.set()
-        send = self.send
+        writer = self._writer
         context = self._direct
-        assert context is not None  # (parked only then)
-        for index, message in enumerate(messages):
-            step: Coroutine[Any, Any, Any] = send(message)  # type: ignore[assignment]  # see _run
+        assert writer is not None  # (parked only then)
+        assert context is not None
+        write = writer.send
+        run = context.run
+        left = iter(messages)
+        for message in left:
             try:
-                yielded = context.run(step.send, None)
-            except StopIteration:
-                continue
+                yielded = run(write, message)
             except Exception as exc:  # the sender reports it, as a failed send of its own
+                self._writer = None  # (the send's exception ended it)
                 self._failure = exc
             else:
-                self._pending = (step, yielded)
-                self._rest = messages[index + 1 :]
+                if yielded is _WRITTEN:
+                    continue
+                self._pending = (writer, yielded)
+                self._rest = list(left)  # what comes after the one that waits
             self._parked = False
             self.wakeup.set()
             return
@@ -240,6 +266,8 @@ class _Conn:
             # made and awaited by the sender only.
             if _asyncio_task() and inspect.iscoroutine(accepting):
                 self._direct = contextvars.copy_context()  # this call's, as its sends see it
+                self._writer = writer = _writer(self.send)
+                next(writer)
             await accepting
         except Exception as exc:
             driver.install().connection_lost(conn, exc)
@@ -256,6 +284,7 @@ class _Conn:
     async def _reader(self, receive: Receive) -> None:
         conn = self.conn
         driver = self.driver
+        stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
         with self._reader_scope:
             while True:
                 while not conn.can_read:
@@ -269,7 +298,8 @@ class _Conn:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     data = message.get("bytes")
-                    driver.stamp()
+                    if stamping:
+                        driver.stamp()
                     if data is not None:
                         conn.receive_message(data, _BINARY)
                     else:
@@ -290,7 +320,11 @@ class _Conn:
                     if pending is not None:  # a send flush() started had to wait
                         self._pending = None
                         assert self._direct is not None
-                        await _Resume(self._direct, *pending)
+                        try:
+                            await _Resume(self._direct, *pending)
+                        except BaseException:
+                            self._writer = None  # (the send's exception ended it)
+                            raise
                         messages, self._rest = self._rest, []
                         if not messages:
                             continue
@@ -309,7 +343,7 @@ class _Conn:
                     elif self.closing or self.done:
                         break
                     else:
-                        self._parked = self._direct is not None
+                        self._parked = self._writer is not None
                         try:
                             await self.wakeup.wait()
                         finally:
@@ -328,9 +362,10 @@ class _Conn:
 
     def _abandon(self) -> None:
         """Drop a started send the sender will not finish (it was cancelled or failed)."""
-        pending, self._pending = self._pending, None
-        if pending is not None and self._direct is not None:
-            self._direct.run(pending[0].close)
+        self._pending = None
+        writer, self._writer = self._writer, None
+        if writer is not None and self._direct is not None:
+            self._direct.run(writer.close)  # and a send it was in the middle of
         self._rest = []
 
     async def _send_close(self, code: int, reason: str) -> None:

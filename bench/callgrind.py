@@ -1,0 +1,149 @@
+"""Count a server's instructions per message under valgrind: a figure load leaves alone.
+
+CPU time per message (``run.py``) moves by 20-50 % between runs on a shared machine;
+the number of instructions a server executes for the same messages does not. This
+runs one benchmark server under ``valgrind --tool=callgrind`` (user space only: the
+kernel's share, the same system calls for the same messages, is not counted), opens
+its connections and warms it up, zeroes the counters (``callgrind_control -z``),
+sends exactly N messages one at a time, dumps the counters and prints the
+instructions per message. The load is strictly one message at a time, so nothing
+depends on timing::
+
+    python bench/callgrind.py uvicorn_raw_asgi.py ikisocket_uvicorn.py --mode echo -n 1000
+    python bench/callgrind.py uvicorn_raw_asgi.py ikisocket_uvicorn.py --mode broadcast -n 40
+    python bench/callgrind.py ikisocket_uvicorn.py --src bench/results/baseline-0e46c28/src
+
+``echo``: one client, N round trips of 32 B. ``broadcast``: 100 receivers and a
+sender, N messages of 32 B each relayed to every receiver before the next (fan-out
+lockstep); the figure is per delivery. The dumps stay in ``bench/results/callgrind/``
+for ``callgrind_annotate``. Needs valgrind and ``callgrind_control`` on ``PATH`` and
+the ``websockets`` client; about 20 s per server for the defaults (valgrind runs
+Python some 50 times slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "callgrind"
+
+
+async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump: str) -> None:
+    """Warm the server up, then count exactly ``n`` messages between a zero and a dump."""
+    url = f"ws://127.0.0.1:{port}/ws"
+
+    async def client() -> ClientConnection:
+        return await connect(url, compression=None, ping_interval=None, open_timeout=300)
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+    if mode == "echo":
+        clients = [await client()]
+
+        async def rounds(k: int) -> None:
+            for _ in range(k):
+                await clients[0].send("a" * 32)
+                await clients[0].recv()
+
+    else:
+        peers = [await client() for _ in range(receivers)]
+        sender = await client()
+        clients = [*peers, sender]
+
+        async def rounds(k: int) -> None:
+            for _ in range(k):
+                await sender.send("b" * 32)
+                await asyncio.gather(*(p.recv() for p in peers))
+
+    await asyncio.sleep(0.5)
+    await rounds(20)
+    control("-z")
+    await rounds(n)
+    control("-d", dump)
+    for ws in clients:
+        await ws.close()
+
+
+def total(path: Path) -> int:
+    """The ``summary:`` line of a callgrind dump: instructions counted."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {path}")
+
+
+def measure(script: str, src: Path, mode: str, n: int, receivers: int) -> float:
+    """Instructions per message (per delivery for ``broadcast``) of one server."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = Path(script).stem
+    out = RESULTS / f"{name}.{mode}.%p.out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(BENCH / "servers")]))
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        str(BENCH / "servers" / script),
+        "--mode",
+        mode,
+        "--loop",
+        "uvloop",
+    ]
+    log = (RESULTS / f"{name}.{mode}.log").open("w")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"{script} did not start (see {log.name})")
+        started = time.perf_counter()
+        port = int(line.split()[1])
+        asyncio.run(drive(port, server.pid, mode, n, receivers=receivers, dump="measured"))
+        dumps = sorted(RESULTS.glob(f"{name}.{mode}.{server.pid}.out.*"))
+        if not dumps:
+            raise RuntimeError("callgrind wrote no dump")
+        per = total(dumps[-1]) / (n * (receivers if mode == "broadcast" else 1))
+        print(f"  ({script}: {time.perf_counter() - started:.0f} s, dump {dumps[-1]})")
+        return per
+    finally:
+        server.kill()
+        server.wait()
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("scripts", nargs="+", help="server scripts in bench/servers/")
+    p.add_argument("--mode", choices=("echo", "broadcast"), default="echo")
+    p.add_argument("-n", type=int, default=None, help="messages (echo 1000, broadcast 40)")
+    p.add_argument("--receivers", type=int, default=100)
+    p.add_argument("--src", type=Path, default=BENCH.parent / "src", help="ikisocket's src/")
+    args = p.parse_args(argv)
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 1
+    n = args.n or (1000 if args.mode == "echo" else 40)
+    unit = "delivery" if args.mode == "broadcast" else "round trip"
+    results = [
+        (s, measure(s, args.src.resolve(), args.mode, n, args.receivers)) for s in args.scripts
+    ]
+    first = results[0][1]
+    for script, per in results:
+        print(f"{script:28s} {per:10,.0f} instructions per {unit}  ({per / first:.3f}x the first)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
