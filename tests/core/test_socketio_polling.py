@@ -705,10 +705,8 @@ def test_a_get_sent_after_the_noop_is_answered_at_once_until_the_upgrade() -> No
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
     transport = sio.polling
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}")
-    transport._polling = False  # one GET at a time, sent by the test
-    ws.send_text("2probe")
-    assert ws.receive_text() == "3probe"
+    ws = transport.probe()  # polling pauses: from now on, one GET at a time, sent by the test
+    assert transport.probe_answer == "3probe"
     assert not transport._get.waiting  # the noop
     for _ in range(2):
         transport._get.send("GET", transport._with_sid())
@@ -750,11 +748,7 @@ def test_a_probe_that_drops_leaves_the_session_on_polling_as_before() -> None:
     client = TestClient(hub)
     sio = client.socketio_connect(transport="polling")
     transport = sio.polling
-    ws = client.websocket_connect(f"/socket.io/?EIO=4&transport=websocket&sid={transport.sid}")
-    transport._polling = False
-    ws.send_text("2probe")
-    assert ws.receive_text() == "3probe"
-    ws.abort()
+    transport.probe().abort()
     client.pump()
     transport._polling = True
     transport._get.send("GET", transport._with_sid())
