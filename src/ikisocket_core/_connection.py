@@ -37,7 +37,6 @@ from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
 from ._socketio._polling import Polling
-from ._socketio._session import register_engine
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -692,6 +691,3 @@ def deliver(node: Server, action: Send) -> None:
             conn.dirty = True
             node._dirty.append(conn)
     node.stats.frames_out += frames
-
-
-register_engine(ServerConnection, deliver)

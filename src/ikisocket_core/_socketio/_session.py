@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._actions import Close, Send, _send_action
+from ikisocket_core._actions import Close, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
 from ikisocket_core._events import MessageKind
 from ikisocket_core._log import logger, peer_name
@@ -56,28 +56,6 @@ if TYPE_CHECKING:
     from ._mount import SocketIO
 
 __all__: list[str] = []
-
-
-class _NoEngine:
-    """Stands for the engine's connection class until ``_connection`` registers it."""
-
-
-#: The engine's connection class and its ``deliver(node, send)``, registered by
-#: ``ikisocket_core._connection`` (which imports this package, so it cannot be imported
-#: here). A packet written during an input, with nothing queued before it in the hub, goes
-#: straight onto such a connection, as the hub's queue would have put it a moment later.
-_engine: list[Any] = [_NoEngine, None]
-
-
-def register_engine(connection: type, deliver: Callable[[Any, Send], None]) -> None:
-    """Let :meth:`EngineSession.write` queue on the engine's connections directly.
-
-    Args:
-        connection: The engine's connection class.
-        deliver: What routes a ``Send`` to its targets: ``deliver(node, send)``.
-    """
-    _engine[:] = [connection, deliver]
-
 
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
@@ -255,19 +233,10 @@ class EngineSession:
             text: The Socket.IO packet's text.
             attachments: Its attachments, one binary message each.
         """
-        socket = self.socket
-        targets = (socket,)
+        targets = (self.socket,)
         hub = self.mount.hub
         # What hub._send does for the transport (not a namespace connection: sent as it is).
-        send = _send_action(targets, ("4" + text).encode("utf-8"), _TEXT)
-        conn = socket.conn
-        engine = _engine
-        if conn.__class__ is engine[0] and hub._depth and not hub._queue:
-            # Within an input (the driver drains afterwards) and in order: no detour
-            # through the hub's queue (an ACK answering an event, every echo).
-            engine[1](conn._node, send)
-        else:
-            hub._push(send)
+        hub._push(_send_action(targets, ("4" + text).encode("utf-8"), _TEXT))
         for attachment in attachments:
             hub._send(targets, attachment, _BINARY)
 
