@@ -10,6 +10,12 @@ created per message; one task per connection exists only while its async
 listeners run. One timer, armed with ``loop.call_at``, fires at the engine's
 next deadline.
 
+A connection whose input keeps coming takes turns with the others: after
+:data:`TURN_BYTES` it stops being read until the loop's next iteration.
+uvloop (libuv) would otherwise read one ready socket up to 32 times of 250 kB
+in a row, and a client flooding the server would delay everyone else's
+answers by seconds.
+
 ::
 
     import asyncio
@@ -36,13 +42,27 @@ from ikisocket_core.protocol import ServerConnection
 
 from ._common import BACKLOG, Driver, Peer, begin_shutdown, logger, scheme_of
 
-__all__ = ["WebSocketServer", "open_server", "serve", "start_server"]
+__all__ = ["TURN_BYTES", "WebSocketServer", "open_server", "serve", "start_server"]
+
+#: Bytes a connection's input may feed the engine before the loop serves the
+#: other connections (the default loop's one read, 256 KiB).
+TURN_BYTES = 256 * 1024
 
 
 class _Protocol(Peer, asyncio.Protocol):
     """One TCP (or TLS) connection."""
 
-    __slots__ = ("early", "node", "paused", "raw", "reading", "receive", "transport", "write")
+    __slots__ = (
+        "early",
+        "node",
+        "paused",
+        "raw",
+        "reading",
+        "receive",
+        "taken",
+        "transport",
+        "write",
+    )
 
     def __init__(self, node: WebSocketServer) -> None:
         super().__init__()
@@ -50,6 +70,7 @@ class _Protocol(Peer, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.paused = False  # writing: the transport's buffer is full
         self.reading = True
+        self.taken = 0  # input bytes since this connection last let the others have a turn
         # Bound once per connection: the per-message path makes no attribute lookups.
         self.receive = node.engine.receive_data
         self.write: Any = None
@@ -96,8 +117,17 @@ class _Protocol(Peer, asyncio.Protocol):
             node = self.node
             self.receive(conn, data, node.loop.time())
             node.pump()
-            if not conn.can_read and self.reading:
+            if not self.reading:
+                return
+            if not conn.can_read:
                 self.pause()
+                return
+            self.taken += len(data)
+            if self.taken >= TURN_BYTES:
+                # The others' turn: read again on the loop's next iteration.
+                self.taken = 0
+                self.pause()
+                node.loop.call_soon(node._readable, self)
 
     def eof_received(self) -> bool:
         if self.conn is not None:

@@ -502,6 +502,9 @@ async def ping_flood_is_bounded(serve: Serve) -> None:
             assert await other.recv() == "after"
 
 
+#: Bytes of one of the flooder's frames (2 of header, 4 of mask, 125 of payload).
+_FLOOD_FRAME = 131
+
 #: A flooder of its own process (the test's threads would share the server's GIL with it): it
 #: upgrades on /ws, says "open", then sends masked 125-byte binary messages as fast as the
 #: socket takes them, for at most two minutes or until it is killed.
@@ -533,36 +536,50 @@ async def data_flood_does_not_starve_others(serve: Serve) -> None:
 
     Its reads always find data; the server must still take turns, so another
     client's echoes are answered while the flood goes on (a starved echo would
-    time out: no time limit is asserted).
+    time out: no time limit is asserted). A turn is measured, not timed: a task
+    that yields in a loop counts the flood messages handled between two of its
+    turns, and one turn never takes more than 1 MiB of the flood (uvloop alone
+    would read a ready socket 32 times of 250 kB in a row, 8 MB).
+    Keepalive is off: the flooder never reads, so it could not answer a ping.
     """
     hub = Hub()
     hub.websocket("/ws", lambda kws: None)
     flooded = [0]
+    turn = {"start": 0, "most": 0}
 
     @hub.on(EVENT_MESSAGE)
     def answer(ep: EventPayload) -> None:
         if ep.kind == BINARY:
             flooded[0] += 1
+            turn["most"] = max(turn["most"], flooded[0] - turn["start"])
         else:
             ep.kws.emit(ep.data)
 
-    async with running(serve, hub) as server, clients(server.port, 1) as (other,):
-        flooder = await anyio.open_process(
-            [sys.executable, "-c", _FLOODER, str(server.port)], stderr=None
-        )
-        try:
-            assert flooder.stdout is not None
-            with anyio.fail_after(TIMEOUT):
-                assert (await flooder.stdout.receive()).startswith(b"open")
-            await wait_for(lambda: flooded[0] > 0)
-            for n in range(5):
-                await other.send(f"round {n}")
-                assert await other.recv() == f"round {n}"
-                assert flooder.returncode is None  # answered while the flood goes on
-            assert flooded[0] > 0
-        finally:
-            flooder.kill()
-            await flooder.aclose()
+    async def count_turns() -> None:
+        while True:
+            turn["start"] = flooded[0]
+            await anyio.sleep(0)
+
+    async with running(serve, hub, ping_interval=None) as server, anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        async with clients(server.port, 1) as (other,):
+            flooder = await anyio.open_process(
+                [sys.executable, "-c", _FLOODER, str(server.port)], stderr=None
+            )
+            try:
+                assert flooder.stdout is not None
+                with anyio.fail_after(TIMEOUT):
+                    assert (await flooder.stdout.receive()).startswith(b"open")
+                await wait_for(lambda: flooded[0] > 1000)
+                for n in range(5):
+                    await other.send(f"round {n}")
+                    assert await other.recv() == f"round {n}"
+                    assert flooder.returncode is None  # answered while the flood goes on
+                assert 0 < turn["most"] * _FLOOD_FRAME <= 1024 * 1024, turn
+            finally:
+                flooder.kill()
+                await flooder.aclose()
+        tg.cancel_scope.cancel()
 
 
 async def open_server_block(open_server: OpenServer) -> None:

@@ -60,7 +60,10 @@ async def asyncio_serve(
         await handle.stopped.wait()
     finally:
         server.close()
-        await asyncio.shield(server.wait_closed())
+        # anyio cancels again at every await of a cancelled scope (asyncio.shield would
+        # return at once and leave the shutdown running after the test).
+        with anyio.CancelScope(shield=True):
+            await server.wait_closed()
 
 
 #: adapter id -> (its serve, the anyio backend it runs on)
