@@ -26,7 +26,12 @@ from ikisocket_core import (
     Reject,
     Request,
 )
-from ikisocket_core._socketio._polling import Polling, decode_payload, encode_payload
+from ikisocket_core._socketio._polling import (
+    PROBE_NOOPS,
+    Polling,
+    decode_payload,
+    encode_payload,
+)
 from ikisocket_core._socketio._polltest import HTTPTestConnection, PollingTestTransport
 from ikisocket_core.testing import TestClient, WebSocketDisconnect, WebSocketRejected
 
@@ -720,6 +725,44 @@ def test_a_get_sent_after_the_noop_is_answered_at_once_until_the_upgrade() -> No
     ws.send_text("5")
     assert not transport._get.waiting
     assert sio.kws.transport == "websocket"
+
+
+def test_a_client_that_polls_through_a_probe_without_pausing_does_not_spin() -> None:
+    # Only the first PROBE_NOOPS GETs after 2probe are answered at once; the next one
+    # waits for packets as any GET does, and the upgrade (or a packet) answers it.
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    ws = transport.probe()
+    for _ in range(PROBE_NOOPS):
+        transport._get.send("GET", transport._with_sid())
+        assert not transport._get.waiting
+    transport._get.send("GET", transport._with_sid())
+    assert transport._get.waiting  # no noop this time
+    ws.send_text("5")
+    assert not transport._get.waiting
+    assert sio.kws.transport == "websocket"
+
+
+def test_a_second_probe_gets_its_own_noops() -> None:
+    hub, _ = recording_hub()
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    transport = sio.polling
+    first = transport.probe()
+    for _ in range(PROBE_NOOPS + 1):
+        transport._get.send("GET", transport._with_sid())
+    assert transport._get.waiting  # the first probe's noops are spent
+    first.abort()
+    client.pump()
+    hub.emit_event("wake")
+    client.pump()
+    assert sio.receive_event("wake") == ()
+    transport.probe()  # another WebSocket probes: it may be the one that upgrades
+    for _ in range(PROBE_NOOPS):
+        transport._get.send("GET", transport._with_sid())
+        assert not transport._get.waiting
 
 
 def test_a_get_read_in_the_same_batch_as_the_upgrade_is_answered(

@@ -56,6 +56,10 @@ _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
 _OPEN = ConnectionState.OPEN
 _SEPARATOR = "\x1e"
+#: GETs answered with a noop at once while a probe is under way (socket.io-client needs one or
+#: two: it may poll again before 3probe pauses it). Past them a GET waits for packets again, so
+#: a client that polls without pausing does not spin.
+PROBE_NOOPS = 3
 
 # The reference server's error bodies (engine.io ``Server.errorMessages``).
 UNKNOWN_TRANSPORT = 0
@@ -172,6 +176,8 @@ class Polling:
         closed: Whether the session ended (only its close packet is left to send).
         scheduled: Whether the engine will answer the GET at its next drain.
         probing: WebSockets that answered ``2probe`` and have neither upgraded nor ended.
+        probe_noops: GETs answered at once with a noop since the last ``2probe``
+            (at most :data:`PROBE_NOOPS`).
     """
 
     transport_name = "polling"
@@ -180,6 +186,7 @@ class Polling:
         "closed",
         "headers",
         "max_queue",
+        "probe_noops",
         "probing",
         "queue",
         "scheduled",
@@ -198,6 +205,7 @@ class Polling:
         self.closed = False
         self.scheduled = False
         self.probing = 0
+        self.probe_noops = 0
 
     def __repr__(self) -> str:
         return f"<Polling {self.session.socket.uuid} {len(self.queue)} queued>"
@@ -243,7 +251,8 @@ class Polling:
         self.waiter = waiter
         self.headers = headers
         waiter.held(self)
-        if self.probing and not self.queue:
+        if self.probing and not self.queue and self.probe_noops < PROBE_NOOPS:
+            self.probe_noops += 1
             self.push(b"6", _TEXT)  # the client pauses once it reads 3probe: let it
         elif self.queue:
             self._schedule()
@@ -340,6 +349,7 @@ class Probe:
         elif kind is _TEXT and data == b"2probe":
             self.polling = transport
             transport.probing += 1
+            transport.probe_noops = 0
             hub._send((self.socket,), b"3probe", _TEXT)
             transport.push(b"6", _TEXT)  # the pending GET returns: the client pauses polling
         elif kind is _TEXT and data == b"5" and self.polling is not None:
