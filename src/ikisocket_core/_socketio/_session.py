@@ -30,7 +30,6 @@ receiver MUST close the connection"); its namespace connections get
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ikisocket_core._actions import Close, _send_action
@@ -49,11 +48,12 @@ from ._packets import (
     decode_engine,
     dumps,
 )
+from ._socket import EngineSocket
+from ._timer import Timer
 
 if TYPE_CHECKING:
-    from ikisocket_core._events import AckCallback
-
     from ._mount import SocketIO
+    from ._timer import PendingAck
 
 __all__: list[str] = []
 
@@ -86,50 +86,6 @@ class ConnectTimeout(RemoteProtocolError):
         super().__init__(f"no namespace joined within {timeout:g} s", close_code=1008)
 
 
-class Timer:
-    """One deadline on the mount's heap (see the module docstring for the two steps).
-
-    Attributes:
-        due: When it fires, while armed (the heap's own field).
-        delay: How long after the stamping tick it fires.
-        stamped: Whether the second step is armed.
-        fire: What to call when it fires, with the time.
-    """
-
-    __slots__ = ("delay", "due", "fire", "stamped")
-
-    def __init__(self, fire: Callable[[float], None]) -> None:
-        self.due: float | None = None
-        self.delay = 0.0
-        self.stamped = False
-        self.fire = fire
-
-
-class PendingAck(Timer):
-    """An event sent with ``ack=``: its callback, until the answer, the timeout or the end.
-
-    Attributes:
-        callback: The ``ack`` callback.
-        timeout: The timeout given.
-        joined: The namespace connection it was sent on.
-        id: Its ack id.
-    """
-
-    __slots__ = ("callback", "id", "joined", "timeout")
-
-    def __init__(self, joined: Joined, ack_id: int, callback: AckCallback, timeout: float) -> None:
-        super().__init__(self._expired)
-        self.joined = joined
-        self.id = ack_id
-        self.callback = callback
-        self.timeout = timeout
-
-    def _expired(self, now: float) -> None:
-        # Armed exactly while pending: an answer or the end disarms it.
-        del self.joined.pending[self.id]
-        self.joined.session.mount._ack_timed_out(self)
-
-
 class Joined:
     """A namespace connection's link to its session: the ``conn`` of its ``Websocket``.
 
@@ -154,18 +110,6 @@ class Joined:
 
     def __repr__(self) -> str:
         return f"<Joined {self.kws.namespace} {self.kws.uuid}>"
-
-
-class EngineSocket(Websocket):
-    """The transport of a Socket.IO session: a WebSocket the hub does not register.
-
-    Attributes:
-        session: The Engine.IO session it carries.
-    """
-
-    __slots__ = ("session",)
-
-    session: EngineSession
 
 
 class EngineSession:
