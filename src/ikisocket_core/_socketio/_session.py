@@ -30,9 +30,10 @@ receiver MUST close the connection"); its namespace connections get
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._actions import Close, _send_action
+from ikisocket_core._actions import Close, Send, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
 from ikisocket_core._events import MessageKind
 from ikisocket_core._log import logger, peer_name
@@ -56,6 +57,21 @@ if TYPE_CHECKING:
     from ._timer import PendingAck
 
 __all__: list[str] = []
+
+#: The engine's connection class and its ``deliver(node, send)``, registered by
+#: ``ikisocket_core.protocol`` (the engine imports this package: it cannot be imported here).
+_engine: list[Any] = [None, None]
+
+
+def register_engine(connection: type, deliver: Callable[[Any, Send], None]) -> None:
+    """Let :meth:`EngineSession.write` put a packet onto the engine's connection directly.
+
+    Args:
+        connection: The engine's connection class.
+        deliver: What routes a ``Send`` to its targets: ``deliver(node, send)``.
+    """
+    _engine[:] = [connection, deliver]
+
 
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
@@ -177,10 +193,21 @@ class EngineSession:
             text: The Socket.IO packet's text.
             attachments: Its attachments, one binary message each.
         """
-        targets = (self.socket,)
+        socket = self.socket
+        targets = (socket,)
         hub = self.mount.hub
         # What hub._send does for the transport (not a namespace connection: sent as it is).
-        hub._push(_send_action(targets, ("4" + text).encode("utf-8"), _TEXT))
+        send = _send_action(targets, ("4" + text).encode("utf-8"), _TEXT)
+        conn = socket.conn
+        engine = _engine
+        if conn.__class__ is engine[0] and conn._node.receiving is conn and not hub._queue:
+            # During this very connection's byte input, whose driver drains and flushes it
+            # right after, with nothing queued before it (an ACK answering an event): no detour
+            # through the hub's queue. Anywhere else (a relay from another node, a timer, an
+            # ``async def`` listener, another connection's input) it takes the queue.
+            engine[1](conn._node, send)
+        else:
+            hub._push(send)
         for attachment in attachments:
             hub._send(targets, attachment, _BINARY)
 
