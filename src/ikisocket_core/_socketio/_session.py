@@ -76,6 +76,7 @@ def register_engine(connection: type, deliver: Callable[[Any, Send], None]) -> N
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+_EVENT = SocketType.EVENT
 #: How a text EVENT or ACK message starts (Engine.IO ``message``, then the Socket.IO type).
 _PLAIN_HEADS = (b"42", b"43")
 
@@ -262,7 +263,12 @@ class EngineSession:
                     raise PacketError("an Engine.IO text packet is UTF-8") from None
                 plain = self.decoder.receive_plain(text)
                 if plain is not None:
-                    self._on_packet(*plain)
+                    type_of, namespace, body, ack_id = plain
+                    joined = self.joined.get(namespace)
+                    if type_of is _EVENT and joined is not None:  # the common case, at once
+                        self.mount._client_event(joined, body, ack_id)
+                    else:
+                        self._on_packet(type_of, namespace, body, ack_id)
                     return
             packet = decode_engine(data, kind is _BINARY)
             kind_of = packet.type
