@@ -668,7 +668,16 @@ def profile(args: argparse.Namespace) -> int:
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     name = args.profile_server
-    server = Server(name, logs)
+    src = ROOT / "src"
+    if name == COMPILED:
+        import compiled  # noqa: PLC0415
+
+        unbuilt = compiled.prepare()
+        if unbuilt:
+            print(unbuilt, file=sys.stderr)
+            return 1
+        src = compiled.SITE
+    server = Server(name, logs, src)
     gen = subprocess.Popen(
         [sys.executable, __file__, "--generate"],
         stdin=subprocess.PIPE,
@@ -726,7 +735,7 @@ def main() -> int:
     p.add_argument("--servers", default=",".join(ROWS), help="comma-separated subset")
     p.add_argument("--baseline", help="also run our servers at this git revision")
     p.add_argument("--profile", action="store_true", help="py-spy our server under echo load")
-    p.add_argument("--profile-server", default="ikisocket/uvloop", choices=SERVERS[:2])
+    p.add_argument("--profile-server", default="ikisocket/uvloop", choices=ROWS[:3])
     p.add_argument("--profile-clients", type=int, default=64)
     p.add_argument("--profile-seconds", type=float, default=10.0)
     args = p.parse_args()
