@@ -11,6 +11,9 @@ Servers (each its own process on 127.0.0.1, WebSocket transport only, the same
 Engine.IO ping settings: ``pingInterval`` 25 s, ``pingTimeout`` 20 s):
 
 * ``ikisocket/uvloop``: ``hub.socketio()`` on ``ikisocket_adapters.asyncio`` on uvloop.
+* ``ikisocket+mypyc/uvloop``: the first on the compiled build of the working tree
+  (``bench/compiled.py`` builds it as ``make compiled`` does and unpacks it into
+  ``bench/results/compiled/site/``, which goes first on ``PYTHONPATH``).
 * ``ikisocket/trio``: the same hub on ``ikisocket_adapters.trio``.
 * ``python-socketio``: ``socketio.AsyncServer(async_mode="asgi")`` in an
   ``ASGIApp`` on uvicorn (uvloop), its recommended deployment.
@@ -80,6 +83,10 @@ ROOM = "r"
 SIZE = 32
 SERVERS = ("ikisocket/uvloop", "ikisocket/trio", "python-socketio")
 REFERENCE = "python-socketio"
+#: ``ikisocket/uvloop`` on the compiled build (mypyc) of the working tree, from bench/compiled.py.
+COMPILED = "ikisocket+mypyc/uvloop"
+#: The rows a run measures by default, in this order.
+ROWS = (SERVERS[0], COMPILED, *SERVERS[1:])
 #: (receivers, burst) per fan-out cell.
 FANOUT = ((100, 200), (1000, 50))
 ECHO = (1, 64)
@@ -424,7 +431,7 @@ class Server:
         slug = name.replace("/", "-").replace("@", "-")
         log = open(logs / f"socketio-{slug}.log", "wb")  # noqa: SIM115
         path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
-        serve = name.partition("@")[0] + "/" + name.rpartition("/")[2] if "@" in name else name
+        serve = name if name == REFERENCE else "ikisocket/" + name.rpartition("/")[2]
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", serve],
             stdout=subprocess.PIPE,
@@ -552,12 +559,24 @@ def before_vs_now(
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    out_dir = BENCH / "results"
-    logs = out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    servers = [s for s in SERVERS if s in args.servers.split(",")]
+def rows(
+    args: argparse.Namespace,
+) -> tuple[list[str], dict[str, Path], dict[str, str], str]:
+    """The rows to measure, each one's ``src`` directory, the ``--baseline`` pairs, a note.
+
+    The compiled row is built first (bench/compiled.py) and left out, with the reason, when
+    it cannot be.
+    """
+    servers = [s for s in ROWS if s in args.servers.split(",")]
     srcs = dict.fromkeys(servers, ROOT / "src")
+    if COMPILED in servers:
+        import compiled  # noqa: PLC0415
+
+        unbuilt = compiled.prepare()
+        if unbuilt:
+            print(f"  {COMPILED} left out: {unbuilt}", file=sys.stderr)
+            servers.remove(COMPILED)
+        srcs[COMPILED] = compiled.SITE
     pairs: dict[str, str] = {}  # baseline row -> its current row
     baseline_note = ""
     if args.baseline:
@@ -574,6 +593,14 @@ def run(args: argparse.Namespace) -> int:
                 srcs[old] = root / "src"
                 pairs[old] = name
         servers = with_old
+    return servers, srcs, pairs, baseline_note
+
+
+def run(args: argparse.Namespace) -> int:
+    out_dir = BENCH / "results"
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    servers, srcs, pairs, baseline_note = rows(args)
     started: dict[str, Server] = {}
     gen = subprocess.Popen(
         [sys.executable, __file__, "--generate"],
@@ -641,7 +668,16 @@ def profile(args: argparse.Namespace) -> int:
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     name = args.profile_server
-    server = Server(name, logs)
+    src = ROOT / "src"
+    if name == COMPILED:
+        import compiled  # noqa: PLC0415
+
+        unbuilt = compiled.prepare()
+        if unbuilt:
+            print(unbuilt, file=sys.stderr)
+            return 1
+        src = compiled.SITE
+    server = Server(name, logs, src)
     gen = subprocess.Popen(
         [sys.executable, __file__, "--generate"],
         stdin=subprocess.PIPE,
@@ -696,10 +732,10 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=float, default=0.3, help="echo: unmeasured seconds")
     p.add_argument("--duration", type=float, default=1.0, help="echo: measured seconds")
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    p.add_argument("--servers", default=",".join(ROWS), help="comma-separated subset")
     p.add_argument("--baseline", help="also run our servers at this git revision")
     p.add_argument("--profile", action="store_true", help="py-spy our server under echo load")
-    p.add_argument("--profile-server", default="ikisocket/uvloop", choices=SERVERS[:2])
+    p.add_argument("--profile-server", default="ikisocket/uvloop", choices=ROWS[:3])
     p.add_argument("--profile-clients", type=int, default=64)
     p.add_argument("--profile-seconds", type=float, default=10.0)
     args = p.parse_args()

@@ -213,7 +213,11 @@ class ServerConnection:
         reader = self._reader
         if reader is not None:
             reader.feed(data)
-            self._read_frames(reader)
+            self._node.receiving = self  # a Socket.IO ACK may go onto it directly (session.write)
+            try:
+                self._read_frames(reader)
+            finally:
+                self._node.receiving = None
         elif self._http is not None:
             self._receive_http(data)
         else:

@@ -43,7 +43,7 @@ from ._idle import _IdleTimers
 from ._registry import Room
 from ._relays import BroadcastRelay, EmitRelay, FireRelay
 from ._routing import Match, Request, Router
-from ._socketio._session import EngineSocket
+from ._socketio._socket import EngineSocket
 from ._state import ConnectionState, StateInput, transition
 from ._websocket import ConnectionOwner, Websocket
 

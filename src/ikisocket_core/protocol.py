@@ -74,6 +74,7 @@ from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
 from ._socketio._polling import Polling, Waiter
+from ._socketio._session import register_engine
 from ._state import ConnectionState
 from ._timers import ARMED, Deadlines
 
@@ -89,6 +90,9 @@ __all__ = [
     "ServerConnection",
     "ServerStats",
 ]
+
+# A Socket.IO packet written during a connection's own byte input goes onto it directly.
+register_engine(ServerConnection, deliver)
 
 #: What :meth:`Server.drain_actions` returns.
 ServerAction = Flush | CloseTransport | RunHandler
@@ -159,6 +163,8 @@ class Server:
         self._per_host: dict[str, int] = {}
         self._handshakes = 0
         self._dirty: list[ServerConnection] = []
+        #: The connection whose byte input runs (``ServerConnection.receive_data``), if any.
+        self.receiving: ServerConnection | None = None
         self._actions: list[ServerAction] = []
         self._polls: list[Polling] = []  # Socket.IO polling transports with a GET to answer
         self._deadlines: Deadlines[ServerConnection] = Deadlines()

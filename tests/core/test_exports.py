@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -127,6 +128,12 @@ def own_doc(obj: object) -> str | None:
         # mypyc drops a compiled module's docstring; the source file beside it has it.
         source = Path(str(obj.__file__)).with_name(obj.__name__.rpartition(".")[2] + ".py")
         doc = ast.get_docstring(ast.parse(source.read_text(encoding="utf-8")))
+    if isinstance(obj, type) and ikisocket_core.build_info().get(obj.__module__):
+        # So does it a compiled class's (its methods are no Python functions: not listed).
+        source = Path(str(sys.modules[obj.__module__].__file__))
+        tree = ast.parse(source.with_name(source.name.partition(".")[0] + ".py").read_text())
+        (node,) = (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == obj.__name__)
+        doc = ast.get_docstring(node)
     if isinstance(obj, type) and doc and doc.startswith(f"{obj.__name__}("):
         return None  # the signature dataclasses write when there is no docstring
     return doc if isinstance(doc, str) and doc.strip() else None

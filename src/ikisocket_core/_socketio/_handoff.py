@@ -65,7 +65,8 @@ from ._acks import check_event
 from ._connect import recovered, resume_fresh
 from ._packets import PacketError, _loads, _reconstruct
 from ._recovery import Backlog, _offset
-from ._session import Joined, Timer
+from ._session import Joined
+from ._timer import Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub

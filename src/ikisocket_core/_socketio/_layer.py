@@ -23,6 +23,7 @@ from ._namespace import AcksCallback, emit_with_acks
 from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
 from ._recovery import Recovery
 from ._remote_acks import _RemoteAcks
+from ._settings import check_settings
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -82,6 +83,9 @@ class _SocketIOLayer(_RemoteAcks, _HandoffLayer):
         """
         if self._sio is not None:
             raise LocalProtocolError(f"Socket.IO is already mounted at {self._sio.path}")
+        numbers = {"ping_interval": ping_interval, "ping_timeout": ping_timeout}
+        numbers |= {"connect_timeout": connect_timeout, "max_payload": max_payload, **options}
+        check_settings(path, numbers)
         self._sio = SocketIO(
             cast("Hub", self),
             path,

@@ -36,7 +36,9 @@ from ._namespace import Namespace
 from ._packets import MAX_NAMESPACE, SocketPacket, SocketType, encode_fields, encode_socket
 from ._polling import probe
 from ._recovery import EVENT_RECOVER, Recoveries, Recovery, recovery_settings
-from ._session import EngineSession, EngineSocket, Joined, PendingAck, Timer
+from ._session import EngineSession, Joined
+from ._socket import EngineSocket
+from ._timer import PendingAck, Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -58,12 +60,6 @@ _BINARY = MessageKind.BINARY
 _ACK = SocketType.ACK
 #: Exact types of what a listener returns that are never awaitable (no isawaitable call).
 _NOT_AWAITABLE = frozenset({str, int, float, bool, bytes, list, dict, tuple})
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise LocalProtocolError(f"{name} must be a positive number, not {value!r}")
-    return float(value)
 
 
 class SocketIO:
@@ -108,19 +104,13 @@ class SocketIO:
         max_attachments: int = 64,
         sid_factory: Callable[[], str] | None = None,
     ) -> None:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise LocalProtocolError(f"a path starts with '/', not {path!r}")
-        for name, value in (("max_payload", max_payload), ("max_pending_acks", max_pending_acks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LocalProtocolError(f"{name} must be a positive integer, not {value!r}")
-        if isinstance(max_attachments, bool) or not isinstance(max_attachments, int):
-            raise LocalProtocolError("max_attachments must be an integer")
+        # Hub.socketio checked the settings (_settings.check_settings).
         self.hub = hub
         self.path = path
         self._paths = frozenset({path, path.rstrip("/") or "/"})
-        self.ping_interval = _positive("ping_interval", ping_interval)
-        self.ping_timeout = _positive("ping_timeout", ping_timeout)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.ping_interval = float(ping_interval)
+        self.ping_timeout = float(ping_timeout)
+        self.connect_timeout = float(connect_timeout)
         self.max_payload = max_payload
         self.max_pending_acks = max_pending_acks
         self.max_attachments = max(0, max_attachments)

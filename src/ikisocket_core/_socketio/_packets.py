@@ -550,19 +550,4 @@ class SocketDecoder:
     @staticmethod
     def _finish(head: _Head, attachments: tuple[bytes, ...]) -> SocketPacket:
         data = _reconstruct(head.data, attachments) if head.binary else head.data
-        # _parse_head validated these fields (bytes in place of placeholders change nothing).
-        packet: SocketPacket = _new(SocketPacket)
-        _set_type(packet, head.type)
-        _set_namespace(packet, head.namespace)
-        _set_data(packet, data)
-        _set_id(packet, head.id)
-        return packet
-
-
-# A frozen dataclass sets each field through object.__setattr__ and __post_init__ checks them
-# again: for fields already checked, the slot descriptors set them directly (same packet).
-_new = object.__new__
-_set_type = SocketPacket.__dict__["type"].__set__
-_set_namespace = SocketPacket.__dict__["namespace"].__set__
-_set_data = SocketPacket.__dict__["data"].__set__
-_set_id = SocketPacket.__dict__["id"].__set__
+        return SocketPacket(type=head.type, namespace=head.namespace, data=data, id=head.id)

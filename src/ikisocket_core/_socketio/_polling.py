@@ -42,7 +42,8 @@ from ikisocket_core._log import logger
 from ikisocket_core._state import ConnectionState, StateInput, transition
 
 from ._packets import PacketError
-from ._session import EngineSession, EngineSocket
+from ._session import EngineSession
+from ._socket import EngineSocket
 
 if TYPE_CHECKING:
     from ikisocket_core._routing import Request
@@ -527,5 +528,5 @@ def probe(mount: SocketIO, request: Request, conn: Any, sid: str) -> EngineSocke
     socket = EngineSocket(mount.hub._owner, sid, request, {})
     socket.conn = conn
     socket.state = transition(socket.state, StateInput.ACCEPT)
-    socket.session = Probe(session, socket)  # type: ignore[assignment]
+    socket.session = Probe(session, socket)
     return socket

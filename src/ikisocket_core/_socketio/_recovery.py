@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ikisocket_core._errors import LocalProtocolError
 
-from ._session import Timer
+from ._timer import Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._websocket import Websocket

@@ -55,7 +55,7 @@ from ikisocket_core._state import ConnectionState
 from ._acks import check_event
 from ._namespace import AcksCallback, emit_with_acks
 from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
-from ._session import Timer
+from ._timer import Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._websocket import Websocket

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._actions import Close, _send_action
+from ikisocket_core._actions import Close, Send, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
 from ikisocket_core._events import MessageKind
 from ikisocket_core._log import logger, peer_name
@@ -49,17 +49,34 @@ from ._packets import (
     decode_engine,
     dumps,
 )
+from ._socket import EngineSocket
+from ._timer import Timer
 
 if TYPE_CHECKING:
-    from ikisocket_core._events import AckCallback
-
     from ._mount import SocketIO
+    from ._timer import PendingAck
 
 __all__: list[str] = []
+
+#: The engine's connection class and its ``deliver(node, send)``, registered by
+#: ``ikisocket_core.protocol`` (the engine imports this package: it cannot be imported here).
+_engine: list[Any] = [None, None]
+
+
+def register_engine(connection: type, deliver: Callable[[Any, Send], None]) -> None:
+    """Let :meth:`EngineSession.write` put a packet onto the engine's connection directly.
+
+    Args:
+        connection: The engine's connection class.
+        deliver: What routes a ``Send`` to its targets: ``deliver(node, send)``.
+    """
+    _engine[:] = [connection, deliver]
+
 
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
+_EVENT = SocketType.EVENT
 #: How a text EVENT or ACK message starts (Engine.IO ``message``, then the Socket.IO type).
 _PLAIN_HEADS = (b"42", b"43")
 
@@ -86,50 +103,6 @@ class ConnectTimeout(RemoteProtocolError):
         super().__init__(f"no namespace joined within {timeout:g} s", close_code=1008)
 
 
-class Timer:
-    """One deadline on the mount's heap (see the module docstring for the two steps).
-
-    Attributes:
-        due: When it fires, while armed (the heap's own field).
-        delay: How long after the stamping tick it fires.
-        stamped: Whether the second step is armed.
-        fire: What to call when it fires, with the time.
-    """
-
-    __slots__ = ("delay", "due", "fire", "stamped")
-
-    def __init__(self, fire: Callable[[float], None]) -> None:
-        self.due: float | None = None
-        self.delay = 0.0
-        self.stamped = False
-        self.fire = fire
-
-
-class PendingAck(Timer):
-    """An event sent with ``ack=``: its callback, until the answer, the timeout or the end.
-
-    Attributes:
-        callback: The ``ack`` callback.
-        timeout: The timeout given.
-        joined: The namespace connection it was sent on.
-        id: Its ack id.
-    """
-
-    __slots__ = ("callback", "id", "joined", "timeout")
-
-    def __init__(self, joined: Joined, ack_id: int, callback: AckCallback, timeout: float) -> None:
-        super().__init__(self._expired)
-        self.joined = joined
-        self.id = ack_id
-        self.callback = callback
-        self.timeout = timeout
-
-    def _expired(self, now: float) -> None:
-        # Armed exactly while pending: an answer or the end disarms it.
-        del self.joined.pending[self.id]
-        self.joined.session.mount._ack_timed_out(self)
-
-
 class Joined:
     """A namespace connection's link to its session: the ``conn`` of its ``Websocket``.
 
@@ -154,18 +127,6 @@ class Joined:
 
     def __repr__(self) -> str:
         return f"<Joined {self.kws.namespace} {self.kws.uuid}>"
-
-
-class EngineSocket(Websocket):
-    """The transport of a Socket.IO session: a WebSocket the hub does not register.
-
-    Attributes:
-        session: The Engine.IO session it carries.
-    """
-
-    __slots__ = ("session",)
-
-    session: EngineSession
 
 
 class EngineSession:
@@ -233,10 +194,21 @@ class EngineSession:
             text: The Socket.IO packet's text.
             attachments: Its attachments, one binary message each.
         """
-        targets = (self.socket,)
+        socket = self.socket
+        targets = (socket,)
         hub = self.mount.hub
         # What hub._send does for the transport (not a namespace connection: sent as it is).
-        hub._push(_send_action(targets, ("4" + text).encode("utf-8"), _TEXT))
+        send = _send_action(targets, ("4" + text).encode("utf-8"), _TEXT)
+        conn = socket.conn
+        engine = _engine
+        if conn.__class__ is engine[0] and conn._node.receiving is conn and not hub._queue:
+            # During this very connection's byte input, whose driver drains and flushes it
+            # right after, with nothing queued before it (an ACK answering an event): no detour
+            # through the hub's queue. Anywhere else (a relay from another node, a timer, an
+            # ``async def`` listener, another connection's input) it takes the queue.
+            engine[1](conn._node, send)
+        else:
+            hub._push(send)
         for attachment in attachments:
             hub._send(targets, attachment, _BINARY)
 
@@ -291,7 +263,12 @@ class EngineSession:
                     raise PacketError("an Engine.IO text packet is UTF-8") from None
                 plain = self.decoder.receive_plain(text)
                 if plain is not None:
-                    self._on_packet(*plain)
+                    type_of, namespace, body, ack_id = plain
+                    joined = self.joined.get(namespace)
+                    if type_of is _EVENT and joined is not None:  # the common case, at once
+                        self.mount._client_event(joined, body, ack_id)
+                    else:
+                        self._on_packet(type_of, namespace, body, ack_id)
                     return
             packet = decode_engine(data, kind is _BINARY)
             kind_of = packet.type
