@@ -157,15 +157,13 @@ class SocketIO:
             This mount, so that declarations chain.
 
         Raises:
+            TypeError: The name is not a string.
             LocalProtocolError: The name does not start with ``/``, is too
                 long or holds a comma.
         """
-        if (
-            not isinstance(name, str)
-            or not name.startswith("/")
-            or "," in name
-            or len(name) > MAX_NAMESPACE
-        ):
+        if not isinstance(name, str):
+            raise TypeError(f"a namespace is a str, not {type(name).__name__}")
+        if not name.startswith("/") or "," in name or len(name) > MAX_NAMESPACE:
             raise LocalProtocolError(f"invalid namespace {name!r}")
         self._namespaces.setdefault(name, name)
         return self
