@@ -357,6 +357,7 @@ def test_tls_example_serves_wss(tmp_path: Path) -> None:
 
     async def main() -> Any:
         context = tls_server.tls_context(str(pem))
+        context.num_tickets = 0  # the sync client's race over them: see tls_contexts()
         async with await start_server(tls_server.hub, "127.0.0.1", 0, ssl_context=context) as srv:
             return await asyncio.to_thread(client, f"wss://127.0.0.1:{srv.port}/ws")
 
