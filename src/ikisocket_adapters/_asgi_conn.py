@@ -118,7 +118,9 @@ class _Conn:
         "_readable",
         "_reader_scope",
         "_rest",
+        "_run_in",
         "_send_scope",
+        "_write",
         "_writer",
         "closing",
         "conn",
@@ -152,6 +154,9 @@ class _Conn:
         self._direct: contextvars.Context | None = None
         #: What they run it through (see _writer); None once it ended or was closed.
         self._writer: Generator[Any, Message, None] | None = None
+        #: ``self._direct.run`` and ``self._writer.send``, bound once (used only while parked).
+        self._run_in: Any = None
+        self._write: Any = None
         #: The sender waits for output with nothing in flight: others may write for it.
         self._parked = False
         #: A send started by another task that must wait, and the messages after it.
@@ -170,7 +175,7 @@ class _Conn:
         wakes no task per receiver while the receivers keep up, the messages of
         a connection keep their order, and a slow reader holds up only itself.
         """
-        if not self._parked or self.closing or self.done:
+        if not self._parked:  # (never while closing or done: both unpark it)
             self.wakeup.set()
             return
         messages = self.conn.take()
@@ -179,12 +184,9 @@ class _Conn:
         readable = self._readable
         if readable is not None:  # the reader waited for the output to drain
             readable.set()
-        writer = self._writer
-        context = self._direct
-        assert writer is not None  # (parked only then)
-        assert context is not None
-        write = writer.send
-        run = context.run
+        # Bound at accept: while parked, the writer has not ended (see _writer).
+        run = self._run_in
+        write = self._write
         left = iter(messages)
         for message in left:
             try:
@@ -195,6 +197,8 @@ class _Conn:
             else:
                 if yielded is _WRITTEN:
                     continue
+                writer = self._writer
+                assert writer is not None
                 self._pending = (writer, yielded)
                 self._rest = list(left)  # what comes after the one that waits
             self._parked = False
@@ -233,14 +237,22 @@ class _Conn:
                 self.tg = tg
                 driver.attach(self)
                 try:
-                    await self._run(receive)
+                    # The reader is awaited here, not from a helper: every message resumes
+                    # the ASGI call through each coroutine frame between it and receive().
+                    if await self._accept():
+                        await self._reader(receive)
+                    # Terminal listeners may still be running; the connection ends after them.
+                    while self.running_handlers:
+                        await self._idle.wait()
                 finally:
                     # From here on the task group takes no new tasks (trio closes it).
                     self.done = True
+                    self._parked = False
                     self._send_scope.cancel()
                     driver.release(self)
         finally:
             self.done = True
+            self._parked = False
             if conn.state is not _CLOSED:
                 # Cancelled from outside (server shutdown): still end it in the engine.
                 driver.install().connection_lost(conn)
@@ -250,7 +262,8 @@ class _Conn:
             self._handlers.clear()
             driver.detach(self)
 
-    async def _run(self, receive: Receive) -> None:
+    async def _accept(self) -> bool:
+        """Send the accept and start the sender; whether the connection was accepted."""
         conn = self.conn
         driver = self.driver
         if self._handlers:
@@ -268,18 +281,17 @@ class _Conn:
                 self._direct = contextvars.copy_context()  # this call's, as its sends see it
                 self._writer = writer = _writer(self.send)
                 next(writer)
+                self._run_in = self._direct.run
+                self._write = writer.send
             await accepting
         except Exception as exc:
             driver.install().connection_lost(conn, exc)
             driver.drain()
-        else:
-            assert self.tg is not None
-            self.tg.start_soon(self._sender)
-            driver.drain()
-            await self._reader(receive)
-        # Terminal listeners may still be running; the connection ends after them.
-        while self.running_handlers:
-            await self._idle.wait()
+            return False
+        assert self.tg is not None
+        self.tg.start_soon(self._sender)
+        driver.drain()
+        return True
 
     async def _reader(self, receive: Receive) -> None:
         conn = self.conn
