@@ -299,7 +299,9 @@ class _Conn:
         stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
         with self._reader_scope:
             while True:
-                while not conn.can_read:
+                # can_read is true when both are 0, as after nearly every message:
+                # look at them before calling the property.
+                while (conn.blocked or conn.buffered) and not conn.can_read:
                     # Async listeners run, or a big message waits: read once it is taken.
                     self._readable = readable = anyio.Event()
                     try:
