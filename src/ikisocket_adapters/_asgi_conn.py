@@ -26,7 +26,7 @@ from ._common import discard, logger
 if TYPE_CHECKING:
     from .asgi import _Driver
 
-__all__: list[str] = []
+__all__: list[str] = []  # (flush and _Conn are the ASGI module's)
 
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
@@ -51,7 +51,7 @@ _WRITTEN: Any = object()
 def _writer(send: ASGISend) -> Generator[Any, Message, None]:
     """Write every message it is sent through ``send``; yield :data:`_WRITTEN` after each.
 
-    :meth:`_Conn.flush` drives one of these per connection instead of each
+    :func:`flush` drives one of these per connection instead of each
     ``send(message)`` coroutine itself: a coroutine that completes ends its
     ``coro.send(None)`` in a ``StopIteration`` made and caught in Python, which
     costs two to three times what resuming this generator does; here the
@@ -67,7 +67,7 @@ def _writer(send: ASGISend) -> Generator[Any, Message, None]:
 class _Resume:
     """Finish in the awaiting task an ASGI ``send`` that another task started.
 
-    :meth:`_Conn.flush` runs a receiver's ``send`` from the task that produced
+    :func:`flush` runs a receiver's ``send`` from the task that produced
     the output, up to its first suspension (uvicorn's waits for a paused
     transport, hypercorn's for its lock or the drain); this hands the rest of
     it to the receiver's own sender task, so that the producer never waits on
@@ -164,46 +164,7 @@ class _Conn:
         self._rest: list[Message] = []
         self._failure: Exception | None = None
 
-    # -- called while draining (synchronous) ---------------------------------------------
-
-    def flush(self) -> None:
-        """Output is waiting: write it from this task if the sender is idle, else wake it.
-
-        Each ``send`` runs here until it completes or has to wait (a paused
-        transport, a lock); one that waits, and the messages after it, go to
-        the sender task, which finishes them before taking more. So a broadcast
-        wakes no task per receiver while the receivers keep up, the messages of
-        a connection keep their order, and a slow reader holds up only itself.
-        """
-        if not self._parked:  # (never while closing or done: both unpark it)
-            self.wakeup.set()
-            return
-        messages = self.conn.take()
-        if not messages:
-            return
-        readable = self._readable
-        if readable is not None:  # the reader waited for the output to drain
-            readable.set()
-        # Bound at accept: while parked, the writer has not ended (see _writer).
-        run = self._run_in
-        write = self._write
-        left = iter(messages)
-        for message in left:
-            try:
-                yielded = run(write, message)
-            except Exception as exc:  # the sender reports it, as a failed send of its own
-                self._writer = None  # (the send's exception ended it)
-                self._failure = exc
-            else:
-                if yielded is _WRITTEN:
-                    continue
-                writer = self._writer
-                assert writer is not None
-                self._pending = (writer, yielded)
-                self._rest = list(left)  # what comes after the one that waits
-            self._parked = False
-            self.wakeup.set()
-            return
+    # -- called while draining (synchronous): see flush() below -------------------------
 
     def _wake_reader(self) -> None:
         readable = self._readable
@@ -411,3 +372,48 @@ class _Conn:
         finally:
             self.running_handlers = False
             self._idle.set()
+
+
+def flush(connections: tuple[ServerConnection, ...]) -> None:
+    """Output waits on each of ``connections``: write it from this task if its sender is idle.
+
+    Else wake the connection's sender. Each ``send`` runs here until it
+    completes or has to wait (a paused transport, a lock); one that waits,
+    and the messages after it, go to the sender task, which finishes them
+    before taking more. So a broadcast wakes no task per receiver while the
+    receivers keep up, the messages of a connection keep their order, and a
+    slow reader holds up only itowner. One function for a whole ``Flush``
+    (not a method per connection): it runs once per delivery.
+    """
+    for conn in connections:
+        owner: _Conn = conn.transport
+        if not owner._parked:  # (never while closing or done: both unpark it)
+            owner.wakeup.set()
+            continue
+        messages = conn.take()
+        if not messages:
+            continue
+        readable = owner._readable
+        if readable is not None:  # the reader waited for the output to drain
+            readable.set()
+        # Bound at accept: while parked, the writer has not ended (see _writer).
+        run = owner._run_in
+        write = owner._write
+        written = 0
+        for message in messages:
+            try:
+                yielded = run(write, message)
+            except Exception as exc:  # the sender reports it, as a failed send of its own
+                owner._writer = None  # (the send's exception ended it)
+                owner._failure = exc
+            else:
+                written += 1
+                if yielded is _WRITTEN:
+                    continue
+                writer = owner._writer
+                assert writer is not None
+                owner._pending = (writer, yielded)
+                owner._rest = messages[written:]  # what comes after the one that waits
+            owner._parked = False
+            owner.wakeup.set()
+            break

@@ -47,7 +47,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn
+from ._asgi_conn import _Conn, flush
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -338,8 +338,7 @@ class _Driver:
         assert server is not None
         for action in server.drain_actions():
             if action.__class__ is Flush:
-                for conn in action.connections:
-                    conn.transport.flush()
+                flush(action.connections)
             elif isinstance(action, CloseTransport):
                 action.connection.transport.close_transport()
             else:
