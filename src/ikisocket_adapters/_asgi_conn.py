@@ -26,7 +26,7 @@ from ._common import discard, logger
 if TYPE_CHECKING:
     from .asgi import _Driver
 
-__all__: list[str] = []
+__all__: list[str] = []  # (flush and _Conn are the ASGI module's)
 
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
@@ -51,7 +51,7 @@ _WRITTEN: Any = object()
 def _writer(send: ASGISend) -> Generator[Any, Message, None]:
     """Write every message it is sent through ``send``; yield :data:`_WRITTEN` after each.
 
-    :meth:`_Conn.flush` drives one of these per connection instead of each
+    :func:`flush` drives one of these per connection instead of each
     ``send(message)`` coroutine itself: a coroutine that completes ends its
     ``coro.send(None)`` in a ``StopIteration`` made and caught in Python, which
     costs two to three times what resuming this generator does; here the
@@ -67,7 +67,7 @@ def _writer(send: ASGISend) -> Generator[Any, Message, None]:
 class _Resume:
     """Finish in the awaiting task an ASGI ``send`` that another task started.
 
-    :meth:`_Conn.flush` runs a receiver's ``send`` from the task that produced
+    :func:`flush` runs a receiver's ``send`` from the task that produced
     the output, up to its first suspension (uvicorn's waits for a paused
     transport, hypercorn's for its lock or the drain); this hands the rest of
     it to the receiver's own sender task, so that the producer never waits on
@@ -118,7 +118,9 @@ class _Conn:
         "_readable",
         "_reader_scope",
         "_rest",
+        "_run_in",
         "_send_scope",
+        "_write",
         "_writer",
         "closing",
         "conn",
@@ -152,6 +154,9 @@ class _Conn:
         self._direct: contextvars.Context | None = None
         #: What they run it through (see _writer); None once it ended or was closed.
         self._writer: Generator[Any, Message, None] | None = None
+        #: ``self._direct.run`` and ``self._writer.send``, bound once (used only while parked).
+        self._run_in: Any = None
+        self._write: Any = None
         #: The sender waits for output with nothing in flight: others may write for it.
         self._parked = False
         #: A send started by another task that must wait, and the messages after it.
@@ -159,47 +164,7 @@ class _Conn:
         self._rest: list[Message] = []
         self._failure: Exception | None = None
 
-    # -- called while draining (synchronous) ---------------------------------------------
-
-    def flush(self) -> None:
-        """Output is waiting: write it from this task if the sender is idle, else wake it.
-
-        Each ``send`` runs here until it completes or has to wait (a paused
-        transport, a lock); one that waits, and the messages after it, go to
-        the sender task, which finishes them before taking more. So a broadcast
-        wakes no task per receiver while the receivers keep up, the messages of
-        a connection keep their order, and a slow reader holds up only itself.
-        """
-        if not self._parked or self.closing or self.done:
-            self.wakeup.set()
-            return
-        messages = self.conn.take()
-        if not messages:
-            return
-        readable = self._readable
-        if readable is not None:  # the reader waited for the output to drain
-            readable.set()
-        writer = self._writer
-        context = self._direct
-        assert writer is not None  # (parked only then)
-        assert context is not None
-        write = writer.send
-        run = context.run
-        left = iter(messages)
-        for message in left:
-            try:
-                yielded = run(write, message)
-            except Exception as exc:  # the sender reports it, as a failed send of its own
-                self._writer = None  # (the send's exception ended it)
-                self._failure = exc
-            else:
-                if yielded is _WRITTEN:
-                    continue
-                self._pending = (writer, yielded)
-                self._rest = list(left)  # what comes after the one that waits
-            self._parked = False
-            self.wakeup.set()
-            return
+    # -- called while draining (synchronous): see flush() below -------------------------
 
     def _wake_reader(self) -> None:
         readable = self._readable
@@ -233,14 +198,22 @@ class _Conn:
                 self.tg = tg
                 driver.attach(self)
                 try:
-                    await self._run(receive)
+                    # The reader is awaited here, not from a helper: every message resumes
+                    # the ASGI call through each coroutine frame between it and receive().
+                    if await self._accept():
+                        await self._reader(receive)
+                    # Terminal listeners may still be running; the connection ends after them.
+                    while self.running_handlers:
+                        await self._idle.wait()
                 finally:
                     # From here on the task group takes no new tasks (trio closes it).
                     self.done = True
+                    self._parked = False
                     self._send_scope.cancel()
                     driver.release(self)
         finally:
             self.done = True
+            self._parked = False
             if conn.state is not _CLOSED:
                 # Cancelled from outside (server shutdown): still end it in the engine.
                 driver.install().connection_lost(conn)
@@ -250,7 +223,8 @@ class _Conn:
             self._handlers.clear()
             driver.detach(self)
 
-    async def _run(self, receive: Receive) -> None:
+    async def _accept(self) -> bool:
+        """Send the accept and start the sender; whether the connection was accepted."""
         conn = self.conn
         driver = self.driver
         if self._handlers:
@@ -268,18 +242,17 @@ class _Conn:
                 self._direct = contextvars.copy_context()  # this call's, as its sends see it
                 self._writer = writer = _writer(self.send)
                 next(writer)
+                self._run_in = self._direct.run
+                self._write = writer.send
             await accepting
         except Exception as exc:
             driver.install().connection_lost(conn, exc)
             driver.drain()
-        else:
-            assert self.tg is not None
-            self.tg.start_soon(self._sender)
-            driver.drain()
-            await self._reader(receive)
-        # Terminal listeners may still be running; the connection ends after them.
-        while self.running_handlers:
-            await self._idle.wait()
+            return False
+        assert self.tg is not None
+        self.tg.start_soon(self._sender)
+        driver.drain()
+        return True
 
     async def _reader(self, receive: Receive) -> None:
         conn = self.conn
@@ -287,7 +260,9 @@ class _Conn:
         stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
         with self._reader_scope:
             while True:
-                while not conn.can_read:
+                # can_read is true when both are 0, as after nearly every message:
+                # look at them before calling the property.
+                while (conn.blocked or conn.buffered) and not conn.can_read:
                     # Async listeners run, or a big message waits: read once it is taken.
                     self._readable = readable = anyio.Event()
                     try:
@@ -397,3 +372,48 @@ class _Conn:
         finally:
             self.running_handlers = False
             self._idle.set()
+
+
+def flush(connections: tuple[ServerConnection, ...]) -> None:
+    """Output waits on each of ``connections``: write it from this task if its sender is idle.
+
+    Else wake the connection's sender. Each ``send`` runs here until it
+    completes or has to wait (a paused transport, a lock); one that waits,
+    and the messages after it, go to the sender task, which finishes them
+    before taking more. So a broadcast wakes no task per receiver while the
+    receivers keep up, the messages of a connection keep their order, and a
+    slow reader holds up only itowner. One function for a whole ``Flush``
+    (not a method per connection): it runs once per delivery.
+    """
+    for conn in connections:
+        owner: _Conn = conn.transport
+        if not owner._parked:  # (never while closing or done: both unpark it)
+            owner.wakeup.set()
+            continue
+        messages = conn.take()
+        if not messages:
+            continue
+        readable = owner._readable
+        if readable is not None:  # the reader waited for the output to drain
+            readable.set()
+        # Bound at accept: while parked, the writer has not ended (see _writer).
+        run = owner._run_in
+        write = owner._write
+        written = 0
+        for message in messages:
+            try:
+                yielded = run(write, message)
+            except Exception as exc:  # the sender reports it, as a failed send of its own
+                owner._writer = None  # (the send's exception ended it)
+                owner._failure = exc
+            else:
+                written += 1
+                if yielded is _WRITTEN:
+                    continue
+                writer = owner._writer
+                assert writer is not None
+                owner._pending = (writer, yielded)
+                owner._rest = messages[written:]  # what comes after the one that waits
+            owner._parked = False
+            owner.wakeup.set()
+            break

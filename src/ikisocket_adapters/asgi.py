@@ -47,7 +47,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn
+from ._asgi_conn import _Conn, flush
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -166,7 +166,11 @@ class ASGIApp:
             if self.fallback is not None and not ours:
                 await self.fallback(scope, receive, send)
             else:
-                await self._websocket(scope, path, receive, send)
+                # Served from here, not from _open: every message resumes this call
+                # through each coroutine frame between it and the reader's receive().
+                conn = await self._open(scope, path, receive, send)
+                if conn is not None:
+                    await conn.serve(receive)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
@@ -233,10 +237,13 @@ class ASGIApp:
             finally:
                 driver.unpin(tg)
 
-    async def _websocket(self, scope: Scope, path: str, receive: Receive, send: ASGISend) -> None:
+    async def _open(
+        self, scope: Scope, path: str, receive: Receive, send: ASGISend
+    ) -> _Conn | None:
+        """Accept or refuse a WebSocket in the engine: its :class:`_Conn` to serve, if accepted."""
         message = await receive()
         if message["type"] != "websocket.connect":
-            return  # the client left before the handshake
+            return None  # the client left before the handshake
         driver = self._driver
         server = driver.install()
         driver.stamp()
@@ -246,11 +253,11 @@ class ASGIApp:
         if isinstance(result, Reject):
             await _reject(scope, send, result)
             driver.drain()
-            return
+            return None
         conn = _Conn(driver, result, send)
         result.transport = conn
         driver.accepted()
-        await conn.serve(receive)
+        return conn
 
 
 def _encode(kind: MessageKind, data: bytes) -> Message:
@@ -331,8 +338,7 @@ class _Driver:
         assert server is not None
         for action in server.drain_actions():
             if action.__class__ is Flush:
-                for conn in action.connections:
-                    conn.transport.flush()
+                flush(action.connections)
             elif isinstance(action, CloseTransport):
                 action.connection.transport.close_transport()
             else:

@@ -276,7 +276,8 @@ class ServerConnection:
             data: The payload, UTF-8 for text.
             kind: ``TEXT`` or ``BINARY``.
         """
-        if self.state is _CLOSED:
+        kws = self.kws  # (the state property, inlined: once per message)
+        if (self._state if kws is None else kws.state) is _CLOSED:
             return
         self._node.stats.bytes_in += len(data)
         if self.blocked:

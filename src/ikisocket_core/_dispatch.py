@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._actions import Action, Close, RunHandler, _check_close, _send_action
@@ -35,6 +36,7 @@ from ._events import (
     EventPayload,
     Listener,
     MessageKind,
+    _event_payload,
     _message_kind,
 )
 from ._registry import _Registry
@@ -296,7 +298,11 @@ class _Dispatcher(_Registry):
     def _send(self, targets: tuple[Websocket, ...], data: bytes | str, kind: MessageKind) -> None:
         if kind.__class__ is not MessageKind:
             kind = _message_kind(kind)
-        payload = _payload(data, kind)
+        # _payload's checks, inlined for bytes that need none (every emit passes here).
+        if data.__class__ is bytes and (kind is not _TEXT or data.isascii()):
+            payload: bytes = data
+        else:
+            payload = _payload(data, kind)
         if targets:
             sio = self._sio
             if sio is not None and sio.connections:
@@ -304,7 +310,9 @@ class _Dispatcher(_Registry):
                 targets = sio._send_message(targets, payload, kind)
                 if not targets:
                     return
-            self._push(_send_action(targets, payload, kind))
+            self._queue.append(_send_action(targets, payload, kind))  # self._push, inlined
+            if self._depth == 0:
+                self._flush_outside()
 
     def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
         if kws.state is not _OPEN:
@@ -351,7 +359,10 @@ class _Dispatcher(_Registry):
                         "error on connection %s (no error listener)", kws.uuid, exc_info=error
                     )
             return
-        ep = kws.payload(name, data, kind, error)
+        # kws.payload(name, data, kind, error), inlined: once per event.
+        ep = _event_payload(
+            kws, name, kws._uuid, MappingProxyType(kws._attributes), error, data, kind
+        )
         for fn in listeners:
             self._call(fn, ep)
         for fn in local:

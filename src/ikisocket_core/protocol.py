@@ -564,7 +564,11 @@ class Server:
         """Route the hub's actions to their connections."""
         hub = self.hub
         while hub._queue:
-            for action in hub.drain_actions():
+            # hub.drain_actions(), inlined (once per input that emitted).
+            actions = hub._queue
+            hub._queue = []
+            hub._wakeup_pending = False
+            for action in actions:
                 if action.__class__ is Send:
                     deliver(self, action)
                 elif isinstance(action, Close):
