@@ -29,6 +29,7 @@ from wsproto.events import TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
 from ikisocket_core import EventPayload, Hub
+from ikisocket_core._reader import FrameReader
 from ikisocket_core.protocol import Flush, Server, ServerConnection
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
@@ -182,8 +183,6 @@ def parse_by_hand(size: int, count: int) -> Callable[[], int]:
 
 def reader_parse(size: int, count: int) -> Callable[[], int]:
     """Our own receive path (``_reader.FrameReader``), as the engine drives it per read."""
-    from ikisocket_core._reader import FrameReader
-
     reader = FrameReader(1024 * 1024)
     data = client_frame(b"x" * size)
 
