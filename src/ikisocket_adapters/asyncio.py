@@ -467,7 +467,10 @@ async def serve(
     """Serve ``hub`` until cancelled, then shut down gracefully.
 
     On cancellation every client is closed with 1001 and given up to
-    ``close_timeout`` to finish, then the cancellation propagates.
+    ``close_timeout`` to finish, then the cancellation propagates. The wait
+    is shielded from one cancellation, as asyncio cancels; an anyio cancel
+    scope cancels again at every await and cuts it short, so under anyio
+    serve with :mod:`ikisocket_adapters.anyio` instead.
 
     It takes the arguments of :func:`start_server`.
     """
