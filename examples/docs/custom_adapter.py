@@ -39,6 +39,8 @@ class SelectorServer:
         self.sockets: dict[ServerConnection, socket.socket] = {}
         self.unsent: dict[ServerConnection, bytes] = {}  # taken from the engine, not yet written
         self.closing: set[ServerConnection] = set()  # close once ``unsent`` is empty
+        # Half-closed, read until the client closes too (or this deadline passes).
+        self.lingering: dict[ServerConnection, float] = {}
         # [end:setup]
 
     @property
@@ -76,6 +78,8 @@ class SelectorServer:
             if key.data is not None and mask & selectors.EVENT_WRITE:
                 self.write(key.data)
         now = time.monotonic()
+        for conn in [c for c, until in self.lingering.items() if now >= until]:
+            self.drop(conn)
         if deadline is not None and now >= deadline:
             self.engine.tick(now)  # only when something is due: a tick has work then
         self.perform()
@@ -103,6 +107,10 @@ class SelectorServer:
             return
         except OSError as exc:
             self.drop(conn, exc)
+            return
+        if conn in self.lingering:  # the engine is done with it: discard, until the end
+            if not data:
+                self.drop(conn)
             return
         if data:
             self.engine.receive_data(conn, data, now=time.monotonic())
@@ -157,13 +165,29 @@ class SelectorServer:
             self.unsent[conn] = b"".join(conn.take())
             self.write(conn)
         elif conn in self.closing:
-            self.drop(conn)
+            self.linger(conn)
+
+    def linger(self, conn: ServerConnection) -> None:
+        """Send FIN after the last bytes, and read on until the client closes too.
+
+        Closing a socket with unread input would make the kernel reset the
+        connection, and the reset destroys what the client had not read yet:
+        the close frame or the HTTP status saying why.
+        """
+        self.closing.discard(conn)
+        try:
+            self.sockets[conn].shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.drop(conn, exc)
+            return
+        self.lingering[conn] = time.monotonic() + self.engine.config.close_timeout
 
     def drop(self, conn: ServerConnection, error: BaseException | None = None) -> None:
         """Close the socket and tell the engine the transport is gone."""
         sock = self.sockets.pop(conn)
         self.unsent.pop(conn, None)
         self.closing.discard(conn)
+        self.lingering.pop(conn, None)
         self.selector.unregister(sock)
         sock.close()
         self.engine.connection_lost(conn, error)

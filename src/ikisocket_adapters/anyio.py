@@ -111,7 +111,17 @@ class _Stream(Peer):
     what the kernel does not take at once (``rest``) wakes the sender.
     """
 
-    __slots__ = ("closing", "rest", "send_scope", "sending", "signal", "sock", "stream", "wanted")
+    __slots__ = (
+        "closing",
+        "lost",
+        "rest",
+        "send_scope",
+        "sending",
+        "signal",
+        "sock",
+        "stream",
+        "wanted",
+    )
 
     def __init__(self, stream: anyio.abc.ByteStream, sock: socket.socket | None = None) -> None:
         super().__init__()
@@ -120,6 +130,7 @@ class _Stream(Peer):
         self.signal = _Signal()
         self.wanted = _Signal()
         self.closing = False
+        self.lost = False  # the stream failed: nothing more can be read or sent
         self.sending = False  # the sender awaits a send: nothing may overtake it
         self.rest: bytes | memoryview | None = None  # the kernel's refusal, for the sender
         self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
@@ -355,6 +366,8 @@ class WebSocketServer(Driver):
                 )
                 await self._sender(client, conn)
                 tg.cancel_scope.cancel()  # the reader has nothing more to do
+            if not client.lost:
+                await self._linger(client.stream)
         finally:
             try:
                 if client.conn is not None:
@@ -445,10 +458,30 @@ class WebSocketServer(Driver):
             except _GONE as exc:
                 self._lost(client, conn, exc)
 
+    async def _linger(self, stream: anyio.abc.ByteStream) -> None:
+        """Half-close ``stream`` and discard its input until the client closes too.
+
+        Closing a socket with unread input makes the kernel reset the
+        connection, which destroys what the client had not read yet: the close
+        frame or the HTTP status that says why it ends. So the server sends
+        FIN after its last bytes and reads until the client's end of the
+        stream, at most ``close_timeout``. A TLS stream cannot half-close, and
+        lingering without a FIN would keep a client waiting for the server to
+        close first (as RFC 6455 has it): it is closed at once, as before.
+        """
+        with anyio.move_on_after(self.engine.config.close_timeout):
+            try:
+                await stream.send_eof()
+                while True:
+                    await stream.receive(RECEIVE_SIZE)
+            except (*_GONE, OSError, NotImplementedError):
+                pass
+
     def _lost(self, client: _Stream, conn: ServerConnection, error: BaseException) -> None:
         """The stream of ``client`` failed: end its connection and let its sender finish."""
         self.engine.connection_lost(conn, error)
         self.pump()
+        client.lost = True
         client.closing = True
         client.signal.wake()
         client.wanted.wake()

@@ -16,6 +16,14 @@ uvloop (libuv) would otherwise read one ready socket up to 32 times of 250 kB
 in a row, and a client flooding the server would delay everyone else's
 answers by seconds.
 
+When the engine closes a plain TCP connection, the server half-closes it
+(after its last bytes, the close frame or the error response, it sends FIN) and goes on
+reading, discarding, until the client closes too or ``close_timeout`` passes.
+Closing a socket with unread input makes the kernel reset the connection, and
+a reset destroys what the client had not read yet: a client that was still
+sending (a flood, an oversized message, a request head over the limit) would
+lose the very close frame or HTTP status that says why.
+
 ::
 
     import asyncio
@@ -47,6 +55,31 @@ __all__ = ["TURN_BYTES", "WebSocketServer", "open_server", "serve", "start_serve
 #: Bytes a connection's input may feed the engine before the loop serves the
 #: other connections (the default loop's one read, 256 KiB).
 TURN_BYTES = 256 * 1024
+
+
+class _Lingering(asyncio.Protocol):
+    """What a closed connection's transport talks to until the client closes too.
+
+    Its input is discarded; the client's end of the stream, or the
+    ``close_timeout`` timer, ends the transport, and the connection's own
+    protocol then hears of it as usual.
+    """
+
+    __slots__ = ("proto", "timer")
+
+    def __init__(self, proto: _Protocol, timer: asyncio.TimerHandle) -> None:
+        self.proto = proto
+        self.timer = timer
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the engine is done with this connection
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+        self.proto.connection_lost(exc)
 
 
 class _Protocol(Peer, asyncio.Protocol):
@@ -292,18 +325,30 @@ class WebSocketServer(Driver):
         return True
 
     def _close_transport(self, peer: _Protocol) -> None:
-        """Close the transport; it flushes what was written first.
+        """Half-close the transport after what was written, and linger (module docstring).
 
         Output a paused transport left in the engine (at most ``max_queue``, and
         often just the close frame) is written first too, as the task-based
         adapters' senders do: the peer still gets the close frame once it reads.
+        A TLS transport cannot half-close, and lingering without a FIN would
+        keep a client waiting for the server to close first (as RFC 6455 has
+        it) until one side's timeout: it is closed at once, as before.
         """
         transport = peer.transport
-        if transport is not None:
-            conn = peer.conn
-            if conn is not None and conn.buffered and not transport.is_closing():
-                transport.write(b"".join(conn.take()))
+        if transport is None or transport.is_closing():
+            return
+        conn = peer.conn
+        if conn is not None and conn.buffered:
+            transport.write(b"".join(conn.take()))
+        if not transport.can_write_eof():
             transport.close()
+            return
+        timer = self.loop.call_later(self.engine.config.close_timeout, transport.abort)
+        transport.set_protocol(_Lingering(peer, timer))
+        transport.write_eof()
+        if not peer.reading:
+            peer.reading = True
+            transport.resume_reading()
 
     def _arm(self, when: float) -> None:
         """Move the one timer to ``when``."""

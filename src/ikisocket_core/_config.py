@@ -39,7 +39,9 @@ class ServerConfig:
         ping_interval: Seconds between keepalive pings (20); ``None`` disables them.
         ping_timeout: Seconds to wait for the pong (20) before closing with 1011.
         handshake_timeout: Seconds a client has to complete its HTTP request (10).
-        close_timeout: Seconds to wait for the peer's close frame (10).
+        close_timeout: Seconds to wait for the peer's close frame (10); the
+            socket adapters also wait at most this long, after ending a plain
+            TCP connection, for the client to close its end (they linger).
         max_request_size: Largest HTTP request head, in bytes (16 KiB); 431 beyond.
         compression: Negotiate permessage-deflate (RFC 7692) when offered.
         static: Plain HTTP responses for ``GET`` paths: ``{path: (content type, body)}``.

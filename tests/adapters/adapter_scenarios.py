@@ -690,6 +690,57 @@ async def backpressure_closes_the_slow_reader(serve: Serve) -> None:
             slow.close()
 
 
+#: Settings under which a ``flood_hub`` client that stops reading is closed (1013).
+FLOOD_LIMITS: dict[str, Any] = {
+    "max_queue": 256 * 1024,
+    "backpressure": "close",
+    "ping_interval": None,
+}
+
+
+def flood_hub() -> Hub:
+    """``/ws`` answers every message with 256 KiB."""
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    part = b"\xab" * (256 * 1024)
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.emit(part, BINARY))
+    return hub
+
+
+def flood_then_read_the_close(port: int) -> int | None:
+    """Ask for 256 KiB every 10 ms without reading, then read: the close code, if any."""
+    sock = stalled_client(port)
+    frames = FrameProtocol(client=True, extensions=[])
+    try:
+        with contextlib.suppress(OSError):  # a reset: the server did not linger
+            for _ in range(60):
+                sock.sendall(frames.send_data("flood", fin=True))
+                time.sleep(0.01)
+        with contextlib.suppress(OSError):
+            while data := sock.recv(65536):
+                frames.receive_bytes(data)
+                for frame in frames.received_frames():
+                    if frame.opcode is Opcode.CLOSE:
+                        return int(frame.payload[0])
+        return None
+    finally:
+        sock.close()
+
+
+async def close_frame_reaches_a_client_still_sending(serve: Serve) -> None:
+    """A client still writing while the server fails its connection gets the close frame.
+
+    Closing a socket with unread input resets the connection, and the reset
+    destroys what the client had not read yet: here the 1013 frame, behind
+    megabytes of flood in flight. The server half-closes and reads on instead.
+    """
+    hub = flood_hub()
+    async with running(serve, hub, **FLOOD_LIMITS) as server:
+        code = await anyio.to_thread.run_sync(flood_then_read_the_close, server.port)
+        assert server.engine.stats.overflow_closes == 1
+    assert code == 1013
+
+
 async def cancel_right_after_start(serve: Serve) -> None:
     hub = echo_hub()
     with anyio.fail_after(TIMEOUT):

@@ -90,6 +90,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.late_reader_gets_every_byte_in_order,
     scenarios.data_flood_does_not_starve_others,
     scenarios.backpressure_closes_the_slow_reader,
+    scenarios.close_frame_reaches_a_client_still_sending,
     scenarios.cancel_right_after_start,
     scenarios.silent_client_hits_the_handshake_timeout,
     scenarios.stuck_client_does_not_hold_the_shutdown,

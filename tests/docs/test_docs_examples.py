@@ -24,7 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "docs"
 sys.path.insert(0, str(EXAMPLES))
+sys.path.insert(0, str(ROOT / "tests" / "adapters"))
 
+import adapter_scenarios  # noqa: E402
 import auth_app  # noqa: E402
 import backpressure  # noqa: E402
 import error_handling  # noqa: E402
@@ -316,6 +318,14 @@ def connect_after_start(
         stop.set()
         thread.join(WAIT)
         assert not thread.is_alive()
+
+
+def test_custom_adapter_lingers_so_a_client_still_sending_gets_the_close_frame() -> None:
+    server = SelectorServer(adapter_scenarios.flood_hub(), **adapter_scenarios.FLOOD_LIMITS)
+    with running(server):
+        code = adapter_scenarios.flood_then_read_the_close(server.port)
+    assert server.engine.stats.overflow_closes == 1
+    assert code == 1013  # not a reset (1006): the frame was behind megabytes in flight
 
 
 def test_custom_adapter_runs_async_listeners_in_order() -> None:
