@@ -38,7 +38,8 @@ class SelectorServer:
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.sockets: dict[ServerConnection, socket.socket] = {}
         self.unsent: dict[ServerConnection, bytes] = {}  # taken from the engine, not yet written
-        self.closing: set[ServerConnection] = set()  # close once ``unsent`` is empty
+        # Close once ``unsent`` is empty; True: the client may still be sending, linger.
+        self.closing: dict[ServerConnection, bool] = {}
         # Half-closed, read until the client closes too (or this deadline passes).
         self.lingering: dict[ServerConnection, float] = {}
         # [end:setup]
@@ -133,7 +134,7 @@ class SelectorServer:
                         self.unsent[conn] = b"".join(conn.take())
                         self.write(conn)
             elif isinstance(action, CloseTransport):
-                self.closing.add(action.connection)
+                self.closing[action.connection] = action.linger
                 self.write(action.connection)
             elif isinstance(action, RunHandler):
                 # No event loop here: run the listener to completion, blocking the
@@ -165,7 +166,10 @@ class SelectorServer:
             self.unsent[conn] = b"".join(conn.take())
             self.write(conn)
         elif conn in self.closing:
-            self.linger(conn)
+            if self.closing.pop(conn):
+                self.linger(conn)
+            else:
+                self.drop(conn)
 
     def linger(self, conn: ServerConnection) -> None:
         """Send FIN after the last bytes, and read on until the client closes too.
@@ -174,7 +178,6 @@ class SelectorServer:
         connection, and the reset destroys what the client had not read yet:
         the close frame or the HTTP status saying why.
         """
-        self.closing.discard(conn)
         try:
             self.sockets[conn].shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -186,7 +189,7 @@ class SelectorServer:
         """Close the socket and tell the engine the transport is gone."""
         sock = self.sockets.pop(conn)
         self.unsent.pop(conn, None)
-        self.closing.discard(conn)
+        self.closing.pop(conn, None)
         self.lingering.pop(conn, None)
         self.selector.unregister(sock)
         sock.close()

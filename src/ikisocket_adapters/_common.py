@@ -174,8 +174,12 @@ class Driver:
         """Write (or have written) ``conn.take()`` of each connection."""
         raise NotImplementedError
 
-    def _close_transport(self, peer: Any) -> None:
-        """Close ``peer``'s transport once what was taken from it is written."""
+    def _close_transport(self, peer: Any, linger: bool) -> None:
+        """Close ``peer``'s transport once what was taken from it is written.
+
+        With ``linger`` (``CloseTransport.linger``), half-close it instead and
+        read it to its end, at most ``close_timeout``.
+        """
         raise NotImplementedError
 
     def _arm(self, when: float) -> None:
@@ -207,7 +211,7 @@ class Driver:
             if cls is Flush:
                 self._flush(action.connections)  # type: ignore[union-attr]
             elif cls is CloseTransport:
-                self._close_transport(action.connection.transport)  # type: ignore[union-attr]
+                self._close_transport(action.connection.transport, action.linger)  # type: ignore[union-attr]
             else:
                 self._run_handler(action)  # type: ignore[arg-type]
         # Re-arm only for an earlier deadline: one that moved later fires early, ticks

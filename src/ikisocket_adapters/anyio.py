@@ -113,6 +113,7 @@ class _Stream(Peer):
 
     __slots__ = (
         "closing",
+        "linger",
         "lost",
         "rest",
         "send_scope",
@@ -131,6 +132,7 @@ class _Stream(Peer):
         self.wanted = _Signal()
         self.closing = False
         self.lost = False  # the stream failed: nothing more can be read or sent
+        self.linger = False  # read to its end after the last write (CloseTransport.linger)
         self.sending = False  # the sender awaits a send: nothing may overtake it
         self.rest: bytes | memoryview | None = None  # the kernel's refusal, for the sender
         self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
@@ -230,9 +232,10 @@ class WebSocketServer(Driver):
             await awaitable
         return not scope.cancelled_caught
 
-    def _close_transport(self, peer: _Stream) -> None:
+    def _close_transport(self, peer: _Stream, linger: bool) -> None:
         """Let the sender finish: what is still buffered gets ``close_timeout`` to leave."""
         peer.closing = True
+        peer.linger = linger
         deadline = self.now() + self.engine.config.close_timeout
         peer.send_scope.deadline = min(peer.send_scope.deadline, deadline)
         peer.wanted.wake()
@@ -366,7 +369,7 @@ class WebSocketServer(Driver):
                 )
                 await self._sender(client, conn)
                 tg.cancel_scope.cancel()  # the reader has nothing more to do
-            if not client.lost:
+            if client.linger and not client.lost:
                 await self._linger(client.stream)
         finally:
             try:

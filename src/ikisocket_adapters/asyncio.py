@@ -16,9 +16,11 @@ uvloop (libuv) would otherwise read one ready socket up to 32 times of 250 kB
 in a row, and a client flooding the server would delay everyone else's
 answers by seconds.
 
-When the engine closes a plain TCP connection, the server half-closes it
-(after its last bytes, the close frame or the error response, it sends FIN) and goes on
-reading, discarding, until the client closes too or ``close_timeout`` passes.
+When the engine ends a plain TCP connection while the client may still be
+sending (``CloseTransport.linger``: a protocol error, an overflow, an HTTP
+error), the server half-closes it (FIN after its last bytes, the close frame or
+the error response) and goes on reading, discarding, until the client closes
+too or ``close_timeout`` passes.
 Closing a socket with unread input makes the kernel reset the connection, and
 a reset destroys what the client had not read yet: a client that was still
 sending (a flood, an oversized message, a request head over the limit) would
@@ -324,7 +326,7 @@ class WebSocketServer(Driver):
             return False
         return True
 
-    def _close_transport(self, peer: _Protocol) -> None:
+    def _close_transport(self, peer: _Protocol, linger: bool) -> None:
         """Half-close the transport after what was written, and linger (module docstring).
 
         Output a paused transport left in the engine (at most ``max_queue``, and
@@ -340,8 +342,8 @@ class WebSocketServer(Driver):
         conn = peer.conn
         if conn is not None and conn.buffered:
             transport.write(b"".join(conn.take()))
-        if not transport.can_write_eof():
-            transport.close()
+        if not linger or not transport.can_write_eof():
+            transport.close()  # the peer sends nothing more, or it is TLS
             return
         timer = self.loop.call_later(self.engine.config.close_timeout, transport.abort)
         transport.set_protocol(_Lingering(peer, timer))

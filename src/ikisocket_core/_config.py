@@ -150,9 +150,20 @@ class CloseTransport:
     For a connection at the message level (ASGI), send a close with
     ``connection.close_code`` and ``connection.close_reason`` first when the
     code is not ``None``.
+
+    Attributes:
+        connection: The connection whose transport to close.
+        linger: Whether the peer may still be sending: the engine ended the
+            connection on its own (a protocol error, an overflow, an HTTP error
+            answer). Closing a socket with unread input resets it, and the
+            reset destroys what the peer has not read yet (the close frame or
+            the status), so half-close it and read it to its end, at most
+            ``close_timeout``. ``False`` once the peer closed (its close frame
+            or end of stream) or a timeout passed: close at once.
     """
 
     connection: ServerConnection
+    linger: bool = True
 
 
 @dataclass(frozen=True, slots=True)

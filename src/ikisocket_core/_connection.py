@@ -229,7 +229,7 @@ class ServerConnection:
         After calling this, the driver must drain the node's actions.
         """
         self._end(1006, "", None)
-        self._close_transport()
+        self._close_transport(linger=False)
 
     def connection_lost(self, error: BaseException | None = None) -> None:
         """The transport is gone; nothing more will be written or read.
@@ -484,7 +484,7 @@ class ServerConnection:
         # else: the answer to our own close frame.
         self._end(code, reason, None)
         # RFC 6455 7.1.1: the server closes the TCP connection first.
-        self._close_transport()
+        self._close_transport(linger=False)
 
     def _too_big(self, size: int) -> None:
         self._node.stats.protocol_errors += 1
@@ -529,9 +529,9 @@ class ServerConnection:
         elif kws.state is not _CLOSED:
             self._node.hub.receive_disconnect(kws, code, reason, error)
 
-    def _close_transport(self) -> None:
+    def _close_transport(self, *, linger: bool = True) -> None:
         self._node._deadlines.disarm(self)
-        self._node._forget(self, close=True)
+        self._node._forget(self, close=True, linger=linger)
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake from the server (the hub's ``Close`` action).
@@ -583,7 +583,7 @@ class ServerConnection:
                 logger.info("failed %s: handshake timeout", peer_name(self.client))
             self._http = None
             self._end(1006, "handshake timeout", None)
-            self._close_transport()
+            self._close_transport(linger=False)
         elif timer == _SCHEDULE_PING:
             self._arm(_PING, now + config.ping_interval)  # type: ignore[operator]
         elif timer == _PING:
@@ -598,7 +598,7 @@ class ServerConnection:
         else:  # _CLOSE
             node.stats.close_timeouts += 1
             self._end(1006, "close timeout", None)
-            self._close_transport()
+            self._close_transport(linger=False)
 
     # -- output --------------------------------------------------------------------------
 

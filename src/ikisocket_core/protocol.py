@@ -534,7 +534,7 @@ class Server:
             host = conn._host = conn.client[0]
             self._per_host[host] = self._per_host.get(host, 0) + 1
 
-    def _forget(self, conn: ServerConnection, *, close: bool = False) -> None:
+    def _forget(self, conn: ServerConnection, *, close: bool = False, linger: bool = True) -> None:
         # Every end path of every connection passes here, and only its first pass
         # finds it registered: the limits' counts drop exactly once.
         if conn in self._conns:
@@ -554,7 +554,7 @@ class Server:
                     else:
                         del self._per_host[host]
             if close:
-                self._actions.append(CloseTransport(conn))
+                self._actions.append(CloseTransport(conn, linger))
 
     def _hub_woke(self) -> None:
         if self._wakeup is not None:

@@ -361,6 +361,13 @@ class Network:
             p.feed(request)
         return p
 
+    def lingers(self, conn: ServerConnection) -> bool:
+        """The ``linger`` of the one ``CloseTransport`` of ``conn`` so far."""
+        (linger,) = [
+            a.linger for a in self.actions if isinstance(a, CloseTransport) and a.connection is conn
+        ]
+        return linger
+
     def drain(self) -> None:
         """Perform the server's actions like an adapter (handlers are kept, not run)."""
         while True:

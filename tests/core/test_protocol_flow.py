@@ -77,6 +77,7 @@ def test_client_close_is_echoed_then_transport_closed(way: Way) -> None:
     assert p.close_frames[0].code == 4001  # the echo (RFC 6455 5.5.1)
     assert p.transport_closed
     assert p.net.closed == [p.conn]
+    assert not p.net.lingers(p.conn)  # the peer sends nothing after its close frame
     assert p.conn.state is ConnectionState.CLOSED
     assert p.net.server.connections == ()
     assert names(log) == [EVENT_CONNECT, EVENT_MESSAGE, EVENT_DISCONNECT]
@@ -120,6 +121,7 @@ def test_server_close_waits_for_the_client_reply(way: Way) -> None:
     assert p.ws is not None
     p.send(CloseConnection(code=4000, reason="bye"))  # the client's reply
     assert p.transport_closed
+    assert not p.net.lingers(p.conn)
     assert p.conn.state is ConnectionState.CLOSED
     assert p.net.server.connections == ()
     assert terminal(log) == [(EVENT_CLOSE, 4000)]  # no disconnect after close
@@ -148,6 +150,7 @@ def test_close_timeout_when_the_client_never_answers() -> None:
     assert not p.transport_closed
     net.tick(14)
     assert p.transport_closed
+    assert not net.lingers(p.conn)  # close_timeout was waited already
     assert net.server.stats.close_timeouts == 1
     assert net.server.connections == ()
     assert net.server.next_deadline() is None
@@ -187,6 +190,7 @@ def test_eof_is_a_1006_disconnect() -> None:
     p.net.server.receive_eof(p.conn)
     p.net.drain()
     assert p.transport_closed
+    assert not p.net.lingers(p.conn)
     assert terminal(log) == [(EVENT_DISCONNECT, 1006)]
     p.net.server.receive_eof(p.conn)  # a second time changes nothing
     assert p.net.server.drain_actions() == []
@@ -358,6 +362,7 @@ def test_close_policy_closes_the_slow_connection_with_1013() -> None:
         hub.broadcast("m" * 98)
         net.drain()
     assert slow.transport_closed
+    assert net.lingers(slow.conn)  # it may still be sending: its 1013 must not be reset away
     assert slow.conn.state is ConnectionState.CLOSED
     assert net.server.stats.overflow_closes == 1
     assert net.server.stats.dropped_messages == 0
@@ -672,7 +677,7 @@ def test_connection_repr_and_drain_without_work() -> None:
     assert server.drain_actions() == []
     assert server.connections == (conn,)
     server.receive_eof(conn)
-    assert server.drain_actions() == [CloseTransport(conn)]
+    assert server.drain_actions() == [CloseTransport(conn, linger=False)]
 
 
 def test_next_deadline_is_the_earliest_of_all_connections() -> None:

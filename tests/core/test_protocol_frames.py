@@ -47,6 +47,7 @@ def assert_failed(p: Pair, log: list[Seen], code: int) -> RemoteProtocolError:
     """The server failed the connection with ``code``, cleanly, and told the hub once."""
     assert p.close_frames[0].code == code
     assert p.transport_closed
+    assert p.net.lingers(p.conn)  # the peer may still be sending
     assert p.conn not in p.net.server.connections
     assert names(log)[-2:] == [EVENT_ERROR, EVENT_DISCONNECT]
     assert names(log).count(EVENT_DISCONNECT) == 1

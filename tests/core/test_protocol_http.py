@@ -182,6 +182,7 @@ def test_malformed_request_is_400(request_bytes: bytes, way: Way) -> None:
     assert status == 400
     assert headers[b"connection"] == b"close"
     assert p.transport_closed
+    assert p.net.lingers(p.conn)  # the rest of the request must not reset the answer away
     assert p.conn not in p.net.server.connections
     assert log == []
 
@@ -193,6 +194,7 @@ def test_oversized_request_head_is_431(way: Way) -> None:
     p, (status, _, _) = http(hub, request, way, max_request_size=1024)
     assert status == 431
     assert p.transport_closed
+    assert p.net.lingers(p.conn)
     # The limit counts the whole head, however it arrived.
     exact = raw_request(extra=("X-Pad: " + "b" * 900,))
     _, (status, _, _) = http(hub, exact, way, max_request_size=len(exact) - 1)
@@ -405,6 +407,7 @@ def test_slowloris_is_cut_off_after_handshake_timeout(way: Way) -> None:
     assert not p.transport_closed
     net.tick(105.0)
     assert p.transport_closed
+    assert not net.lingers(p.conn)
     assert p.received == b""  # no answer, just the transport closed
     assert net.server.stats.handshake_timeouts == 1
     assert net.server.connections == ()
@@ -428,7 +431,7 @@ def test_eof_during_http_phase_closes_quietly() -> None:
     p.feed(b"GET /ws HT")
     net.server.receive_eof(p.conn)
     actions = net.server.drain_actions()
-    assert actions == [CloseTransport(p.conn)]
+    assert actions == [CloseTransport(p.conn, linger=False)]
     assert net.server.connections == ()
     assert log == []
 

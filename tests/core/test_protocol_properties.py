@@ -137,7 +137,7 @@ def end_cleanly(net: Network, hub: Hub, log: list[Any]) -> None:
     net.server.receive_eof(conn)
     net.drain()
     assert net.closed.count(conn) == 1
-    assert net.actions.count(CloseTransport(conn)) == 1
+    assert sum(isinstance(a, CloseTransport) and a.connection is conn for a in net.actions) == 1
     assert conn not in net.server.connections
     assert p.transport_closed
     assert len(hub) == 0
