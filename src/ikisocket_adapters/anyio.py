@@ -369,7 +369,8 @@ class WebSocketServer(Driver):
                 )
                 await self._sender(client, conn)
                 tg.cancel_scope.cancel()  # the reader has nothing more to do
-            if client.linger and not client.lost:
+            # Not when the last writes timed out: nothing is left worth the wait.
+            if client.linger and not client.lost and not client.send_scope.cancelled_caught:
                 await self._linger(client.stream)
         finally:
             try:
