@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from pairing import Network
 from test_federation import Bus, make_hub
 
 from ikisocket_core import (
@@ -29,6 +30,7 @@ from ikisocket_core import (
     RunHandler,
     UnknownConnection,
 )
+from ikisocket_core.protocol import Flush
 from ikisocket_core.testing import SocketIOTestSession, TestClient
 
 
@@ -670,3 +672,53 @@ def test_a_node_the_asking_one_did_not_know_of_is_waited_for_too(three: Three) -
     there.ack(there.receive(), "b")
     bus.flush()
     assert results == [{unknown.uuid: ("c",), there.uuid: ("b",)}]
+
+
+def test_a_relay_asking_a_byte_level_client_wakes_its_driver_and_flushes_it() -> None:
+    """What a relay writes to a client of the byte-level engine reaches the driver.
+
+    A relay is applied outside any input of the engine, so its output must go
+    through the hub's queue (the wakeup, then a ``Flush``): written straight
+    onto the connection, as an ACK is during that connection's own input, it
+    would wait unseen until something else flushed the connection.
+    """
+    a, b = make_hub("node-a"), make_hub("node-b")
+    a.socketio()
+    b.socketio()
+    tb = TestClient(b)
+    net = Network(a)
+    woke: list[bool] = []
+    net.server.set_wakeup(lambda: woke.append(True))
+
+    def carry() -> None:
+        for _ in range(10):
+            from_a, from_b = a.drain_relays(), b.drain_relays()
+            for relay in from_a:
+                b.receive_relay(relay)
+                tb.pump()
+            for relay in from_b:
+                a.receive_relay(relay)  # as a backplane does: outside any input
+            if not from_a and not from_b:
+                return
+        raise AssertionError("relays keep coming")  # pragma: no cover
+
+    p = net.pair("/socket.io/?EIO=4&transport=websocket")
+    p.send_text("40")
+    assert str(p.messages[-1]).startswith("40{")
+    (uuid,) = a.connections
+    carry()
+    answers: list[Any] = []
+    b.emit_with_ack(uuid, "question", 1, callback=answers.append, timeout=5)
+    woke.clear()
+    carry()
+    assert woke  # the driver was told to drain
+    seen = len(p.messages)
+    net.drain()
+    assert any(isinstance(x, Flush) and p.conn in x.connections for x in net.actions)
+    (event,) = p.messages[seen:]
+    assert isinstance(event, str)
+    assert event.endswith('["question",1]')
+    ack_id = event[2 : event.index("[")]
+    p.send_text(f'43{ack_id}["yes"]')  # answered during its own input: written directly
+    carry()
+    assert answers == [("yes",)]
