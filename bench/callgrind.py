@@ -15,7 +15,14 @@ depends on timing::
 
 ``echo``: one client, N round trips of 32 B. ``broadcast``: 100 receivers and a
 sender, N messages of 32 B each relayed to every receiver before the next (fan-out
-lockstep); the figure is per delivery. The dumps stay in ``bench/results/callgrind/``
+lockstep); the figure is per delivery. ``connect``: N connections one after the
+other, each opened (TCP, HTTP upgrade) and closed by the client with a close
+frame; the figure is per connection. ``--loop asyncio`` compares servers on the
+default loop (aiohttp's and ours, issue 11's connection target)::
+
+    python bench/callgrind.py aiohttp_server.py ikisocket_asyncio.py --mode connect --loop asyncio
+
+The dumps stay in ``bench/results/callgrind/``
 for ``callgrind_annotate``. Needs valgrind and ``callgrind_control`` on ``PATH`` and
 the ``websockets`` client; about 20 s per server for the defaults (valgrind runs
 Python some 50 times slower).
@@ -48,7 +55,15 @@ async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump:
     def control(*args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
-    if mode == "echo":
+    if mode == "connect":
+        clients = []
+
+        async def rounds(k: int) -> None:
+            for _ in range(k):
+                ws = await client()
+                await ws.close()
+
+    elif mode == "echo":
         clients = [await client()]
 
         async def rounds(k: int) -> None:
@@ -83,8 +98,8 @@ def total(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def measure(script: str, src: Path, mode: str, n: int, receivers: int) -> float:
-    """Instructions per message (per delivery for ``broadcast``) of one server."""
+def measure(script: str, src: Path, mode: str, n: int, *, receivers: int, loop: str) -> float:
+    """Instructions per message (per delivery, per connection) of one server."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = Path(script).stem
     out = RESULTS / f"{name}.{mode}.%p.out"
@@ -96,9 +111,9 @@ def measure(script: str, src: Path, mode: str, n: int, receivers: int) -> float:
         sys.executable,
         str(BENCH / "servers" / script),
         "--mode",
-        mode,
+        "echo" if mode == "connect" else mode,
         "--loop",
-        "uvloop",
+        loop,
     ]
     log = (RESULTS / f"{name}.{mode}.log").open("w")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
@@ -125,8 +140,11 @@ def measure(script: str, src: Path, mode: str, n: int, receivers: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("scripts", nargs="+", help="server scripts in bench/servers/")
-    p.add_argument("--mode", choices=("echo", "broadcast"), default="echo")
-    p.add_argument("-n", type=int, default=None, help="messages (echo 1000, broadcast 40)")
+    p.add_argument("--mode", choices=("echo", "broadcast", "connect"), default="echo")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument(
+        "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
+    )
     p.add_argument("--receivers", type=int, default=100)
     p.add_argument("--src", type=Path, default=BENCH.parent / "src", help="ikisocket's src/")
     args = p.parse_args(argv)
@@ -134,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 1
-    n = args.n or (1000 if args.mode == "echo" else 40)
-    unit = "delivery" if args.mode == "broadcast" else "round trip"
+    n = args.n or {"echo": 1000, "broadcast": 40, "connect": 200}[args.mode]
+    unit = {"echo": "round trip", "broadcast": "delivery", "connect": "connection"}[args.mode]
+    src = args.src.resolve()
     results = [
-        (s, measure(s, args.src.resolve(), args.mode, n, args.receivers)) for s in args.scripts
+        (s, measure(s, src, args.mode, n, receivers=args.receivers, loop=args.loop))
+        for s in args.scripts
     ]
     first = results[0][1]
     for script, per in results:
