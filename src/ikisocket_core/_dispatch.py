@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from ._actions import Action, Close, RunHandler, _check_close, _send_action
+from ._actions import Action, Close, RunHandler, Send, _check_close, _SendFields
 from ._errors import (
     ConnectionClosed,
     HandlerTimeout,
@@ -35,8 +35,8 @@ from ._events import (
     EventPayload,
     Listener,
     MessageKind,
-    _event_payload,
     _message_kind,
+    _PayloadFields,
 )
 from ._registry import _Registry
 from ._state import ConnectionState, StateInput, transition
@@ -309,7 +309,13 @@ class _Dispatcher(_Registry):
                 targets = sio._send_message(targets, payload, kind)
                 if not targets:
                     return
-            self._queue.append(_send_action(targets, payload, kind))  # self._push, inlined
+            # _send_action(targets, payload, kind) and self._push, inlined.
+            send: Any = _SendFields()
+            send.targets = targets
+            send.data = payload
+            send.kind = kind
+            send.__class__ = Send
+            self._queue.append(send)
             if self._depth == 0:
                 self._flush_outside()
 
@@ -358,8 +364,17 @@ class _Dispatcher(_Registry):
                         "error on connection %s (no error listener)", kws.uuid, exc_info=error
                     )
             return
-        # kws.payload(name, data, kind, error), inlined: once per event.
-        ep = _event_payload(kws, name, kws._uuid, kws._attributes_view, error, data, kind)
+        # kws.payload(name, data, kind, error), inlined (see _event_payload): once per event.
+        ep: Any = _PayloadFields()
+        ep.kws = kws
+        ep.name = name
+        ep.socket_uuid = kws._uuid
+        ep.socket_attributes = kws._attributes_view
+        ep.error = error
+        ep.data = data
+        ep.kind = kind
+        ep.arguments = None
+        ep.__class__ = EventPayload
         if local:
             listeners = (*listeners, *local)
         # Each listener is called from here, not from a helper: a Python call per listener
