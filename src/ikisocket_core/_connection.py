@@ -279,13 +279,25 @@ class ServerConnection:
         kws = self.kws  # (the state property, inlined: once per message)
         if (self._state if kws is None else kws.state) is _CLOSED:
             return
-        self._node.stats.bytes_in += len(data)
+        node = self._node
+        stats = node.stats
+        size = len(data)
+        stats.bytes_in += size
         if self.blocked:
             if self._held is None:
                 self._held = deque()
             self._held.append((data, kind))
             return
-        self._message(data, kind)
+        # self._message(data, kind), inlined: once per message.
+        limit = node.config.max_message_size
+        if limit is not None and size > limit:
+            self._too_big(size)
+            return
+        stats.messages_in += 1
+        hub = node.hub
+        hub.receive_message(kws, data, kind)  # type: ignore[arg-type]
+        if hub._queue:
+            node._pump_hub()  # a RunHandler action raises self.blocked
 
     def receive_close(self, code: int = 1005, reason: str = "") -> None:
         """The peer closed a message-level connection (its server saw the close or EOF).
@@ -654,19 +666,20 @@ def deliver(node: Server, action: Send) -> None:
     """
     shared: bytes | None = None
     shared_message: Any = None
-    size = len(action.data)
-    frame_size = 0
-    kind = action.kind
     data = action.data
+    kind = action.kind
+    size = len(data)
+    frame_size = 0
     max_queue = node.config.max_queue
-    frames = 0
-    for kws in action.targets:
+    targets = action.targets
+    skipped = 0  # targets that get no frame (frames_out counts the others)
+    for kws in targets:
         conn = kws.conn
         if conn.__class__ is not ServerConnection or conn._out_closed:
             if conn.__class__ is Polling:  # a Socket.IO session on HTTP long-polling
                 conn.push(data, kind)
+            skipped += 1
             continue
-        frames += 1
         if not conn._own_frames:
             if shared is None:
                 shared = _frame(kind, data)
@@ -695,4 +708,4 @@ def deliver(node: Server, action: Send) -> None:
         if not conn.dirty:
             conn.dirty = True
             node._dirty.append(conn)
-    node.stats.frames_out += frames
+    node.stats.frames_out += len(targets) - skipped
