@@ -45,15 +45,13 @@ def deliver(node: Server, action: Send) -> None:
     data = action.data
     kind = action.kind
     size = len(data)
-    frame_size = 0
     max_queue = node.config.max_queue
     dirty = node._dirty.append
     targets = action.targets
     skipped = 0  # targets that get no frame (frames_out counts the others)
-    # What the previous target got, kept for the next while their framing is the same.
+    # What the previous target got (item, item_size), kept for the next while their
+    # framing is the same: set by the first target, as no framing is -1.
     current = -1
-    item: Any = None
-    item_size = 0
     for kws in targets:
         conn = kws.conn
         if conn.__class__ is not ServerConnection or conn._out_closed:
@@ -68,7 +66,7 @@ def deliver(node: Server, action: Send) -> None:
                     shared = _frame(kind, data)
                     frame_size = len(shared)
                     node.stats.broadcast_encodes += 1
-                item = shared
+                item: Any = shared
                 item_size = frame_size
             elif current == _MESSAGE:
                 if shared_message is None:
