@@ -43,25 +43,27 @@ def _asyncio_task() -> bool:
         return False
 
 
-#: What a connection's writer yields once a message is written (no ``send`` yields it).
+#: What a connection's writer yields once a batch is written (no ``send`` yields it).
 _WRITTEN: Any = object()
 
 
 @types.coroutine
-def _writer(send: ASGISend) -> Generator[Any, Message, None]:
-    """Write every message it is sent through ``send``; yield :data:`_WRITTEN` after each.
+def _writer(send: ASGISend) -> Generator[Any, list[Message], None]:
+    """Write each batch of messages it is sent through ``send``; yield :data:`_WRITTEN` after each.
 
     :func:`flush` drives one of these per connection instead of each
     ``send(message)`` coroutine itself: a coroutine that completes ends its
     ``coro.send(None)`` in a ``StopIteration`` made and caught in Python, which
     costs two to three times what resuming this generator does; here the
     completed send comes back as a plain value, as it does to ``await``. A send
-    that waits yields what it waits on instead, and :class:`_Resume` finishes it.
+    that waits yields what it waits on instead, and :class:`_Resume` finishes it
+    and the rest of the batch (one resumption per batch, not per message).
     """
-    message = yield _WRITTEN
+    messages = yield _WRITTEN
     while True:
-        yield from send(message)  # type: ignore[misc]  # a coroutine (checked at accept)
-        message = yield _WRITTEN
+        for message in messages:
+            yield from send(message)  # type: ignore[misc]  # a coroutine (checked at accept)
+        messages = yield _WRITTEN
 
 
 class _Resume:
@@ -117,7 +119,6 @@ class _Conn:
         "_pending",
         "_readable",
         "_reader_scope",
-        "_rest",
         "_run_in",
         "_send_scope",
         "_write",
@@ -153,15 +154,15 @@ class _Conn:
         #: Where other tasks run ``send`` (asyncio servers whose send is a coroutine), if they may.
         self._direct: contextvars.Context | None = None
         #: What they run it through (see _writer); None once it ended or was closed.
-        self._writer: Generator[Any, Message, None] | None = None
+        self._writer: Generator[Any, list[Message], None] | None = None
         #: ``self._direct.run`` and ``self._writer.send``, bound once (used only while parked).
         self._run_in: Any = None
         self._write: Any = None
         #: The sender waits for output with nothing in flight: others may write for it.
         self._parked = False
-        #: A send started by another task that must wait, and the messages after it.
-        self._pending: tuple[Generator[Any, Message, None], Any] | None = None
-        self._rest: list[Message] = []
+        #: A batch whose writing another task started and that must wait (its writer and
+        #: what that yielded); the writer still holds the batch's later messages.
+        self._pending: tuple[Generator[Any, list[Message], None], Any] | None = None
         self._failure: Exception | None = None
 
     # -- called while draining (synchronous): see flush() below -------------------------
@@ -296,23 +297,19 @@ class _Conn:
                         self._pending = None
                         assert self._direct is not None
                         try:
-                            await _Resume(self._direct, *pending)
+                            await _Resume(self._direct, *pending)  # the rest of its batch too
                         except BaseException:
                             self._writer = None  # (the send's exception ended it)
                             raise
-                        messages, self._rest = self._rest, []
-                        if not messages:
-                            continue
-                    elif self._failure is not None:
+                        continue
+                    if self._failure is not None:
                         failure, self._failure = self._failure, None
                         raise failure
-                    else:
-                        # Taken only once the previous batch is written: meanwhile the
-                        # engine's buffer fills and its max_queue policy decides.
-                        messages = conn.take()
-                        if messages:
-                            self._wake_reader()
+                    # Taken only once the previous batch is written: meanwhile the
+                    # engine's buffer fills and its max_queue policy decides.
+                    messages = conn.take()
                     if messages:
+                        self._wake_reader()
                         for message in messages:
                             await send(message)
                     elif self.closing or self.done:
@@ -341,7 +338,6 @@ class _Conn:
         writer, self._writer = self._writer, None
         if writer is not None and self._direct is not None:
             self._direct.run(writer.close)  # and a send it was in the middle of
-        self._rest = []
 
     async def _send_close(self, code: int, reason: str) -> None:
         conn = self.conn
@@ -377,43 +373,34 @@ class _Conn:
 def flush(connections: tuple[ServerConnection, ...]) -> None:
     """Output waits on each of ``connections``: write it from this task if its sender is idle.
 
-    Else wake the connection's sender. Each ``send`` runs here until it
-    completes or has to wait (a paused transport, a lock); one that waits,
-    and the messages after it, go to the sender task, which finishes them
-    before taking more. So a broadcast wakes no task per receiver while the
-    receivers keep up, the messages of a connection keep their order, and a
-    slow reader holds up only itowner. One function for a whole ``Flush``
-    (not a method per connection): it runs once per delivery.
+    Else wake the connection's sender. Each batch is written here until it
+    is done or a ``send`` has to wait (a paused transport, a lock); one that
+    waits, with the rest of its batch, goes to the sender task, which
+    finishes it before taking more. So a broadcast wakes no task per receiver
+    while the receivers keep up, the messages of a connection keep their
+    order, and a slow reader holds up only itself. One function for a whole
+    ``Flush`` (not a method per connection): it runs once per delivery.
     """
     for conn in connections:
         owner: _Conn = conn.transport
         if not owner._parked:  # (never while closing or done: both unpark it)
             owner.wakeup.set()
             continue
-        messages = conn.take()
-        if not messages:
-            continue
+        messages = conn.take()  # (empty if the sender took them: nothing is written then)
         readable = owner._readable
         if readable is not None:  # the reader waited for the output to drain
             readable.set()
-        # Bound at accept: while parked, the writer has not ended (see _writer).
-        run = owner._run_in
-        write = owner._write
-        written = 0
-        for message in messages:
-            try:
-                yielded = run(write, message)
-            except Exception as exc:  # the sender reports it, as a failed send of its own
-                owner._writer = None  # (the send's exception ended it)
-                owner._failure = exc
-            else:
-                written += 1
-                if yielded is _WRITTEN:
-                    continue
-                writer = owner._writer
-                assert writer is not None
-                owner._pending = (writer, yielded)
-                owner._rest = messages[written:]  # what comes after the one that waits
-            owner._parked = False
-            owner.wakeup.set()
-            break
+        try:
+            # Bound at accept: while parked, the writer has not ended (see _writer).
+            yielded = owner._run_in(owner._write, messages)
+        except Exception as exc:  # the sender reports it, as a failed send of its own
+            owner._writer = None  # (the send's exception ended it)
+            owner._failure = exc
+        else:
+            if yielded is _WRITTEN:
+                continue
+            writer = owner._writer
+            assert writer is not None
+            owner._pending = (writer, yielded)
+        owner._parked = False
+        owner.wakeup.set()

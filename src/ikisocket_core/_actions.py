@@ -82,21 +82,20 @@ class RunHandler:
     awaitable: Awaitable[None]
 
 
-# Every emit and broadcast queues a Send: set its slots directly instead of through the
-# frozen dataclass ``__init__`` (see ``_events._event_payload``); the result is the same.
-_new = object.__new__
-_set_targets = Send.__dict__["targets"].__set__
-_set_data = Send.__dict__["data"].__set__
-_set_kind = Send.__dict__["kind"].__set__
+class _SendFields:
+    """A :class:`Send` being filled in (see ``_events._PayloadFields``): every emit makes one."""
+
+    __slots__ = Send.__slots__  # (made by dataclass, in field order)
 
 
 def _send_action(targets: tuple[Websocket, ...], data: bytes, kind: MessageKind) -> Send:
     """``Send(targets=targets, data=data, kind=kind)``, built faster."""
-    send: Send = _new(Send)
-    _set_targets(send, targets)
-    _set_data(send, data)
-    _set_kind(send, kind)
-    return send
+    send: Any = _SendFields()
+    send.targets = targets
+    send.data = data
+    send.kind = kind
+    send.__class__ = Send
+    return send  # type: ignore[no-any-return]
 
 
 #: Everything :meth:`Hub.drain_actions` can return.

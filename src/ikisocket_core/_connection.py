@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import BytesMessage, Message, TextMessage
 from wsproto.utilities import generate_accept_token
 
-from ._actions import Reject, Send
+from ._actions import Reject
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import MessageKind
@@ -36,7 +35,6 @@ from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_ex
 from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
-from ._socketio._polling import Polling
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -67,6 +65,11 @@ _PONG = 3  # the pong is due
 _STAMP_CLOSE = 4  # stamp the closing handshake's deadline with a fresh clock reading
 _CLOSE = 5  # the peer's close frame is due
 
+# What a connection gets of a broadcast (its ``_framing``; see ``deliver``).
+_SHARED_FRAME = 0  # the frame built once for every such target
+_MESSAGE = 1  # the message encoded once by the node's encode_message (message level)
+_OWN_FRAME = 2  # a frame of its own (permessage-deflate: its own compression context)
+
 
 class ServerConnection:
     """One connection as the engine sees it; made by the node (``Server.connect`` / ``accept``).
@@ -92,6 +95,7 @@ class ServerConnection:
         "_counted",
         "_exchange",
         "_flush",
+        "_framing",
         "_held",
         "_host",
         "_http",
@@ -99,7 +103,6 @@ class ServerConnection:
         "_out",
         "_out_closed",
         "_overflowing",
-        "_own_frames",
         "_ping",
         "_reader",
         "_state",
@@ -133,9 +136,9 @@ class ServerConnection:
         self.client = client
         self.scheme = scheme
         self.message_level = message_level
-        # Whether a broadcast's shared frame does not fit it (message level, or its own
-        # deflate context): one check per target on the fan-out path.
-        self._own_frames = message_level
+        # What a broadcast queues for it (deliver): the shared frame, the shared encoded
+        # message (message level), or a frame of its own (its own deflate context).
+        self._framing = _MESSAGE if message_level else _SHARED_FRAME
         self.kws: Websocket | None = None
         self._state = _CONNECTING
         self.blocked = 0
@@ -279,13 +282,25 @@ class ServerConnection:
         kws = self.kws  # (the state property, inlined: once per message)
         if (self._state if kws is None else kws.state) is _CLOSED:
             return
-        self._node.stats.bytes_in += len(data)
+        node = self._node
+        stats = node.stats
+        size = len(data)
+        stats.bytes_in += size
         if self.blocked:
             if self._held is None:
                 self._held = deque()
             self._held.append((data, kind))
             return
-        self._message(data, kind)
+        # self._message(data, kind), inlined: once per message.
+        limit = node.config.max_message_size
+        if limit is not None and size > limit:
+            self._too_big(size)
+            return
+        stats.messages_in += 1
+        hub = node.hub
+        hub.receive_message(kws, data, kind)  # type: ignore[arg-type]
+        if hub._queue:
+            node._pump_hub()  # a RunHandler action raises self.blocked
 
     def receive_close(self, code: int = 1005, reason: str = "") -> None:
         """The peer closed a message-level connection (its server saw the close or EOF).
@@ -365,7 +380,8 @@ class ServerConnection:
         self.kws = kws
         limit = node.config.max_message_size
         if deflate is not None:
-            self.compressed = self._own_frames = True
+            self.compressed = True
+            self._framing = _OWN_FRAME
             self._ws = WSConnection(ConnectionType.SERVER, [deflate])
             inflater = _Inflater(
                 limit, deflate.client_max_window_bits, deflate.client_no_context_takeover
@@ -638,61 +654,3 @@ class ServerConnection:
             self._overflowing = True
             logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
             node.hub.receive_error(kws, error)
-
-
-def deliver(node: Server, action: Send) -> None:
-    """Route one hub ``Send`` to its targets: encode once, one append per target.
-
-    The frame (or, at the message entry, the encoded message) is built once
-    and the very same object is queued for every target without extensions;
-    a compressed connection gets its own (RFC 7692 7.2: its own deflate
-    context). The output bound applies per target.
-
-    Args:
-        node: The node the targets belong to.
-        action: The hub's action.
-    """
-    shared: bytes | None = None
-    shared_message: Any = None
-    size = len(action.data)
-    frame_size = 0
-    kind = action.kind
-    data = action.data
-    max_queue = node.config.max_queue
-    frames = 0
-    for kws in action.targets:
-        conn = kws.conn
-        if conn.__class__ is not ServerConnection or conn._out_closed:
-            if conn.__class__ is Polling:  # a Socket.IO session on HTTP long-polling
-                conn.push(data, kind)
-            continue
-        frames += 1
-        if not conn._own_frames:
-            if shared is None:
-                shared = _frame(kind, data)
-                frame_size = len(shared)
-                node.stats.broadcast_encodes += 1
-            item: Any = shared
-            item_size = frame_size
-        elif conn.message_level:
-            if shared_message is None:
-                shared_message = node.encode_message(kind, data)
-            item = shared_message
-            item_size = size
-        else:
-            message: Message[Any] = (
-                TextMessage(data=data.decode("utf-8")) if kind is _TEXT else BytesMessage(data=data)
-            )
-            item = conn._ws.send(message)  # type: ignore[union-attr]
-            item_size = len(item)
-        # Backpressure above max_queue; a message always fits an empty buffer.
-        buffered = conn.buffered
-        if buffered and buffered + item_size > max_queue:
-            conn._overflow(buffered + item_size)
-            continue
-        conn._out.append(item)
-        conn.buffered = buffered + item_size
-        if not conn.dirty:
-            conn.dirty = True
-            node._dirty.append(conn)
-    node.stats.frames_out += frames

@@ -154,18 +154,20 @@ Listener = Callable[[EventPayload], Awaitable[Any] | Any]
 AckCallback = Callable[[Any], Awaitable[Any] | Any]
 
 
-# The hub builds one payload per event: a frozen dataclass ``__init__`` sets each field
-# through ``object.__setattr__``, which costs more than the rest of a dispatch. The slot
-# descriptors set them directly; the result is the same frozen ``EventPayload``.
-_new = object.__new__
-_set_kws = EventPayload.__dict__["kws"].__set__
-_set_name = EventPayload.__dict__["name"].__set__
-_set_socket_uuid = EventPayload.__dict__["socket_uuid"].__set__
-_set_socket_attributes = EventPayload.__dict__["socket_attributes"].__set__
-_set_error = EventPayload.__dict__["error"].__set__
-_set_data = EventPayload.__dict__["data"].__set__
-_set_kind = EventPayload.__dict__["kind"].__set__
-_set_arguments = EventPayload.__dict__["arguments"].__set__
+class _PayloadFields:
+    """An :class:`EventPayload` being filled in: the same slots, none of the frozen ``__setattr__``.
+
+    The hub builds one payload per event. A frozen dataclass ``__init__`` sets
+    each field through ``object.__setattr__``, and setting the slots through
+    their descriptors is a call per field too, which together cost more than
+    the rest of a dispatch. The fields of one of these are plain attribute
+    stores; assigning ``__class__`` then makes it an ``EventPayload`` (Python
+    allows it between classes whose slots are the same, and refuses it
+    otherwise), frozen like any other: same type, equality, ``repr`` and
+    ``dataclasses`` behaviour.
+    """
+
+    __slots__ = EventPayload.__slots__  # (made by dataclass, in field order)
 
 
 def _event_payload(  # noqa: PLR0917 (positional: called once per event)
@@ -179,13 +181,14 @@ def _event_payload(  # noqa: PLR0917 (positional: called once per event)
     arguments: tuple[Any, ...] | None = None,
 ) -> EventPayload:
     """``EventPayload(kws=kws, name=name, ...)``, built faster (every field given)."""
-    ep: EventPayload = _new(EventPayload)
-    _set_kws(ep, kws)
-    _set_name(ep, name)
-    _set_socket_uuid(ep, socket_uuid)
-    _set_socket_attributes(ep, socket_attributes)
-    _set_error(ep, error)
-    _set_data(ep, data)
-    _set_kind(ep, kind)
-    _set_arguments(ep, arguments)
-    return ep
+    ep: Any = _PayloadFields()
+    ep.kws = kws
+    ep.name = name
+    ep.socket_uuid = socket_uuid
+    ep.socket_attributes = socket_attributes
+    ep.error = error
+    ep.data = data
+    ep.kind = kind
+    ep.arguments = arguments
+    ep.__class__ = EventPayload
+    return ep  # type: ignore[no-any-return]

@@ -97,6 +97,7 @@ class Websocket:
     __slots__ = (
         "__weakref__",
         "_attributes",
+        "_attributes_view",
         "_busy",
         "_ending",
         "_owner",
@@ -139,8 +140,10 @@ class Websocket:
         self.locals: dict[str, Any] = {}
         self.subprotocol = subprotocol
         self.conn: Any = None
-        #: Replaced, never mutated, so payloads can share it as a snapshot.
+        #: Replaced, never mutated, so payloads can share it as a snapshot; with it, its
+        #: read-only view, made once per dict (not once per event: it is the same object).
         self._attributes: dict[str, Any] = dict(attributes or {})
+        self._attributes_view: Mapping[str, Any] = MappingProxyType(self._attributes)
         self.listeners: dict[str, tuple[Listener, ...]] | None = None
         self._rooms: dict[str, None] = {}
         self.state = ConnectionState.CONNECTING
@@ -210,9 +213,9 @@ class Websocket:
         Returns:
             The payload listeners receive.
         """
-        # Attributes are replaced on change, never mutated, so the view is a snapshot.
+        # Attributes are replaced on change, never mutated, so their view is a snapshot.
         return _event_payload(
-            self, name, self._uuid, MappingProxyType(self._attributes), error, data, kind, arguments
+            self, name, self._uuid, self._attributes_view, error, data, kind, arguments
         )
 
     def release(self) -> None:
@@ -236,6 +239,7 @@ class Websocket:
         attributes = dict(self._attributes)
         attributes[key] = value
         self._attributes = attributes
+        self._attributes_view = MappingProxyType(attributes)
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """Read an attribute.
@@ -259,11 +263,12 @@ class Websocket:
             attributes = dict(self._attributes)
             del attributes[key]
             self._attributes = attributes
+            self._attributes_view = MappingProxyType(attributes)
 
     @property
     def attributes(self) -> Mapping[str, Any]:
         """A read-only view of the current attributes."""
-        return MappingProxyType(self._attributes)
+        return self._attributes_view
 
     # -- listeners on this connection only -----------------------------------------------
 

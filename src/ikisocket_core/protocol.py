@@ -65,8 +65,8 @@ from ._connection import (
     COUNTED_OPEN,
     UNCOUNTED,
     ServerConnection,
-    deliver,
 )
+from ._delivery import deliver
 from ._events import MessageKind
 from ._exchange import serve_request
 from ._http import HTTPPhase

@@ -392,3 +392,61 @@ def test_the_old_name_of_the_connection_class_warns() -> None:
         assert protocol.Connection is ServerConnection
     with pytest.raises(AttributeError):
         protocol.Nothing  # noqa: B018
+
+
+def test_a_broadcast_to_mixed_connections_encodes_each_shared_form_once() -> None:
+    hub = echo_hub()
+    made: list[bytes] = []
+
+    def encode(kind: MessageKind, data: bytes) -> dict[str, Any]:
+        made.append(data)
+        return {"type": "websocket.send", "text": data.decode()}
+
+    net = Network(hub, compression=True, encode_message=encode)
+    # In routing order: plain, compressed, message level, plain, message level.
+    plain = net.pair()
+    squeezed = net.pair(extensions=[PerMessageDeflate()])
+    first = accepted(net.server)
+    other = net.pair()
+    second = accepted(net.server)
+    net.drain()
+    first.take()
+    second.take()
+    made.clear()
+    encodes = net.server.stats.broadcast_encodes
+    hub.broadcast("all")
+    net.drain()
+    assert [p.messages[-1] for p in (plain, squeezed, other)] == ["all"] * 3
+    assert made == [b"all"]
+    [a], [b] = first.take(), second.take()
+    assert a is b
+    assert net.server.stats.broadcast_encodes == encodes + 1  # the plain frame, once
+
+
+def test_held_messages_meet_the_limit_and_may_queue_nothing() -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    log = record(hub)
+
+    @hub.on(EVENT_MESSAGE)
+    def first_async(ep: EventPayload) -> Any:
+        return noop() if ep.data == b"1" else None
+
+    server = Server(hub, max_message_size=10)
+    conn = accepted(server)
+    conn.receive_message(b"1", TEXT)
+    [handler] = server.drain_actions()
+    assert isinstance(handler, RunHandler)
+    conn.receive_message(b"quiet", TEXT)  # held; its listener queues nothing
+    conn.receive_message(b"x" * 11, TEXT)  # held; too big once its turn comes
+    run(handler.awaitable)
+    server.handler_done(conn)
+    assert server.drain_actions() == [CloseTransport(conn)]
+    assert conn.close_code == 1009
+    assert names(log) == [
+        EVENT_CONNECT,
+        EVENT_MESSAGE,
+        EVENT_MESSAGE,
+        EVENT_ERROR,
+        EVENT_DISCONNECT,
+    ]

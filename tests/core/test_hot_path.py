@@ -181,10 +181,19 @@ def test_the_hubs_payloads_and_sends_are_the_frozen_dataclasses_users_know() -> 
         data=b"hi",
         kind=TEXT,
     )
+    assert type(ep) is EventPayload
     assert dataclasses.replace(ep, data=b"other").data == b"other"
     with pytest.raises(dataclasses.FrozenInstanceError):
         ep.data = b"changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del ep.data
+    # The attributes it carries stay those of when it fired.
+    kws.set_attribute("user", "bob")
+    kws.set_attribute("room", 1)
+    assert ep.socket_attributes == {"user": "ann"}
+    assert kws.attributes == {"user": "bob", "room": 1}
     (send,) = hub.drain_actions()
+    assert type(send) is Send
     assert send == Send(targets=(kws,), data=b"\x00", kind=BINARY)
     assert repr(send) == repr(Send(targets=(kws,), data=b"\x00", kind=BINARY))
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -125,3 +125,12 @@ def test_with_a_real_clock_a_sleeping_listener_is_caught(caplog: pytest.LogCaptu
         talk(TestClient(hub, listener_clock=time.perf_counter), "zzz")
     (line,) = slow_lines(caplog)
     assert "sleeper" in line
+
+
+def test_a_fast_failing_listener_is_not_logged_as_slow(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    hub = hub_taking(clock, {"fail": 0.01})
+    with caplog.at_level(logging.WARNING, logger="ikisocket"):
+        talk(TestClient(hub, listener_clock=clock), "fail")
+    assert slow_lines(caplog) == []
+    assert any("and then it failed" in str(r.exc_info) for r in caplog.records if r.exc_info)

@@ -368,7 +368,7 @@ class Probe:
 
     def _upgrade(self, transport: Polling) -> None:
         from ikisocket_core._actions import Send  # noqa: PLC0415 - once per session
-        from ikisocket_core._connection import deliver  # noqa: PLC0415 - import cycle
+        from ikisocket_core._delivery import deliver  # noqa: PLC0415 - import cycle
 
         session = self.session
         wsconn = self.socket.conn
