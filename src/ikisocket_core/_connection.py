@@ -417,12 +417,12 @@ class ServerConnection:
         """A keep-alive connection waits for its next request until ``when``."""
         self._arm(_HANDSHAKE, when)
 
-    def _drop(self, reason: str | None) -> None:
+    def _drop(self, reason: str | None, *, linger: bool = True) -> None:
         """End a keep-alive HTTP connection: after its last answer, or when it misbehaves."""
         if reason is not None:
             logger.info("failed %s: %s", peer_name(self.client), reason)
         self._end(1006, reason or "", None)
-        self._close_transport()
+        self._close_transport(linger=linger)
 
     def _answer(self, answer: Answer) -> None:
         http = self._http

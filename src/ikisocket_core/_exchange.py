@@ -118,7 +118,9 @@ class Exchanges:
             log_refusal(conn.client, answer.status, answer.body.decode("utf-8", "replace"))
         conn._write_control(http.respond(answer, keep_alive=True))
         if not http.next_cycle() or not self.node.hub.accepting:
-            conn._drop(None)  # the client asked, or the server shuts down
+            # The client asked (or sent more than the answer needed: linger), or the server
+            # shuts down (then at once: a browser's idle connection must not hold it).
+            conn._drop(None, linger=self.node.hub.accepting)
             return
         node = self.node
         conn._idle(node._now + node.config.handshake_timeout)

@@ -424,7 +424,7 @@ class Server:
             if conn.state is ConnectionState.CONNECTING:
                 conn._http = None
                 conn._end(1006, "", None)
-                conn._close_transport()
+                conn._close_transport(linger=False)  # nothing was answered: nothing to keep
 
     def set_wakeup(self, callback: Callable[[], None] | None) -> None:
         """Register what to call when actions appear outside an input call.

@@ -705,11 +705,33 @@ def test_shutdown_closes_open_connections_with_1001_and_drops_idle_ones_at_once(
     net.drain()
     assert spare.conn in net.closed
     assert half.conn in net.closed
+    # Nothing was answered, so nothing is kept for them: a browser's spare connection,
+    # which never reads, must not hold the shutdown for close_timeout.
+    assert not net.lingers(spare.conn)
+    assert not net.lingers(half.conn)
     assert client.conn not in net.closed  # it finishes its closing handshake first
     assert names(log) == [EVENT_CLOSE]
     assert log[0].error is not None
     assert getattr(log[0].error, "code", None) == 1001
     assert not hub.accepting
+
+
+def test_shutdown_answers_a_waiting_poll_and_closes_its_connection_at_once() -> None:
+    hub = Hub()
+    hub.socketio()
+    net = Network(hub)
+    p = net.attach(websocket=False)
+    p.feed(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = bytes(p.received).split(b"\r\n\r\n", 1)[1]
+    sid = body.split(b'"sid":"', 1)[1].split(b'"', 1)[0].decode()
+    p.feed(
+        f"GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    assert p.conn not in net.closed  # the GET waits for something to send
+    net.server.shutdown()
+    net.drain()
+    assert p.conn in net.closed  # answered (the close packet), then closed
+    assert not net.lingers(p.conn)  # at once: the shutdown waits for no idle browser
 
 
 # -- the handler watchdog (the driver times, the engine decides) ---------------------------------
