@@ -369,7 +369,7 @@ class _Dispatcher(_Registry):
         ep.kws = kws
         ep.name = name
         ep.socket_uuid = kws._uuid
-        ep.socket_attributes = kws._attributes_view
+        ep.socket_attributes = kws._attributes
         ep.error = error
         ep.data = data
         ep.kind = kind

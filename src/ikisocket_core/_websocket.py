@@ -97,7 +97,6 @@ class Websocket:
     __slots__ = (
         "__weakref__",
         "_attributes",
-        "_attributes_view",
         "_busy",
         "_ending",
         "_owner",
@@ -140,10 +139,9 @@ class Websocket:
         self.locals: dict[str, Any] = {}
         self.subprotocol = subprotocol
         self.conn: Any = None
-        #: Replaced, never mutated, so payloads can share it as a snapshot; with it, its
-        #: read-only view, made once per dict (not once per event: it is the same object).
-        self._attributes: dict[str, Any] = dict(attributes or {})
-        self._attributes_view: Mapping[str, Any] = MappingProxyType(self._attributes)
+        #: A read-only view of a dict that is replaced, never mutated: payloads share it
+        #: as a snapshot (one view per change of the attributes, not one per event).
+        self._attributes: Mapping[str, Any] = MappingProxyType(dict(attributes or {}))
         self.listeners: dict[str, tuple[Listener, ...]] | None = None
         self._rooms: dict[str, None] = {}
         self.state = ConnectionState.CONNECTING
@@ -215,7 +213,7 @@ class Websocket:
         """
         # Attributes are replaced on change, never mutated, so their view is a snapshot.
         return _event_payload(
-            self, name, self._uuid, self._attributes_view, error, data, kind, arguments
+            self, name, self._uuid, self._attributes, error, data, kind, arguments
         )
 
     def release(self) -> None:
@@ -238,8 +236,7 @@ class Websocket:
         """
         attributes = dict(self._attributes)
         attributes[key] = value
-        self._attributes = attributes
-        self._attributes_view = MappingProxyType(attributes)
+        self._attributes = MappingProxyType(attributes)
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """Read an attribute.
@@ -262,13 +259,12 @@ class Websocket:
         if key in self._attributes:
             attributes = dict(self._attributes)
             del attributes[key]
-            self._attributes = attributes
-            self._attributes_view = MappingProxyType(attributes)
+            self._attributes = MappingProxyType(attributes)
 
     @property
     def attributes(self) -> Mapping[str, Any]:
         """A read-only view of the current attributes."""
-        return self._attributes_view
+        return self._attributes
 
     # -- listeners on this connection only -----------------------------------------------
 
