@@ -46,6 +46,8 @@ from typing import Any
 
 from clients import SOAK_MAX_MESSAGE, Tally, churn
 
+from ikisocket_core.protocol import ServerConfig
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 #: Open file descriptors the end may have over the start.
@@ -60,10 +62,10 @@ BLOCKS_MARGIN = 20_000
 #: Seconds the server gets to forget every client once they stopped.
 SETTLE = 30.0
 #: Seconds to wait after that before a reading: the server's longest timers
-#: (``close_timeout`` and ``handshake_timeout``, 10 s by default) lapse first, since
-#: what a timer still holds is not a leak (trio keeps a cancel scope that has exited in
-#: its deadline heap until its deadline passes).
-TIMERS = 11.0
+#: (``close_timeout`` and ``handshake_timeout``, at their defaults here) lapse first,
+#: since what a timer still holds is not a leak (trio keeps a cancel scope that has
+#: exited in its deadline heap until its deadline passes).
+TIMERS = max(ServerConfig().close_timeout, ServerConfig().handshake_timeout) + 1.0
 #: The server's limits for the soak: small messages (the 1009 behaviour), and every
 #: client is on 127.0.0.1, so the per-address limit is lifted.
 LIMITS = {"max_message_size": SOAK_MAX_MESSAGE, "max_connections_per_ip": 1_000_000}
