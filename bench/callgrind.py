@@ -22,6 +22,10 @@ default loop (aiohttp's and ours, issue 11's connection target)::
 
     python bench/callgrind.py aiohttp_server.py ikisocket_asyncio.py --mode connect --loop asyncio
 
+``--loop trio`` runs ``ikisocket_trio.py`` (a server of one loop is given that one)::
+
+    python bench/callgrind.py ikisocket_trio.py --mode connect --loop trio
+
 The dumps stay in ``bench/results/callgrind/``
 for ``callgrind_annotate``. Needs valgrind and ``callgrind_control`` on ``PATH`` and
 the ``websockets`` client; about 20 s per server for the defaults (valgrind runs
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("scripts", nargs="+", help="server scripts in bench/servers/")
     p.add_argument("--mode", choices=("echo", "broadcast", "connect"), default="echo")
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
     p.add_argument(
         "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
     )

@@ -1,17 +1,19 @@
 """Serve a hub on anyio, under its asyncio or its trio backend.
 
-One task group per server; per connection a reader task that feeds the
-engine and a sender task that writes whatever the engine buffered for it
-(``conn.take()``), one ``send`` at a time: while a send is in progress output
-waits in the engine's bounded buffer, where ``max_queue`` and
-``backpressure`` apply. On trio, a plain TCP connection's output is first
-written straight to its non-blocking socket by the task that produced it (so a
-broadcast wakes no task per receiver); the sender only writes what the kernel
-did not take at once. The reader stops reading while the engine says so
-(``conn.can_read``: the connection's ``async def`` listeners run, or its
-unwritten output is over ``max_queue``). Async listeners run one after
-another per connection, in a helper task that exists only while they run. A
-timer task sleeps until the engine's next deadline. The trio adapter
+One task group per server. A plain TCP connection under trio is served by
+one task: it reads the non-blocking socket and feeds the engine, and output is
+written straight to the socket by whichever task produced it (so a broadcast
+wakes no task per receiver); only what the kernel does not take at once gets
+a sender task, which waits for the socket to be writable and exists until the
+connection's output is written. Other streams (TLS, and every stream on
+asyncio) have a reader task and a sender task that writes whatever the engine
+buffered for the connection (``conn.take()``), one ``send`` at a time. While a
+send is in progress output waits in the engine's bounded buffer, where
+``max_queue`` and ``backpressure`` apply. The reader stops reading while the
+engine says so (``conn.can_read``: the connection's ``async def`` listeners
+run, or its unwritten output is over ``max_queue``). Async listeners run one
+after another per connection, in a helper task that exists only while they
+run. A timer task sleeps until the engine's next deadline. The trio adapter
 (:mod:`ikisocket_adapters.trio`) is this driver.
 
 ::
@@ -104,19 +106,22 @@ class _Signal:
 class _Stream(Peer):
     """One accepted stream.
 
-    Its reader waits on ``signal`` while the connection cannot be read, its
-    sender on ``wanted`` while nothing is buffered. On trio, a plain TCP
-    stream also has its non-blocking ``sock``: while the sender is idle,
-    output is written straight to it by whichever task produced it, and only
-    what the kernel does not take at once (``rest``) wakes the sender.
+    Its reader waits on ``signal`` while the connection cannot be read. A
+    stream's sender waits on ``wanted`` while nothing is buffered. On trio, a
+    plain TCP stream also has its non-blocking ``sock``, read by the
+    connection's own task: output is written straight to it by whichever task
+    produced it, and only what the kernel does not take at once (``rest``)
+    goes to a sender task started for it (``sender``, its cancel scope).
     """
 
     __slots__ = (
         "closing",
         "linger",
         "lost",
+        "read_scope",
         "rest",
         "send_scope",
+        "sender",
         "sending",
         "signal",
         "sock",
@@ -136,6 +141,11 @@ class _Stream(Peer):
         self.sending = False  # the sender awaits a send: nothing may overtake it
         self.rest: bytes | memoryview | None = None  # the kernel's refusal, for the sender
         self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
+        # A plain socket on trio only: the reader runs in the connection's own task, inside
+        # read_scope (cancelled when the connection closes); a sender task exists only
+        # while the kernel refuses output (its cancel scope, else None).
+        self.read_scope: anyio.CancelScope | None = None
+        self.sender: anyio.CancelScope | None = None
 
 
 class WebSocketServer(Driver):
@@ -199,20 +209,24 @@ class WebSocketServer(Driver):
         self._tg.start_soon(fn, *args)
 
     def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
-        """Write each connection's output now if its socket takes it, else wake its sender.
+        """Write each connection's output now if its socket takes it, else to its sender.
 
-        A direct write needs an idle sender (nothing of that connection in
-        flight, so nothing is overtaken) and a plain socket (trio, no TLS);
-        whatever the kernel does not take at once goes to the sender, which
-        waits for the socket to be writable. So a broadcast wakes no task per
-        receiver while the receivers keep up.
+        A direct write needs a plain socket (trio, no TLS) with no sender
+        task of its own going (nothing of that connection in flight, so
+        nothing is overtaken); whatever the kernel does not take at once goes
+        to a sender task started for it, which waits for the socket to be
+        writable and then writes what was buffered meanwhile. So a broadcast
+        wakes no task per receiver while the receivers keep up. A stream
+        (TLS, or the asyncio backend) has a sender task for its whole life.
         """
         for conn in connections:
             peer: _Stream = conn.transport
             sock = peer.sock
-            if sock is None or peer.sending or peer.closing or peer.rest is not None:
+            if sock is None:
                 peer.wanted.wake()
                 continue
+            if peer.sender is not None or peer.lost:
+                continue  # the sender takes this too once the kernel took what it has
             chunks = conn.take()
             if not chunks:
                 continue
@@ -222,8 +236,9 @@ class WebSocketServer(Driver):
             except OSError:  # would block, or the peer went away: the sender finds out
                 sent = 0
             if sent < len(data):
-                peer.rest = memoryview(data)[sent:]
-                peer.wanted.wake()
+                peer.rest = memoryview(data)[sent:] if sent else data
+                scope = peer.sender = anyio.CancelScope()
+                self._spawn(self._raw_sender, peer, conn, scope)
             peer.signal.wake()  # the reader, if it waited for the output to drain
 
     async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
@@ -240,6 +255,8 @@ class WebSocketServer(Driver):
         peer.send_scope.deadline = min(peer.send_scope.deadline, deadline)
         peer.wanted.wake()
         peer.signal.wake()
+        if peer.read_scope is not None:
+            peer.read_scope.cancel()  # nothing more is read for the engine
 
     def _arm(self, when: float) -> None:
         """Move the timer task's deadline to ``when``."""
@@ -363,12 +380,13 @@ class WebSocketServer(Driver):
             )
             client.conn = conn
             self.pump()  # arms the handshake deadline
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    self._reader if client.sock is None else self._raw_reader, client, conn
-                )
-                await self._sender(client, conn)
-                tg.cancel_scope.cancel()  # the reader has nothing more to do
+            if client.sock is not None:
+                await self._serve_raw(client, conn)
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._reader, client, conn)
+                    await self._sender(client, conn)
+                    tg.cancel_scope.cancel()  # the reader has nothing more to do
             # Not when the last writes timed out: nothing is left worth the wait.
             if client.linger and not client.lost and not client.send_scope.cancelled_caught:
                 await self._linger(client.stream)
@@ -399,9 +417,53 @@ class WebSocketServer(Driver):
         except _GONE as exc:
             self._lost(client, conn, exc)
 
-    async def _raw_reader(self, client: _Stream, conn: ServerConnection) -> None:
-        """:meth:`_reader` for a plain socket under trio: ``recv`` first, wait only when empty.
+    async def _raw_sender(
+        self, client: _Stream, conn: ServerConnection, scope: anyio.CancelScope
+    ) -> None:
+        """Write what the kernel refused (``client.rest``), then whatever was buffered meanwhile."""
+        try:
+            with scope:
+                await self._raw_send(client, conn)
+        finally:
+            client.sender = None
+            client.wanted.wake()  # the connection's task, if it waits for the last writes
 
+    async def _raw_send(self, client: _Stream, conn: ServerConnection) -> None:
+        """Write ``client.rest`` and then the buffered output, waiting for the socket as needed."""
+        trio = self._trio
+        wait_writable, sock = trio.lowlevel.wait_writable, client.sock
+        assert sock is not None
+        try:
+            while True:
+                data: bytes | memoryview | None = client.rest
+                if data is not None:
+                    client.rest = None
+                elif conn.buffered:
+                    chunks = conn.take()
+                    client.signal.wake()  # the reader, if it waits for the output to drain
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                else:
+                    return
+                while data:
+                    await wait_writable(sock)
+                    try:
+                        sent = sock.send(data)
+                    except BlockingIOError:
+                        continue
+                    data = memoryview(data)[sent:] if sent < len(data) else None
+        except (OSError, trio.ClosedResourceError) as exc:
+            self._lost(client, conn, exc)
+
+    async def _serve_raw(self, client: _Stream, conn: ServerConnection) -> None:
+        """Serve a plain socket under trio from this one task: read it, then finish writing.
+
+        The connection's task reads until the engine closes the transport or
+        the stream ends; output meanwhile is written by whichever task produced
+        it (:meth:`_flush`), with a sender task only while the kernel refuses
+        some. One task per idle connection, instead of a reader, a sender and
+        their task group: less memory, and less to start per connection.
+
+        It reads with ``recv`` first and waits only when nothing is there:
         trio's own socket ``recv`` passes through the scheduler twice per call
         (a checkpoint before and after), anyio's stream adds a layer; here a
         read that finds data costs no trip at all, and a trip is taken only to
@@ -414,28 +476,46 @@ class WebSocketServer(Driver):
         assert sock is not None
         recv = sock.recv
         streak = 0
-        try:
-            while conn.state is not _CLOSED:
-                if not conn.can_read:  # async listeners run, or too much output waits
-                    await client.signal.wait()
-                    continue
-                try:
-                    data = recv(RECEIVE_SIZE)
-                except BlockingIOError:
-                    streak = 0
-                    await wait_readable(sock)
-                    continue
-                if not data:
-                    engine.receive_eof(conn)
+        scope = client.read_scope = anyio.CancelScope()
+        if client.closing:  # the engine ended it already (a refusal answered at once)
+            scope.cancel()
+        with scope:
+            try:
+                while conn.state is not _CLOSED:
+                    if not conn.can_read:  # async listeners run, or too much output waits
+                        await client.signal.wait()
+                        continue
+                    try:
+                        data = recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        streak = 0
+                        await wait_readable(sock)
+                        continue
+                    if not data:
+                        engine.receive_eof(conn)
+                        self.pump()
+                        break
+                    engine.receive_data(conn, data, now())
                     self.pump()
-                    return
-                engine.receive_data(conn, data, now())
-                self.pump()
-                streak += 1
-                if streak > 1:
-                    await checkpoint()
-        except (OSError, trio.ClosedResourceError) as exc:
-            self._lost(client, conn, exc)
+                    streak += 1
+                    if streak > 1:
+                        await checkpoint()
+            except (OSError, trio.ClosedResourceError) as exc:
+                self._lost(client, conn, exc)
+        await self._raw_finish(client, conn)
+
+    async def _raw_finish(self, client: _Stream, conn: ServerConnection) -> None:
+        """Once the engine closed the transport: wait for the sender, write what is left.
+
+        Bounded by ``close_timeout`` from the close (``send_scope``'s deadline).
+        """
+        with client.send_scope:
+            while not client.closing or client.sender is not None:
+                await client.wanted.wait()
+            if not client.lost:
+                await self._raw_send(client, conn)
+        if client.sender is not None:  # the last writes timed out
+            client.sender.cancel()
 
     async def _sender(self, client: _Stream, conn: ServerConnection) -> None:
         send, signal, wanted = client.stream.send, client.signal, client.wanted
@@ -489,6 +569,10 @@ class WebSocketServer(Driver):
         client.closing = True
         client.signal.wake()
         client.wanted.wake()
+        if client.read_scope is not None:
+            client.read_scope.cancel()
+        if client.sender is not None:
+            client.sender.cancel()
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """Serve a hub on trio.
 
 This is the anyio adapter's driver (:mod:`ikisocket_adapters.anyio`) run by
-trio, with trio-typed entry points: one nursery per server, a reader and a
-sender task per connection, a helper task per connection only while its
-``async def`` listeners run, and a timer task that sleeps until the engine's
-next deadline. (Measured against the trio-native driver this replaced, it
+trio, with trio-typed entry points: one nursery per server, one task per plain TCP
+connection (a TLS one has a reader and a sender task), a sender task only
+while the kernel refuses a connection's output, a helper task per
+connection only while its ``async def`` listeners run, and a timer task that
+sleeps until the engine's next deadline. (Measured against the trio-native driver this replaced, it
 costs nothing: the extra layer is anyio's thin wrapper around trio's own
 sockets.)
 
