@@ -143,11 +143,15 @@ class _Conn:
         #: The ASGI call is ending; late async listeners run on the service.
         self.done = False
         self.running_handlers = False
-        self._handlers: deque[Awaitable[None]] = deque()
-        self.wakeup = anyio.Event()  # output waiting, or the close
+        # Made when first needed: an idle connection holds no event (about 760 bytes each on
+        # asyncio) and no deque of its own.
+        self._handlers: deque[Awaitable[None]] | None = None
+        #: Set for output waiting, or the close; only while the sender waits for it.
+        self.wakeup: anyio.Event | None = None
         #: Set when conn.can_read may have turned true; only while the reader waits for it.
         self._readable: anyio.Event | None = None
-        self._idle = anyio.Event()  # the handler runner finished
+        #: Set when the handler runner finished; made when it starts.
+        self._idle: anyio.Event | None = None
         #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
         self._send_scope = anyio.CancelScope()
         self._reader_scope = anyio.CancelScope()
@@ -172,10 +176,15 @@ class _Conn:
         if readable is not None:
             readable.set()
 
+    def _wake_sender(self) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None:
+            wakeup.set()
+
     def close_transport(self) -> None:
         self.closing = True
         self._parked = False
-        self.wakeup.set()
+        self._wake_sender()
         if self.conn.close_code is None:
             self._send_scope.cancel()  # the peer ended it: nothing more to write
         else:
@@ -184,6 +193,8 @@ class _Conn:
             self._send_scope.deadline = min(self._send_scope.deadline, deadline)
 
     def add_handler(self, awaitable: Awaitable[None]) -> None:
+        if self._handlers is None:
+            self._handlers = deque()
         self._handlers.append(awaitable)
         if not self.running_handlers and self.tg is not None:
             self._start_handlers()
@@ -205,6 +216,7 @@ class _Conn:
                         await self._reader(receive)
                     # Terminal listeners may still be running; the connection ends after them.
                     while self.running_handlers:
+                        assert self._idle is not None  # (made as the runner started)
                         await self._idle.wait()
                 finally:
                     # From here on the task group takes no new tasks (trio closes it).
@@ -219,9 +231,10 @@ class _Conn:
                 # Cancelled from outside (server shutdown): still end it in the engine.
                 driver.install().connection_lost(conn)
                 driver.drain()
-            for awaitable in self._handlers:
-                discard(awaitable)
-            self._handlers.clear()
+            if self._handlers is not None:
+                for awaitable in self._handlers:
+                    discard(awaitable)
+                self._handlers.clear()
             driver.detach(self)
 
     async def _accept(self) -> bool:
@@ -316,11 +329,13 @@ class _Conn:
                         break
                     else:
                         self._parked = self._writer is not None
+                        # Every reason to wake was looked at above, with no await since.
+                        self.wakeup = wakeup = anyio.Event()
                         try:
-                            await self.wakeup.wait()
+                            await wakeup.wait()
                         finally:
                             self._parked = False
-                        self.wakeup = anyio.Event()
+                            self.wakeup = None
             except Exception as exc:
                 logger.debug("send failed on %r: %r", conn, exc)
                 self.driver.install().connection_lost(conn, exc)
@@ -358,7 +373,9 @@ class _Conn:
         self.tg.start_soon(self._run_handlers)
 
     async def _run_handlers(self) -> None:
-        handlers = self._handlers
+        handlers, idle = self._handlers, self._idle
+        assert handlers is not None  # (made before it started)
+        assert idle is not None
         driver = self.driver
         try:
             while handlers:
@@ -367,7 +384,7 @@ class _Conn:
                 driver._done(self.conn)
         finally:
             self.running_handlers = False
-            self._idle.set()
+            idle.set()
 
 
 def flush(connections: tuple[ServerConnection, ...]) -> None:
@@ -384,7 +401,7 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
     for conn in connections:
         owner: _Conn = conn.transport
         if not owner._parked:  # (never while closing or done: both unpark it)
-            owner.wakeup.set()
+            owner._wake_sender()
             continue
         messages = conn.take()  # (empty if the sender took them: nothing is written then)
         readable = owner._readable
@@ -403,4 +420,4 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
             assert writer is not None
             owner._pending = (writer, yielded)
         owner._parked = False
-        owner.wakeup.set()
+        owner._wake_sender()
