@@ -189,6 +189,34 @@ def test_headers_merge_repeats_and_list_values() -> None:
         headers["missing"]
 
 
+def test_requests_share_header_names_and_common_values() -> None:
+    """Open connections keep their request: what every client sends alike is held once."""
+
+    def received() -> Request:
+        # As decoded from the wire, each request's strings are new objects.
+        return Request.from_target(
+            b"/ws",
+            [
+                (b"Host", b"example.test"),
+                (b"upgrade", b"websocket"),
+                (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                (b"Cookie", b"session=abc"),
+            ],
+        )
+
+    first, second = received().headers, received().headers
+    assert first.raw == second.raw
+    assert dict(first) == dict(second)
+    for (name_a, value_a), (name_b, value_b) in zip(first.raw, second.raw, strict=True):
+        assert name_a is name_b
+        if name_a.lower() in ("host", "upgrade"):
+            assert value_a is value_b
+    assert next(iter(first)) is next(iter(second))  # the lower-case names too
+    # The key and the cookie are each client's own: not interned (nothing to share).
+    assert first["sec-websocket-key"] is not second["sec-websocket-key"]
+    assert first["cookie"] is not second["cookie"]
+
+
 def test_request_subprotocols_and_origin() -> None:
     request = Request.from_target(
         "/", [("Sec-WebSocket-Protocol", "b, a"), ("Origin", "https://x.test")]
