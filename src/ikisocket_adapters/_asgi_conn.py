@@ -108,7 +108,13 @@ class _Resume:
 
 
 class _Conn:
-    """One accepted ASGI WebSocket: its sender, reader and handler runner."""
+    """One accepted ASGI WebSocket: its reader, its sender and its handler runner.
+
+    On asyncio servers whose ``send`` is a coroutine, the sender task runs only
+    while a send has to wait, one failed, or the close is to be sent: meanwhile
+    the tasks that produce output write it themselves (:func:`flush`).
+    Elsewhere (trio, granian's awaitables) it runs from the accept to the close.
+    """
 
     __slots__ = (
         "_direct",
@@ -121,6 +127,7 @@ class _Conn:
         "_reader_scope",
         "_run_in",
         "_send_scope",
+        "_sender_on",
         "_write",
         "_writer",
         "closing",
@@ -168,6 +175,10 @@ class _Conn:
         #: what that yielded); the writer still holds the batch's later messages.
         self._pending: tuple[Generator[Any, list[Message], None], Any] | None = None
         self._failure: Exception | None = None
+        #: A sender task is running. Where others may write (``_direct``), one is started
+        #: only when a send has to wait, failed, or the close is to be sent, and it ends
+        #: once nothing is in flight: an idle connection has no sender task.
+        self._sender_on = False
 
     # -- called while draining (synchronous): see flush() below -------------------------
 
@@ -181,13 +192,28 @@ class _Conn:
         if wakeup is not None:
             wakeup.set()
 
+    def _need_sender(self) -> None:
+        """Have a sender task finish what others could not write: wake it, or start one."""
+        if self._sender_on:
+            self._wake_sender()
+            return
+        if self.done or self.tg is None or self._direct is None:
+            return  # (without _direct, a sender runs from the accept to the close)
+        self._sender_on = True
+        self._send_scope = anyio.CancelScope()
+        # Started in the connection's own context (a copy of it, as the task that
+        # accepted would have given it), not in the context of whichever task
+        # produced the output: its sends see the ASGI call's context variables.
+        self._direct.run(self.tg.start_soon, self._sender)
+
     def close_transport(self) -> None:
         self.closing = True
         self._parked = False
-        self._wake_sender()
         if self.conn.close_code is None:
+            self._wake_sender()
             self._send_scope.cancel()  # the peer ended it: nothing more to write
         else:
+            self._need_sender()  # it writes what is left, then the close
             # What was taken, then the close, within close_timeout; past it the backlog goes.
             deadline = anyio.current_time() + self.driver.config.close_timeout
             self._send_scope.deadline = min(self._send_scope.deadline, deadline)
@@ -223,6 +249,8 @@ class _Conn:
                     self.done = True
                     self._parked = False
                     self._send_scope.cancel()
+                    if not self._sender_on:
+                        self._abandon()  # (a sender running does it as it ends)
                     driver.release(self)
         finally:
             self.done = True
@@ -264,7 +292,11 @@ class _Conn:
             driver.drain()
             return False
         assert self.tg is not None
-        self.tg.start_soon(self._sender)
+        if self._direct is not None:
+            self._parked = True  # others write; a sender starts when a send has to wait
+        else:
+            self._sender_on = True
+            self.tg.start_soon(self._sender)
         driver.drain()
         return True
 
@@ -302,50 +334,64 @@ class _Conn:
     async def _sender(self) -> None:
         conn = self.conn
         send = self.send
-        with self._send_scope:
-            try:
-                while True:
-                    pending = self._pending
-                    if pending is not None:  # a send flush() started had to wait
-                        self._pending = None
-                        assert self._direct is not None
-                        try:
-                            await _Resume(self._direct, *pending)  # the rest of its batch too
-                        except BaseException:
-                            self._writer = None  # (the send's exception ended it)
-                            raise
-                        continue
-                    if self._failure is not None:
-                        failure, self._failure = self._failure, None
-                        raise failure
-                    # Taken only once the previous batch is written: meanwhile the
-                    # engine's buffer fills and its max_queue policy decides.
-                    messages = conn.take()
-                    if messages:
-                        self._wake_reader()
-                        for message in messages:
-                            await send(message)
-                    elif self.closing or self.done:
-                        break
-                    else:
-                        self._parked = self._writer is not None
-                        # Every reason to wake was looked at above, with no await since.
-                        self.wakeup = wakeup = anyio.Event()
-                        try:
-                            await wakeup.wait()
-                        finally:
-                            self._parked = False
-                            self.wakeup = None
-            except Exception as exc:
-                logger.debug("send failed on %r: %r", conn, exc)
-                self.driver.install().connection_lost(conn, exc)
-                self.driver.drain()
-                return
-            finally:
-                self._abandon()
-        code = conn.close_code
-        if self.closing and code is not None and not self.done:  # (done: the peer left)
-            await self._send_close(code, conn.close_reason)
+        idle = False  # it ends because nothing is in flight (where others may write)
+        try:
+            with self._send_scope:
+                try:
+                    while True:
+                        pending = self._pending
+                        if pending is not None:  # a send flush() started had to wait
+                            self._pending = None
+                            assert self._direct is not None
+                            try:
+                                await _Resume(self._direct, *pending)  # the rest of its batch
+                            except BaseException:
+                                self._writer = None  # (the send's exception ended it)
+                                raise
+                            continue
+                        if self._failure is not None:
+                            failure, self._failure = self._failure, None
+                            raise failure
+                        # Taken only once the previous batch is written: meanwhile the
+                        # engine's buffer fills and its max_queue policy decides.
+                        messages = conn.take()
+                        if messages:
+                            self._wake_reader()
+                            for message in messages:
+                                await send(message)
+                        elif self.closing or self.done:
+                            break
+                        elif self._direct is not None:
+                            # Nothing in flight: the tasks that produce output write it again.
+                            self._parked = self._writer is not None
+                            idle = True
+                            return
+                        else:
+                            await self._park()
+                except Exception as exc:
+                    logger.debug("send failed on %r: %r", conn, exc)
+                    self.driver.install().connection_lost(conn, exc)
+                    self.driver.drain()
+                    return
+                finally:
+                    if not idle:
+                        self._abandon()
+            code = conn.close_code
+            if self.closing and code is not None and not self.done:  # (done: the peer left)
+                await self._send_close(code, conn.close_reason)
+        finally:
+            self._sender_on = False
+
+    async def _park(self) -> None:
+        """Wait for output or the close; others may write meanwhile (``_parked``)."""
+        self._parked = self._writer is not None
+        # Every reason to wake was looked at before this, with no await since.
+        self.wakeup = wakeup = anyio.Event()
+        try:
+            await wakeup.wait()
+        finally:
+            self._parked = False
+            self.wakeup = None
 
     def _abandon(self) -> None:
         """Drop a started send the sender will not finish (it was cancelled or failed)."""
@@ -420,4 +466,4 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
             assert writer is not None
             owner._pending = (writer, yielded)
         owner._parked = False
-        owner._wake_sender()
+        owner._need_sender()

@@ -10,11 +10,13 @@ message-level :class:`~ikisocket_core.protocol.ServerConnection` of one
 :class:`~ikisocket_core.protocol.Server` per hub, and the engine applies the
 limits, the output bound and its ``backpressure`` policy, listener ordering and
 counters exactly as on ikisocket's own servers. This module only pumps: ASGI
-``receive`` into the connection; per connection, one sender task writing
-``conn.take()`` through its ASGI ``send`` (on asyncio, the task that produced
-the output writes it itself while that sender is idle) and one task awaiting
-its ``async def`` listeners in order; and a background service that drains what is queued
-outside an input and sleeps until the engine's next deadline. The service lives
+``receive`` into the connection; per connection, a sender task writing
+``conn.take()`` through its ASGI ``send`` (on asyncio servers whose ``send``
+is a coroutine, the task that produced the output writes it itself, and a
+sender task runs only while a send has to wait) and a task awaiting its
+``async def`` listeners in order while they run; and a background service that
+drains what is queued outside an input and sleeps until the engine's next
+deadline. The service lives
 in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
 """
 

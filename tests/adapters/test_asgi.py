@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -1050,6 +1050,51 @@ async def test_a_send_wrapper_setting_a_context_variable_works_when_its_send_wai
         await slow.wait_finished()
     assert seen
     assert set(seen) == {"sending"}
+
+
+async def test_every_send_sees_its_own_calls_context_whichever_task_produced_the_output() -> None:
+    # A middleware sets a context variable for the whole call (a request id) and its send
+    # wrapper reads it. Output produced by another task (here the test's own, with a value of
+    # its own) is written by that task while the receiver keeps up, and by a task of the
+    # receiver's when it does not: every send must see the receiver's call's value.
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+    seen: dict[str, list[str]] = {"/ws/fast": [], "/ws/slow": []}
+    inner = asgi_app(chat_hub(), max_queue=1_000_000)
+    hub = inner.hub
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        request_id.set(path)
+
+        async def traced(message: Message) -> None:
+            if message["type"] == "websocket.send":
+                seen[path].append(request_id.get())
+            await send(message)
+
+        await inner(scope, receive, traced)
+
+    async with serving(cast(ASGIApp, app)) as harness:
+        fast = await harness.open("/ws/fast")
+        slow = await harness.open("/ws/slow")
+        assert await fast.get_text() == "Hello user: fast"
+        assert await fast.get_text() == "New user connected: slow"
+        assert await slow.get_text() == "Hello user: slow"
+        request_id.set("the broadcaster")
+        slow.stall()
+        for i in range(5):
+            hub.broadcast(f"{i}")
+            assert await fast.get_text() == f"{i}"
+        slow.unstall()
+        assert [await slow.get_text() for _ in range(5)] == [f"{i}" for i in range(5)]
+        for i in range(5, 8):  # once it keeps up again
+            hub.broadcast(f"{i}")
+            assert await slow.get_text() == f"{i}"
+        await fast.disconnect()
+        await slow.disconnect()
+        await fast.wait_finished()
+        await slow.wait_finished()
+    assert seen["/ws/fast"] == ["/ws/fast"] * 10  # its welcome, the newcomer, 8 broadcasts
+    assert seen["/ws/slow"] == ["/ws/slow"] * 9  # its welcome, 8 broadcasts
 
 
 async def test_a_send_failing_for_one_receiver_of_a_broadcast_ends_only_that_connection() -> None:
