@@ -997,68 +997,17 @@ async def test_a_stalled_client_gets_every_broadcast_in_order_once_it_reads_agai
         assert app.stats.dropped_messages == 0
 
 
-async def test_a_send_wrapper_setting_a_context_variable_works_when_its_send_waits() -> None:
-    # A middleware may set a context variable around the server's send (tracing does). A send
-    # started by the broadcasting task that has to wait is finished by the receiver's task:
-    # the wrapper still resets its variable in the context where it set it.
-    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="")
-    seen: list[str] = []
-    inner = asgi_app(chat_hub(), max_queue=1_000_000)
-    hub = inner.hub
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        async def traced(message: Message) -> None:
-            token = current.set("sending")
-            try:
-                await send(message)
-            finally:
-                seen.append(current.get())
-                current.reset(token)
-
-        await inner(scope, receive, traced)
-
-    async with anyio.create_task_group() as tg:
-
-        async def start(path: str) -> Peer:
-            peer = Peer(ws_scope(path))
-
-            async def run() -> None:
-                try:
-                    await app(peer.scope, peer.receive, peer.send)
-                finally:
-                    peer.finished.set()
-
-            tg.start_soon(run)
-            assert (await peer.connect())["type"] == "websocket.accept"
-            return peer
-
-        fast = await start("/ws/fast")
-        slow = await start("/ws/slow")
-        assert await fast.get_text() == "Hello user: fast"
-        assert await fast.get_text() == "New user connected: slow"
-        assert await slow.get_text() == "Hello user: slow"
-        slow.stall()
-        for i in range(5):
-            hub.broadcast(f"{i}")
-            assert await fast.get_text() == f"{i}"
-        slow.unstall()
-        assert [await slow.get_text() for _ in range(5)] == [f"{i}" for i in range(5)]
-        assert len(hub) == 2
-        await fast.disconnect()
-        await slow.disconnect()
-        await fast.wait_finished()
-        await slow.wait_finished()
-    assert seen
-    assert set(seen) == {"sending"}
-
-
-async def test_every_send_sees_its_own_calls_context_whichever_task_produced_the_output() -> None:
-    # A middleware sets a context variable for the whole call (a request id) and its send
-    # wrapper reads it. Output produced by another task (here the test's own, with a value of
-    # its own) is written by that task while the receiver keeps up, and by a task of the
-    # receiver's when it does not: every send must see the receiver's call's value.
+async def test_sends_keep_their_calls_context_whichever_task_produced_the_output() -> None:
+    # A middleware sets a context variable for the whole call (a request id), and its send
+    # wrapper reads it and sets one of its own around the server's send (tracing does both).
+    # Output produced by another task (here the test's, with a request id of its own) is
+    # written by that task while the receiver keeps up; a send of it that has to wait, and
+    # what follows, are finished by a task of the receiver's. Every send must see its own
+    # call's request id, and the wrapper's variable is reset in the context where it was set.
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="")
     seen: dict[str, list[str]] = {"/ws/fast": [], "/ws/slow": []}
+    reset: list[str] = []
     inner = asgi_app(chat_hub(), max_queue=1_000_000)
     hub = inner.hub
 
@@ -1069,7 +1018,12 @@ async def test_every_send_sees_its_own_calls_context_whichever_task_produced_the
         async def traced(message: Message) -> None:
             if message["type"] == "websocket.send":
                 seen[path].append(request_id.get())
-            await send(message)
+            token = current.set("sending")
+            try:
+                await send(message)
+            finally:
+                reset.append(current.get())
+                current.reset(token)
 
         await inner(scope, receive, traced)
 
@@ -1089,12 +1043,15 @@ async def test_every_send_sees_its_own_calls_context_whichever_task_produced_the
         for i in range(5, 8):  # once it keeps up again
             hub.broadcast(f"{i}")
             assert await slow.get_text() == f"{i}"
+        assert len(hub) == 2
         await fast.disconnect()
         await slow.disconnect()
         await fast.wait_finished()
         await slow.wait_finished()
     assert seen["/ws/fast"] == ["/ws/fast"] * 10  # its welcome, the newcomer, 8 broadcasts
     assert seen["/ws/slow"] == ["/ws/slow"] * 9  # its welcome, 8 broadcasts
+    assert reset
+    assert set(reset) == {"sending"}
 
 
 async def test_a_send_failing_for_one_receiver_of_a_broadcast_ends_only_that_connection() -> None:
