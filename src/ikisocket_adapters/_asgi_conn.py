@@ -294,6 +294,9 @@ class _Conn:
         assert self.tg is not None
         if self._direct is not None:
             self._parked = True  # others write; a sender starts when a send has to wait
+            # Output drained before this (the route callback's, while no one could write
+            # it) is written now: no Flush names this connection again for it.
+            flush((conn,))
         else:
             self._sender_on = True
             self.tg.start_soon(self._sender)

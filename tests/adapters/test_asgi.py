@@ -283,6 +283,38 @@ async def test_a_broadcast_hands_the_same_asgi_message_to_every_target() -> None
     assert text[0] is not binary[0]
 
 
+class YieldingPeer(Peer):
+    """A server whose ``send`` first gives the event loop a turn (anyio's memory streams do:
+    Starlette's ``TestClient``)."""
+
+    async def send(self, message: Message) -> None:
+        await anyio.lowlevel.checkpoint()
+        await super().send(message)
+
+
+async def test_what_the_route_callback_emits_arrives_when_the_accept_yields() -> None:
+    # While the accept is in flight, other tasks run (here the background service, started in
+    # this very connection's task group) and drain the route callback's welcome: it must still
+    # be written once the connection is accepted.
+    app = asgi_app(chat_hub())
+    async with serving(app) as harness:
+        peer = YieldingPeer(ws_scope("/ws/alice"))
+
+        async def run() -> None:
+            try:
+                await app(peer.scope, peer.receive, peer.send)
+            finally:
+                peer.finished.set()
+
+        harness.tg.start_soon(run)
+        assert (await peer.connect())["type"] == "websocket.accept"
+        assert await peer.get_text() == "Hello user: alice"
+        await peer.text("echo me")
+        assert await peer.get_text() == "echo me"
+        await peer.disconnect()
+        await peer.wait_finished()
+
+
 async def test_request_details_reach_the_connection() -> None:
     hub = Hub(subprotocols=["chat.v1"])
     seen: list[Websocket] = []
