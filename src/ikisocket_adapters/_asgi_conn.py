@@ -293,10 +293,11 @@ class _Conn:
             return False
         assert self.tg is not None
         if self._direct is not None:
-            self._parked = True  # others write; a sender starts when a send has to wait
-            # Output drained before this (the route callback's, while no one could write
-            # it) is written now: no Flush names this connection again for it.
-            flush((conn,))
+            if not (self.closing or self._sender_on):  # (a close came during the accept)
+                self._parked = True  # others write; a sender starts when a send has to wait
+                # Output drained before this (the route callback's, while no one could
+                # write it) is written now: no Flush names this connection again for it.
+                flush((conn,))
         else:
             self._sender_on = True
             self.tg.start_soon(self._sender)
