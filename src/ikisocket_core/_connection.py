@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
+from wsproto.events import BytesMessage, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from ._actions import Reject
@@ -216,11 +217,12 @@ class ServerConnection:
         reader = self._reader
         if reader is not None:
             reader.feed(data)
-            self._node.receiving = self  # a Socket.IO ACK may go onto it directly (session.write)
+            hub = self._node.hub
+            hub._receiving = self  # a reply to it goes onto it directly (Hub._send)
             try:
                 self._read_frames(reader)
             finally:
-                self._node.receiving = None
+                hub._receiving = None
         elif self._http is not None:
             self._receive_http(data)
         else:
@@ -298,7 +300,11 @@ class ServerConnection:
             return
         stats.messages_in += 1
         hub = node.hub
-        hub.receive_message(kws, data, kind)  # type: ignore[arg-type]
+        hub._receiving = self  # a reply to it goes onto it directly (Hub._send)
+        try:
+            hub.receive_message(kws, data, kind)  # type: ignore[arg-type]
+        finally:
+            hub._receiving = None
         if hub._queue:
             node._pump_hub()  # a RunHandler action raises self.blocked
 
@@ -618,6 +624,44 @@ class ServerConnection:
 
     # -- output --------------------------------------------------------------------------
 
+    def deliver_own(self, data: bytes, kind: MessageKind) -> None:
+        """Queue one message for this connection alone: ``deliver`` for a single target.
+
+        The hub calls it for a message to the connection whose own input runs
+        (:attr:`Server.receiving`) when nothing is queued before it (an echo,
+        a reply, a Socket.IO ``ACK``): the driver drains this connection right
+        after the input, so the message skips the hub's queue. The framing,
+        the counters and the output bound are ``deliver``'s.
+
+        Args:
+            data: The payload (UTF-8 for text).
+            kind: ``TEXT`` or ``BINARY``.
+        """
+        if self._out_closed:
+            return
+        node = self._node
+        framing = self._framing
+        if framing == _SHARED_FRAME:
+            item: Any = _frame(kind, data)
+            size = len(item)
+            node.stats.broadcast_encodes += 1
+        elif framing == _MESSAGE:
+            item = node.encode_message(kind, data)
+            size = len(data)
+        else:
+            item = own_frame(self, data, kind)
+            size = len(item)
+        node.stats.frames_out += 1
+        buffered = self.buffered
+        if buffered and buffered + size > node.config.max_queue:
+            self._overflow(buffered + size)
+            return
+        self._out.append(item)
+        self.buffered = buffered + size
+        if not self.dirty:
+            self.dirty = True
+            node._dirty.append(self)
+
     def _write_control(self, data: bytes) -> None:
         """Queue an HTTP response or a control frame: never dropped, at most 131 bytes each.
 
@@ -654,3 +698,21 @@ class ServerConnection:
             self._overflowing = True
             logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
             node.hub.receive_error(kws, error)
+
+
+def own_frame(conn: ServerConnection, data: bytes, kind: MessageKind) -> bytes:
+    """The frame of one message for a connection with its own deflate context.
+
+    Args:
+        conn: A connection whose ``_framing`` is ``_OWN_FRAME``.
+        data: The payload (UTF-8 for text).
+        kind: ``TEXT`` or ``BINARY``.
+
+    Returns:
+        The frame, compressed by the connection's own context (RFC 7692 7.2).
+    """
+    ws = conn._ws
+    assert ws is not None
+    if kind is MessageKind.TEXT:
+        return ws.send(TextMessage(data=data.decode("utf-8")))
+    return ws.send(BytesMessage(data=data))

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wsproto.events import BytesMessage, Message, TextMessage
-
 from ._actions import Send
-from ._connection import _MESSAGE, _SHARED_FRAME, ServerConnection
-from ._events import MessageKind
+from ._connection import _MESSAGE, _SHARED_FRAME, ServerConnection, own_frame
 from ._frames import _frame
 from ._socketio._polling import Polling
 
@@ -24,8 +21,6 @@ if TYPE_CHECKING:
 
 # Public through ikisocket_core.protocol's use of it, not the package top level.
 __all__: list[str] = []
-
-_TEXT = MessageKind.TEXT
 
 
 def deliver(node: Server, action: Send) -> None:
@@ -75,14 +70,10 @@ def deliver(node: Server, action: Send) -> None:
                 item_size = size
             else:  # _OWN_FRAME: its own, for it alone
                 current = -1
-                message: Message[Any] = (
-                    TextMessage(data=data.decode("utf-8"))
-                    if kind is _TEXT
-                    else BytesMessage(data=data)
-                )
-                item = conn._ws.send(message)  # type: ignore[union-attr]
+                item = own_frame(conn, data, kind)
                 item_size = len(item)
-        # Backpressure above max_queue; a message always fits an empty buffer.
+        # Backpressure above max_queue; a message always fits an empty buffer. (The same
+        # bound as ServerConnection.deliver_own, the single-target twin of this loop.)
         buffered = conn.buffered
         if buffered and buffered + item_size > max_queue:
             conn._overflow(buffered + item_size)

@@ -162,6 +162,9 @@ class _Dispatcher(_Registry):
         self._sio: SocketIO | None = None
         self._queue: list[Action] = []
         self._depth = 0
+        # The engine's connection whose input runs (set by the engine around it), or None:
+        # a message to it alone, with nothing queued before, goes onto it directly (_send).
+        self._receiving: Any = None
         self._wakeup: Callable[[], None] | None = None
         self._wakeup_pending = False
         # Timing plain listeners (set_listener_clock): the clock, the threshold, and the
@@ -309,6 +312,19 @@ class _Dispatcher(_Registry):
                 targets = sio._send_message(targets, payload, kind)
                 if not targets:
                     return
+            receiving = self._receiving
+            if (
+                receiving is not None
+                and len(targets) == 1
+                and targets[0].conn is receiving
+                and not self._queue
+            ):
+                # A reply to the connection whose input runs (an echo), nothing queued
+                # before it: its driver drains it right after that input, so no detour
+                # through the queue. Anywhere else (a timer, a relay from another node, an
+                # ``async def`` listener, another target) it takes the queue.
+                receiving.deliver_own(payload, kind)
+                return
             # _send_action(targets, payload, kind) and self._push, inlined.
             send: Any = _SendFields()
             send.targets = targets

@@ -74,7 +74,6 @@ from ._hub import Hub
 from ._log import log_refusal
 from ._routing import Request
 from ._socketio._polling import Polling, Waiter
-from ._socketio._session import register_engine
 from ._state import ConnectionState
 from ._timers import ARMED, Deadlines
 
@@ -90,9 +89,6 @@ __all__ = [
     "ServerConnection",
     "ServerStats",
 ]
-
-# A Socket.IO packet written during a connection's own byte input goes onto it directly.
-register_engine(ServerConnection, deliver)
 
 #: What :meth:`Server.drain_actions` returns.
 ServerAction = Flush | CloseTransport | RunHandler
@@ -163,8 +159,6 @@ class Server:
         self._per_host: dict[str, int] = {}
         self._handshakes = 0
         self._dirty: list[ServerConnection] = []
-        #: The connection whose byte input runs (``ServerConnection.receive_data``), if any.
-        self.receiving: ServerConnection | None = None
         self._actions: list[ServerAction] = []
         self._polls: list[Polling] = []  # Socket.IO polling transports with a GET to answer
         self._deadlines: Deadlines[ServerConnection] = Deadlines()
@@ -484,6 +478,19 @@ class Server:
     def connections(self) -> tuple[ServerConnection, ...]:
         """Every connection the server holds (any state)."""
         return tuple(self._conns)
+
+    @property
+    def receiving(self) -> ServerConnection | None:
+        """The connection of this node whose input runs now, if any.
+
+        Set around :meth:`ServerConnection.receive_data` and
+        :meth:`ServerConnection.receive_message`: a message the hub sends to
+        that connection alone, with nothing queued before it, goes onto it at
+        once (:meth:`ServerConnection.deliver_own`); the driver drains it right
+        after the input.
+        """
+        conn = self.hub._receiving
+        return conn if conn is not None and conn._node is self else None
 
     @property
     def open_connections(self) -> int:

@@ -17,7 +17,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pairing import Network
+from pairing import WAYS, Network, Way
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from ikisocket_core import (
@@ -32,6 +32,7 @@ from ikisocket_core import (
 )
 from ikisocket_core._dispatch import _Handler
 from ikisocket_core._frames import _frame
+from ikisocket_core.protocol import Server, ServerConnection
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -198,3 +199,97 @@ def test_the_hubs_payloads_and_sends_are_the_frozen_dataclasses_users_know() -> 
     assert repr(send) == repr(Send(targets=(kws,), data=b"\x00", kind=BINARY))
     with pytest.raises(dataclasses.FrozenInstanceError):
         send.data = b"changed"  # type: ignore[misc]
+
+
+# -- a reply during the connection's own input goes onto it directly -------------------------
+
+
+def replies_hub(log: list[bool], server_of: list[Server]) -> Hub:
+    """Each message is answered twice around a broadcast; ``Server.receiving`` is logged."""
+    numbers = itertools.count(1)
+    hub = Hub(uuid_factory=lambda: f"c{next(numbers)}")
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def reply(ep: EventPayload) -> None:
+        receiving = server_of[0].receiving
+        log.append(receiving is not None and receiving.kws is ep.kws)
+        text = ep.data.decode()
+        ep.kws.emit(f"{text}: first")
+        hub.broadcast(f"{text}: to all")  # queued: everything after it keeps its place
+        ep.kws.emit(f"{text}: last")
+
+    return hub
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_replies_during_an_input_keep_their_order_around_queued_sends(way: Way) -> None:
+    log: list[bool] = []
+    servers: list[Server] = []
+    net = Network(replies_hub(log, servers), compression=False)
+    servers.append(net.server)
+    sender, other = net.pair(way=way), net.pair()
+    sender.send_text("a")
+    sender.send_text("b")
+    assert sender.messages == [
+        *("a: first", "a: to all", "a: last"),
+        *("b: first", "b: to all", "b: last"),
+    ]
+    assert other.messages == ["a: to all", "b: to all"]
+    # The connection whose input ran, while it ran; nobody's outside an input.
+    assert log == [True, True]
+    assert net.server.receiving is None
+
+
+def test_a_reply_outside_any_input_takes_the_queue_and_wakes_the_driver() -> None:
+    net = Network(echo_and_relay_hub(), compression=False)
+    woken: list[bool] = []
+    net.server.set_wakeup(lambda: woken.append(True))
+    client = net.pair()
+    (uuid,) = net.hub.connections
+    kws = net.hub.get(uuid)
+    kws.emit("from a timer")
+    assert woken == [True]  # nothing was written behind the driver's back
+    assert client.messages == []
+    net.drain()
+    assert client.messages == ["from a timer"]
+
+
+@pytest.mark.parametrize(
+    ("backpressure", "received", "dropped"),
+    [("drop", ["x" * 60], 1), ("close", [], 0)],
+)
+def test_replies_during_an_input_are_bound_by_max_queue(
+    backpressure: str, received: list[str], dropped: int
+) -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def twice(ep: EventPayload) -> None:
+        ep.kws.emit("x" * 60)  # an empty buffer takes any message
+        ep.kws.emit("y" * 60)  # past max_queue with the first
+
+    net = Network(hub, compression=False, max_queue=100, backpressure=backpressure)
+    client = net.pair()
+    frames_out = net.server.stats.frames_out
+    client.send_text("go")
+    assert client.messages == received
+    assert net.server.stats.dropped_messages == dropped
+    assert net.server.stats.frames_out - frames_out == 2  # as a broadcast counts them
+    if backpressure == "close":
+        assert client.close_frames[0].code == 1013  # then the transport closes
+
+
+def test_nothing_is_queued_after_the_close_frame() -> None:
+    net = Network(echo_and_relay_hub(), compression=False)
+    client = net.pair()
+    (uuid,) = net.hub.connections
+    kws = net.hub.get(uuid)
+    conn = kws.conn
+    assert isinstance(conn, ServerConnection)
+    conn.close(1000, "bye")
+    net.drain()
+    conn.deliver_own(b"too late", TEXT)  # RFC 6455 5.5.1: nothing after a close frame
+    assert conn.take() == []
+    assert [c.code for c in client.close_frames] == [1000]

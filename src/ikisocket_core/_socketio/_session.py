@@ -30,10 +30,9 @@ receiver MUST close the connection"); its namespace connections get
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ikisocket_core._actions import Close, Send, _send_action
+from ikisocket_core._actions import Close, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
 from ikisocket_core._events import MessageKind
 from ikisocket_core._log import logger, peer_name
@@ -57,21 +56,6 @@ if TYPE_CHECKING:
     from ._timer import PendingAck
 
 __all__: list[str] = []
-
-#: The engine's connection class and its ``deliver(node, send)``, registered by
-#: ``ikisocket_core.protocol`` (the engine imports this package: it cannot be imported here).
-_engine: list[Any] = [None, None]
-
-
-def register_engine(connection: type, deliver: Callable[[Any, Send], None]) -> None:
-    """Let :meth:`EngineSession.write` put a packet onto the engine's connection directly.
-
-    Args:
-        connection: The engine's connection class.
-        deliver: What routes a ``Send`` to its targets: ``deliver(node, send)``.
-    """
-    _engine[:] = [connection, deliver]
-
 
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
@@ -197,18 +181,14 @@ class EngineSession:
         socket = self.socket
         targets = (socket,)
         hub = self.mount.hub
-        # What hub._send does for the transport (not a namespace connection: sent as it is).
-        send = _send_action(targets, ("4" + text).encode("utf-8"), _TEXT)
-        conn = socket.conn
-        engine = _engine
-        if conn.__class__ is engine[0] and conn._node.receiving is conn and not hub._queue:
-            # During this very connection's byte input, whose driver drains and flushes it
-            # right after, with nothing queued before it (an ACK answering an event): no detour
-            # through the hub's queue. Anywhere else (a relay from another node, a timer, an
-            # ``async def`` listener, another connection's input) it takes the queue.
-            engine[1](conn._node, send)
+        # What hub._send does for the transport (not a namespace connection: sent as it is),
+        # its direct path included: an ACK during this connection's own input goes onto it.
+        data = ("4" + text).encode("utf-8")
+        receiving = hub._receiving
+        if receiving is not None and receiving is socket.conn and not hub._queue:
+            receiving.deliver_own(data, _TEXT)
         else:
-            hub._push(send)
+            hub._push(_send_action(targets, data, _TEXT))
         for attachment in attachments:
             hub._send(targets, attachment, _BINARY)
 
