@@ -325,11 +325,32 @@ class _Conn:
                     data = message.get("bytes")
                     if stamping:
                         driver.stamp()
+                    # Parked (asyncio servers): nobody writes for this connection now, so
+                    # when its own reply is all the engine has to do, it comes back here.
                     if data is not None:
-                        conn.receive_message(data, _BINARY)
+                        out = conn.receive_message(data, _BINARY, take=self._parked)
                     else:
-                        conn.receive_message((message.get("text") or "").encode("utf-8"), _TEXT)
-                    driver.drain()
+                        text = message.get("text") or ""
+                        out = conn.receive_message(text.encode("utf-8"), _TEXT, take=self._parked)
+                    if out is None:
+                        driver.drain()
+                        continue
+                    # flush((conn,)) for what was just taken, inlined (once per echo): written
+                    # here up to a send that has to wait, which the sender finishes; so the
+                    # reader never waits on its client reading (max_queue still decides).
+                    try:
+                        yielded = self._run_in(self._write, out)
+                    except Exception as exc:  # the sender reports it, as a failed send of its own
+                        self._writer = None
+                        self._failure = exc
+                    else:
+                        if yielded is _WRITTEN:
+                            continue
+                        writer = self._writer
+                        assert writer is not None
+                        self._pending = (writer, yielded)
+                    self._parked = False
+                    self._need_sender()
                 elif kind == "websocket.disconnect":
                     conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                     driver.drain()

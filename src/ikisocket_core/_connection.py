@@ -30,12 +30,13 @@ from wsproto.utilities import generate_accept_token
 from ._actions import Reject
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
-from ._events import MessageKind
+from ._events import EVENT_MESSAGE, MessageKind
 from ._exchange import Exchanges
 from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
 from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal, logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
+from ._socketio._socket import EngineSocket
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
@@ -270,20 +271,31 @@ class ServerConnection:
 
     # -- the message entry ---------------------------------------------------------------
 
-    def receive_message(self, data: bytes, kind: MessageKind) -> None:
+    def receive_message(
+        self, data: bytes, kind: MessageKind, *, take: bool = False
+    ) -> list[Any] | None:
         """A whole message arrived at a message-level connection.
 
         Held while the connection's ``async def`` listeners run (drivers stop
         reading while :attr:`can_read` is ``False``, so at most one waits).
-        After calling this, the driver must drain the node's actions.
+        After calling this, the driver must drain the node's actions, unless
+        it asked to ``take`` and got a list.
 
         Args:
             data: The payload, UTF-8 for text.
             kind: ``TEXT`` or ``BINARY``.
+            take: The driver can write this connection's output at once. When
+                that output is all the node has to do (an echo, a reply),
+                it is taken and returned (as :meth:`take` would), and there
+                is nothing to drain.
+
+        Returns:
+            With ``take``, this connection's output when it was all there was
+            to do; else ``None`` (drain the node's actions).
         """
         kws = self.kws  # (the state property, inlined: once per message)
         if (self._state if kws is None else kws.state) is _CLOSED:
-            return
+            return None
         node = self._node
         stats = node.stats
         size = len(data)
@@ -292,21 +304,42 @@ class ServerConnection:
             if self._held is None:
                 self._held = deque()
             self._held.append((data, kind))
-            return
+            return None
         # self._message(data, kind), inlined: once per message.
         limit = node.config.max_message_size
         if limit is not None and size > limit:
             self._too_big(size)
-            return
+            return None
         stats.messages_in += 1
         hub = node.hub
-        hub._receiving = self  # a reply to it goes onto it directly (Hub._send)
-        try:
-            hub.receive_message(kws, data, kind)  # type: ignore[arg-type]
-        finally:
-            hub._receiving = None
+        if kws.state is _OPEN:  # type: ignore[union-attr]
+            # hub.receive_message(kws, data, kind), inlined (once per message), with this
+            # connection as the one whose input runs: a reply to it goes onto it directly.
+            kws.last_activity = hub._now  # type: ignore[union-attr]
+            hub._depth += 1
+            hub._receiving = self
+            try:
+                if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
+                    kws.session.receive(data, kind)
+                else:
+                    hub._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
+            finally:
+                hub._receiving = None
+                hub._depth -= 1
         if hub._queue:
             node._pump_hub()  # a RunHandler action raises self.blocked
+        if take and self.dirty:
+            dirty = node._dirty
+            if len(dirty) == 1 and not node._actions and not node._polls:
+                # drain_actions() and take(), inlined: only this connection has output.
+                dirty.clear()
+                self.dirty = False
+                out = self._out
+                self._out = []
+                self.buffered = 0
+                self._overflowing = False
+                return out
+        return None
 
     def receive_close(self, code: int = 1005, reason: str = "") -> None:
         """The peer closed a message-level connection (its server saw the close or EOF).

@@ -1029,6 +1029,50 @@ async def test_a_stalled_client_gets_every_broadcast_in_order_once_it_reads_agai
         assert app.stats.dropped_messages == 0
 
 
+async def test_an_echo_whose_send_waits_keeps_its_place_before_later_output() -> None:
+    # On asyncio the reader writes its own message's reply itself; output another task
+    # produces meanwhile waits for that write, then goes out in order.
+    hub = chat_hub()
+    app = asgi_app(hub)
+    async with serving(app) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        alice.stall()
+        await alice.text("one")
+        await until(lambda: app.stats.messages_in == 1)  # its reply's send is waiting
+        hub.broadcast("two")
+        alice.unstall()
+        assert [await alice.get_text(), await alice.get_text()] == ["one", "two"]
+        await alice.text("three")
+        assert await alice.get_text() == "three"
+        assert alice.pending() == []
+
+
+@pytest.mark.parametrize("reads", [True, False])
+async def test_a_close_during_an_echos_waiting_send_comes_after_it(reads: bool) -> None:
+    # The close waits for the reader's write of the reply, within close_timeout: a client
+    # that reads gets the reply, what followed it and the close; one that never reads
+    # again has its call ended at close_timeout.
+    hub = chat_hub()
+    app = asgi_app(hub, close_timeout=0.3)
+    async with serving(app) as h:
+        alice = await h.open("/ws/alice")
+        assert await alice.get_text() == "Hello user: alice"
+        alice.stall()
+        await alice.text("one")
+        await until(lambda: app.stats.messages_in == 1)
+        hub.broadcast("two")
+        (uuid,) = hub.connections
+        hub.close(uuid, 4000, "bye")
+        if reads:
+            await anyio.sleep(0.05)
+            alice.unstall()
+            assert [await alice.get_text(), await alice.get_text()] == ["one", "two"]
+            assert await alice.get() == close_message(4000, "bye")
+        await alice.wait_finished()
+        assert hub.connections == ()
+
+
 async def test_sends_keep_their_calls_context_whichever_task_produced_the_output() -> None:
     # A middleware sets a context variable for the whole call (a request id), and its send
     # wrapper reads it and sets one of its own around the server's send (tracing does both).

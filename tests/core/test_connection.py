@@ -84,6 +84,57 @@ def test_accept_starts_open_and_output_is_whole_messages() -> None:
     assert server.next_deadline() is None  # no keepalive: the ASGI server owns the transport
 
 
+def test_take_hands_back_the_reply_when_it_is_all_there_is_to_do() -> None:
+    hub = echo_hub()
+    server = Server(hub)
+    conn = accepted(server)
+    other = accepted(server)
+    server.drain_actions()
+    conn.take(), other.take()
+    # An echo: this connection's output alone, taken at once; nothing left to drain.
+    assert conn.receive_message(b"hi", TEXT, take=True) == [(TEXT, b"hi")]
+    assert server.drain_actions() == []
+    assert conn.buffered == 0
+    # Without take, the same as ever: drain, then take.
+    assert conn.receive_message(b"again", TEXT) is None
+    assert server.drain_actions() == [Flush((conn,))]
+    assert conn.take() == [(TEXT, b"again")]
+
+    @hub.on(EVENT_MESSAGE)
+    def relay(ep: EventPayload) -> None:
+        hub.broadcast(ep.data)
+
+    # Output for another connection too: nothing is taken; the drain has both.
+    assert conn.receive_message(b"all", TEXT, take=True) is None
+    assert server.drain_actions() == [Flush((conn, other))]
+    assert conn.take() == [(TEXT, b"all"), (TEXT, b"all")]
+    assert other.take() == [(TEXT, b"all")]
+    # A close to perform: not taken either.
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.close(4000, "bye"))
+    assert conn.receive_message(b"last", TEXT, take=True) is None
+    actions = server.drain_actions()
+    assert actions[0] == Flush((conn, other))
+    assert isinstance(actions[-1], CloseTransport)
+    assert conn.close_code == 4000
+
+
+def test_a_message_after_the_server_closed_runs_no_listener() -> None:
+    hub = echo_hub()
+    server = Server(hub)
+    conn = accepted(server)
+    server.drain_actions()
+    conn.take()
+    (uuid,) = hub.connections
+    hub.close(uuid, 4000, "bye")
+    assert isinstance(server.drain_actions()[0], CloseTransport)
+    assert conn.state is ConnectionState.CLOSING  # the ASGI server sends the close
+    # Still counted, as frames after a close frame are; no listener runs, nothing is sent.
+    assert conn.receive_message(b"late", TEXT, take=True) is None
+    assert server.drain_actions() == []
+    assert conn.take() == []
+    assert server.stats.messages_in == 1
+
+
 def test_accept_returns_the_rejection_and_keeps_nothing() -> None:
     hub = echo_hub()
     server = Server(hub)
