@@ -335,6 +335,21 @@ class _Dispatcher(_Registry):
             if self._depth == 0:
                 self._flush_outside()
 
+    def _send_one(self, kws: Websocket, data: bytes | str, kind: MessageKind) -> None:
+        # _send((kws,), data, kind) for Websocket.emit, its direct path first (an echo). A
+        # Socket.IO namespace connection's conn is its session, never the engine's connection:
+        # only a plain connection, which gets the payload as it is, can be the one receiving.
+        receiving = self._receiving
+        if receiving is None or kws.conn is not receiving or self._queue:
+            self._send((kws,), data, kind)
+            return
+        if kind.__class__ is not MessageKind:
+            kind = _message_kind(kind)
+        if data.__class__ is bytes and (kind is not _TEXT or data.isascii()):
+            receiving.deliver_own(data, kind)
+        else:
+            receiving.deliver_own(_payload(data, kind), kind)
+
     def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
         if kws.state is not _OPEN:
             return

@@ -121,6 +121,7 @@ class Hub(_IdleTimers):
         # What a Websocket may ask of its hub: bound methods, so a verb costs one call.
         self._owner = ConnectionOwner(
             send=self._send,
+            send_one=self._send_one,
             fire=self._fire_one,
             join=self._join,
             leave=self._leave,

@@ -34,6 +34,7 @@ class ConnectionOwner:
 
     Attributes:
         send: Queue one message for some connections: ``(targets, data, kind)``.
+        send_one: The same for one connection: ``(kws, data, kind)``.
         fire: Run an event's listeners for one connection: ``(kws, event, data)``.
         join: Add an open connection, already holding the room, to the room's members.
         leave: Remove an open connection from a room's members.
@@ -48,6 +49,7 @@ class ConnectionOwner:
     """
 
     send: Callable[[tuple[Websocket, ...], bytes | str, MessageKind], None]
+    send_one: Callable[[Websocket, bytes | str, MessageKind], None]
     fire: Callable[[Websocket, str, bytes | str], None]
     join: Callable[[Websocket, str], None]
     leave: Callable[[Websocket, str], None]
@@ -320,7 +322,7 @@ class Websocket:
             ValueError: ``TEXT`` data is not valid UTF-8.
         """
         if self.state is _OPEN:
-            self._owner.send((self,), data, kind)
+            self._owner.send_one(self, data, kind)
 
     def emit_event(
         self,

@@ -22,6 +22,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from ikisocket_core import (
     BINARY,
+    EVENT_ERROR,
     EVENT_MESSAGE,
     TEXT,
     EventPayload,
@@ -293,3 +294,24 @@ def test_nothing_is_queued_after_the_close_frame() -> None:
     conn.deliver_own(b"too late", TEXT)  # RFC 6455 5.5.1: nothing after a close frame
     assert conn.take() == []
     assert [c.code for c in client.close_frames] == [1000]
+
+
+def test_replies_during_an_input_take_every_form_emit_takes() -> None:
+    errors: list[BaseException | None] = []
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    hub.on(EVENT_ERROR, lambda ep: errors.append(ep.error))
+
+    @hub.on(EVENT_MESSAGE)
+    def replies(ep: EventPayload) -> None:
+        ep.kws.emit("héllo")  # text as str, not ASCII
+        ep.kws.emit(b"\xff\x00", 2)  # type: ignore[arg-type]  # the seed's opcode
+        ep.kws.emit(b"ok", TEXT)
+        ep.kws.emit(b"\xff", TEXT)  # not UTF-8: refused, the listener fails
+
+    net = Network(hub, compression=False)
+    client = net.pair()
+    client.send_text("go")
+    assert client.messages == ["héllo", b"\xff\x00", "ok"]
+    (error,) = errors
+    assert isinstance(error, ValueError)  # as emit documents it
