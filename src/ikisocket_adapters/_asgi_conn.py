@@ -408,14 +408,12 @@ class _Conn:
             self._sender_on = False
 
     async def _park(self) -> None:
-        """Wait for output or the close; others may write meanwhile (``_parked``)."""
-        self._parked = self._writer is not None
+        """Wait for output or the close: where no other task writes (no ``_direct``)."""
         # Every reason to wake was looked at before this, with no await since.
         self.wakeup = wakeup = anyio.Event()
         try:
             await wakeup.wait()
         finally:
-            self._parked = False
             self.wakeup = None
 
     def _abandon(self) -> None:
