@@ -489,12 +489,21 @@ class ServerConnection:
             return
         next_frame = reader.next
         kinds = _KINDS
+        # Within this input for the hub (as its receive_message raises it per message):
+        # what listeners send is queued for the drain that follows, with no wakeup.
+        hub._depth += 1
         try:
             while (item := next_frame()) is not None:
                 opcode, payload = item
                 if opcode < CLOSE:  # a whole message, its UTF-8 checked
                     stats.messages_in += 1
-                    hub.receive_message(kws, payload, kinds[opcode])
+                    # hub.receive_message(kws, payload, kind), inlined: once per message.
+                    if kws.state is _OPEN:
+                        kws.last_activity = hub._now
+                        if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
+                            kws.session.receive(payload, kinds[opcode])
+                        else:
+                            hub._dispatch(kws, EVENT_MESSAGE, payload, kinds[opcode])
                 elif opcode == PING:
                     if not self._out_closed:
                         # Answered even past max_queue: the driver stops reading meanwhile.
@@ -515,6 +524,8 @@ class ServerConnection:
         except RemoteProtocolError as error:
             stats.protocol_errors += 1
             self._fail(error)
+        finally:
+            hub._depth -= 1
 
     def _message(self, data: bytes, kind: MessageKind) -> None:
         """A whole message at the message entry: the same limit as frames get."""
