@@ -25,21 +25,22 @@ from typing import TYPE_CHECKING, Any
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, TextMessage
-from wsproto.utilities import generate_accept_token
 
-from ._actions import Reject
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import EVENT_MESSAGE, MessageKind
-from ._exchange import Exchanges
-from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, negotiate_extensions
-from ._http import Answer, HTTPPhase, Poll, encode_early, examine
-from ._log import log_refusal, logger, peer_name
+from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater
+from ._handshake import receive_http
+from ._log import logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
 from ._socketio._socket import EngineSocket
 from ._state import ConnectionState, StateInput, transition
 
 if TYPE_CHECKING:
+    from wsproto.extensions import PerMessageDeflate
+
+    from ._handshake import Exchanges
+    from ._http import HTTPPhase
     from ._websocket import Websocket
     from .protocol import Server
 
@@ -225,7 +226,7 @@ class ServerConnection:
             finally:
                 hub._receiving = None
         elif self._http is not None:
-            self._receive_http(data)
+            receive_http(self, data)
         else:
             raise LocalProtocolError("a message-level connection takes messages, not bytes")
 
@@ -353,69 +354,17 @@ class ServerConnection:
         self._end(code, reason, None)
         self._close_transport()
 
-    # -- HTTP phase ----------------------------------------------------------------------
+    # -- opening (the byte entry) ------------------------------------------------------
 
-    def _receive_http(self, data: bytes) -> None:
-        http = self._http
-        assert http is not None
+    def _open(
+        self,
+        kws: Websocket,
+        response: bytes,
+        deflate: PerMessageDeflate | None,
+        trailing: bytes,
+    ) -> None:
+        """The handshake (``._handshake``) accepted: write the 101, then read frames."""
         node = self._node
-        exchange = self._exchange
-        if exchange is not None and exchange.busy:
-            exchange.receive(data)
-            return
-        received = http.receive(data)
-        if received is None:
-            return
-        outcome = (
-            received
-            if isinstance(received, Answer)
-            else examine(
-                received,
-                client=self.client,
-                scheme=self.scheme,
-                has_route=lambda path: node.hub.match(path) is not None,
-                static=node.config.static,
-                polls=None if node.hub._sio is None else node.hub._sio._serves,
-            )
-        )
-        if isinstance(outcome, Poll):
-            if exchange is None:
-                exchange = self._exchange = Exchanges(self, http)
-            exchange.start(outcome)
-            return
-        if isinstance(outcome, Answer):
-            self._answer(outcome)
-            return
-        # The connection limits refuse before the hub sees the request (no hub state).
-        result: Websocket | Reject | None = node._over_limit(self.client)
-        if result is None:
-            result = node.hub.open(outcome.request, conn=self)
-            if isinstance(result, Reject):
-                node.stats.rejected += 1
-        if isinstance(result, Reject):
-            body = result.reason.encode()  # exactly the reason, as behind ASGI
-            self._answer(Answer(result.status, body, result.headers))
-            return
-        self._upgrade(result, outcome.key)
-
-    def _upgrade(self, kws: Websocket, key: bytes) -> None:
-        node = self._node
-        http = self._http
-        assert http is not None
-        headers: list[tuple[bytes, bytes]] = [
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", generate_accept_token(key)),
-        ]
-        if kws.subprotocol is not None:
-            headers.append((b"sec-websocket-protocol", kws.subprotocol.encode()))
-        offers = kws.headers.get_list("sec-websocket-extensions") if node.config.compression else []
-        accepted, deflate = negotiate_extensions(offers)
-        if accepted is not None:
-            headers.append((b"sec-websocket-extensions", accepted))
-        response = http.switch(headers)
-        trailing = http.trailing
-        self._http = None
         self.kws = kws
         limit = node.config.max_message_size
         if deflate is not None:
@@ -432,25 +381,13 @@ class ServerConnection:
         node.stats.upgrades += 1
         # Nothing was written yet (hub actions are converted later): the 101 goes first.
         self._write_control(response)
-        self._opened()
+        if node.config.ping_interval is None:
+            node._deadlines.disarm(self)  # the handshake deadline
+        else:
+            self._arm(_SCHEDULE_PING, node._now)
         if trailing:
             node.stats.bytes_in -= len(trailing)  # counted once already, as they arrived
             self.receive_data(trailing)
-
-    def _opened(self) -> None:
-        node = self._node
-        if node.config.ping_interval is None or self.message_level:
-            node._deadlines.disarm(self)
-        else:
-            self._arm(_SCHEDULE_PING, node._now)
-
-    def _refuse_early(self, refusal: Reject) -> None:
-        """Answer before any request arrived (``max_handshakes``), then close."""
-        log_refusal(self.client, refusal.status, refusal.reason)
-        answer = Answer(refusal.status, refusal.reason.encode(), refusal.headers)
-        self._write_control(encode_early(answer))
-        self._state = transition(self._state, StateInput.REJECT)
-        self._close_transport()
 
     def _idle(self, when: float) -> None:
         """A keep-alive connection waits for its next request until ``when``."""
@@ -462,16 +399,6 @@ class ServerConnection:
             logger.info("failed %s: %s", peer_name(self.client), reason)
         self._end(1006, reason or "", None)
         self._close_transport(linger=linger)
-
-    def _answer(self, answer: Answer) -> None:
-        http = self._http
-        assert http is not None
-        if answer.status >= 400:
-            log_refusal(self.client, answer.status, answer.body.decode("utf-8", "replace"))
-        self._write_control(http.respond(answer))
-        self._http = None
-        self._state = transition(self._state, StateInput.REJECT)
-        self._close_transport()
 
     # -- messages in -----------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ from ._connection import (
 )
 from ._delivery import deliver
 from ._events import MessageKind
-from ._exchange import serve_request
+from ._handshake import refuse_early, serve_request
 from ._http import HTTPPhase
 from ._hub import Hub
 from ._log import log_refusal
@@ -205,7 +205,7 @@ class Server:
         if limit is not None and self._handshakes >= limit:
             # Refused before any parser exists: this is what bounds a slow-request flood.
             self.stats.over_max_handshakes += 1
-            conn._refuse_early(_refusal("too many handshakes in progress"))
+            refuse_early(conn, _refusal("too many handshakes in progress"))
             return conn
         conn._http = HTTPPhase(self.config.max_request_size)
         conn._counted = COUNTED_HANDSHAKE

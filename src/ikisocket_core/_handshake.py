@@ -1,4 +1,10 @@
-"""Keep-alive HTTP exchanges of one connection on a mounted endpoint (Socket.IO long-polling).
+"""The HTTP phase of a byte-entry connection: an upgrade, an answer, or keep-alive exchanges.
+
+Split from :mod:`._connection` (whose ``ServerConnection`` it drives until
+the connection is open or answered). h11 parses the request (:mod:`._http`);
+:func:`receive_http` then upgrades it to WebSocket (the connection limits and
+the hub's ``open`` decide first), answers it (a refusal, a static file, a
+preflight), or hands it to Socket.IO's long-polling transport.
 
 A plain request on the Socket.IO path does not end the connection's HTTP
 phase: :class:`Exchanges` reads its body (at most ``max_payload``: 413), hands
@@ -14,17 +20,119 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._http import Answer, HTTPPhase, Poll
+from wsproto.utilities import generate_accept_token
+
+from ._actions import Reject
+from ._frames import negotiate_extensions
+from ._http import Answer, HTTPPhase, Poll, encode_early, examine
 from ._log import log_refusal
 from ._socketio._polling import Waiter, serve
+from ._state import StateInput, transition
 
 if TYPE_CHECKING:
     from ._connection import ServerConnection
     from ._routing import Request
     from ._socketio._polling import Polling
+    from ._websocket import Websocket
     from .protocol import Server
 
 __all__: list[str] = []
+
+
+def receive_http(conn: ServerConnection, data: bytes) -> None:
+    """Bytes of the connection's HTTP phase: parse, then upgrade, answer or serve a poll.
+
+    Args:
+        conn: The connection, in its HTTP phase.
+        data: The bytes (empty: parse what is buffered).
+    """
+    http = conn._http
+    assert http is not None
+    node = conn._node
+    exchange = conn._exchange
+    if exchange is not None and exchange.busy:
+        exchange.receive(data)
+        return
+    received = http.receive(data)
+    if received is None:
+        return
+    outcome = (
+        received
+        if isinstance(received, Answer)
+        else examine(
+            received,
+            client=conn.client,
+            scheme=conn.scheme,
+            has_route=lambda path: node.hub.match(path) is not None,
+            static=node.config.static,
+            polls=None if node.hub._sio is None else node.hub._sio._serves,
+        )
+    )
+    if isinstance(outcome, Poll):
+        if exchange is None:
+            exchange = conn._exchange = Exchanges(conn, http)
+        exchange.start(outcome)
+        return
+    if isinstance(outcome, Answer):
+        _answer(conn, outcome)
+        return
+    # The connection limits refuse before the hub sees the request (no hub state).
+    result: Websocket | Reject | None = node._over_limit(conn.client)
+    if result is None:
+        result = node.hub.open(outcome.request, conn=conn)
+        if isinstance(result, Reject):
+            node.stats.rejected += 1
+    if isinstance(result, Reject):
+        body = result.reason.encode()  # exactly the reason, as behind ASGI
+        _answer(conn, Answer(result.status, body, result.headers))
+        return
+    _upgrade(conn, result, outcome.key)
+
+
+def _upgrade(conn: ServerConnection, kws: Websocket, key: bytes) -> None:
+    http = conn._http
+    assert http is not None
+    headers: list[tuple[bytes, bytes]] = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", generate_accept_token(key)),
+    ]
+    if kws.subprotocol is not None:
+        headers.append((b"sec-websocket-protocol", kws.subprotocol.encode()))
+    compression = conn._node.config.compression
+    offers = kws.headers.get_list("sec-websocket-extensions") if compression else []
+    accepted, deflate = negotiate_extensions(offers)
+    if accepted is not None:
+        headers.append((b"sec-websocket-extensions", accepted))
+    response = http.switch(headers)
+    trailing = http.trailing
+    conn._http = None
+    conn._open(kws, response, deflate, trailing)
+
+
+def refuse_early(conn: ServerConnection, refusal: Reject) -> None:
+    """Answer before any request arrived (``max_handshakes``), then close.
+
+    Args:
+        conn: The connection, just made.
+        refusal: What to answer.
+    """
+    log_refusal(conn.client, refusal.status, refusal.reason)
+    answer = Answer(refusal.status, refusal.reason.encode(), refusal.headers)
+    conn._write_control(encode_early(answer))
+    conn._state = transition(conn._state, StateInput.REJECT)
+    conn._close_transport()
+
+
+def _answer(conn: ServerConnection, answer: Answer) -> None:
+    http = conn._http
+    assert http is not None
+    if answer.status >= 400:
+        log_refusal(conn.client, answer.status, answer.body.decode("utf-8", "replace"))
+    conn._write_control(http.respond(answer))
+    conn._http = None
+    conn._state = transition(conn._state, StateInput.REJECT)
+    conn._close_transport()
 
 
 class Exchanges:
@@ -125,7 +233,7 @@ class Exchanges:
         node = self.node
         conn._idle(node._now + node.config.handshake_timeout)
         if http.buffered:
-            conn._receive_http(b"")
+            receive_http(conn, b"")
 
     def gone(self) -> None:
         """The connection ended: a GET that waited ends its session."""
