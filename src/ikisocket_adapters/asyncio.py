@@ -150,8 +150,16 @@ class _Protocol(Peer, asyncio.Protocol):
             self.early.append(data)
         else:
             node = self.node
-            self.receive(conn, data, node.loop.time())
-            node.pump()
+            # Unless its transport is full, this connection's own output comes back at
+            # once when it is all there is to do (an echo, a reply, an ack): written here,
+            # with no drain and no Flush (pump still runs when a deadline was armed).
+            out = self.receive(conn, data, node.loop.time(), take=not self.paused)
+            if out is None:
+                node.pump()
+            else:
+                self.write(out[0] if len(out) == 1 else b"".join(out))
+                if node.engine.deadlines_armed != node._seen:
+                    node.pump()
             if not self.reading:
                 return
             if not conn.can_read:

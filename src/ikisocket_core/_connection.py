@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import BytesMessage, TextMessage
 
 from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import EVENT_MESSAGE, MessageKind
-from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater
+from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, deflate_frame
 from ._handshake import receive_http
 from ._log import logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
@@ -204,31 +203,54 @@ class ServerConnection:
 
     # -- the byte entry ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes, *, take: bool = False) -> list[Any] | None:
         """Bytes arrived. Never raises because of what the peer sent.
 
-        After calling this, the driver must drain the node's actions.
+        After calling this, the driver must drain the node's actions, unless
+        it asked to ``take`` and got a list.
 
         Args:
             data: The bytes (empty is ignored; use :meth:`receive_eof`).
+            take: The driver can write this connection's output at once. When
+                that output is all the node has to do (an echo, a reply, an
+                ack), it is taken and returned (as :meth:`take` would), and
+                there is nothing to drain.
+
+        Returns:
+            With ``take``, this connection's output when it was all there was
+            to do; else ``None`` (drain the node's actions).
         """
         kws = self.kws
         if not data or (self._state if kws is None else kws.state) is _CLOSED:
-            return
-        self._node.stats.bytes_in += len(data)
+            return None
+        node = self._node
+        node.stats.bytes_in += len(data)
         reader = self._reader
         if reader is not None:
             reader.feed(data)
-            hub = self._node.hub
+            hub = node.hub
             hub._receiving = self  # a reply to it goes onto it directly (Hub._send)
             try:
                 self._read_frames(reader)
             finally:
                 hub._receiving = None
+            if take and self.dirty:  # (the hub's queue is empty: the reading pumps it)
+                dirty = node._dirty
+                if len(dirty) == 1 and not node._actions and not node._polls:
+                    # drain_actions() and take(), inlined (receive_message's twin: once per
+                    # read, where a shared helper would add a call): only this one has output.
+                    dirty.clear()
+                    self.dirty = False
+                    out = self._out
+                    self._out = []
+                    self.buffered = 0
+                    self._overflowing = False
+                    return out
         elif self._http is not None:
             receive_http(self, data)
         else:
             raise LocalProtocolError("a message-level connection takes messages, not bytes")
+        return None
 
     def receive_eof(self) -> None:
         """The peer half-closed its side: the connection ends (1006 without a close frame).
@@ -620,7 +642,7 @@ class ServerConnection:
             item = node.encode_message(kind, data)
             size = len(data)
         else:
-            item = own_frame(self, data, kind)
+            item = deflate_frame(self._ws, data, kind)
             size = len(item)
         node.stats.frames_out += 1
         buffered = self.buffered
@@ -669,21 +691,3 @@ class ServerConnection:
             self._overflowing = True
             logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
             node.hub.receive_error(kws, error)
-
-
-def own_frame(conn: ServerConnection, data: bytes, kind: MessageKind) -> bytes:
-    """The frame of one message for a connection with its own deflate context.
-
-    Args:
-        conn: A connection whose ``_framing`` is ``_OWN_FRAME``.
-        data: The payload (UTF-8 for text).
-        kind: ``TEXT`` or ``BINARY``.
-
-    Returns:
-        The frame, compressed by the connection's own context (RFC 7692 7.2).
-    """
-    ws = conn._ws
-    assert ws is not None
-    if kind is MessageKind.TEXT:
-        return ws.send(TextMessage(data=data.decode("utf-8")))
-    return ws.send(BytesMessage(data=data))

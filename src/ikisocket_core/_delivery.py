@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._actions import Send
-from ._connection import _MESSAGE, _SHARED_FRAME, ServerConnection, own_frame
-from ._frames import _frame
+from ._connection import _MESSAGE, _SHARED_FRAME, ServerConnection
+from ._frames import _frame, deflate_frame
 from ._socketio._polling import Polling
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def deliver(node: Server, action: Send) -> None:
                 item_size = size
             else:  # _OWN_FRAME: its own, for it alone
                 current = -1
-                item = own_frame(conn, data, kind)
+                item = deflate_frame(conn._ws, data, kind)
                 item_size = len(item)
         # Backpressure above max_queue; a message always fits an empty buffer. (The same
         # bound as ServerConnection.deliver_own, the single-target twin of this loop.)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import struct
 import zlib
 
+from wsproto.connection import Connection as WSConnection
+from wsproto.events import BytesMessage, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._errors import RemoteProtocolError
+from ._events import MessageKind
 
 __all__: list[str] = []
 
@@ -41,6 +44,24 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     if n < 65536:
         return _pack_head_16(0x80 | opcode, 126, n) + payload
     return _pack_head_64(0x80 | opcode, 127, n) + payload
+
+
+def deflate_frame(ws: WSConnection | None, data: bytes, kind: MessageKind) -> bytes:
+    """The frame of one message for a connection with its own deflate context.
+
+    Args:
+        ws: The wsproto connection that frames what the connection sends
+            (permessage-deflate was negotiated).
+        data: The payload (UTF-8 for text).
+        kind: ``TEXT`` or ``BINARY``.
+
+    Returns:
+        The frame, compressed by the connection's own context (RFC 7692 7.2).
+    """
+    assert ws is not None
+    if kind is MessageKind.TEXT:
+        return ws.send(TextMessage(data=data.decode("utf-8")))
+    return ws.send(BytesMessage(data=data))
 
 
 def _close_frame(code: int, reason: str) -> bytes:

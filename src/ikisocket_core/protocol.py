@@ -292,22 +292,32 @@ class Server:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def receive_data(self, conn: ServerConnection, data: bytes, now: float | None = None) -> None:
+    def receive_data(
+        self, conn: ServerConnection, data: bytes, now: float | None = None, *, take: bool = False
+    ) -> list[Any] | None:
         """Bytes arrived on ``conn``. Never raises because of what the peer sent.
 
-        After calling this, you must call :meth:`drain_actions`.
+        After calling this, you must call :meth:`drain_actions`, unless you
+        asked to ``take`` and got a list.
 
         Args:
             conn: The connection.
             data: The bytes (empty is ignored; use :meth:`receive_eof`).
             now: The current monotonic time, when the driver has it at hand:
                 activity is then stamped exactly (``idle_timeout``).
+            take: You can write ``conn``'s output at once: when it is all
+                there is to do (an echo, a reply), it comes back taken
+                (:meth:`ServerConnection.receive_data`).
+
+        Returns:
+            With ``take``, ``conn``'s output (write it) when it was all there
+            was to do; else ``None`` (drain the actions).
         """
         if now is not None:
             self._now = now
             if self._hub_timers:
                 self.hub.tick(now)
-        conn.receive_data(data)
+        return conn.receive_data(data, take=take)
 
     def receive_eof(self, conn: ServerConnection) -> None:
         """The peer half-closed its side; the connection ends (1006 without a close frame).

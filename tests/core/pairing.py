@@ -171,7 +171,11 @@ class Pair:
                 self.net.server.receive_data(self.conn, data[i : i + 1])
                 self.net.drain()
         else:
-            self.net.server.receive_data(self.conn, data)
+            # As the socket adapters do: the connection's own output comes back at once
+            # when it is all there is to do (else the drain below writes it).
+            out = self.net.server.receive_data(self.conn, data, take=not self.paused)
+            if out is not None:
+                self.deliver(b"".join(out))
             self.net.drain()
 
     def send(self, event: Event) -> None:

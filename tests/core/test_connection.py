@@ -6,7 +6,7 @@ import zlib
 from typing import Any
 
 import pytest
-from pairing import Network, frame, names, record
+from pairing import Network, frame, names, record, run_to_completion
 from wsproto.events import Ping, Pong
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import Opcode
@@ -116,6 +116,61 @@ def test_take_hands_back_the_reply_when_it_is_all_there_is_to_do() -> None:
     assert actions[0] == Flush((conn, other))
     assert isinstance(actions[-1], CloseTransport)
     assert conn.close_code == 4000
+
+
+def test_take_at_the_byte_entry_hands_back_the_frames_when_they_are_all_to_do() -> None:
+    hub = echo_hub()
+    net = Network(hub)
+    p, other = net.pair(), net.pair()
+    server, conn = net.server, p.conn
+    echoed = len(p.messages)
+    # An echo: the frame back, taken at once (as the socket adapters write it); no drain.
+    out = server.receive_data(conn, frame(0x1, b"hi"), take=True)
+    assert out == [b"\x81\x02hi"]
+    assert server.drain_actions() == []
+    assert conn.buffered == 0
+    # A ping's pong is this connection's output alone too; several frames in one read
+    # come back in order.
+    out = server.receive_data(conn, frame(0x9, b"p") + frame(0x2, b"\x00"), take=True)
+    assert out == [b"\x8a\x01p", b"\x82\x01\x00"]
+    # Nothing to write: nothing taken, nothing to drain.
+    hub.off(EVENT_MESSAGE)
+    assert server.receive_data(conn, frame(0x1, b"quiet"), take=True) is None
+    assert server.drain_actions() == []
+
+    @hub.on(EVENT_MESSAGE)
+    def relay(ep: EventPayload) -> None:
+        ep.kws.emit(ep.data)
+        hub.broadcast(ep.data, exclude=ep.kws)
+
+    # Output for another connection too: nothing is taken; the drain has both.
+    assert server.receive_data(conn, frame(0x1, b"all"), take=True) is None
+    assert server.drain_actions() == [Flush((conn, other.conn))]
+    assert conn.take() == [b"\x81\x03all"]
+    assert other.conn.take() == [b"\x81\x03all"]
+    # The server's close: its close frame is this connection's output alone (the closing
+    # handshake goes on); the peer's answer ends it with an action to perform: not taken.
+    hub.off(EVENT_MESSAGE)
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.close(4000, "bye"))
+    assert server.receive_data(conn, frame(0x1, b"last"), take=True) == [b"\x88\x05\x0f\xa0bye"]
+    assert server.receive_data(conn, frame(0x8, b"\x0f\xa0"), take=True) is None
+    assert [type(a) for a in server.drain_actions()] == [CloseTransport]
+    assert len(p.messages) == echoed  # everything above was taken here, not delivered
+    # An async listener to run as well: its RunHandler must reach the driver, so the
+    # echo is not taken either (a driver would skip the drain).
+    hub.off(EVENT_MESSAGE)
+    hub.on(EVENT_MESSAGE, lambda ep: ep.kws.emit(ep.data))
+
+    async def later(ep: EventPayload) -> None:
+        return None
+
+    hub.on(EVENT_MESSAGE, later)
+    assert server.receive_data(other.conn, frame(0x1, b"a"), take=True) is None
+    flush, handler = server.drain_actions()
+    assert flush == Flush((other.conn,))
+    assert isinstance(handler, RunHandler)
+    assert other.conn.take() == [b"\x81\x01a"]
+    run_to_completion(handler.awaitable)
 
 
 def test_a_message_after_the_server_closed_runs_no_listener() -> None:
