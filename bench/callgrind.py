@@ -26,6 +26,12 @@ default loop (aiohttp's and ours, issue 11's connection target)::
 
     python bench/callgrind.py ikisocket_trio.py --mode connect --loop trio
 
+``ackecho`` counts a Socket.IO event echoed through its ack (``42<id>["echo","a"*32]``
+answered by ``43<id>[...]``, over the WebSocket transport): the scripts are then the rows of
+``bench/socketio.py``, run as its ``--serve`` runs them (python-socketio on uvicorn too)::
+
+    python bench/callgrind.py ikisocket/uvloop python-socketio --mode ackecho -n 1000
+
 The dumps stay in ``bench/results/callgrind/``
 for ``callgrind_annotate``. Needs valgrind and ``callgrind_control`` on ``PATH`` and
 the ``websockets`` client; about 20 s per server for the defaults (valgrind runs
@@ -52,6 +58,8 @@ RESULTS = BENCH / "results" / "callgrind"
 async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump: str) -> None:
     """Warm the server up, then count exactly ``n`` messages between a zero and a dump."""
     url = f"ws://127.0.0.1:{port}/ws"
+    if mode == "ackecho":
+        url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
 
     async def client() -> ClientConnection:
         return await connect(url, compression=None, ping_interval=None, open_timeout=300)
@@ -66,6 +74,24 @@ async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump:
             for _ in range(k):
                 ws = await client()
                 await ws.close()
+
+    elif mode == "ackecho":
+        sio = await client()
+        clients = [sio]
+        assert str(await sio.recv()).startswith("0{")  # Engine.IO open
+        await sio.send("40")
+        assert str(await sio.recv()).startswith("40")  # Socket.IO connect
+
+        async def rounds(k: int) -> None:
+            for i in range(k):
+                await sio.send(f'42{i}["echo","{"a" * 32}"]')
+                while True:
+                    reply = str(await sio.recv())
+                    if reply == "2":  # the server's Engine.IO ping
+                        await sio.send("3")
+                        continue
+                    assert reply.startswith(f"43{i}["), reply
+                    break
 
     elif mode == "echo":
         clients = [await client()]
@@ -108,16 +134,23 @@ def measure(script: str, src: Path, mode: str, n: int, *, receivers: int, loop: 
     name = Path(script).stem
     out = RESULTS / f"{name}.{mode}.%p.out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(BENCH / "servers")]))
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        sys.executable,
+    server_command = [
         str(BENCH / "servers" / script),
         "--mode",
         "echo" if mode == "connect" else mode,
         "--loop",
         loop,
+    ]
+    if mode == "ackecho":  # a row of bench/socketio.py
+        name = script.replace("/", "-")
+        out = RESULTS / f"{name}.{mode}.%p.out"
+        server_command = [str(BENCH / "socketio.py"), "--serve", script]
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        *server_command,
     ]
     log = (RESULTS / f"{name}.{mode}.log").open("w")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
@@ -144,7 +177,7 @@ def measure(script: str, src: Path, mode: str, n: int, *, receivers: int, loop: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("scripts", nargs="+", help="server scripts in bench/servers/")
-    p.add_argument("--mode", choices=("echo", "broadcast", "connect"), default="echo")
+    p.add_argument("--mode", choices=("echo", "broadcast", "connect", "ackecho"), default="echo")
     p.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
     p.add_argument(
         "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
@@ -156,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 1
-    n = args.n or {"echo": 1000, "broadcast": 40, "connect": 200}[args.mode]
-    unit = {"echo": "round trip", "broadcast": "delivery", "connect": "connection"}[args.mode]
+    n = args.n or {"echo": 1000, "broadcast": 40, "connect": 200, "ackecho": 1000}[args.mode]
+    unit = {
+        "echo": "round trip",
+        "broadcast": "delivery",
+        "connect": "connection",
+        "ackecho": "acked event",
+    }[args.mode]
     src = args.src.resolve()
     results = [
         (s, measure(s, src, args.mode, n, receivers=args.receivers, loop=args.loop))
