@@ -275,7 +275,7 @@ class FrameReader:
                 pos = self._pos
                 end = len(buf)
                 if end - pos < 2:
-                    if self._gather():
+                    if self._chunks and self._gather():  # (no call when nothing waits)
                         continue
                     return None
                 b0 = buf[pos]
@@ -312,7 +312,17 @@ class FrameReader:
                     return None
                 self._need = 0
                 self._pos = stop
-                payload = _unmask(buf[head:stop], buf[head - 4 : head]) if n else b""
+                # _unmask's integer XOR inlined for the short payloads of most frames.
+                payload = (
+                    (
+                        _from_bytes(buf[head:stop], "little")
+                        ^ _from_bytes((buf[head - 4 : head] * ((n >> 2) + 1))[:n], "little")
+                    ).to_bytes(n, "little")
+                    if 0 < n <= _INT_XOR_MAX
+                    else _unmask(buf[head:stop], buf[head - 4 : head])
+                    if n
+                    else b""
+                )
                 if opcode >= CLOSE:
                     if opcode == CLOSE:
                         self.close_code, self.close_reason = parse_close(payload)
