@@ -34,12 +34,13 @@ _CLIENT_RESERVED = frozenset(
 
 
 def _data_of(args: tuple[Any, ...]) -> tuple[bytes, MessageKind]:
-    """An event's first argument as a payload's ``data`` and ``kind``."""
+    """An event's first argument as a payload's ``data`` and ``kind``, unless it is a ``str``.
+
+    (A string, the most common, is encoded by the caller itself, with no call.)
+    """
     if not args:
         return b"", _TEXT
     first = args[0]
-    if isinstance(first, str):
-        return first.encode("utf-8"), _TEXT
     if isinstance(first, bytes):
         return first, _BINARY
     return dumps(first).encode("utf-8"), _TEXT

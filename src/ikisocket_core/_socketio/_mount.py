@@ -24,6 +24,7 @@ from ikisocket_core._events import (
     RESERVED_EVENTS,
     AckCallback,
     MessageKind,
+    _event_payload,
 )
 from ikisocket_core._log import logger
 from ikisocket_core._state import ConnectionState, StateInput, transition
@@ -426,8 +427,13 @@ class SocketIO:
         own = kws.listeners
         if own and name in own:
             listeners = (*listeners, *own[name])
-        payload, kind = _data_of(args)
-        ep = kws.payload(name, payload, kind, None, args)
+        # A string first argument (most events) as the payload's data, and kws.payload(...),
+        # inlined: once per client event.
+        if args and isinstance(args[0], str):
+            payload, kind = args[0].encode("utf-8"), _TEXT
+        else:
+            payload, kind = _data_of(args)
+        ep = _event_payload(kws, name, kws._uuid, kws._attributes, None, payload, kind, args)
         # The ack is the first non-None result; with none, an empty answer once every
         # listener returned. A _Reply counts them only once an ``async def`` one runs.
         reply: _Reply | None = None
