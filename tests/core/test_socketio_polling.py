@@ -12,6 +12,7 @@ from typing import Any
 
 import h11
 import pytest
+from pairing import frame
 from wsproto.events import TextMessage
 
 from ikisocket_core import (
@@ -19,6 +20,7 @@ from ikisocket_core import (
     EVENT_CONNECT,
     EVENT_DISCONNECT,
     EVENT_ERROR,
+    EVENT_MESSAGE,
     TEXT,
     EventPayload,
     Hub,
@@ -921,3 +923,27 @@ def test_a_websocket_error_while_probing_leaves_the_session_alone() -> None:
     assert ws.close_code == 1007
     assert seen == [(EVENT_CONNECT, None)]
     assert sio.call("still") == ()
+
+
+def test_a_read_whose_broadcast_answers_a_waiting_get_is_not_taken() -> None:
+    # take=True hands a read's output back only when it is all there is to do: here the
+    # broadcast also has a polling session's waiting GET to answer, which only the drain does.
+    hub, _ = recording_hub()
+
+    @hub.websocket("/ws")
+    def on_open(kws: Any) -> None:
+        pass
+
+    @hub.on(EVENT_MESSAGE)
+    def relay(ep: EventPayload) -> None:
+        ep.kws.emit(ep.data)  # its own reply, onto it at once
+        hub.broadcast(ep.data, exclude=ep.kws)
+
+    client = TestClient(hub)
+    sio = client.socketio_connect(transport="polling")
+    ws = client.websocket_connect("/ws")
+    server = client.server
+    assert server.receive_data(ws.conn, frame(0x1, b"hi"), take=True) is None
+    client.pump()
+    assert ws.receive_text() == "hi"
+    assert sio.receive_event("message") == ("hi",)
