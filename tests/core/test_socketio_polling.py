@@ -925,6 +925,12 @@ def test_a_websocket_error_while_probing_leaves_the_session_alone() -> None:
     assert sio.call("still") == ()
 
 
+class NotReading:
+    """A transport the test client's pump leaves alone: its output stays in the engine."""
+
+    _reading = False
+
+
 def test_a_read_whose_broadcast_answers_a_waiting_get_is_not_taken() -> None:
     # take=True hands a read's output back only when it is all there is to do: here the
     # broadcast also has a polling session's waiting GET to answer, which only the drain does.
@@ -947,3 +953,14 @@ def test_a_read_whose_broadcast_answers_a_waiting_get_is_not_taken() -> None:
     client.pump()
     assert ws.receive_text() == "hi"
     assert sio.receive_event("message") == ("hi",)
+    # The same at the message entry (an ASGI server's connection), with no other plain
+    # connection to broadcast to.
+    ws.close()
+    request = Request.from_target("/ws", [("host", "t")], client=("10.0.0.1", 1), scheme="ws")
+    conn = server.accept(request, now=client.now, transport=NotReading())
+    assert not isinstance(conn, Reject)
+    client.pump()
+    assert conn.receive_message(b"again", TEXT, take=True) is None
+    client.pump()
+    assert conn.take() == [(TEXT, b"again")]
+    assert sio.receive_event("message") == ("again",)
