@@ -503,26 +503,8 @@ class WebSocketServer(Driver):
                         engine.receive_eof(conn)
                         self.pump()
                         break
-                    # With nothing of this connection in flight, its own output comes back
-                    # at once when it is all there is to do (an echo, a reply, an ack):
-                    # written here as _flush would (a sender takes what the kernel refuses).
-                    out = engine.receive_data(
-                        conn, data, now(), take=client.sender is None and not client.lost
-                    )
-                    if out is None:
-                        self.pump()
-                    else:
-                        data = out[0] if len(out) == 1 else b"".join(out)
-                        try:
-                            sent = sock.send(data)
-                        except OSError:  # would block, or the peer went away: as in _flush
-                            sent = 0
-                        if sent < len(data):
-                            client.rest = memoryview(data)[sent:] if sent else data
-                            client.sender = anyio.CancelScope()
-                            self._spawn(self._raw_sender, client, conn, client.sender)
-                        if engine.deadlines_armed != self._seen:
-                            self.pump()
+                    engine.receive_data(conn, data, now())
+                    self.pump()
                     streak += 1
                     if streak > 1:
                         await checkpoint()
