@@ -55,7 +55,9 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "callgrind"
 
 
-async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump: str) -> None:
+async def drive(
+    port: int, pid: int, mode: str, n: int, *, receivers: int, dump: str, gap: float = 0.0
+) -> None:
     """Warm the server up, then count exactly ``n`` messages between a zero and a dump."""
     url = f"ws://127.0.0.1:{port}/ws"
     if mode == "ackecho":
@@ -84,6 +86,7 @@ async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump:
 
         async def rounds(k: int) -> None:
             for i in range(k):
+                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
                 await sio.send(f'42{i}["echo","{"a" * 32}"]')
                 while True:
                     reply = str(await sio.recv())
@@ -98,6 +101,7 @@ async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump:
 
         async def rounds(k: int) -> None:
             for _ in range(k):
+                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
                 await clients[0].send("a" * 32)
                 await clients[0].recv()
 
@@ -108,6 +112,7 @@ async def drive(port: int, pid: int, mode: str, n: int, *, receivers: int, dump:
 
         async def rounds(k: int) -> None:
             for _ in range(k):
+                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
                 await sender.send("b" * 32)
                 await asyncio.gather(*(p.recv() for p in peers))
 
@@ -128,7 +133,9 @@ def total(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def measure(script: str, src: Path, mode: str, n: int, *, receivers: int, loop: str) -> float:
+def measure(
+    script: str, src: Path, mode: str, n: int, *, receivers: int, loop: str, gap: float = 0.0
+) -> float:
     """Instructions per message (per delivery, per connection) of one server."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = Path(script).stem
@@ -161,7 +168,7 @@ def measure(script: str, src: Path, mode: str, n: int, *, receivers: int, loop: 
             raise RuntimeError(f"{script} did not start (see {log.name})")
         started = time.perf_counter()
         port = int(line.split()[1])
-        asyncio.run(drive(port, server.pid, mode, n, receivers=receivers, dump="measured"))
+        asyncio.run(drive(port, server.pid, mode, n, receivers=receivers, dump="measured", gap=gap))
         dumps = sorted(RESULTS.glob(f"{name}.{mode}.{server.pid}.out.*"))
         if not dumps:
             raise RuntimeError("callgrind wrote no dump")
@@ -183,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
     )
     p.add_argument("--receivers", type=int, default=100)
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds the client waits before each message (the server is then always idle)",
+    )
     p.add_argument("--src", type=Path, default=BENCH.parent / "src", help="ikisocket's src/")
     args = p.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     }[args.mode]
     src = args.src.resolve()
     results = [
-        (s, measure(s, src, args.mode, n, receivers=args.receivers, loop=args.loop))
+        (s, measure(s, src, args.mode, n, receivers=args.receivers, loop=args.loop, gap=args.gap))
         for s in args.scripts
     ]
     first = results[0][1]

@@ -64,6 +64,7 @@ from ._common import (
     logger,
     scheme_of,
 )
+from ._trio_reads import EPOLL, Reads
 
 __all__ = ["WebSocketServer", "open_server", "serve"]
 
@@ -116,8 +117,10 @@ class _Stream(Peer):
 
     __slots__ = (
         "closing",
+        "fd",
         "linger",
         "lost",
+        "paused",
         "read_scope",
         "rest",
         "send_scope",
@@ -146,6 +149,10 @@ class _Stream(Peer):
         # while the kernel refuses output (its cancel scope, else None).
         self.read_scope: anyio.CancelScope | None = None
         self.sender: anyio.CancelScope | None = None
+        #: Its socket's descriptor while the server's reading task reads it (else -1), and
+        #: whether that is paused because the connection cannot be read.
+        self.fd = -1
+        self.paused = False
 
 
 class WebSocketServer(Driver):
@@ -176,7 +183,9 @@ class WebSocketServer(Driver):
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._stopped = anyio.Event()
-        self._trio = _on_trio()  # direct reads and writes of plain sockets (_flush, _raw_reader)
+        self._trio = _on_trio()  # direct reads and writes of plain sockets (_flush, Reads)
+        #: On trio with epoll: the one task that reads every plain socket.
+        self._reads: Reads | None = None
         self._clock: Callable[[], float] = (
             anyio.current_time if self._trio is None else self._trio.current_time
         )
@@ -241,7 +250,8 @@ class WebSocketServer(Driver):
                 peer.rest = memoryview(data)[sent:] if sent else data
                 scope = peer.sender = anyio.CancelScope()
                 self._spawn(self._raw_sender, peer, conn, scope)
-            peer.signal.wake()  # the reader, if it waited for the output to drain
+            if peer.paused:  # its output was over max_queue: it may be read again
+                self._readable(peer)
 
     async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
         """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""
@@ -257,8 +267,14 @@ class WebSocketServer(Driver):
         peer.send_scope.deadline = min(peer.send_scope.deadline, deadline)
         peer.wanted.wake()
         peer.signal.wake()
+        self._stop_reading(peer)  # nothing more is read for the engine
+
+    def _stop_reading(self, peer: _Stream) -> None:
+        """Read ``peer`` no more: end its reading scope, take its socket out of the reads."""
         if peer.read_scope is not None:
-            peer.read_scope.cancel()  # nothing more is read for the engine
+            peer.read_scope.cancel()
+        if peer.fd >= 0:
+            cast(Reads, self._reads).remove(peer)
 
     def _arm(self, when: float) -> None:
         """Move the timer task's deadline to ``when``."""
@@ -266,7 +282,11 @@ class WebSocketServer(Driver):
 
     def _readable(self, peer: _Stream) -> None:
         """Wake ``peer``'s reader: it reads again if ``conn.can_read``."""
-        peer.signal.wake()
+        if peer.paused:
+            assert self._reads is not None  # (only its sockets pause)
+            self._reads.resume(peer)
+        else:
+            peer.signal.wake()
 
     def _wakeup(self) -> None:
         """Have the pump task pump (from async listeners and background jobs)."""
@@ -306,6 +326,9 @@ class WebSocketServer(Driver):
                     # task group wraps each task in a handle and a coroutine of its own,
                     # about 1.3 KiB per connection and one more frame to resume per wake-up.
                     trio = self._trio
+                    if trio is not None and EPOLL is not None:
+                        self._reads = Reads(self)
+                        tg.start_soon(self._reads.run, trio)
                     async with trio.open_nursery() if trio is not None else nullcontext() as n:
                         self._start_connection = tg.start_soon if n is None else n.start_soon
                         with self._accept_scope:
@@ -313,6 +336,8 @@ class WebSocketServer(Driver):
                                 for listener in self.listeners:
                                     accepting.start_soon(self._accept, listener)
         finally:
+            if self._reads is not None:
+                self._reads.close()
             self.finish()
             self._done.set()
 
@@ -377,7 +402,7 @@ class WebSocketServer(Driver):
                         self.handshaking.discard(handshake)
                 if client.stream is raw:
                     return
-            elif self._trio is not None:
+            elif self._reads is not None:
                 client.sock = raw.extra(anyio.abc.SocketAttribute.raw_socket)
             peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
             conn = engine.connect(
@@ -448,7 +473,8 @@ class WebSocketServer(Driver):
                     client.rest = None
                 elif conn.buffered:
                     chunks = conn.take()
-                    client.signal.wake()  # the reader, if it waits for the output to drain
+                    if client.paused:  # its output was over max_queue: it may be read again
+                        self._readable(client)
                     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 else:
                     return
@@ -463,53 +489,27 @@ class WebSocketServer(Driver):
             self._lost(client, conn, exc)
 
     async def _serve_raw(self, client: _Stream, conn: ServerConnection) -> None:
-        """Serve a plain socket under trio from this one task: read it, then finish writing.
+        """Serve a plain socket under trio: the server's reading task reads it, then this writes.
 
-        The connection's task reads until the engine closes the transport or
-        the stream ends; output meanwhile is written by whichever task produced
-        it (:meth:`_flush`), with a sender task only while the kernel refuses
-        some. One task per idle connection, instead of a reader, a sender and
-        their task group: less memory, and less to start per connection.
-
-        It reads with ``recv`` first and waits only when nothing is there:
-        trio's own socket ``recv`` passes through the scheduler twice per call
-        (a checkpoint before and after), anyio's stream adds a layer; here a
-        read that finds data costs no trip at all, and a trip is taken only to
-        wait for data, or after two reads in a row found some (so a client that
-        floods cannot keep the others waiting).
+        The socket is read by :class:`~ikisocket_adapters._trio_reads.Reads`
+        until the engine closes the transport, the stream ends or fails
+        (each cancels ``read_scope``); output meanwhile is written by whichever
+        task produced it (:meth:`_flush`), with a sender task only while the
+        kernel refuses some. Then this task finishes writing. One task per
+        idle connection, asleep, instead of a reader, a sender and their task
+        group: less memory, and no wake-up of its own per message.
         """
-        trio = self._trio
-        wait_readable, checkpoint = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint
-        engine, now, sock = self.engine, self._clock, client.sock
+        reads, sock = self._reads, client.sock
+        assert reads is not None
         assert sock is not None
-        recv = sock.recv
-        streak = 0
         scope = client.read_scope = anyio.CancelScope()
-        if client.closing:  # the engine ended it already (a refusal answered at once)
-            scope.cancel()
-        with scope:
-            try:
-                while conn.state is not _CLOSED:
-                    if not conn.can_read:  # async listeners run, or too much output waits
-                        await client.signal.wait()
-                        continue
-                    try:
-                        data = recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        streak = 0
-                        await wait_readable(sock)
-                        continue
-                    if not data:
-                        engine.receive_eof(conn)
-                        self.pump()
-                        break
-                    engine.receive_data(conn, data, now())
-                    self.pump()
-                    streak += 1
-                    if streak > 1:
-                        await checkpoint()
-            except (OSError, trio.ClosedResourceError) as exc:
-                self._lost(client, conn, exc)
+        try:
+            with scope:
+                if not client.closing:  # (else the engine ended it already: a refusal)
+                    reads.add(client, sock, conn)
+                    await self._trio.sleep_forever()
+        finally:
+            reads.remove(client)  # (before the stream, and so the socket, is closed)
         await self._raw_finish(client, conn)
 
     async def _raw_finish(self, client: _Stream, conn: ServerConnection) -> None:
@@ -577,8 +577,7 @@ class WebSocketServer(Driver):
         client.closing = True
         client.signal.wake()
         client.wanted.wake()
-        if client.read_scope is not None:
-            client.read_scope.cancel()
+        self._stop_reading(client)
         if client.sender is not None:
             client.sender.cancel()
 

@@ -169,3 +169,17 @@ async def test_idle_connection_memory(adapter: str) -> None:
     """An idle connection costs the server a few KiB, and no more than it did (tracemalloc)."""
     held = await scenarios.idle_memory_per_connection(ADAPTERS[adapter][0])
     assert held <= IDLE_BYTES[adapter], f"{held:.0f} bytes per idle connection"
+
+
+@pytest.mark.parametrize("adapter", ["trio"], indirect=True)
+async def test_trio_without_epoll_serves_plain_sockets_as_streams(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where select.epoll is missing (macOS, Windows), no server-wide reading task is made.
+    def no_reads(server: Any) -> None:
+        raise AssertionError("Reads made without epoll")
+
+    monkeypatch.setattr(ikisocket_adapters.anyio, "EPOLL", None)
+    monkeypatch.setattr(ikisocket_adapters.anyio, "Reads", no_reads)
+    await scenarios.echo_text_and_binary(ADAPTERS[adapter][0])
+    await scenarios.broadcast_reaches_everyone(ADAPTERS[adapter][0])

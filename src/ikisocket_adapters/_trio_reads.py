@@ -1,0 +1,122 @@
+"""Every plain socket of a trio server read from one task, as asyncio's loop reads them.
+
+Trio wakes a task per socket that became readable: a trip through its
+scheduler (about as much work as the rest of an echo) for every message of
+every client. Here the server's plain sockets are registered, level-triggered,
+in an epoll set of their own, and one task waits for that set to be readable
+(trio waits on its descriptor as on any other): each wake-up reads every
+socket with input once, up to :data:`RECEIVE_SIZE`, feeds the engine and
+performs what it asked (the writes go straight to the sockets, see
+``WebSocketServer._flush``), then goes back to trio's scheduler. So a hundred
+clients with a message each cost one trip, not a hundred, and no socket is
+read twice before the others had their turn.
+
+A socket whose connection cannot be read (``conn.can_read``: its ``async
+def`` listeners run, or its output waits over ``max_queue``) leaves the set
+until the driver sees it readable again (:meth:`Reads.resume`). Only where
+``select.epoll`` exists (Linux); elsewhere trio's plain sockets are served as
+streams, with a reader and a sender task each.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ikisocket_core.protocol import ServerConnection
+
+from ._common import RECEIVE_SIZE
+
+if TYPE_CHECKING:
+    from .anyio import WebSocketServer, _Stream
+
+__all__: list[str] = []  # (the trio adapter's internals)
+
+#: ``select.epoll``, or ``None`` where the platform has none.
+EPOLL: Any = getattr(select, "epoll", None)
+_IN: int = getattr(select, "EPOLLIN", 1)
+
+
+class Reads:
+    """The epoll set of a trio server's plain sockets and the task that reads them."""
+
+    __slots__ = ("_epoll", "_peers", "_server")
+
+    def __init__(self, server: WebSocketServer) -> None:
+        self._server = server
+        self._epoll = EPOLL()
+        #: Each registered socket's stream, socket and connection, by descriptor (paused too).
+        self._peers: dict[int, tuple[_Stream, socket.socket, ServerConnection]] = {}
+
+    def add(self, client: _Stream, sock: socket.socket, conn: ServerConnection) -> None:
+        """Read ``client``'s socket from now on."""
+        fd = client.fd = sock.fileno()
+        self._peers[fd] = (client, sock, conn)
+        self._epoll.register(fd, _IN)
+
+    def remove(self, client: _Stream) -> None:
+        """Read ``client``'s socket no more (before it is closed); a no-op if not read."""
+        fd = client.fd
+        if fd < 0:
+            return
+        client.fd = -1
+        del self._peers[fd]
+        if not client.paused:
+            self._epoll.unregister(fd)
+        client.paused = False
+
+    def pause(self, client: _Stream) -> None:
+        """Stop reading ``client`` until :meth:`resume`."""
+        client.paused = True
+        self._epoll.unregister(client.fd)
+
+    def resume(self, client: _Stream) -> None:
+        """Read a paused ``client`` again if its connection can be read."""
+        conn = client.conn
+        if client.fd >= 0 and conn is not None and conn.can_read:
+            client.paused = False
+            self._epoll.register(client.fd, _IN)
+
+    def close(self) -> None:
+        """Release the epoll set (the reading task has ended)."""
+        self._peers.clear()
+        self._epoll.close()
+
+    async def run(self, trio: Any) -> None:
+        """Wait for input on any registered socket, read each once, and again."""
+        server = self._server
+        engine, pump, clock = server.engine, server.pump, server._clock
+        peers = self._peers
+        poll = self._epoll.poll
+        wait_readable = trio.lowlevel.wait_readable
+        epoll_fd = self._epoll.fileno()
+        while True:
+            await wait_readable(epoll_fd)
+            now = clock()
+            for fd, _ in poll(0):
+                peer = peers.get(fd)
+                if peer is None:
+                    continue  # removed by an input read before it in this round
+                client, sock, conn = peer
+                if client.paused:
+                    continue
+                try:
+                    data = sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self.remove(client)
+                    server._lost(client, conn, exc)
+                    continue
+                if not data:
+                    self.remove(client)
+                    engine.receive_eof(conn)
+                    pump()
+                    assert client.read_scope is not None
+                    client.read_scope.cancel()  # its task writes what is left, then closes
+                    continue
+                engine.receive_data(conn, data, now)
+                pump()
+                if client.fd >= 0 and not client.paused and not conn.can_read:
+                    self.pause(client)
