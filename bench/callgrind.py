@@ -26,6 +26,15 @@ default loop (aiohttp's and ours, issue 11's connection target)::
 
     python bench/callgrind.py ikisocket_trio.py --mode connect --loop trio
 
+``--clients K`` makes ``echo`` K clients that each send a message per round and then read
+every reply (the figure stays per round trip): what batching several sockets' input per
+wake-up saves shows there. ``--gap SECONDS`` has the client wait before each message (each
+round), so the server is idle whenever input arrives and every round takes the same path
+through its event loop: without it, whether trio finds the next message already waiting
+depends on the machine's load, and its count moves by a fifth between runs::
+
+    python bench/callgrind.py ikisocket_trio.py --loop trio -n 20 --clients 64 --gap 0.02
+
 ``ackecho`` counts a Socket.IO event echoed through its ack (``42<id>["echo","a"*32]``
 answered by ``43<id>[...]``, over the WebSocket transport): the scripts are then the rows of
 ``bench/socketio.py``, run as its ``--serve`` runs them (python-socketio on uvicorn too)::
@@ -56,7 +65,15 @@ RESULTS = BENCH / "results" / "callgrind"
 
 
 async def drive(
-    port: int, pid: int, mode: str, n: int, *, receivers: int, dump: str, gap: float = 0.0
+    port: int,
+    pid: int,
+    mode: str,
+    n: int,
+    *,
+    receivers: int,
+    dump: str,
+    gap: float = 0.0,
+    echoers: int = 1,
 ) -> None:
     """Warm the server up, then count exactly ``n`` messages between a zero and a dump."""
     url = f"ws://127.0.0.1:{port}/ws"
@@ -97,13 +114,14 @@ async def drive(
                     break
 
     elif mode == "echo":
-        clients = [await client()]
+        clients = [await client() for _ in range(echoers)]
 
         async def rounds(k: int) -> None:
             for _ in range(k):
                 await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
-                await clients[0].send("a" * 32)
-                await clients[0].recv()
+                for ws in clients:
+                    await ws.send("a" * 32)
+                await asyncio.gather(*(ws.recv() for ws in clients))
 
     else:
         peers = [await client() for _ in range(receivers)]
@@ -134,7 +152,15 @@ def total(path: Path) -> int:
 
 
 def measure(
-    script: str, src: Path, mode: str, n: int, *, receivers: int, loop: str, gap: float = 0.0
+    script: str,
+    src: Path,
+    mode: str,
+    n: int,
+    *,
+    receivers: int,
+    loop: str,
+    gap: float = 0.0,
+    echoers: int = 1,
 ) -> float:
     """Instructions per message (per delivery, per connection) of one server."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,11 +194,22 @@ def measure(
             raise RuntimeError(f"{script} did not start (see {log.name})")
         started = time.perf_counter()
         port = int(line.split()[1])
-        asyncio.run(drive(port, server.pid, mode, n, receivers=receivers, dump="measured", gap=gap))
+        asyncio.run(
+            drive(
+                port,
+                server.pid,
+                mode,
+                n,
+                receivers=receivers,
+                dump="measured",
+                gap=gap,
+                echoers=echoers,
+            )
+        )
         dumps = sorted(RESULTS.glob(f"{name}.{mode}.{server.pid}.out.*"))
         if not dumps:
             raise RuntimeError("callgrind wrote no dump")
-        per = total(dumps[-1]) / (n * (receivers if mode == "broadcast" else 1))
+        per = total(dumps[-1]) / (n * {"broadcast": receivers, "echo": echoers}.get(mode, 1))
         print(f"  ({script}: {time.perf_counter() - started:.0f} s, dump {dumps[-1]})")
         return per
     finally:
@@ -190,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
     )
     p.add_argument("--receivers", type=int, default=100)
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="echo: clients that each send a message per round, then read every reply",
+    )
     p.add_argument(
         "--gap",
         type=float,
@@ -211,7 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     }[args.mode]
     src = args.src.resolve()
     results = [
-        (s, measure(s, src, args.mode, n, receivers=args.receivers, loop=args.loop, gap=args.gap))
+        (
+            s,
+            measure(
+                s,
+                src,
+                args.mode,
+                n,
+                receivers=args.receivers,
+                loop=args.loop,
+                gap=args.gap,
+                echoers=args.clients,
+            ),
+        )
         for s in args.scripts
     ]
     first = results[0][1]

@@ -4,12 +4,14 @@ Trio wakes a task per socket that became readable: a trip through its
 scheduler (about as much work as the rest of an echo) for every message of
 every client. Here the server's plain sockets are registered, level-triggered,
 in an epoll set of their own, and one task waits for that set to be readable
-(trio waits on its descriptor as on any other): each wake-up reads every
-socket with input once, up to :data:`RECEIVE_SIZE`, feeds the engine and
-performs what it asked (the writes go straight to the sockets, see
-``WebSocketServer._flush``), then goes back to trio's scheduler. So a hundred
-clients with a message each cost one trip, not a hundred, and no socket is
-read twice before the others had their turn.
+(trio waits on its descriptor as on any other): each wake-up reads up to
+:data:`ROUND` sockets with input, once each and up to :data:`RECEIVE_SIZE`,
+feeds the engine, then performs what the engine asked of the whole round at
+once (one ``drain_actions``; the writes go straight to the sockets, see
+``WebSocketServer._flush``), and goes back to trio's scheduler. So sixty-four
+clients with a message each cost one trip and one drain, not sixty-four of
+each, and no socket is read twice before the others had their turn (the
+epoll set hands out the sockets still ready in turn).
 
 A socket whose connection cannot be read (``conn.can_read``: its ``async
 def`` listeners run, or its output waits over ``max_queue``) leaves the set
@@ -36,6 +38,8 @@ __all__: list[str] = []  # (the trio adapter's internals)
 #: ``select.epoll``, or ``None`` where the platform has none.
 EPOLL: Any = getattr(select, "epoll", None)
 _IN: int = getattr(select, "EPOLLIN", 1)
+#: The most sockets read in one round: what the round's replies wait for at most.
+ROUND = 64
 
 
 class Reads:
@@ -94,13 +98,13 @@ class Reads:
         while True:
             await wait_readable(epoll_fd)
             now = clock()
-            for fd, _ in poll(0):
+            for fd, _ in poll(0, ROUND):
                 peer = peers.get(fd)
                 if peer is None:
-                    continue  # removed by an input read before it in this round
+                    continue  # its connection ended (an input of the previous round closed it)
                 client, sock, conn = peer
                 if client.paused:
-                    continue
+                    continue  # an input read before it in this round paused it
                 try:
                     data = sock.recv(RECEIVE_SIZE)
                 except BlockingIOError:
@@ -116,7 +120,9 @@ class Reads:
                     assert client.read_scope is not None
                     client.read_scope.cancel()  # its task writes what is left, then closes
                     continue
+                # (An input read before it in this round may have closed its connection: the
+                # engine then ignores this one, and the round's drain takes the socket out.)
                 engine.receive_data(conn, data, now)
-                pump()
-                if client.fd >= 0 and not client.paused and not conn.can_read:
-                    self.pause(client)
+                if not client.paused and not conn.can_read:
+                    self.pause(client)  # read again once its output is written (_flush)
+            pump()

@@ -1,11 +1,14 @@
 """Serve a hub on anyio, under its asyncio or its trio backend.
 
-One task group per server. A plain TCP connection under trio is served by
-one task: it reads the non-blocking socket and feeds the engine, and output is
-written straight to the socket by whichever task produced it (so a broadcast
-wakes no task per receiver); only what the kernel does not take at once gets
-a sender task, which waits for the socket to be writable and exists until the
-connection's output is written. Other streams (TLS, and every stream on
+One task group per server. Under trio (on Linux), one task reads every plain
+TCP socket of the server (``_trio_reads``): each wake-up reads each socket
+with input once and feeds the engine, as asyncio's loop does, instead of a
+wake-up per connection per message. Output is written straight to the socket
+by whichever task produced it (so a broadcast wakes no task per receiver);
+only what the kernel does not take at once gets a sender task, which waits for
+the socket to be writable and exists until the connection's output is
+written. Each such connection has a task of its own that sleeps until its
+reading ends, then finishes writing. Other streams (TLS, and every stream on
 asyncio) have a reader task and a sender task that writes whatever the engine
 buffered for the connection (``conn.take()``), one ``send`` at a time. While a
 send is in progress output waits in the engine's bounded buffer, where
@@ -109,8 +112,8 @@ class _Stream(Peer):
 
     Its reader waits on ``signal`` while the connection cannot be read. A
     stream's sender waits on ``wanted`` while nothing is buffered. On trio, a
-    plain TCP stream also has its non-blocking ``sock``, read by the
-    connection's own task: output is written straight to it by whichever task
+    plain TCP stream also has its non-blocking ``sock``, read by the server's
+    reading task: output is written straight to it by whichever task
     produced it, and only what the kernel does not take at once (``rest``)
     goes to a sender task started for it (``sender``, its cancel scope).
     """
@@ -144,8 +147,8 @@ class _Stream(Peer):
         self.sending = False  # the sender awaits a send: nothing may overtake it
         self.rest: bytes | memoryview | None = None  # the kernel's refusal, for the sender
         self.send_scope = anyio.CancelScope()  # its deadline bounds the last writes
-        # A plain socket on trio only: the reader runs in the connection's own task, inside
-        # read_scope (cancelled when the connection closes); a sender task exists only
+        # A plain socket on trio only: the connection's task sleeps inside read_scope while
+        # the server's reading task reads it (cancelled when that ends); a sender task exists only
         # while the kernel refuses output (its cancel scope, else None).
         self.read_scope: anyio.CancelScope | None = None
         self.sender: anyio.CancelScope | None = None

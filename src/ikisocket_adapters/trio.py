@@ -1,8 +1,11 @@
 """Serve a hub on trio.
 
 This is the anyio adapter's driver (:mod:`ikisocket_adapters.anyio`) run by
-trio, with trio-typed entry points: one nursery per server, one task per plain TCP
-connection (a TLS one has a reader and a sender task), a sender task only
+trio, with trio-typed entry points: one nursery per server, one task that reads every
+plain TCP socket (on Linux; so a message costs no wake-up of a task of its
+own), one task per plain TCP connection, asleep until it ends (a TLS one has
+a reader and a sender task, as has every connection where ``select.epoll`` is
+missing), a sender task only
 while the kernel refuses a connection's output, a helper task per
 connection only while its ``async def`` listeners run, and a timer task that
 sleeps until the engine's next deadline. (Measured against the trio-native driver this replaced, it

@@ -18,7 +18,7 @@ import anyio
 import pytest
 import trio
 
-from ikisocket_adapters._trio_reads import EPOLL, Reads
+from ikisocket_adapters._trio_reads import EPOLL, ROUND, Reads
 from ikisocket_adapters.anyio import _Stream
 
 pytestmark = [
@@ -116,17 +116,29 @@ async def until(condition: Callable[[], bool]) -> None:
             await trio.sleep(0.001)
 
 
-async def test_every_input_is_fed_in_order_with_a_pump_each() -> None:
+async def test_a_round_reads_each_ready_socket_once_then_drains_once() -> None:
     async with reading() as (reads, server):
         ends = [peer(reads, name)[2] for name in "abc"]
         for end in ends:
-            end.sendall(b"one")
+            end.sendall(b"one")  # all three wait before the task's next round
         await until(lambda: len(server.engine.fed) == 3)
+        assert server.pumps == 1
         ends[1].sendall(b"two")
         await until(lambda: len(server.engine.fed) == 4)
+        assert server.pumps == 2
     assert sorted(server.engine.fed[:3]) == [("a", b"one"), ("b", b"one"), ("c", b"one")]
     assert server.engine.fed[3] == ("b", b"two")
-    assert server.pumps == 4
+
+
+async def test_a_round_reads_at_most_round_sockets() -> None:
+    async with reading() as (reads, server):
+        names = [f"c{i}" for i in range(ROUND + 6)]
+        ends = [peer(reads, name)[2] for name in names]
+        for end in ends:
+            end.sendall(b"x")
+        await until(lambda: len(server.engine.fed) == len(names))
+        assert server.pumps == 2  # the replies to the first ROUND waited for no more
+    assert sorted(name for name, _ in server.engine.fed) == sorted(names)
 
 
 async def test_a_connection_that_cannot_be_read_waits_until_resumed() -> None:
