@@ -56,6 +56,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,17 +65,23 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "callgrind"
 
 
-async def drive(
-    port: int,
-    pid: int,
-    mode: str,
-    n: int,
-    *,
-    receivers: int,
-    dump: str,
-    gap: float = 0.0,
-    echoers: int = 1,
-) -> None:
+@dataclass(frozen=True)
+class Load:
+    """The clients' side of a count: how many talk, and how they pace themselves."""
+
+    #: broadcast: the connections every message is relayed to.
+    receivers: int = 100
+    #: echo: the clients that each send a message per round, then read every reply.
+    clients: int = 1
+    #: Seconds the client waits before each message (each round): the server is then idle.
+    gap: float = 0.0
+
+    def per(self, mode: str) -> int:
+        """Operations counted per round of ``mode``: deliveries, round trips, or one."""
+        return {"broadcast": self.receivers, "echo": self.clients}.get(mode, 1)
+
+
+async def drive(port: int, pid: int, mode: str, n: int, load: Load, *, dump: str) -> None:
     """Warm the server up, then count exactly ``n`` messages between a zero and a dump."""
     url = f"ws://127.0.0.1:{port}/ws"
     if mode == "ackecho":
@@ -103,7 +110,7 @@ async def drive(
 
         async def rounds(k: int) -> None:
             for i in range(k):
-                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
+                await asyncio.sleep(load.gap)  # (0: the client only yields to its own loop)
                 await sio.send(f'42{i}["echo","{"a" * 32}"]')
                 while True:
                     reply = str(await sio.recv())
@@ -114,23 +121,23 @@ async def drive(
                     break
 
     elif mode == "echo":
-        clients = [await client() for _ in range(echoers)]
+        clients = [await client() for _ in range(load.clients)]
 
         async def rounds(k: int) -> None:
             for _ in range(k):
-                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
+                await asyncio.sleep(load.gap)  # (0: the client only yields to its own loop)
                 for ws in clients:
                     await ws.send("a" * 32)
                 await asyncio.gather(*(ws.recv() for ws in clients))
 
     else:
-        peers = [await client() for _ in range(receivers)]
+        peers = [await client() for _ in range(load.receivers)]
         sender = await client()
         clients = [*peers, sender]
 
         async def rounds(k: int) -> None:
             for _ in range(k):
-                await asyncio.sleep(gap)  # (0: the client only yields to its own loop)
+                await asyncio.sleep(load.gap)  # (0: the client only yields to its own loop)
                 await sender.send("b" * 32)
                 await asyncio.gather(*(p.recv() for p in peers))
 
@@ -151,17 +158,7 @@ def total(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def measure(
-    script: str,
-    src: Path,
-    mode: str,
-    n: int,
-    *,
-    receivers: int,
-    loop: str,
-    gap: float = 0.0,
-    echoers: int = 1,
-) -> float:
+def measure(script: str, src: Path, mode: str, n: int, load: Load, *, loop: str) -> float:
     """Instructions per message (per delivery, per connection) of one server."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = Path(script).stem
@@ -194,22 +191,11 @@ def measure(
             raise RuntimeError(f"{script} did not start (see {log.name})")
         started = time.perf_counter()
         port = int(line.split()[1])
-        asyncio.run(
-            drive(
-                port,
-                server.pid,
-                mode,
-                n,
-                receivers=receivers,
-                dump="measured",
-                gap=gap,
-                echoers=echoers,
-            )
-        )
+        asyncio.run(drive(port, server.pid, mode, n, load, dump="measured"))
         dumps = sorted(RESULTS.glob(f"{name}.{mode}.{server.pid}.out.*"))
         if not dumps:
             raise RuntimeError("callgrind wrote no dump")
-        per = total(dumps[-1]) / (n * {"broadcast": receivers, "echo": echoers}.get(mode, 1))
+        per = total(dumps[-1]) / (n * load.per(mode))
         print(f"  ({script}: {time.perf_counter() - started:.0f} s, dump {dumps[-1]})")
         return per
     finally:
@@ -253,22 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         "ackecho": "acked event",
     }[args.mode]
     src = args.src.resolve()
-    results = [
-        (
-            s,
-            measure(
-                s,
-                src,
-                args.mode,
-                n,
-                receivers=args.receivers,
-                loop=args.loop,
-                gap=args.gap,
-                echoers=args.clients,
-            ),
-        )
-        for s in args.scripts
-    ]
+    load = Load(receivers=args.receivers, clients=args.clients, gap=args.gap)
+    results = [(s, measure(s, src, args.mode, n, load, loop=args.loop)) for s in args.scripts]
     first = results[0][1]
     for script, per in results:
         print(f"{script:28s} {per:10,.0f} instructions per {unit}  ({per / first:.3f}x the first)")

@@ -123,6 +123,6 @@ class Reads:
                 # (An input read before it in this round may have closed its connection: the
                 # engine then ignores this one, and the round's drain takes the socket out.)
                 engine.receive_data(conn, data, now)
-                if not client.paused and not conn.can_read:
+                if not conn.can_read:  # (the engine calls no driver hook while it reads)
                     self.pause(client)  # read again once its output is written (_flush)
             pump()
