@@ -470,6 +470,8 @@ class ServerConnection:
                     node._pump_hub()  # a RunHandler action raises self.blocked
                 if self.blocked or kws.state is _CLOSED:
                     return
+                if reader._pos == len(reader._buf) and not reader._chunks:
+                    return  # every byte read is parsed: no call to find nothing more
         except RemoteProtocolError as error:
             stats.protocol_errors += 1
             self._fail(error)
