@@ -56,6 +56,7 @@ from ikisocket_core import (
     Relay,
     RoomRelay,
 )
+from ikisocket_core.testing import TestClient
 
 pytestmark = redis_support.pytestmark
 redis_server = redis_support.redis_server  # the fixture
@@ -293,6 +294,53 @@ async def test_relays_wait_for_redis_and_the_oldest_are_dropped(
         BroadcastRelay(node=node, data=b"queued 1"),
         BroadcastRelay(node=node, data=b"queued 2"),
     ]
+
+
+async def test_a_client_gone_as_the_backplane_stops_is_announced_gone(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server stops its backplane right after closing its clients, so their "absent" relays
+    # are often being published when the stop comes. Here the publish of a client's "absent"
+    # is held up until then: cut short, it goes out again with the farewell, while a message
+    # relay cut short with it stays at most once (pub/sub).
+    node_hub = make_hub()
+    backplane = RedisBackplane(node_hub, redis_server.url, heartbeat=HEARTBEAT, node_ttl=NODE_TTL)
+    publish = backplane._publish
+    under_way = anyio.Event()
+
+    async def slow_publish(client: Any, batch: list[tuple[int, Relay]], **options: Any) -> None:
+        if any(isinstance(relay, AbsenceRelay) for _, relay in batch) and not under_way.is_set():
+            under_way.set()
+            await anyio.sleep(LIMIT)  # the stop comes meanwhile
+        await publish(client, batch, **options)
+
+    monkeypatch.setattr(backplane, "_publish", slow_publish)
+    node = backplane.node_id
+    async with (
+        coredis.Redis.from_url(redis_server.url) as raw,
+        raw.pubsub() as pubsub,
+    ):
+        await pubsub.subscribe(backplane.channel)
+        async with anyio.create_task_group() as tg:
+            await tg.start(backplane.run)
+            await until(lambda: backplane.connected)
+            session = TestClient(node_hub).websocket_connect("/ws/gone")
+            uuid = json.loads(session.receive_text())["uuid"]
+            await until(lambda: backplane.stats["published"] >= 3)  # hello, snapshot, present
+            node_hub.broadcast("last")
+            session.close()
+            with anyio.fail_after(LIMIT):
+                await under_way.wait()
+            tg.cancel_scope.cancel()
+        seen: list[Relay] = []
+        with anyio.fail_after(LIMIT):
+            while AbsenceRelay(node=node, uuids=(uuid,)) not in seen:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    assert isinstance(message["data"], bytes)
+                    seen.append(decode_relay(message["data"]))
+        assert BroadcastRelay(node=node, data=b"last") not in seen
+        assert await raw.exists([backplane.node_key(node)]) == 0  # the farewell ran
 
 
 async def test_a_crashed_node_is_forgotten_after_its_ttl(redis_server: RedisServer) -> None:
