@@ -289,8 +289,8 @@ class RedisBackplane:
         self._hub_dropped = self.hub.dropped_relays
         # Relays to publish with their sequence numbers (the order this node queued them).
         self._pending: deque[tuple[int, Relay]] = deque()
-        # Presence relays of a pub/sub batch cut short, for the farewell (see _keep_presence).
-        self._unsent: list[tuple[int, Relay]] = []
+        # The "absent" relays of a pub/sub batch cut short, for the farewell (_keep_absent).
+        self._absent: list[tuple[int, Relay]] = []
         self._seq = 0
         # Streams mode: this run's incarnation (sequence numbers restart with a process),
         # the last entry applied, and the last sequence number seen of each publisher.
@@ -360,7 +360,7 @@ class RedisBackplane:
         first connection attempt, whether it succeeded or not (the server
         need not wait for Redis). When cancelled it publishes what is still
         queued (e.g. the ``absent`` relays of clients the server just closed),
-        and the presence relays of a publish the stop cut short, bounded by
+        and the ``absent`` relays of a publish the stop cut short, bounded by
         one second.
 
         Args:
@@ -579,7 +579,7 @@ class RedisBackplane:
         else:
             await self._publish(client, [self._numbered(relay) for relay in hello], again=False)
         self.connected = True
-        self._unsent = []  # the snapshot just published says who is here
+        self._absent = []  # the snapshot just published says who is here
         now = anyio.current_time()
         self._heard = {c.encode(): now for c in (self.channel, *self._routes.probed())}
         self.stats["connects"] += 1
@@ -628,22 +628,21 @@ class RedisBackplane:
                     await self._publish(client, batch)
                 except BaseException:
                     if self.mode == "pubsub":  # (streams mode queued the whole batch again)
-                        self._keep_presence(batch)
+                        self._keep_absent(batch)
                     raise
 
-    def _keep_presence(self, batch: list[tuple[int, Relay]]) -> None:
-        """A pub/sub publish was cut short: keep who came and went for the farewell.
+    def _keep_absent(self, batch: list[tuple[int, Relay]]) -> None:
+        """A pub/sub publish was cut short: keep who left, for the farewell.
 
         Pub/sub relays go out at most once, so the batch is not sent again on
         this session. But a server stops its backplane right after closing its
-        clients: their ``absent`` relays are then often in the batch that the
-        stop cuts short, and without them the other nodes would keep those
-        clients until this node's ``node_ttl`` ran out. Presence relays are
-        idempotent, so the farewell sends these again (first, in their order);
-        a reconnect forgets them, as its snapshot says it all afresh.
+        clients, so their ``absent`` relays are often in the batch the stop
+        cuts short; lost, they would leave those clients known to the other
+        nodes until this node's ``node_ttl`` ran out. An ``absent`` relay is
+        idempotent: the farewell sends these again, before what is queued. A
+        reconnect forgets them (its snapshot says who is here).
         """
-        presence = (PresenceRelay, AbsenceRelay)
-        self._unsent = [item for item in batch if isinstance(item[1], presence)]
+        self._absent = [item for item in batch if isinstance(item[1], AbsenceRelay)]
 
     async def _publish(
         self, client: Client, batch: list[tuple[int, Relay]], *, again: bool = True
@@ -712,8 +711,8 @@ class RedisBackplane:
     async def _farewell(self) -> None:
         # On its own connection: the session may have been cut anywhere, or never connected.
         self._collect()
-        batch = [*self._unsent, *self._pending]
-        self._unsent = []
+        batch = [*self._absent, *self._pending]
+        self._absent = []
         self._pending.clear()
         try:
             async with self._client() as client:
