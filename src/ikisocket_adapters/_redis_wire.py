@@ -1,4 +1,4 @@
-"""The Redis backplane's helpers: parsing relays and URLs, stream ids, and failures."""
+"""The Redis backplane's helpers: the relays' wire format, URLs, stream ids, and failures."""
 
 from __future__ import annotations
 
@@ -21,6 +21,50 @@ if sys.version_info < (3, 11):  # pragma: no cover (the backport anyio depends o
 __all__: list[str] = []
 
 _SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+
+
+def encode_relay(relay: Relay) -> bytes:
+    """Serialise a relay as compact JSON: its ``op`` tag and fields (the data as base64).
+
+    Fields at their default are left out, so each message carries only what
+    its kind of relay says.
+
+    Args:
+        relay: The relay.
+
+    Returns:
+        The message to publish.
+    """
+    doc: dict[str, Any] = {"op": relay.op}
+    for field in dataclasses.fields(relay):
+        value = getattr(relay, field.name)
+        if value is None or value == field.default:
+            continue
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, MessageKind):
+            value = int(value)
+        elif isinstance(value, tuple):  # uuids, or an event's binary attachments
+            value = [
+                base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for v in value
+            ]
+        doc[field.name] = value
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def decode_relay(message: bytes | str) -> Relay:
+    """Parse a message made by :func:`encode_relay`.
+
+    Args:
+        message: The published message.
+
+    Returns:
+        The relay, of the class its ``op`` tag names.
+
+    Raises:
+        ValueError: It is not a relay.
+    """
+    return parse_relay(message)[0]
 
 
 def _field(name: str, value: Any, annotation: object) -> Any:

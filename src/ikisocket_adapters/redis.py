@@ -53,9 +53,6 @@ Two delivery modes:
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
 import logging
 import time
 import uuid as _uuid
@@ -72,14 +69,21 @@ from ikisocket_core import (
     HelloRelay,
     Hub,
     IkisocketError,
-    MessageKind,
     PresenceRelay,
     Relay,
     default_hub,
 )
 
 from ._redis_routes import Client, Routes, connect
-from ._redis_wire import Deaf, check_url, first_failure, parse_relay, stream_id
+from ._redis_wire import (
+    Deaf,
+    check_url,
+    decode_relay,
+    encode_relay,
+    first_failure,
+    parse_relay,
+    stream_id,
+)
 
 __all__ = ["DEFAULT_URL", "RedisBackplane", "Resync", "decode_relay", "encode_relay"]
 
@@ -105,50 +109,6 @@ _COUNTERS = (
     "duplicates",
     "resyncs",
 )
-
-
-def encode_relay(relay: Relay) -> bytes:
-    """Serialise a relay as compact JSON: its ``op`` tag and fields (the data as base64).
-
-    Fields at their default are left out, so each message carries only what
-    its kind of relay says.
-
-    Args:
-        relay: The relay.
-
-    Returns:
-        The message to publish.
-    """
-    doc: dict[str, Any] = {"op": relay.op}
-    for field in dataclasses.fields(relay):
-        value = getattr(relay, field.name)
-        if value is None or value == field.default:
-            continue
-        if isinstance(value, bytes):
-            value = base64.b64encode(value).decode("ascii")
-        elif isinstance(value, MessageKind):
-            value = int(value)
-        elif isinstance(value, tuple):  # uuids, or an event's binary attachments
-            value = [
-                base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for v in value
-            ]
-        doc[field.name] = value
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
-
-
-def decode_relay(message: bytes | str) -> Relay:
-    """Parse a message made by :func:`encode_relay`.
-
-    Args:
-        message: The published message.
-
-    Returns:
-        The relay, of the class its ``op`` tag names.
-
-    Raises:
-        ValueError: It is not a relay.
-    """
-    return parse_relay(message)[0]
 
 
 class Resync(IkisocketError):
