@@ -235,7 +235,8 @@ async def echo_text_and_binary(serve: Serve) -> None:
         assert await client.recv() == "hello"
         await client.send(b"\x00\xffbinary")
         assert await client.recv() == b"\x00\xffbinary"
-        big = os.urandom(200_000)  # several reads and writes on both sides
+        # Several reads and writes on both sides; on asyncio, a reply past HELD_BYTES.
+        big = os.urandom(300_000)
         await client.send(big)
         assert await client.recv() == big
 
@@ -841,6 +842,84 @@ class RawClient:
         while len(self.texts) < count:
             await self._events()
         return self.texts
+
+
+class BlockingClient:
+    """A blocking socket + wsproto client: its frames leave with ``sendall``, at once."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.texts: list[str] = []
+        self.sock.sendall(self.ws.send(WSRequest(host="127.0.0.1", target="/ws")))
+        while not any(isinstance(e, AcceptConnection) for e in self._events()):
+            pass
+
+    def _events(self) -> list[Event]:
+        data = self.sock.recv(65536)
+        assert data, "the server closed the connection"
+        self.ws.receive_data(data)
+        events = list(self.ws.events())
+        self.texts += [e.data for e in events if isinstance(e, TextMessage)]
+        return events
+
+    def frame(self, text: str) -> bytes:
+        return self.ws.send(TextMessage(data=text))
+
+    def receive_texts(self, count: int) -> list[str]:
+        while len(self.texts) < count:
+            self._events()
+        return self.texts
+
+
+async def replies_and_broadcasts_keep_the_hub_order(serve: Serve) -> None:
+    """Within one turn of the server's loop, a reply and a later broadcast arrive in hub order.
+
+    A and B each send one message in every round, written with no await between
+    them so that both are waiting when the server next looks at its sockets: A's
+    is answered to A alone (an echo: the reply the asyncio adapter holds for the
+    end of the turn), B's is broadcast to both. Whichever the server reads
+    first, each client receives its messages in the order the hub sent them.
+    """
+    hub = Hub()
+    sent: dict[str, list[str]] = {}  # what the hub sent each connection, in order
+    handled: list[str] = []
+
+    @hub.websocket("/ws")
+    def opened(kws: Websocket) -> None:
+        sent[kws.uuid] = []
+
+    @hub.on(EVENT_MESSAGE)
+    def route(ep: EventPayload) -> None:
+        verb, n = ep.text.split(":")
+        handled.append(verb)
+        if verb == "echo":
+            ep.kws.emit(f"echo {n}".encode())
+            sent[ep.kws.uuid].append(f"echo {n}")
+        else:
+            ep.kws.broadcast(f"shout {n}".encode(), except_self=False)
+            for messages in sent.values():
+                messages.append(f"shout {n}")
+
+    rounds = 20
+    async with running(serve, hub) as server:
+        a = await anyio.to_thread.run_sync(BlockingClient, server.port)
+        b = await anyio.to_thread.run_sync(BlockingClient, server.port)
+        try:
+            await wait_for(lambda: len(sent) == 2)
+            uuid_a, uuid_b = sent  # (in the order they connected)
+            for n in range(rounds):
+                a.sock.sendall(a.frame(f"echo:{n}"))
+                b.sock.sendall(b.frame(f"shout:{n}"))
+                await anyio.to_thread.run_sync(a.receive_texts, 2 * (n + 1))
+                await anyio.to_thread.run_sync(b.receive_texts, n + 1)
+        finally:
+            a.sock.close()
+            b.sock.close()
+    assert a.texts == sent[uuid_a]
+    assert b.texts == sent[uuid_b] == [f"shout {n}" for n in range(rounds)]
+    # The case that matters was there: an echo handled before the broadcast of its round.
+    assert any(handled[2 * n] == "echo" for n in range(rounds))
 
 
 async def two_hundred_clients_broadcasting(serve: Serve) -> None:
