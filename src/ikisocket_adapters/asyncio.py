@@ -25,7 +25,11 @@ together instead of one between every two reads: a client process that gets its
 replies in a burst is woken once for them, not once per reply, and on loopback
 that wake-up is the writing server's CPU time (about a third of an acked echo's
 system time with 64 clients; see docs/explanation/performance.md). Redis writes
-its replies before it sleeps for the same reason.
+its replies before it sleeps for the same reason. Holding costs a callback and
+one more turn of the loop, which buys nothing when each turn has one reply (a
+lone client in lockstep): after such a turn the next :data:`LONE_REPLIES`
+replies are written at once, then one is held again to see whether others come
+with it.
 
 When the engine ends a plain TCP connection while the client may still be
 sending (``CloseTransport.linger``: a protocol error, an overflow, an HTTP
@@ -63,7 +67,15 @@ from ikisocket_core.protocol import ServerConnection
 
 from ._common import BACKLOG, Driver, Peer, begin_shutdown, logger, scheme_of
 
-__all__ = ["HELD_BYTES", "TURN_BYTES", "WebSocketServer", "open_server", "serve", "start_server"]
+__all__ = [
+    "HELD_BYTES",
+    "LONE_REPLIES",
+    "TURN_BYTES",
+    "WebSocketServer",
+    "open_server",
+    "serve",
+    "start_server",
+]
 
 #: Bytes a connection's input may feed the engine before the loop serves the
 #: other connections (the default loop's one read, 256 KiB).
@@ -72,6 +84,9 @@ TURN_BYTES = 256 * 1024
 #: Bytes of replies the server holds for the end of the loop's turn (module
 #: docstring): once the held replies reach it, they are written at once.
 HELD_BYTES = 256 * 1024
+
+#: Replies written at once after a turn that held only one (module docstring).
+LONE_REPLIES = 64
 
 
 class _Lingering(asyncio.Protocol):
@@ -166,21 +181,26 @@ class _Protocol(Peer, asyncio.Protocol):
         else:
             node = self.node
             # Unless its transport is full, this connection's own output comes back at
-            # once when it is all there is to do (an echo, a reply, an ack): written here,
-            # with no drain and no Flush (pump still runs when a deadline was armed).
+            # once when it is all there is to do (an echo, a reply, an ack): written here
+            # or held for the end of the turn, with no drain and no Flush (pump still runs
+            # when a deadline was armed).
             out = self.receive(conn, data, node.loop.time(), take=not self.paused)
             if out is None:
                 node.pump()
             else:
-                # Held for the end of the loop's turn (module docstring).
                 reply = out[0] if len(out) == 1 else b"".join(out)
-                held = node._held
-                if not held:
-                    node.loop.call_soon(node._write_held)
-                node._held_bytes += len(reply)
-                held.append((self.write, reply))
-                if node._held_bytes >= HELD_BYTES:
-                    node._write_held()
+                if node._lone:  # the last turns had one reply each (module docstring)
+                    node._lone -= 1
+                    self.write(reply)
+                else:  # held for the end of the loop's turn
+                    held = node._held
+                    if not node._turn_held:
+                        node.loop.call_soon(node._end_turn)
+                    node._turn_held += 1
+                    node._held_bytes += len(reply)
+                    held.append((self.write, reply))
+                    if node._held_bytes >= HELD_BYTES:
+                        node._write_held()
                 if node.engine.deadlines_armed != node._seen:
                     node.pump()
             if not self.reading:
@@ -264,6 +284,10 @@ class WebSocketServer(Driver):
         #: Replies held for the end of the loop's turn (writes and their bytes), in order.
         self._held: list[tuple[Callable[[bytes], object], bytes]] = []
         self._held_bytes = 0
+        #: Replies held in this turn of the loop (written early or not).
+        self._turn_held = 0
+        #: Replies still to write at once after a turn that held one (LONE_REPLIES).
+        self._lone = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -387,6 +411,13 @@ class WebSocketServer(Driver):
         if not peer.reading:
             peer.reading = True
             transport.resume_reading()
+
+    def _end_turn(self) -> None:
+        """The loop's turn that held a reply is over: write what is still held."""
+        if self._turn_held == 1:
+            self._lone = LONE_REPLIES  # nothing came with it: write the next ones at once
+        self._turn_held = 0
+        self._write_held()
 
     def _write_held(self) -> None:
         """Write the replies held since the loop's turn began (module docstring).

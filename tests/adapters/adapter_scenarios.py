@@ -873,13 +873,15 @@ class BlockingClient:
 
 
 async def replies_and_broadcasts_keep_the_hub_order(serve: Serve) -> None:
-    """Within one turn of the server's loop, a reply and a later broadcast arrive in hub order.
+    """Within one turn of the server's loop, replies and a later broadcast arrive in hub order.
 
-    A and B each send one message in every round, written with no await between
-    them so that both are waiting when the server next looks at its sockets: A's
-    is answered to A alone (an echo: the reply the asyncio adapter holds for the
-    end of the turn), B's is broadcast to both. Whichever the server reads
-    first, each client receives its messages in the order the hub sent them.
+    A, C and B each send one message in every round, written with no await
+    between them so that all three are waiting when the server next looks at its
+    sockets: A's and C's are answered to their sender alone (echoes: the replies
+    the asyncio adapter holds for the end of the turn, once more than
+    ``LONE_REPLIES`` have gone out at once), B's is broadcast to all three.
+    Whichever the server reads first, each client receives its messages in the
+    order the hub sent them.
     """
     hub = Hub()
     sent: dict[str, list[str]] = {}  # what the hub sent each connection, in order
@@ -901,25 +903,27 @@ async def replies_and_broadcasts_keep_the_hub_order(serve: Serve) -> None:
             for messages in sent.values():
                 messages.append(f"shout {n}")
 
-    rounds = 20
+    rounds = 100
     async with running(serve, hub) as server:
-        a = await anyio.to_thread.run_sync(BlockingClient, server.port)
-        b = await anyio.to_thread.run_sync(BlockingClient, server.port)
+        a, c, b = [await anyio.to_thread.run_sync(BlockingClient, server.port) for _ in "acb"]
         try:
-            await wait_for(lambda: len(sent) == 2)
-            uuid_a, uuid_b = sent  # (in the order they connected)
+            await wait_for(lambda: len(sent) == 3)
+            uuid_a, uuid_c, uuid_b = sent  # (in the order they connected)
             for n in range(rounds):
                 a.sock.sendall(a.frame(f"echo:{n}"))
+                c.sock.sendall(c.frame(f"echo:{n}"))
                 b.sock.sendall(b.frame(f"shout:{n}"))
-                await anyio.to_thread.run_sync(a.receive_texts, 2 * (n + 1))
+                for echoed in (a, c):
+                    await anyio.to_thread.run_sync(echoed.receive_texts, 2 * (n + 1))
                 await anyio.to_thread.run_sync(b.receive_texts, n + 1)
         finally:
-            a.sock.close()
-            b.sock.close()
+            for client in (a, c, b):
+                client.sock.close()
     assert a.texts == sent[uuid_a]
+    assert c.texts == sent[uuid_c]
     assert b.texts == sent[uuid_b] == [f"shout {n}" for n in range(rounds)]
     # The case that matters was there: an echo handled before the broadcast of its round.
-    assert any(handled[2 * n] == "echo" for n in range(rounds))
+    assert any(handled[3 * n] == "echo" for n in range(rounds))
 
 
 async def two_hundred_clients_broadcasting(serve: Serve) -> None:
