@@ -21,7 +21,7 @@ from ikisocket_core import ConnectionState, MessageKind
 from ikisocket_core.protocol import ServerConnection
 
 from ._asgi_scope import ASGISend, Message, Receive
-from ._common import discard, logger
+from ._common import HELD_BYTES, discard, logger
 
 if TYPE_CHECKING:
     from .asgi import _Driver
@@ -320,18 +320,33 @@ class _Conn:
                     finally:
                         self._readable = None
                 message = await receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
+                event = message["type"]
+                if event == "websocket.receive":
                     data = message.get("bytes")
                     if stamping:
                         driver.stamp()
+                    data, kind = (
+                        (data, _BINARY)
+                        if data is not None
+                        else ((message.get("text") or "").encode("utf-8"), _TEXT)
+                    )
                     # Parked (asyncio servers): nobody writes for this connection now, so
-                    # when its own reply is all the engine has to do, it comes back here.
-                    if data is not None:
-                        out = conn.receive_message(data, _BINARY, take=self._parked)
-                    else:
-                        text = message.get("text") or ""
-                        out = conn.receive_message(text.encode("utf-8"), _TEXT, take=self._parked)
+                    # its reply can wait in the engine for the end of the loop's turn, when
+                    # one drain writes the turn's replies together, as the asyncio adapter
+                    # does (its module docstring says why); or, after a turn with a single
+                    # reply, come back here at once.
+                    if self._parked and not driver.lone:
+                        conn.receive_message(data, kind)
+                        if conn.buffered < HELD_BYTES and driver.server.output_only:  # type: ignore[union-attr]
+                            if not driver.turn_held:
+                                asyncio.get_running_loop().call_soon(driver.end_turn)
+                            driver.turn_held += 1
+                        else:
+                            driver.drain()
+                        continue
+                    if driver.lone:
+                        driver.lone -= 1
+                    out = conn.receive_message(data, kind, take=self._parked)
                     if out is None:
                         driver.drain()
                         continue
@@ -351,7 +366,7 @@ class _Conn:
                         self._pending = (writer, yielded)
                     self._parked = False
                     self._need_sender()
-                elif kind == "websocket.disconnect":
+                elif event == "websocket.disconnect":
                     conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                     driver.drain()
                     return

@@ -33,6 +33,8 @@ __all__ = [
     "ACCEPT_BATCH",
     "ACCEPT_RETRY",
     "BACKLOG",
+    "HELD_BYTES",
+    "LONE_REPLIES",
     "RECEIVE_SIZE",
     "SHUTDOWN_CODE",
     "TICK_RESOLUTION",
@@ -61,6 +63,11 @@ SHUTDOWN_CODE = 1001
 BACKLOG = socket.SOMAXCONN
 #: Bytes a task-based reader asks for at a time.
 RECEIVE_SIZE = 64 * 1024
+#: Bytes of replies the asyncio and ASGI adapters hold for the end of the loop's turn (see
+#: ``ikisocket_adapters.asyncio``): once the held replies reach it, they are written at once.
+HELD_BYTES = 256 * 1024
+#: Replies written at once after a turn that held only one (``ikisocket_adapters.asyncio``).
+LONE_REPLIES = 64
 #: Connections a task-based acceptor takes from the kernel's queue per wake-up, at most.
 ACCEPT_BATCH = 128
 #: accept() errors that mean "out of resources right now": wait and retry.

@@ -18,6 +18,15 @@ sender task runs only while a send has to wait) and a task awaiting its
 drains what is queued outside an input and sleeps until the engine's next
 deadline. The service lives
 in the ASGI lifespan (or :meth:`ASGIApp.lifespan`), else in a live connection.
+
+On asyncio servers, a message whose only output is its connection's own reply
+(an echo, an ack) leaves that reply in the engine until the end of the loop's
+turn, when one drain writes the turn's replies together
+(:attr:`~ikisocket_core.protocol.Server.output_only`; at most ``HELD_BYTES`` per
+connection; after a turn with a single reply, the next ``LONE_REPLIES`` are
+written at once), as ``ikisocket_adapters.asyncio`` does and for the same
+reason. Any other drain writes them first: the engine keeps each connection's
+output in order.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ from ._asgi_scope import (
     _respond,
     _route_path,
 )
-from ._common import SHUTDOWN_CODE, discard, logger
+from ._common import LONE_REPLIES, SHUTDOWN_CODE, discard, logger
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -296,6 +305,18 @@ class _Driver:
         self._host: object = None  # the _Conn or pinned task group running the service
         self._pinned: TaskGroup | None = None
         self._moving = False
+        #: Connections whose reply waits in the engine for the end of this turn of the
+        #: loop (their readers put the drain off: see _Conn._reader), and how many
+        #: replies are still to write at once after a turn that held one (LONE_REPLIES).
+        self.turn_held = 0
+        self.lone = 0
+
+    def end_turn(self) -> None:
+        """The loop's turn that held replies is over: drain (write them), unless done."""
+        if self.turn_held == 1:
+            self.lone = LONE_REPLIES  # nothing came with it: write the next ones at once
+        self.turn_held = 0
+        self.drain()
 
     def install(self) -> Server:
         """The engine, made on first use (so importing an app never steals a hub)."""

@@ -65,7 +65,15 @@ from typing import Any, cast
 from ikisocket_core import Hub
 from ikisocket_core.protocol import ServerConnection
 
-from ._common import BACKLOG, Driver, Peer, begin_shutdown, logger, scheme_of
+from . import _common
+from ._common import (
+    BACKLOG,
+    Driver,
+    Peer,
+    begin_shutdown,
+    logger,
+    scheme_of,
+)
 
 __all__ = [
     "HELD_BYTES",
@@ -82,11 +90,13 @@ __all__ = [
 TURN_BYTES = 256 * 1024
 
 #: Bytes of replies the server holds for the end of the loop's turn (module
-#: docstring): once the held replies reach it, they are written at once.
-HELD_BYTES = 256 * 1024
+#: docstring): once the held replies reach it, they are written at once. The ASGI
+#: adapter's bound too.
+HELD_BYTES: int = _common.HELD_BYTES
 
-#: Replies written at once after a turn that held only one (module docstring).
-LONE_REPLIES = 64
+#: Replies written at once after a turn that held only one (module docstring); the
+#: ASGI adapter's too.
+LONE_REPLIES: int = _common.LONE_REPLIES
 
 
 class _Lingering(asyncio.Protocol):

@@ -382,6 +382,18 @@ class Server:
         self.hub.tick(now)
 
     @property
+    def output_only(self) -> bool:
+        """Whether all the node has to do now is write its connections' output.
+
+        True when :meth:`drain_actions` would return nothing but a :class:`Flush`:
+        no close to perform, no handler to run, no long-polling answer waiting. A
+        driver that was just given input may then put the drain off to the end of
+        its loop's turn and write the output of several inputs together (the ASGI
+        adapter does, see ``ikisocket_adapters.asyncio`` for why).
+        """
+        return not self._actions and not self._polls and not self.hub._queue
+
+    @property
     def deadlines_armed(self) -> int:
         """A count that grows whenever a deadline is armed (the hub's and Socket.IO's too).
 

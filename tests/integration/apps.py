@@ -165,6 +165,23 @@ def make_hub(**options: Any) -> Hub:
         kws.on(EVENT_MESSAGE, lambda ep: ep.kws.to(room).emit(ep.data, ep.kind))
         kws.emit(f"joined {room}")
 
+    sent = [0]  # messages sent on /order routes, numbered in the order the hub sent them
+
+    @hub.websocket("/order/:room")
+    def order(kws: Websocket) -> None:
+        identify(kws, "order")
+        room = kws.params["room"]
+        kws.join(room)
+
+        def numbered(ep: EventPayload) -> None:
+            sent[0] += 1
+            if ep.data == b"shout":
+                hub.to(room).emit(f"{sent[0]} shout".encode())
+            else:
+                ep.kws.emit(f"{sent[0]} echo".encode())
+
+        kws.on(EVENT_MESSAGE, numbered)
+
     @hub.websocket("/sleepy/:gate")
     def sleepy(kws: Websocket) -> None:
         identify(kws, "sleepy")

@@ -25,6 +25,8 @@ from servers import LIMIT, RunningServer, client, recv
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -310,3 +312,71 @@ async def test_a_client_that_stops_reading_does_not_delay_the_others(
             assert record["error"] == "SlowConsumer"
         # The slow client is still connected (drop policy); leave without reading.
         slow.transport.abort()
+
+
+class _RawClient:
+    """A blocking socket with wsproto framing: its frames leave with ``sendall``, at once."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=LIMIT)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.texts: list[str] = []
+        self.accepted = False
+        try:
+            self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path)))
+            while not self.accepted:
+                self._read()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _read(self) -> None:
+        data = self.sock.recv(65536)
+        assert data, "the server closed the connection"
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self.accepted = True
+            elif isinstance(event, TextMessage):
+                self.texts.append(event.data)
+
+    def frame(self, text: str) -> bytes:
+        return self.ws.send(TextMessage(data=text))
+
+    def receive(self, count: int) -> None:
+        while len(self.texts) < count:
+            self._read()
+
+
+async def test_each_client_gets_its_messages_in_the_order_the_hub_sent_them(
+    server: RunningServer,
+) -> None:
+    """Echoes and room broadcasts of three clients, sent in one go, arrive in the hub's order.
+
+    In every round A and C ask for an echo and B for a broadcast to the room of
+    the three, written with no await between them, so the server finds all three
+    waiting at once (the asyncio and ASGI adapters hold a turn's echoes and write
+    them together; a broadcast in the same turn must not overtake them). The hub
+    numbers every message it sends; each client must receive its own in rising
+    order, none missing.
+    """
+    room, rounds = unique("order"), 100
+    path = f"{server.launcher.prefix}/order/{room}"
+    a, c, b = [await anyio.to_thread.run_sync(_RawClient, server.port, path) for _ in "acb"]
+    try:
+        with anyio.fail_after(LIMIT * 3):
+            for n in range(rounds):
+                a.sock.sendall(a.frame("echo"))
+                c.sock.sendall(c.frame("echo"))
+                b.sock.sendall(b.frame("shout"))
+                for echoed in (a, c):
+                    await anyio.to_thread.run_sync(echoed.receive, 2 * (n + 1))
+                await anyio.to_thread.run_sync(b.receive, n + 1)
+    finally:
+        for raw in (a, c, b):
+            raw.sock.close()
+    for raw, kinds in ((a, {"echo", "shout"}), (c, {"echo", "shout"}), (b, {"shout"})):
+        numbers = [int(text.split()[0]) for text in raw.texts]
+        assert numbers == sorted(set(numbers)), raw.texts
+        assert {text.split()[1] for text in raw.texts} == kinds
+    assert len(b.texts) == rounds
