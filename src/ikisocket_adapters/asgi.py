@@ -305,14 +305,14 @@ class _Driver:
         self._host: object = None  # the _Conn or pinned task group running the service
         self._pinned: TaskGroup | None = None
         self._moving = False
-        #: Connections whose reply waits in the engine for the end of this turn of the
-        #: loop (their readers put the drain off: see _Conn._reader), and how many
-        #: replies are still to write at once after a turn that held one (LONE_REPLIES).
+        #: Messages whose reply waits in the engine for the end of this turn of the loop
+        #: (their readers put the drain off: see _Conn._reader), and how many replies are
+        #: still to write at once after a turn that held one (LONE_REPLIES).
         self.turn_held = 0
         self.lone = 0
 
     def end_turn(self) -> None:
-        """The loop's turn that held replies is over: drain (write them), unless done."""
+        """The loop's turn that held replies is over: drain, which writes them."""
         if self.turn_held == 1:
             self.lone = LONE_REPLIES  # nothing came with it: write the next ones at once
         self.turn_held = 0
