@@ -21,7 +21,7 @@ from ikisocket_core import ConnectionState, MessageKind
 from ikisocket_core.protocol import ServerConnection
 
 from ._asgi_scope import ASGISend, Message, Receive
-from ._common import HELD_BYTES, discard, logger
+from ._common import discard, logger
 
 if TYPE_CHECKING:
     from .asgi import _Driver
@@ -308,6 +308,8 @@ class _Conn:
         conn = self.conn
         driver = self.driver
         stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
+        engine = driver.install()  # (made before any connection)
+        holds = driver.holds
         with self._reader_scope:
             while True:
                 # can_read is true when both are 0, as after nearly every message:
@@ -335,17 +337,13 @@ class _Conn:
                     # one drain writes the turn's replies together, as the asyncio adapter
                     # does (its module docstring says why); or, after a turn with a single
                     # reply, come back here at once.
-                    if self._parked and not driver.lone:
+                    if self._parked and not holds.lone:
                         conn.receive_message(data, kind)
-                        if conn.buffered < HELD_BYTES and driver.server.output_only:  # type: ignore[union-attr]
-                            if not driver.turn_held:
-                                asyncio.get_running_loop().call_soon(driver.end_turn)
-                            driver.turn_held += 1
-                        else:
+                        if not holds.hold(engine, conn):
                             driver.drain()
                         continue
-                    if driver.lone:
-                        driver.lone -= 1
+                    if holds.lone:
+                        holds.lone -= 1
                     out = conn.receive_message(data, kind, take=self._parked)
                     if out is None:
                         driver.drain()

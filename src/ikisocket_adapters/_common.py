@@ -40,6 +40,7 @@ __all__ = [
     "TICK_RESOLUTION",
     "TIMER_SLACK",
     "Driver",
+    "HeldReplies",
     "Peer",
     "begin_shutdown",
     "discard",
@@ -68,6 +69,49 @@ RECEIVE_SIZE = 64 * 1024
 HELD_BYTES = 256 * 1024
 #: Replies written at once after a turn that held only one (``ikisocket_adapters.asyncio``).
 LONE_REPLIES = 64
+
+
+class HeldReplies:
+    """Replies a driver leaves in the engine until the end of its loop's turn.
+
+    The asyncio and ASGI adapters feed an input without ``take`` and ask
+    :meth:`hold` whether its drain may wait: it may when the node has nothing to
+    do but write output (``Server.output_only``) and the connection's unwritten
+    output is under :data:`HELD_BYTES`. The first hold of a turn schedules
+    :meth:`end_turn`, which drains once for every input of the turn. The engine
+    keeps each connection's output in order, so any other drain in between
+    writes the held replies first. After a turn that held one reply,
+    :attr:`lone` counts the next :data:`LONE_REPLIES` inputs the driver feeds
+    and writes at once (``take``), as before.
+    """
+
+    __slots__ = ("_drain", "_schedule", "count", "lone")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object], drain: Callable[[], None]):
+        self._schedule = schedule  # calls its argument at the end of the loop's turn
+        self._drain = drain
+        #: Inputs whose drain waits for the end of this turn.
+        self.count = 0
+        #: Inputs still to feed with ``take`` and write at once.
+        self.lone = 0
+
+    def hold(self, engine: Server, conn: ServerConnection) -> bool:
+        """Whether the drain after ``conn``'s input may wait for the end of the turn."""
+        if conn.buffered >= HELD_BYTES or not engine.output_only:
+            return False
+        if not self.count:
+            self._schedule(self.end_turn)
+        self.count += 1
+        return True
+
+    def end_turn(self) -> None:
+        """The turn is over: drain, which writes its replies."""
+        if self.count == 1:
+            self.lone = LONE_REPLIES  # nothing came with it: write the next ones at once
+        self.count = 0
+        self._drain()
+
+
 #: Connections a task-based acceptor takes from the kernel's queue per wake-up, at most.
 ACCEPT_BATCH = 128
 #: accept() errors that mean "out of resources right now": wait and retry.

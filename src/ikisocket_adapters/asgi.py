@@ -31,11 +31,12 @@ output in order.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ from ._asgi_scope import (
     _respond,
     _route_path,
 )
-from ._common import LONE_REPLIES, SHUTDOWN_CODE, discard, logger
+from ._common import SHUTDOWN_CODE, HeldReplies, discard, logger
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -279,6 +280,10 @@ def _encode(kind: MessageKind, data: bytes) -> Message:
     return {"type": "websocket.send", "bytes": data}
 
 
+def _call_soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
+
+
 class _Driver:
     """One hub's engine and the tasks that pump it; one per hub."""
 
@@ -305,18 +310,9 @@ class _Driver:
         self._host: object = None  # the _Conn or pinned task group running the service
         self._pinned: TaskGroup | None = None
         self._moving = False
-        #: Messages whose reply waits in the engine for the end of this turn of the loop
-        #: (their readers put the drain off: see _Conn._reader), and how many replies are
-        #: still to write at once after a turn that held one (LONE_REPLIES).
-        self.turn_held = 0
-        self.lone = 0
-
-    def end_turn(self) -> None:
-        """The loop's turn that held replies is over: drain, which writes them."""
-        if self.turn_held == 1:
-            self.lone = LONE_REPLIES  # nothing came with it: write the next ones at once
-        self.turn_held = 0
-        self.drain()
+        #: Replies left in the engine for the end of the loop's turn (asyncio servers
+        #: only: see _Conn._reader).
+        self.holds = HeldReplies(_call_soon, self.drain)
 
     def install(self) -> Server:
         """The engine, made on first use (so importing an app never steals a hub)."""

@@ -17,10 +17,12 @@ uvloop (libuv) would otherwise read one ready socket up to 32 times of 250 kB
 in a row, and a client flooding the server would delay everyone else's
 answers by seconds.
 
-A reply to the message just read (an echo, an ack: the engine's ``take`` path)
-is held until the loop's current turn has read every ready connection, then
-written (at most :data:`HELD_BYTES` held; any other write writes them first, so
-each connection's output keeps its order). The same number of writes, made
+A reply to the message just read (an echo, an ack: when it is all the engine
+has to do, ``Server.output_only``) waits in the engine until the loop's current
+turn has read every ready connection; one pump then writes the turn's replies
+(at most :data:`HELD_BYTES` of a connection's output waits; any other pump
+writes them first, and the engine keeps each connection's output in order).
+The same number of writes, made
 together instead of one between every two reads: a client process that gets its
 replies in a burst is woken once for them, not once per reply, and on loopback
 that wake-up is the writing server's CPU time (about a third of an acked echo's
@@ -69,6 +71,7 @@ from . import _common
 from ._common import (
     BACKLOG,
     Driver,
+    HeldReplies,
     Peer,
     begin_shutdown,
     logger,
@@ -190,29 +193,26 @@ class _Protocol(Peer, asyncio.Protocol):
             self.early.append(data)
         else:
             node = self.node
-            # Unless its transport is full, this connection's own output comes back at
-            # once when it is all there is to do (an echo, a reply, an ack): written here
-            # or held for the end of the turn, with no drain and no Flush (pump still runs
-            # when a deadline was armed).
-            out = self.receive(conn, data, node.loop.time(), take=not self.paused)
-            if out is None:
-                node.pump()
-            else:
-                reply = out[0] if len(out) == 1 else b"".join(out)
-                if node._lone:  # the last turns had one reply each (module docstring)
-                    node._lone -= 1
-                    self.write(reply)
-                else:  # held for the end of the loop's turn
-                    held = node._held
-                    if not node._turn_held:
-                        node.loop.call_soon(node._end_turn)
-                    node._turn_held += 1
-                    node._held_bytes += len(reply)
-                    held.append((self.write, reply))
-                    if node._held_bytes >= HELD_BYTES:
-                        node._write_held()
-                if node.engine.deadlines_armed != node._seen:
+            holds = node.holds
+            if not holds.lone:
+                # The reply waits in the engine for the end of the loop's turn when it
+                # is all there is to do (module docstring); else drain now.
+                self.receive(conn, data, node.loop.time())
+                if not holds.hold(node.engine, conn):
                     node.pump()
+            else:
+                # After a turn with a single reply: unless its transport is full, this
+                # connection's own output comes back at once when it is all there is to do
+                # (an echo, a reply, an ack), and is written here, with no drain and no
+                # Flush (pump still runs when a deadline was armed).
+                holds.lone -= 1
+                out = self.receive(conn, data, node.loop.time(), take=not self.paused)
+                if out is None:
+                    node.pump()
+                else:
+                    self.write(out[0] if len(out) == 1 else b"".join(out))
+                    if node.engine.deadlines_armed != node._seen:
+                        node.pump()
             if not self.reading:
                 return
             if not conn.can_read:
@@ -291,13 +291,8 @@ class WebSocketServer(Driver):
         self._listener: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
-        #: Replies held for the end of the loop's turn (writes and their bytes), in order.
-        self._held: list[tuple[Callable[[bytes], object], bytes]] = []
-        self._held_bytes = 0
-        #: Replies held in this turn of the loop (written early or not).
-        self._turn_held = 0
-        #: Replies still to write at once after a turn that held one (LONE_REPLIES).
-        self._lone = 0
+        #: Replies left in the engine for the end of the loop's turn (module docstring).
+        self.holds = HeldReplies(self.loop.call_soon, self.pump)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -371,8 +366,6 @@ class WebSocketServer(Driver):
 
     def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
         """Write each connection's output to its transport, unless the transport is full."""
-        if self._held:
-            self._write_held()  # they came first
         for conn in connections:
             proto: _Protocol = conn.transport
             if proto.paused or proto.write is None:
@@ -421,30 +414,6 @@ class WebSocketServer(Driver):
         if not peer.reading:
             peer.reading = True
             transport.resume_reading()
-
-    def _end_turn(self) -> None:
-        """The loop's turn that held a reply is over: write what is still held."""
-        if self._turn_held == 1:
-            self._lone = LONE_REPLIES  # nothing came with it: write the next ones at once
-        self._turn_held = 0
-        self._write_held()
-
-    def _write_held(self) -> None:
-        """Write the replies held since the loop's turn began (module docstring).
-
-        Called at the end of the turn, when the held bytes reach :data:`HELD_BYTES`,
-        and by :meth:`_flush` before it writes anything else: any later output of a
-        connection with a held reply is written by a ``Flush`` (the engine puts one
-        before every close and handler), so the reply is written first. A connection
-        gets a reply held only while its transport is not paused, and only a write
-        pauses it, so ``resume_writing`` never finds one of its own held.
-        """
-        held = self._held
-        if held:
-            self._held = []
-            self._held_bytes = 0
-            for write, reply in held:
-                write(reply)
 
     def _arm(self, when: float) -> None:
         """Move the one timer to ``when``."""
