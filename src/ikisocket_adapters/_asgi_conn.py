@@ -11,7 +11,8 @@ import inspect
 import sys
 import types
 from collections import deque
-from collections.abc import Awaitable, Generator
+from collections.abc import AsyncIterator, Awaitable, Generator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -227,8 +228,16 @@ class _Conn:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    async def serve(self, receive: Receive) -> None:
-        """Accept, then read and write until either side closes."""
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[bool]:
+        """The connection's tasks around its reading; yields whether the accept went through.
+
+        The reading runs in the reader's cancel scope (cancelled once the
+        close is sent, see :meth:`_send_close`). On leaving, the terminal
+        listeners still running are waited for, then the sender and the engine
+        are told the connection is over (cancelled from outside too: a server
+        shutting down).
+        """
         conn = self.conn
         driver = self.driver
         try:
@@ -236,10 +245,9 @@ class _Conn:
                 self.tg = tg
                 driver.attach(self)
                 try:
-                    # The reader is awaited here, not from a helper: every message resumes
-                    # the ASGI call through each coroutine frame between it and receive().
-                    if await self._accept():
-                        await self._reader(receive)
+                    accepted = await self._accept()
+                    with self._reader_scope:
+                        yield accepted
                     # Terminal listeners may still be running; the connection ends after them.
                     while self.running_handlers:
                         assert self._idle is not None  # (made as the runner started)
@@ -265,52 +273,23 @@ class _Conn:
                 self._handlers.clear()
             driver.detach(self)
 
-    async def _accept(self) -> bool:
-        """Send the accept and start the sender; whether the connection was accepted."""
-        conn = self.conn
-        driver = self.driver
-        if self._handlers:
-            self._start_handlers()
-        try:
-            accept: Message = {"type": "websocket.accept"}
-            subprotocol = conn.kws.subprotocol if conn.kws is not None else None
-            if subprotocol is not None:
-                accept["subprotocol"] = subprotocol
-            accepting = self.send(accept)
-            # A coroutine can be run up to where it waits, then handed on (see flush);
-            # other awaitables (granian's) may start their work when made, so they are
-            # made and awaited by the sender only.
-            if _asyncio_task() and inspect.iscoroutine(accepting):
-                self._direct = contextvars.copy_context()  # this call's, as its sends see it
-                self._writer = writer = _writer(self.send)
-                next(writer)
-                self._run_in = self._direct.run
-                self._write = writer.send
-            await accepting
-        except Exception as exc:
-            driver.install().connection_lost(conn, exc)
-            driver.drain()
-            return False
-        assert self.tg is not None
-        if self._direct is not None:
-            if not (self.closing or self._sender_on):  # (a close came during the accept)
-                self._parked = True  # others write; a sender starts when a send has to wait
-                # Output drained before this (the route callback's, while no one could
-                # write it) is written now: no Flush names this connection again for it.
-                flush((conn,))
-        else:
-            self._sender_on = True
-            self.tg.start_soon(self._sender)
-        driver.drain()
-        return True
+    async def serve(self, receive: Receive) -> None:
+        """Accept, then read and write until either side closes.
 
-    async def _reader(self, receive: Receive) -> None:
-        conn = self.conn
-        driver = self.driver
-        stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
-        engine = driver.install()  # (made before any connection)
-        holds = driver.holds
-        with self._reader_scope:
+        The reading loop is this coroutine's own body, not a helper's, and
+        what surrounds it (the task group, the accept, the ending) is a
+        context manager, whose frame is not resumed per message: every message
+        resumes the ASGI call through each coroutine frame between it and
+        ``receive()`` (about 900 instructions per frame and message).
+        """
+        async with self._lifetime() as accepted:
+            if not accepted:
+                return
+            conn = self.conn
+            driver = self.driver
+            stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
+            engine = driver.install()  # (made before any connection)
+            holds = driver.holds
             while True:
                 # can_read is true when both are 0, as after nearly every message:
                 # look at them before calling the property.
@@ -368,6 +347,45 @@ class _Conn:
                     conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                     driver.drain()
                     return
+
+    async def _accept(self) -> bool:
+        """Send the accept and start the sender; whether the connection was accepted."""
+        conn = self.conn
+        driver = self.driver
+        if self._handlers:
+            self._start_handlers()
+        try:
+            accept: Message = {"type": "websocket.accept"}
+            subprotocol = conn.kws.subprotocol if conn.kws is not None else None
+            if subprotocol is not None:
+                accept["subprotocol"] = subprotocol
+            accepting = self.send(accept)
+            # A coroutine can be run up to where it waits, then handed on (see flush);
+            # other awaitables (granian's) may start their work when made, so they are
+            # made and awaited by the sender only.
+            if _asyncio_task() and inspect.iscoroutine(accepting):
+                self._direct = contextvars.copy_context()  # this call's, as its sends see it
+                self._writer = writer = _writer(self.send)
+                next(writer)
+                self._run_in = self._direct.run
+                self._write = writer.send
+            await accepting
+        except Exception as exc:
+            driver.install().connection_lost(conn, exc)
+            driver.drain()
+            return False
+        assert self.tg is not None
+        if self._direct is not None:
+            if not (self.closing or self._sender_on):  # (a close came during the accept)
+                self._parked = True  # others write; a sender starts when a send has to wait
+                # Output drained before this (the route callback's, while no one could
+                # write it) is written now: no Flush names this connection again for it.
+                flush((conn,))
+        else:
+            self._sender_on = True
+            self.tg.start_soon(self._sender)
+        driver.drain()
+        return True
 
     async def _sender(self) -> None:
         conn = self.conn

@@ -311,7 +311,7 @@ class _Driver:
         self._pinned: TaskGroup | None = None
         self._moving = False
         #: Replies left in the engine for the end of the loop's turn (asyncio servers
-        #: only: see _Conn._reader).
+        #: only: see _Conn.serve).
         self.holds = HeldReplies(_call_soon, self.drain)
 
     def install(self) -> Server:
