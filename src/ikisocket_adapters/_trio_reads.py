@@ -11,7 +11,11 @@ once (one ``drain_actions``; the writes go straight to the sockets, see
 ``WebSocketServer._flush``), and goes back to trio's scheduler. So sixty-four
 clients with a message each cost one trip and one drain, not sixty-four of
 each, and no socket is read twice before the others had their turn (the
-epoll set hands out the sockets still ready in turn).
+epoll set hands out the sockets still ready in turn). A round with a single input
+(a lone client in lockstep, a quiet server) has no other reply to write
+with its own: it takes the engine's ``take`` path, as the asyncio adapter
+does for such a reply, and writes the connection's output at once when that
+is all there is to do, with no drain.
 
 A socket whose connection cannot be read (``conn.can_read``: its ``async
 def`` listeners run, or its output waits over ``max_queue``) leaves the set
@@ -95,10 +99,17 @@ class Reads:
         poll = self._epoll.poll
         wait_readable = trio.lowlevel.wait_readable
         epoll_fd = self._epoll.fileno()
+        write_taken = server._write_taken
         while True:
             await wait_readable(epoll_fd)
             now = clock()
-            for fd, _ in poll(0, ROUND):
+            ready = poll(0, ROUND)
+            # A round of one input (a lone client, a quiet server) has no other reply to
+            # write with its own: the engine hands its connection's output back when that
+            # is all there is to do, and it is written at once, with no drain.
+            alone = len(ready) == 1
+            drained = False
+            for fd, _ in ready:
                 peer = peers.get(fd)
                 if peer is None:
                     continue  # its connection ended (an input of the previous round closed it)
@@ -122,7 +133,15 @@ class Reads:
                     continue
                 # (An input read before it in this round may have closed its connection: the
                 # engine then ignores this one, and the round's drain takes the socket out.)
-                engine.receive_data(conn, data, now)
+                if alone and client.sender is None and not client.lost:
+                    out = engine.receive_data(conn, data, now, take=True)
+                    if out is not None:
+                        write_taken(client, conn, out)
+                        # Nothing is left for a drain, unless a deadline was armed (the timer).
+                        drained = engine.deadlines_armed == server._seen
+                else:
+                    engine.receive_data(conn, data, now)
                 if not conn.can_read:  # (the engine calls no driver hook while it reads)
                     self.pause(client)  # read again once its output is written (_flush)
-            pump()
+            if not drained:
+                pump()

@@ -250,11 +250,30 @@ class WebSocketServer(Driver):
             except OSError:  # would block, or the peer went away: the sender finds out
                 sent = 0
             if sent < len(data):
-                peer.rest = memoryview(data)[sent:] if sent else data
-                scope = peer.sender = anyio.CancelScope()
-                self._spawn(self._raw_sender, peer, conn, scope)
+                self._refused(peer, conn, data, sent)
             if peer.paused:  # its output was over max_queue: it may be read again
                 self._readable(peer)
+
+    def _write_taken(self, peer: _Stream, conn: ServerConnection, chunks: list[bytes]) -> None:
+        """Write output the engine handed back taken, to a plain socket with no sender going.
+
+        The reading task's path for a round with a single input (see
+        ``_trio_reads``): the same write as :meth:`_flush`'s, for output that
+        needed no drain.
+        """
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            sent = peer.sock.send(data)  # type: ignore[union-attr]  # (plain sockets only)
+        except OSError:  # would block, or the peer went away: the sender finds out
+            sent = 0
+        if sent < len(data):
+            self._refused(peer, conn, data, sent)
+
+    def _refused(self, peer: _Stream, conn: ServerConnection, data: bytes, sent: int) -> None:
+        """The kernel took only ``sent`` bytes of ``data``: a sender task writes the rest."""
+        peer.rest = memoryview(data)[sent:] if sent else data
+        scope = peer.sender = anyio.CancelScope()
+        self._spawn(self._raw_sender, peer, conn, scope)
 
     async def _within(self, awaitable: Awaitable[None], timeout: float) -> bool:
         """Await ``awaitable``, cancelling it after ``timeout`` seconds; whether it finished."""

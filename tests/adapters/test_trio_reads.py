@@ -46,11 +46,21 @@ class Engine:
     def __init__(self) -> None:
         self.fed: list[tuple[str, bytes | None]] = []
         self.then: Callable[[Conn], None] | None = None
+        #: What an input fed with ``take`` gets back (None: drain), and those inputs.
+        self.taken: list[bytes] | None = None
+        self.asked: list[str] = []
+        self.deadlines_armed = 0
 
-    def receive_data(self, conn: Conn, data: bytes, now: float) -> None:
+    def receive_data(
+        self, conn: Conn, data: bytes, now: float, *, take: bool = False
+    ) -> list[bytes] | None:
         self.fed.append((conn.name, data))
         if self.then is not None:
             self.then(conn)
+        if not take:
+            return None
+        self.asked.append(conn.name)
+        return self.taken
 
     def receive_eof(self, conn: Conn) -> None:
         self.fed.append((conn.name, None))
@@ -63,9 +73,15 @@ class Server:
         self.engine = Engine()
         self.pumps = 0
         self.lost: list[tuple[Conn, BaseException]] = []
+        self.written: list[tuple[Conn, list[bytes]]] = []
+        self._seen = 0  # deadlines_armed at the last drain
 
     def pump(self) -> None:
         self.pumps += 1
+        self._seen = self.engine.deadlines_armed
+
+    def _write_taken(self, client: _Stream, conn: Conn, chunks: list[bytes]) -> None:
+        self.written.append((conn, chunks))
 
     def _clock(self) -> float:
         return trio.current_time()
@@ -128,6 +144,41 @@ async def test_a_round_reads_each_ready_socket_once_then_drains_once() -> None:
         assert server.pumps == 2
     assert sorted(server.engine.fed[:3]) == [("a", b"one"), ("b", b"one"), ("c", b"one")]
     assert server.engine.fed[3] == ("b", b"two")
+
+
+async def test_a_lone_input_writes_the_reply_the_engine_hands_back_with_no_drain() -> None:
+    async with reading() as (reads, server):
+        engine = server.engine
+        client, a, end = peer(reads, "a")
+        engine.taken = [b"reply"]
+        end.sendall(b"one")
+        await until(lambda: len(server.written) == 1)
+        assert server.written == [(a, [b"reply"])]
+        assert server.pumps == 0
+        # A deadline armed since the last drain (an idle or ping timer): the drain runs too.
+        engine.deadlines_armed = 1
+        end.sendall(b"two")
+        await until(lambda: server.pumps == 1)
+        assert len(server.written) == 2
+        # Output the engine keeps (other actions, other connections): the drain writes it.
+        engine.taken = None
+        end.sendall(b"three")
+        await until(lambda: server.pumps == 2)
+        # A write of its own still in flight: nothing may overtake it, so no take.
+        client.sender = anyio.CancelScope()
+        end.sendall(b"four")
+        await until(lambda: server.pumps == 3)
+        assert engine.asked == ["a", "a", "a"]
+        assert len(server.written) == 2
+        # Several inputs in one round: each is fed, and one drain writes every reply.
+        client.sender = None
+        engine.taken = [b"reply"]
+        others = [peer(reads, name)[2] for name in "bc"]
+        for other in (end, *others):
+            other.sendall(b"five")
+        await until(lambda: len(engine.fed) == 7)
+        assert server.pumps == 4
+        assert engine.asked == ["a", "a", "a"]
 
 
 async def test_a_round_reads_at_most_round_sockets() -> None:
