@@ -65,6 +65,7 @@ from ._common import (
     Peer,
     begin_shutdown,
     logger,
+    read_small,
     scheme_of,
 )
 from ._trio_reads import EPOLL, Reads
@@ -399,6 +400,8 @@ class WebSocketServer(Driver):
         await self._connection(stream)
 
     async def _connection(self, raw: anyio.abc.SocketStream) -> None:
+        # On the asyncio backend, the stream reads through asyncio's socket transport.
+        read_small(getattr(raw, "_transport", None))
         client = _Stream(raw)
         self.clients.add(client)
         self.changed.wake()

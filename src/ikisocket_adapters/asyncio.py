@@ -75,6 +75,7 @@ from ._common import (
     Peer,
     begin_shutdown,
     logger,
+    read_small,
     scheme_of,
 )
 
@@ -174,6 +175,7 @@ class _Protocol(Peer, asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
         self.transport = cast("asyncio.Transport", transport)
         self.write = self.transport.write
+        read_small(transport)
         node = self.node
         node.idle.clear()
         peer = transport.get_extra_info("peername")

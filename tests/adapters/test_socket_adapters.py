@@ -96,6 +96,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.stuck_client_does_not_hold_the_shutdown,
     scenarios.two_hundred_clients_broadcasting,
     scenarios.replies_and_broadcasts_keep_the_hub_order,
+    scenarios.small_messages_are_read_without_large_buffers,
     scenarios.reset_mid_message_is_a_disconnect,
     scenarios.nothing_left_after_clients_leave,
     scenarios.reuse_port_shares_a_port,
