@@ -190,8 +190,12 @@ class WebSocketServer(Driver):
         self._trio = _on_trio()  # direct reads and writes of plain sockets (_flush, Reads)
         #: On trio with epoll: the one task that reads every plain socket.
         self._reads: Reads | None = None
+        # On trio, the run's clock itself: trio.current_time reaches it through two more calls
+        # (read once per round of the reading task).
         self._clock: Callable[[], float] = (
-            anyio.current_time if self._trio is None else self._trio.current_time
+            anyio.current_time
+            if self._trio is None
+            else self._trio.lowlevel.current_clock().current_time
         )
 
     @property
