@@ -141,7 +141,9 @@ class Reads:
                         drained = engine.deadlines_armed == server._seen
                 else:
                     engine.receive_data(conn, data, now)
-                if not conn.can_read:  # (the engine calls no driver hook while it reads)
+                # (The engine calls no driver hook while it reads. can_read is true when both
+                # are 0, as after a reply written at once: look at them before the property.)
+                if (conn.blocked or conn.buffered) and not conn.can_read:
                     self.pause(client)  # read again once its output is written (_flush)
             if not drained:
                 pump()

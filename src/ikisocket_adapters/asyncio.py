@@ -217,7 +217,7 @@ class _Protocol(Peer, asyncio.Protocol):
                         node.pump()
             if not self.reading:
                 return
-            if not conn.can_read:
+            if (conn.blocked or conn.buffered) and not conn.can_read:  # (true when both are 0)
                 self.pause()
                 return
             self.taken += len(data)

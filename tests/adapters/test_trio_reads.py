@@ -38,6 +38,12 @@ class Conn:
     def __init__(self, name: str) -> None:
         self.name = name
         self.can_read = True
+        self.buffered = 0
+
+    @property
+    def blocked(self) -> int:
+        """What Reads looks at before ``can_read`` (both 0: it may skip the property)."""
+        return 0 if self.can_read else 1
 
 
 class Engine:
