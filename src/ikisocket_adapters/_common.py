@@ -33,6 +33,7 @@ __all__ = [
     "ACCEPT_BATCH",
     "ACCEPT_RETRY",
     "BACKLOG",
+    "BIG_RECEIVE_SIZE",
     "HELD_BYTES",
     "LONE_REPLIES",
     "RECEIVE_SIZE",
@@ -66,6 +67,9 @@ BACKLOG = socket.SOMAXCONN
 #: Bytes a reader asks for at a time: a task-based reader, and asyncio's socket transport
 #: (see :func:`read_small`). Under glibc's threshold for serving an allocation by ``mmap``.
 RECEIVE_SIZE = 64 * 1024
+#: What asyncio's socket transport reads at a time while a connection's reads come back full
+#: (a large message arriving): its own default, see :func:`read_small`.
+BIG_RECEIVE_SIZE = 256 * 1024
 #: Bytes of replies the asyncio and ASGI adapters hold for the end of the loop's turn (see
 #: ``ikisocket_adapters.asyncio``): once the held replies reach it, they are written at once.
 HELD_BYTES = 256 * 1024
@@ -122,7 +126,7 @@ ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUF
 _NEVER = float("inf")
 
 
-def read_small(transport: object) -> None:
+def read_small(transport: Any) -> bool:
     """Have asyncio's socket ``transport`` read at most :data:`RECEIVE_SIZE` at a time.
 
     The default loop's socket transport reads into a new ``bytes`` of its
@@ -132,12 +136,19 @@ def read_small(transport: object) -> None:
     a process can spend a whole run making an ``mmap``, an ``mremap`` and a
     ``munmap`` per read, and faulting in fresh pages: measured here, 52-60 µs
     per 4 KiB echo with 64 clients against 29-33 µs in a process whose threshold
-    had risen. A read of :data:`RECEIVE_SIZE` stays on the heap. Transports
-    without the attribute (uvloop's, which read into one buffer of their own;
-    TLS) are left as they are.
+    had risen. A read of :data:`RECEIVE_SIZE` stays on the heap. While reads
+    come back full (a large message), the driver sets :data:`BIG_RECEIVE_SIZE`
+    again, and :data:`RECEIVE_SIZE` after a short one. Transports without the
+    attribute (uvloop's, which read into one buffer of their own; TLS) are
+    left as they are.
+
+    Returns:
+        Whether the transport reads :data:`RECEIVE_SIZE` now (the driver steers it).
     """
-    if hasattr(transport, "max_size"):
-        transport.max_size = RECEIVE_SIZE
+    if not hasattr(transport, "max_size"):
+        return False
+    transport.max_size = RECEIVE_SIZE
+    return True
 
 
 def make_server(hub: Hub, limits: dict[str, Any]) -> Server:

@@ -70,6 +70,8 @@ from ikisocket_core.protocol import ServerConnection
 from . import _common
 from ._common import (
     BACKLOG,
+    BIG_RECEIVE_SIZE,
+    RECEIVE_SIZE,
     Driver,
     HeldReplies,
     Peer,
@@ -138,6 +140,7 @@ class _Protocol(Peer, asyncio.Protocol):
         "raw",
         "reading",
         "receive",
+        "sized",
         "taken",
         "transport",
         "write",
@@ -150,6 +153,8 @@ class _Protocol(Peer, asyncio.Protocol):
         self.paused = False  # writing: the transport's buffer is full
         self.reading = True
         self.taken = 0  # input bytes since this connection last let the others have a turn
+        #: The transport whose read size this steers (the default loop's), else None.
+        self.sized: Any = None
         # Bound once per connection: the per-message path makes no attribute lookups.
         self.receive = node.engine.receive_data
         self.write: Any = None
@@ -175,7 +180,7 @@ class _Protocol(Peer, asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes.
         self.transport = cast("asyncio.Transport", transport)
         self.write = self.transport.write
-        read_small(transport)
+        self.sized = self.transport if read_small(transport) else None
         node = self.node
         node.idle.clear()
         peer = transport.get_extra_info("peername")
@@ -220,7 +225,14 @@ class _Protocol(Peer, asyncio.Protocol):
             if (conn.blocked or conn.buffered) and not conn.can_read:  # (true when both are 0)
                 self.pause()
                 return
-            self.taken += len(data)
+            size = len(data)
+            sized = self.sized
+            if sized is not None:  # (the default loop: see _common.read_small)
+                if size == RECEIVE_SIZE:  # a large message is coming: read more at a time
+                    sized.max_size = BIG_RECEIVE_SIZE
+                elif size < RECEIVE_SIZE and sized.max_size != RECEIVE_SIZE:
+                    sized.max_size = RECEIVE_SIZE
+            self.taken += size
             if self.taken >= TURN_BYTES:
                 # The others' turn: read again on the loop's next iteration.
                 self.taken = 0
