@@ -15,7 +15,10 @@ A connection whose input keeps coming takes turns with the others: after
 :data:`TURN_BYTES` it stops being read until the loop's next iteration.
 uvloop (libuv) would otherwise read one ready socket up to 32 times of 250 kB
 in a row, and a client flooding the server would delay everyone else's
-answers by seconds.
+answers by seconds. On the default loop, the socket transport reads 64 KiB at a
+time (256 KiB while reads come back full, a large message arriving): its own
+256 KiB read buffer is one ``mmap``, ``mremap`` and ``munmap`` per read for as long
+as glibc's threshold has not risen (``ikisocket_adapters._common.read_small``).
 
 A reply to the message just read (an echo, an ack: when it is all the engine
 has to do, ``Server.output_only``) waits in the engine until the loop's current
