@@ -35,7 +35,8 @@ from ikisocket_core.protocol import ServerConnection
 from ._common import RECEIVE_SIZE
 
 if TYPE_CHECKING:
-    from .anyio import WebSocketServer, _Stream
+    from ._anyio_stream import _Stream
+    from .anyio import WebSocketServer
 
 __all__: list[str] = []  # (the trio adapter's internals)
 

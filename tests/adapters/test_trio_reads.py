@@ -18,8 +18,8 @@ import anyio
 import pytest
 import trio
 
+from ikisocket_adapters._anyio_stream import _Stream
 from ikisocket_adapters._trio_reads import EPOLL, ROUND, Reads
-from ikisocket_adapters.anyio import _Stream
 
 pytestmark = [
     pytest.mark.anyio,
