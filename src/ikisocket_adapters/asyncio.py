@@ -71,6 +71,7 @@ from ikisocket_core import Hub
 from ikisocket_core.protocol import ServerConnection
 
 from . import _common
+from ._asyncio_tls import start_tls
 from ._common import (
     BACKLOG,
     BIG_RECEIVE_SIZE,
@@ -348,12 +349,12 @@ class WebSocketServer(Driver):
         assert self.ssl_context is not None
         transport: asyncio.Transport | None = None
         try:
-            transport = await self.loop.start_tls(
+            transport = await start_tls(
+                self.loop,
                 raw,
                 proto,
                 self.ssl_context,
-                server_side=True,
-                ssl_handshake_timeout=self.engine.config.handshake_timeout,
+                handshake_timeout=self.engine.config.handshake_timeout,
             )
         except Exception as exc:  # timeout, reset, bad ClientHello: the same outcome
             logger.debug("TLS handshake failed: %s", exc)

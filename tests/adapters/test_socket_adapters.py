@@ -97,6 +97,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.two_hundred_clients_broadcasting,
     scenarios.replies_and_broadcasts_keep_the_hub_order,
     scenarios.small_messages_are_read_without_large_buffers,
+    scenarios.tls_connections_hold_small_read_buffers,
     scenarios.reset_mid_message_is_a_disconnect,
     scenarios.nothing_left_after_clients_leave,
     scenarios.reuse_port_shares_a_port,
