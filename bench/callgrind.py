@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("scripts", nargs="+", help="server scripts in bench/servers/")
     p.add_argument("--mode", choices=("echo", "broadcast", "connect", "ackecho"), default="echo")
-    p.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
+    p.add_argument("--loop", choices=("uvloop", "asyncio", "trio", "trio-tasks"), default="uvloop")
     p.add_argument(
         "-n", type=int, default=None, help="messages (echo 1000, broadcast 40, connect 200)"
     )
