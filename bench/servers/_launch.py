@@ -10,7 +10,9 @@ package and writing ``PROBE ikisocket_core /path/to/ikisocket_core/__init__.py``
 to stderr (the server's log). The script's own import then finds the module
 already loaded, so the path is the one the server runs. The runner reads it back
 to check that a ``--baseline`` row really runs the old revision's code (its
-``src/`` first on ``PYTHONPATH``) and the other rows the working tree's.
+``src/`` first on ``PYTHONPATH``) and the other rows the working tree's. For
+``ikisocket_core`` it also writes ``NATIVE_UNMASK True`` or ``False``: whether the
+engine unmasks with websockets' C ``apply_mask`` (the bench installs websockets).
 
 ``SCRIPT`` may live in another directory (a baseline revision's
 ``bench/servers/``): this file only needs the standard library.
@@ -35,6 +37,8 @@ def main() -> None:
     if probe is not None:
         module = importlib.import_module(probe)
         sys.stderr.write(f"PROBE {probe} {module.__file__}\n")
+        if hasattr(module, "native_unmask"):  # (ikisocket_core: which unmasking runs)
+            sys.stderr.write(f"NATIVE_UNMASK {module.native_unmask}\n")
         sys.stderr.flush()
     runpy.run_path(str(script), run_name="__main__")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._ack_relays import AckAnswerRelay, AckRequestRelay, AckTargetsRelay
 from ._actions import Accept, Action, Close, Reject, RunHandler, Send
-from ._build import build_info, compiled
+from ._build import build_info, compiled, native_unmask
 from ._dispatch import RouteCallback
 from ._errors import (
     AckTimeout,
@@ -160,6 +160,7 @@ __all__ = [
     "emit_to",
     "emit_to_list",
     "fire",
+    "native_unmask",
     "new",
     "off",
     "on",

@@ -43,4 +43,8 @@ def build_info() -> dict[str, bool]:
 #: installed), ``False`` for the pure-Python modules. :func:`build_info` says it per module.
 compiled: bool = all(build_info().values())
 
-__all__ = ["build_info", "compiled"]
+#: ``True`` when payloads from clients are unmasked by websockets' C ``apply_mask`` (installed
+#: with ``websockets``, the ``speedups`` extra), ``False`` when by the engine's pure Python.
+native_unmask: bool = import_module("ikisocket_core._reader")._c_unmask is not None
+
+__all__ = ["build_info", "compiled", "native_unmask"]

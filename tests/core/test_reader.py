@@ -10,12 +10,14 @@ from __future__ import annotations
 import zlib
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reader_differential import frame
+from unmasking import each_unmask  # noqa: F401 (the fixture of pytestmark)
 from wsproto.frame_protocol import FrameProtocol
 
-from ikisocket_core import RemoteProtocolError
+import ikisocket_core
+from ikisocket_core import RemoteProtocolError, _reader
 from ikisocket_core._frames import _close_frame, _frame, _Inflater
 from ikisocket_core._reader import (
     BINARY,
@@ -25,8 +27,12 @@ from ikisocket_core._reader import (
     PONG,
     TEXT,
     FrameReader,
+    _load_c_unmask,
     _unmask,
+    _unmask_py,
 )
+
+pytestmark = pytest.mark.usefixtures("each_unmask")
 
 
 def read_all(reader: FrameReader, data: bytes = b"") -> list[tuple[int, bytes]]:
@@ -43,10 +49,34 @@ def deflated(data: bytes, bits: int = 15) -> bytes:
     return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=1, max_size=3000), st.binary(min_size=4, max_size=4))
 def test_unmasking_is_a_xor_with_the_repeated_key(data: bytes, key: bytes) -> None:
-    # Both the big-integer path (up to 1 KiB) and the translate path.
-    assert _unmask(data, key) == bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    # The installed one (C or Python), and Python's big-integer (up to 1 KiB) and
+    # translate paths.
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    assert _unmask(data, key) == expected
+    assert _unmask_py(data, key) == expected
+
+
+def test_websockets_c_unmasking_is_used_where_installed() -> None:
+    # The test environment installs websockets with its C extension.
+    speedups = pytest.importorskip("websockets.speedups")
+    assert _load_c_unmask() is speedups.apply_mask
+    assert ikisocket_core.native_unmask is True
+    big = bytes(range(256)) * 4096  # 1 MiB, over several reads below
+    assert _unmask(big, b"\x01\x02\x03\x04") == _unmask_py(big, b"\x01\x02\x03\x04")
+
+
+def test_without_websockets_the_engine_unmasks_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_module(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr(_reader, "import_module", no_module)
+    assert _load_c_unmask() is None
+    # A websockets whose C module lacks the function (another version): Python too.
+    monkeypatch.setattr(_reader, "import_module", lambda name: object())
+    assert _load_c_unmask() is None
 
 
 def test_several_frames_in_one_read_and_one_frame_over_many() -> None:

@@ -37,8 +37,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from unmasking import each_unmask  # noqa: F401 (the fixture of pytestmark)
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -47,7 +49,14 @@ from ikisocket_core import RemoteProtocolError
 from ikisocket_core._frames import _Inflater, negotiate_extensions
 from ikisocket_core._reader import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, FrameReader
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Each test runs with the unmasking installed (websockets' C one here) and with pure Python.
+pytestmark = pytest.mark.usefixtures("each_unmask")
+SETTINGS = settings(
+    max_examples=400,
+    deadline=None,
+    # (each_unmask's monkeypatch holds for every example of a test: one unmasking per run)
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 Item = tuple[str, int, bytes]  # ("message", opcode, data) | ("ping"/"pong", 0, payload)
 End = tuple[str, int, str] | None  # ("close", code, reason) | ("fail", code, reason) | None
