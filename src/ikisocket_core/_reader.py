@@ -65,6 +65,10 @@ _XOR_TABLES = tuple(bytes(a ^ b for a in range(256)) for b in range(256))
 
 #: Below this many bytes one big-integer XOR unmasks fastest; above it, four translates.
 _INT_XOR_MAX = 1024
+#: From this many bytes the C unmasking reads the payload where it lies in the read buffer
+#: (a memoryview) instead of a copy: a copy that large is freshly mapped memory, which
+#: costs a page fault per 4 KiB on first touch.
+_VIEW_MIN = 64 * 1024
 
 #: Close codes a peer may send (RFC 6455 7.4.1-7.4.2): the registered ones below 3000
 #: (1004, 1005, 1006 and 1015 excluded), and 3000-4999.
@@ -78,7 +82,7 @@ _ODD_FIRST_BYTE = tuple(
 )
 
 
-def _load_c_unmask() -> Callable[[bytes, bytes], bytes] | None:
+def _load_c_unmask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
     """The C ``apply_mask(data, mask)`` of ``websockets`` when it is installed, else None."""
     try:
         module = import_module("websockets.speedups")
@@ -353,7 +357,10 @@ class FrameReader:
                 # _unmask inlined: the C one called directly, else the integer XOR for the
                 # short payloads of most frames.
                 payload = (
-                    _c_unmask(buf[head:stop], buf[head - 4 : head])
+                    _c_unmask(
+                        buf[head:stop] if n < _VIEW_MIN else memoryview(buf)[head:stop],
+                        buf[head - 4 : head],
+                    )
                     if n and _c_unmask is not None
                     else (
                         _from_bytes(buf[head:stop], "little")
