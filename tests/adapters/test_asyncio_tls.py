@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import adapter_scenarios as scenarios
@@ -48,7 +50,9 @@ def test_this_python_has_the_protocol_the_module_knows() -> None:
     assert _asyncio_tls.SIZED
 
 
-async def test_reads_a_record_at_a_time_until_a_read_comes_back_full() -> None:
+@asynccontextmanager
+async def _connected() -> AsyncIterator[tuple[WebSocketServer, Any]]:
+    """An echo server on the default loop serving wss://, and one client connected to it."""
     server_ctx, client_ctx = scenarios.tls_contexts()
     server = await start_server(scenarios.echo_hub(), "127.0.0.1", 0, ssl_context=server_ctx)
     try:
@@ -56,31 +60,27 @@ async def test_reads_a_record_at_a_time_until_a_read_comes_back_full() -> None:
         async with websockets.connect(
             url, ssl=client_ctx, max_size=None, compression=None
         ) as client:
-            await _echo(client, "small")
-            tls = _tls_protocol(server)
-            assert isinstance(tls, _asyncio_tls._SSLProtocol)
-            assert tls.max_size == _asyncio_tls.FIRST_READ
-            assert len(tls.get_buffer(-1)) == _asyncio_tls.FIRST_READ
-            await _echo(client, "z" * 400_000)
-            assert tls.max_size == RECEIVE_SIZE
-            assert len(tls.get_buffer(-1)) == RECEIVE_SIZE
-            await _echo(client, "small again")
+            yield server, client
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_reads_a_record_at_a_time_until_a_read_comes_back_full() -> None:
+    async with _connected() as (server, client):
+        await _echo(client, "small")
+        tls = _tls_protocol(server)
+        assert isinstance(tls, _asyncio_tls._SSLProtocol)
+        assert tls.max_size == _asyncio_tls.FIRST_READ
+        assert len(tls.get_buffer(-1)) == _asyncio_tls.FIRST_READ
+        await _echo(client, "z" * 400_000)
+        assert tls.max_size == RECEIVE_SIZE
+        assert len(tls.get_buffer(-1)) == RECEIVE_SIZE
+        await _echo(client, "small again")
 
 
 async def test_falls_back_to_the_loops_own_start_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_asyncio_tls, "SIZED", False)
-    server_ctx, client_ctx = scenarios.tls_contexts()
-    server = await start_server(scenarios.echo_hub(), "127.0.0.1", 0, ssl_context=server_ctx)
-    try:
-        url = f"wss://127.0.0.1:{server.port}/ws"
-        async with websockets.connect(
-            url, ssl=client_ctx, max_size=None, compression=None
-        ) as client:
-            await _echo(client, "through loop.start_tls")
-            assert not isinstance(_tls_protocol(server), _asyncio_tls._SSLProtocol)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with _connected() as (server, client):
+        await _echo(client, "through loop.start_tls")
+        assert not isinstance(_tls_protocol(server), _asyncio_tls._SSLProtocol)
