@@ -193,6 +193,7 @@ FULL_CELLS = (
     Cell("echo", 64, 32),
     Cell("echo", 1, 4096),
     Cell("echo", 64, 4096),
+    Cell("echo", 1, 256 * 1024),  # a large message: unmasking and copies, not per-message work
     Cell("broadcast", 100, 32, messages=200),
     Cell("broadcast", 1000, 32, messages=50),
     Cell("broadcast", 100, 32, messages=100, lockstep=True),

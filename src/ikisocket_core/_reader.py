@@ -415,8 +415,11 @@ class FrameReader:
         if not part:
             return
         turn = self._checked & 3
+        data = _unmask(part, key[turn:] + key[:turn])
         try:
-            partial.decode(_unmask(part, key[turn:] + key[:turn]), False)
+            # ASCII after a whole character leaves the decoder as it was: no str made for it.
+            if not data.isascii() or partial.getstate()[0]:
+                partial.decode(data, False)
         except UnicodeDecodeError as exc:
             raise _failure(f"invalid UTF-8 in a text message: {exc}", 1007) from None
         self._checked += len(part)

@@ -277,6 +277,19 @@ def test_invalid_utf8_fails_before_the_frame_is_whole(data: bytes) -> None:
     assert failed.value.close_code == 1007
 
 
+def test_ascii_after_half_a_character_fails_before_the_frame_is_whole() -> None:
+    # A read that ends inside a character, then one of ASCII only: the character is broken.
+    data = frame(TEXT, b"ok \xc3" + b"(" + b"x" * 300)
+    head = len(data) - 305  # where the payload starts: after 2 bytes, the length and the key
+    reader = FrameReader(None)
+    reader.feed(data[: head + 4])  # the payload up to and with the \xc3
+    assert reader.next() is None
+    reader.feed(data[head + 4 : head + 40])  # ASCII only
+    with pytest.raises(RemoteProtocolError) as failed:
+        reader.next()
+    assert failed.value.close_code == 1007
+
+
 def test_compressed_text_arriving_in_parts_is_checked_once_inflated() -> None:
     compressor = zlib.compressobj(wbits=-15)
     data = compressor.compress("ünïcödé ".encode() * 40) + compressor.flush(zlib.Z_SYNC_FLUSH)
