@@ -18,15 +18,12 @@ sock.recv()`` then ``await sock.send()``)::
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import select
 import socket
 from typing import Any
 
 from _common import HOST, announce, parse_args, raise_fd_limit, run_asyncio
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from wsproto.utilities import generate_accept_token
 
 
 def handshake(request: bytes) -> bytes:
@@ -36,10 +33,9 @@ def handshake(request: bytes) -> bytes:
         for line in request.split(b"\r\n")
         if line.lower().startswith(b"sec-websocket-key:")
     )
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
     )
 
 
