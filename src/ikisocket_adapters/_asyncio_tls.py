@@ -64,7 +64,8 @@ async def start_tls(
 
     ``loop.start_tls(transport, protocol, context, server_side=True,
     ssl_handshake_timeout=handshake_timeout)``, with the protocol of this
-    module (see its docstring).
+    module (see its docstring). For asyncio's own loops (the adapter
+    negotiates TLS itself only there; uvloop's loop does it on its own).
 
     Returns:
         The TLS transport (typed optional, as ``loop.start_tls``'s).
@@ -72,7 +73,7 @@ async def start_tls(
     Raises:
         Exception: As ``loop.start_tls`` does: the handshake failed or timed out.
     """
-    if not SIZED or not isinstance(loop, asyncio.BaseEventLoop):
+    if not SIZED:
         return await loop.start_tls(
             transport,
             protocol,
