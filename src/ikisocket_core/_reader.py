@@ -354,22 +354,23 @@ class FrameReader:
                     return None
                 self._need = 0
                 self._pos = stop
-                # _unmask inlined: the C one called directly, else the integer XOR for the
-                # short payloads of most frames.
+                # _unmask inlined, one case per line: nothing to unmask; the C one (from
+                # 64 KiB on the read buffer itself); the integer XOR for the short payloads of
+                # most frames; the translates.
                 payload = (
-                    _c_unmask(
+                    b""
+                    if not n
+                    else _c_unmask(
                         buf[head:stop] if n < _VIEW_MIN else memoryview(buf)[head:stop],
                         buf[head - 4 : head],
                     )
-                    if n and _c_unmask is not None
+                    if _c_unmask is not None
                     else (
                         _from_bytes(buf[head:stop], "little")
                         ^ _from_bytes((buf[head - 4 : head] * ((n >> 2) + 1))[:n], "little")
                     ).to_bytes(n, "little")
-                    if 0 < n <= _INT_XOR_MAX
+                    if n <= _INT_XOR_MAX
                     else _unmask_py(buf[head:stop], buf[head - 4 : head])
-                    if n
-                    else b""
                 )
                 if opcode >= CLOSE:
                     if opcode == CLOSE:
