@@ -21,13 +21,13 @@ from anyio.abc import TaskGroup
 from ikisocket_core import ConnectionState, MessageKind
 from ikisocket_core.protocol import ServerConnection
 
-from ._asgi_scope import ASGISend, Message, Receive
+from ._asgi_scope import ASGISend, Message, Receive, Scope, _route_path
 from ._common import discard, logger
 
 if TYPE_CHECKING:
-    from .asgi import _Driver
+    from .asgi import ASGIApp, _Driver
 
-__all__: list[str] = []  # (flush and _Conn are the ASGI module's)
+__all__: list[str] = []  # (flush, serve_asgi and _Conn are the ASGI module's)
 
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
@@ -273,81 +273,6 @@ class _Conn:
                 self._handlers.clear()
             driver.detach(self)
 
-    async def serve(self, receive: Receive) -> None:
-        """Accept, then read and write until either side closes.
-
-        The reading loop is this coroutine's own body, not a helper's, and
-        what surrounds it (the task group, the accept, the ending) is a
-        context manager, whose frame is not resumed per message: every message
-        resumes the ASGI call through each coroutine frame between it and
-        ``receive()`` (about 900 instructions per frame and message).
-        """
-        async with self._lifetime() as accepted:
-            if not accepted:
-                return
-            conn = self.conn
-            driver = self.driver
-            stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
-            engine = driver.install()  # (made before any connection)
-            holds = driver.holds
-            while True:
-                # can_read is true when both are 0, as after nearly every message:
-                # look at them before calling the property.
-                while (conn.blocked or conn.buffered) and not conn.can_read:
-                    # Async listeners run, or a big message waits: read once it is taken.
-                    self._readable = readable = anyio.Event()
-                    try:
-                        await readable.wait()
-                    finally:
-                        self._readable = None
-                message = await receive()
-                event = message["type"]
-                if event == "websocket.receive":
-                    data = message.get("bytes")
-                    if stamping:
-                        driver.stamp()
-                    data, kind = (
-                        (data, _BINARY)
-                        if data is not None
-                        else ((message.get("text") or "").encode("utf-8"), _TEXT)
-                    )
-                    # Parked (asyncio servers): nobody writes for this connection now, so
-                    # its reply can wait in the engine for the end of the loop's turn, when
-                    # one drain writes the turn's replies together, as the asyncio adapter
-                    # does (its module docstring says why); or, after a turn with a single
-                    # reply, come back here at once.
-                    if self._parked and not holds.lone:
-                        conn.receive_message(data, kind)
-                        if not holds.hold(engine, conn):
-                            driver.drain()
-                        continue
-                    if holds.lone:
-                        holds.lone -= 1
-                    out = conn.receive_message(data, kind, take=self._parked)
-                    if out is None:
-                        driver.drain()
-                        continue
-                    # flush((conn,)) for what was just taken, inlined (once per echo): written
-                    # here up to a send that has to wait, which the sender finishes; so the
-                    # reader never waits on its client reading (max_queue still decides).
-                    try:
-                        yielded = self._run_in(self._write, out)
-                    except Exception as exc:  # the sender reports it, as a failed send of its own
-                        self._writer = None
-                        self._failure = exc
-                    else:
-                        if yielded is _WRITTEN:
-                            continue
-                        writer = self._writer
-                        assert writer is not None
-                        self._pending = (writer, yielded)
-                    self._parked = False
-                    self._need_sender()
-                elif event == "websocket.disconnect":
-                    conn.receive_close(message.get("code", 1005), message.get("reason") or "")
-                    driver.drain()
-                    return
-
     async def _accept(self) -> bool:
         """Send the accept and start the sender; whether the connection was accepted."""
         conn = self.conn
@@ -485,6 +410,103 @@ class _Conn:
         finally:
             self.running_handlers = False
             idle.set()
+
+
+async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own body)
+    app: ASGIApp, scope: Scope, receive: Receive, send: ASGISend
+) -> None:
+    """Serve one ASGI connection or the lifespan: ``ASGIApp.__call__``.
+
+    A WebSocket's reading loop is this coroutine's own body, not a helper's:
+    every message resumes the ASGI call through each coroutine frame between
+    it and ``receive()`` (about 900 instructions per frame and message), so
+    the call itself reads. What surrounds the loop (the task group, the
+    accept, the ending) is :meth:`_Conn._lifetime`, a context manager, whose
+    frame is not resumed per message.
+
+    Args:
+        app: The application.
+        scope: The ASGI scope.
+        receive: The ASGI receive callable.
+        send: The ASGI send callable.
+    """
+    if scope["type"] != "websocket":
+        await app._serve_other(scope, receive, send)
+        return
+    path = _route_path(scope)
+    if app.fallback is not None and not app._routes(path):
+        await app.fallback(scope, receive, send)
+        return
+    owner = await app._open(scope, path, receive, send)
+    if owner is None:
+        return
+    async with owner._lifetime() as accepted:
+        if not accepted:
+            return
+        conn = owner.conn
+        driver = owner.driver
+        stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
+        engine = driver.install()  # (made before any connection)
+        holds = driver.holds
+        while True:
+            # can_read is true when both are 0, as after nearly every message:
+            # look at them before calling the property.
+            while (conn.blocked or conn.buffered) and not conn.can_read:
+                # Async listeners run, or a big message waits: read once it is taken.
+                owner._readable = readable = anyio.Event()
+                try:
+                    await readable.wait()
+                finally:
+                    owner._readable = None
+            message = await receive()
+            event = message["type"]
+            if event == "websocket.receive":
+                data = message.get("bytes")
+                if stamping:
+                    driver.stamp()
+                if data is not None:
+                    kind = _BINARY
+                else:
+                    # Kept beside its bytes: a reply of the same bytes is not decoded again.
+                    driver.text = text = message.get("text") or ""
+                    data = driver.text_of = text.encode("utf-8")
+                    kind = _TEXT
+                # Parked (asyncio servers): nobody writes for this connection now, so
+                # its reply can wait in the engine for the end of the loop's turn, when
+                # one drain writes the turn's replies together, as the asyncio adapter
+                # does (its module docstring says why); or, after a turn with a single
+                # reply, come back here at once.
+                if owner._parked and not holds.lone:
+                    conn.receive_message(data, kind)
+                    if not holds.hold(engine, conn):
+                        driver.drain()
+                    continue
+                if holds.lone:
+                    holds.lone -= 1
+                out = conn.receive_message(data, kind, take=owner._parked)
+                if out is None:
+                    driver.drain()
+                    continue
+                # flush((conn,)) for what was just taken, inlined (once per echo): written
+                # here up to a send that has to wait, which the sender finishes; so the
+                # reader never waits on its client reading (max_queue still decides).
+                try:
+                    yielded = owner._run_in(owner._write, out)
+                except Exception as exc:  # the sender reports it, as a failed send of its own
+                    owner._writer = None
+                    owner._failure = exc
+                else:
+                    if yielded is _WRITTEN:
+                        continue
+                    writer = owner._writer
+                    assert writer is not None
+                    owner._pending = (writer, yielded)
+                owner._parked = False
+                owner._need_sender()
+            elif event == "websocket.disconnect":
+                conn.receive_close(message.get("code", 1005), message.get("reason") or "")
+                driver.drain()
+                return
 
 
 def flush(connections: tuple[ServerConnection, ...]) -> None:

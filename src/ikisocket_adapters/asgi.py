@@ -59,7 +59,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn, flush
+from ._asgi_conn import _Conn, flush, serve_asgi
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -162,28 +162,18 @@ class ASGIApp:
         """The engine's counters for the hub's ASGI connections (shared by its apps)."""
         return self._driver.stats
 
-    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
-        """Serve one ASGI connection or the lifespan.
+    #: Serve one ASGI connection or the lifespan: ``await app(scope, receive, send)``.
+    __call__ = serve_asgi
 
-        Args:
-            scope: The ASGI scope.
-            receive: The ASGI receive callable.
-            send: The ASGI send callable.
-        """
+    def _routes(self, path: str) -> bool:
+        """Whether a WebSocket on ``path`` is the hub's (a route, or Socket.IO's path)."""
+        sio = self.hub._sio
+        return self.hub.match(path) is not None or (sio is not None and sio._serves(path))
+
+    async def _serve_other(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
+        """Serve a scope that is not a WebSocket: HTTP, the lifespan, or the fallback's."""
         kind = scope["type"]
-        if kind == "websocket":
-            path = _route_path(scope)
-            sio = self.hub._sio
-            ours = self.hub.match(path) is not None or (sio is not None and sio._serves(path))
-            if self.fallback is not None and not ours:
-                await self.fallback(scope, receive, send)
-            else:
-                # Served from here, not from _open: every message resumes this call
-                # through each coroutine frame between it and the reader's receive().
-                conn = await self._open(scope, path, receive, send)
-                if conn is not None:
-                    await conn.serve(receive)
-        elif kind == "http":
+        if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -272,14 +262,6 @@ class ASGIApp:
         return conn
 
 
-def _encode(kind: MessageKind, data: bytes) -> Message:
-    # Called once per message whatever the number of targets: ASGI servers only
-    # read these dicts, so every target's send gets the same one.
-    if kind is _TEXT:
-        return {"type": "websocket.send", "text": data.decode("utf-8")}
-    return {"type": "websocket.send", "bytes": data}
-
-
 def _call_soon(callback: Callable[[], None]) -> None:
     asyncio.get_running_loop().call_soon(callback)
 
@@ -311,19 +293,36 @@ class _Driver:
         self._pinned: TaskGroup | None = None
         self._moving = False
         #: Replies left in the engine for the end of the loop's turn (asyncio servers
-        #: only: see _Conn.serve).
+        #: only: see serve_asgi).
         self.holds = HeldReplies(_call_soon, self.drain)
+        #: The last text a reader took from a ``websocket.receive``, and the bytes it fed
+        #: (held until the next: one message per hub).
+        self.text = ""
+        self.text_of: bytes | None = None
 
     def install(self) -> Server:
         """The engine, made on first use (so importing an app never steals a hub)."""
         server = self.server
         if server is None:
             server = self.server = Server(
-                self.hub, self.config, encode_message=_encode, clock=time.perf_counter
+                self.hub, self.config, encode_message=self.encode, clock=time.perf_counter
             )
             server.stats = self.stats
             server.set_wakeup(self._woken)
         return server
+
+    def encode(self, kind: MessageKind, data: bytes) -> Message:
+        """The ASGI ``websocket.send`` message of one outgoing message (``encode_message``).
+
+        Called once per message whatever the number of targets: ASGI servers
+        only read these dicts, so every target's send gets the same one. Text
+        that is the very bytes a reader just encoded from a ``websocket.receive``
+        (an echo, a relay) is not decoded again.
+        """
+        if kind is _TEXT:
+            text = self.text if data is self.text_of else data.decode("utf-8")
+            return {"type": "websocket.send", "text": text}
+        return {"type": "websocket.send", "bytes": data}
 
     def _woken(self) -> None:
         # Called by the engine, possibly deep inside a command: only schedule the drain.

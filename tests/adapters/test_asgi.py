@@ -283,6 +283,32 @@ async def test_a_broadcast_hands_the_same_asgi_message_to_every_target() -> None
     assert text[0] is not binary[0]
 
 
+async def test_text_is_decoded_for_every_reply_but_the_very_bytes_received() -> None:
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+
+    @hub.on(EVENT_MESSAGE)
+    def reply(ep: EventPayload) -> None:
+        ep.kws.emit(ep.data)  # what arrived: the server's own string goes back
+        ep.kws.emit(bytes(bytearray(ep.data)))  # equal bytes, another object
+        ep.kws.emit(ep.data.upper())
+        hub.broadcast(ep.data)
+
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws")
+        bob = await h.open("/ws")
+        sent = "héllo wörld"
+        await alice.text(sent)
+        replies = [(await alice.get())["text"] for _ in range(4)]
+        assert await bob.get_text() == sent
+        await alice.text("second")
+        again = [await alice.get_text() for _ in range(4)]
+        assert again == ["second", "second", "SECOND", "second"]
+    assert replies == [sent, sent, "HéLLO WöRLD", sent]
+    assert replies[0] is sent  # not decoded again
+    assert replies[1] is not sent
+
+
 class YieldingPeer(Peer):
     """A server whose ``send`` first gives the event loop a turn (anyio's memory streams do:
     Starlette's ``TestClient``)."""
