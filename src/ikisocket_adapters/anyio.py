@@ -1,23 +1,26 @@
 """Serve a hub on anyio, under its asyncio or its trio backend.
 
-One task group per server. Under trio (on Linux), one task reads every plain
-TCP socket of the server (``_trio_reads``): each wake-up reads each socket
-with input once and feeds the engine, as asyncio's loop does, instead of a
-wake-up per connection per message. Output is written straight to the socket
-by whichever task produced it (so a broadcast wakes no task per receiver);
-only what the kernel does not take at once gets a sender task, which waits for
-the socket to be writable and exists until the connection's output is
-written. Each such connection has a task of its own that sleeps until its
-reading ends, then finishes writing. Other streams (TLS, and every stream on
-asyncio) have a reader task and a sender task that writes whatever the engine
-buffered for the connection (``conn.take()``), one ``send`` at a time. While a
-send is in progress output waits in the engine's bounded buffer, where
-``max_queue`` and ``backpressure`` apply. The reader stops reading while the
-engine says so (``conn.can_read``: the connection's ``async def`` listeners
-run, or its unwritten output is over ``max_queue``). Async listeners run one
-after another per connection, in a helper task that exists only while they
-run. A timer task sleeps until the engine's next deadline. The trio adapter
-(:mod:`ikisocket_adapters.trio`) is this driver.
+One task group per server. On Linux, the plain TCP sockets of the server are
+read from one epoll set (``_trio_reads``): under trio one task waits for it,
+under asyncio the loop calls back when it is readable (those sockets are
+accepted raw, not wrapped in anyio's streams, whose asyncio transports would
+read them and wake a task per read and per write). Each round reads each
+socket with input once and feeds the engine, as asyncio's own transports do,
+instead of a wake-up per connection per message. Output is written straight
+to the socket by whichever task produced it (so a broadcast wakes no task per
+receiver); only what the kernel does not take at once gets a sender task,
+which waits for the socket to be writable and exists until the connection's
+output is written. Each such connection has a task of its own that sleeps
+until its reading ends, then finishes writing. Other streams (TLS, and plain
+sockets where there is no epoll) have a reader task and a sender task that
+writes whatever the engine buffered for the connection (``conn.take()``), one
+``send`` at a time. While a send is in progress output waits in the engine's
+bounded buffer, where ``max_queue`` and ``backpressure`` apply. The reader
+stops reading while the engine says so (``conn.can_read``: the connection's
+``async def`` listeners run, or its unwritten output is over ``max_queue``).
+Async listeners run one after another per connection, in a helper task that
+exists only while they run. A timer task sleeps until the engine's next
+deadline. The trio adapter (:mod:`ikisocket_adapters.trio`) is this driver.
 
 ::
 
@@ -41,6 +44,7 @@ From synchronous code (a test, another thread), an anyio portal runs it::
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -55,7 +59,7 @@ from anyio.streams.tls import TLSStream
 from ikisocket_core import ConnectionState, Hub
 from ikisocket_core.protocol import ServerConnection
 
-from ._anyio_stream import _on_trio, _Signal, _Stream
+from ._anyio_stream import _on_trio, _RawSocketStream, _Signal, _Stream
 from ._common import (
     ACCEPT_BATCH,
     ACCEPT_RETRY,
@@ -105,8 +109,10 @@ class WebSocketServer(Driver):
         self._done = anyio.Event()
         self._stopped = anyio.Event()
         self._trio = _on_trio()  # direct reads and writes of plain sockets (_flush, Reads)
-        #: On trio with epoll: the one task that reads every plain socket.
+        #: On trio with epoll: the one task that reads every plain socket; on asyncio with
+        #: epoll and no TLS, the loop's callback that does (the sockets are accepted raw).
         self._reads: Reads | None = None
+        self._raw_accept = self._trio is None and EPOLL is not None and ssl_context is None
         # On trio, the run's clock itself: trio.current_time reaches it through two more calls
         # (read once per round of the reading task).
         self._clock: Callable[[], float] = (
@@ -147,13 +153,13 @@ class WebSocketServer(Driver):
     def _flush(self, connections: tuple[ServerConnection, ...]) -> None:
         """Write each connection's output now if its socket takes it, else to its sender.
 
-        A direct write needs a plain socket (trio, no TLS) with no sender
+        A direct write needs a plain socket (read by ``_trio_reads``) with no sender
         task of its own going (nothing of that connection in flight, so
         nothing is overtaken); whatever the kernel does not take at once goes
         to a sender task started for it, which waits for the socket to be
         writable and then writes what was buffered meanwhile. So a broadcast
         wakes no task per receiver while the receivers keep up. A stream
-        (TLS, or the asyncio backend) has a sender task for its whole life.
+        (TLS, or where there is no epoll) has a sender task for its whole life.
         """
         for conn in connections:
             peer: _Stream = conn.transport
@@ -273,6 +279,9 @@ class WebSocketServer(Driver):
                     if trio is not None and EPOLL is not None:
                         self._reads = Reads(self)
                         tg.start_soon(self._reads.run, trio)
+                    elif self._raw_accept:
+                        self._reads = Reads(self)
+                        self._reads.watch(asyncio.get_running_loop())
                     async with trio.open_nursery() if trio is not None else nullcontext() as n:
                         self._start_connection = tg.start_soon if n is None else n.start_soon
                         with self._accept_scope:
@@ -290,6 +299,9 @@ class WebSocketServer(Driver):
         # awaiting (as asyncio's own servers do): on a busy loop, an accept per trip
         # round the scheduler would let the queue fill while the clients time out.
         sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        if self._raw_accept:
+            await self._accept_raw(sock)
+            return
         while True:
             try:
                 stream = await listener.accept()
@@ -309,12 +321,38 @@ class WebSocketServer(Driver):
                     break
                 self._start_connection(self._accepted, accepted)
 
+    async def _accept_raw(self, sock: socket.socket) -> None:
+        """Accept plain sockets (asyncio backend): every one the kernel has, when it has one.
+
+        The listener's own ``accept`` would wrap each in an asyncio transport,
+        which reads it; the server's reading callback reads these instead.
+        """
+        while True:
+            await anyio.wait_readable(sock)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    accepted, _ = sock.accept()
+                except BlockingIOError:
+                    break  # nothing more waits
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_RETRY:
+                        logger.debug("accept failed: %s", exc)  # (that client is gone)
+                        continue
+                    logger.error("accept failed (%s); retrying in 0.1 s", exc)
+                    await anyio.sleep(0.1)
+                    break
+                self._start_connection(self._accepted, accepted)
+
     async def _accepted(self, sock: socket.socket) -> None:
         """A socket accepted without awaiting: wrap it as a stream and serve it."""
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream = await anyio.abc.SocketStream.from_socket(sock)
+            stream: anyio.abc.SocketStream = (
+                _RawSocketStream(sock)
+                if self._raw_accept
+                else await anyio.abc.SocketStream.from_socket(sock)
+            )
         except OSError:
             sock.close()  # the peer is gone already
             return
@@ -410,7 +448,9 @@ class WebSocketServer(Driver):
     async def _raw_send(self, client: _Stream, conn: ServerConnection) -> None:
         """Write ``client.rest`` and then the buffered output, waiting for the socket as needed."""
         trio = self._trio
-        wait_writable, sock = trio.lowlevel.wait_writable, client.sock
+        wait_writable = anyio.wait_writable if trio is None else trio.lowlevel.wait_writable
+        closed = anyio.ClosedResourceError if trio is None else trio.ClosedResourceError
+        sock = client.sock
         assert sock is not None
         try:
             while True:
@@ -431,11 +471,11 @@ class WebSocketServer(Driver):
                     except BlockingIOError:
                         continue
                     data = memoryview(data)[sent:] if sent < len(data) else None
-        except (OSError, trio.ClosedResourceError) as exc:
+        except (OSError, closed) as exc:
             self._lost(client, conn, exc)
 
     async def _serve_raw(self, client: _Stream, conn: ServerConnection) -> None:
-        """Serve a plain socket under trio: the server's reading task reads it, then this writes.
+        """Serve a plain socket: the server's epoll set reads it, then this writes.
 
         The socket is read by :class:`~ikisocket_adapters._trio_reads.Reads`
         until the engine closes the transport, the stream ends or fails
@@ -453,7 +493,9 @@ class WebSocketServer(Driver):
             with scope:
                 if not client.closing:  # (else the engine ended it already: a refusal)
                     reads.add(client, sock, conn)
-                    await self._trio.sleep_forever()
+                    await (
+                        anyio.sleep_forever() if self._trio is None else self._trio.sleep_forever()
+                    )
         finally:
             reads.remove(client)  # (before the stream, and so the socket, is closed)
         await self._raw_finish(client, conn)
