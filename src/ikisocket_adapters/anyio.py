@@ -113,10 +113,11 @@ class WebSocketServer(Driver):
         #: epoll and no TLS, the loop's callback that does (the sockets are accepted raw).
         self._reads: Reads | None = None
         self._raw_accept = self._trio is None and EPOLL is not None and ssl_context is None
-        # On trio, the run's clock itself: trio.current_time reaches it through two more calls
-        # (read once per round of the reading task).
+        # The run's clock itself, read once per round of the epoll set: trio.current_time
+        # reaches it through two more calls, anyio.current_time through anyio's backend
+        # lookup (on Python 3.11, a getpid() system call in asyncio's running-loop check).
         self._clock: Callable[[], float] = (
-            anyio.current_time
+            asyncio.get_running_loop().time
             if self._trio is None
             else self._trio.lowlevel.current_clock().current_time
         )
