@@ -22,7 +22,7 @@ from ikisocket_core import ConnectionState, MessageKind
 from ikisocket_core.protocol import ServerConnection
 
 from ._asgi_scope import ASGISend, Message, Receive, Scope, _route_path
-from ._common import discard, logger
+from ._common import discard, logger, running_clock
 
 if TYPE_CHECKING:
     from .asgi import ASGIApp, _Driver
@@ -446,6 +446,7 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
         conn = owner.conn
         driver = owner.driver
         stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
+        clock = running_clock()  # (this task's loop: anyio.current_time looks it up per call)
         engine = driver.install()  # (made before any connection)
         holds = driver.holds
         while True:
@@ -462,8 +463,8 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
             event = message["type"]
             if event == "websocket.receive":
                 data = message.get("bytes")
-                if stamping:
-                    driver.stamp()
+                if stamping:  # driver.stamp(), inlined: the time before an input, for idle_timeout
+                    engine.tick(clock())
                 if data is not None:
                     kind = _BINARY
                 else:

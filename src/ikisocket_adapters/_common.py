@@ -9,10 +9,12 @@ armed for :meth:`~ikisocket_core.protocol.Server.next_deadline`.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -48,6 +50,7 @@ __all__ = [
     "logger",
     "make_server",
     "read_small",
+    "running_clock",
     "scheme_of",
 ]
 
@@ -124,6 +127,22 @@ ACCEPT_BATCH = 128
 ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _NEVER = float("inf")
+
+
+def running_clock() -> Callable[[], float]:
+    """The running event loop's clock (what ``anyio.current_time`` reads), to call directly.
+
+    ``anyio.current_time()`` looks up the running backend on every call: about
+    2.4 µs here, where ``loop.time()`` takes 0.12 (on Python 3.11 the lookup
+    includes a ``getpid()`` system call, in asyncio's running-loop check). A
+    driver that reads the time per message gets the clock once, in the task
+    that uses it, with this.
+    """
+    loop = asyncio._get_running_loop()  # (None under trio, where there is no asyncio loop)
+    if loop is not None:
+        return loop.time
+    trio: Any = sys.modules["trio"]
+    return trio.lowlevel.current_clock().current_time  # type: ignore[no-any-return]
 
 
 def read_small(transport: Any) -> bool:

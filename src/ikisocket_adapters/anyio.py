@@ -69,6 +69,7 @@ from ._common import (
     begin_shutdown,
     logger,
     read_small,
+    running_clock,
     scheme_of,
 )
 from ._trio_reads import EPOLL, Reads
@@ -113,14 +114,9 @@ class WebSocketServer(Driver):
         #: epoll and no TLS, the loop's callback that does (the sockets are accepted raw).
         self._reads: Reads | None = None
         self._raw_accept = self._trio is None and EPOLL is not None and ssl_context is None
-        # The run's clock itself, read once per round of the epoll set: trio.current_time
-        # reaches it through two more calls, anyio.current_time through anyio's backend
-        # lookup (on Python 3.11, a getpid() system call in asyncio's running-loop check).
-        self._clock: Callable[[], float] = (
-            asyncio.get_running_loop().time
-            if self._trio is None
-            else self._trio.lowlevel.current_clock().current_time
-        )
+        # The run's clock itself (read once per round of the epoll set): trio.current_time
+        # reaches it through two more calls, anyio.current_time through a backend lookup.
+        self._clock = running_clock()
 
     @property
     def port(self) -> int:

@@ -57,6 +57,7 @@ import logging
 import time
 import uuid as _uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
@@ -74,6 +75,7 @@ from ikisocket_core import (
     default_hub,
 )
 
+from ._common import running_clock
 from ._redis_routes import Client, Routes, connect
 from ._redis_wire import (
     Deaf,
@@ -246,6 +248,9 @@ class RedisBackplane:
         self._peers: dict[str, float] = {}
         self._main = channel.encode()
         self._heard: dict[bytes, float] = {}  # when it last heard itself on each (see _probe)
+        #: Read per relay received: the running loop's own clock once run() started (see
+        #: running_clock: anyio.current_time looks the backend up per call).
+        self._clock: Callable[[], float] = anyio.current_time
         self._hub_dropped = self.hub.dropped_relays
         # Relays to publish with their sequence numbers (the order this node queued them).
         self._pending: deque[tuple[int, Relay]] = deque()
@@ -328,6 +333,7 @@ class RedisBackplane:
         """
         self._wakeup = anyio.Event()
         self._more = anyio.Event()
+        self._clock = running_clock()
         self.hub.set_relay_wakeup(self._relay_queued)
         self._collect()
         try:
@@ -450,7 +456,7 @@ class RedisBackplane:
         sent = stamp if sent is None else sent
         if sent is not None:
             self._lag = max(0.0, time.time() - sent / 1000)
-        now = anyio.current_time()
+        now = self._clock()
         if relay.node == self.node_id:
             if isinstance(relay, PresenceRelay) and relay.parts:
                 self._heard[self._main] = now  # our own heartbeat came back: we are not deaf
