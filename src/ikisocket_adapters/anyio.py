@@ -350,7 +350,7 @@ class WebSocketServer(Driver):
                 if self._raw_accept
                 else await anyio.abc.SocketStream.from_socket(sock)
             )
-        except OSError:
+        except (OSError, ValueError):  # (from_socket: ValueError for a socket no longer connected)
             sock.close()  # the peer is gone already
             return
         await self._connection(stream)
@@ -385,7 +385,8 @@ class WebSocketServer(Driver):
                     return
             elif self._reads is not None:
                 client.sock = raw.extra(anyio.abc.SocketAttribute.raw_socket)
-            peer = raw.extra(anyio.abc.SocketAttribute.remote_address)
+            # (None when the peer is gone already: a reset right after connecting.)
+            peer = raw.extra(anyio.abc.SocketAttribute.remote_address, None)
             conn = engine.connect(
                 now=self.now(),
                 client=(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None,

@@ -1082,6 +1082,28 @@ async def reset_mid_message_is_a_disconnect(serve: Serve) -> None:
         assert await survivor.recv() == "still here"
 
 
+async def resets_right_after_connecting_stop_nothing(serve: Serve) -> None:
+    """Clients that connect and reset at once, before the server looked at them: it serves on.
+
+    The server may find such a socket no longer connected when it first asks
+    for the peer's address; that is the client's problem, not the server's.
+    """
+    hub = echo_hub()
+    async with running(serve, hub) as server:
+
+        def connect_and_reset(count: int) -> None:
+            for _ in range(count):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # RST as the first thing the server hears
+
+        await anyio.to_thread.run_sync(connect_and_reset, 200)
+        async with clients(server.port, 1) as (client,):
+            await client.send("still here")
+            assert await client.recv() == "still here"
+        await wait_for(lambda: len(hub) == 0)
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
