@@ -304,10 +304,12 @@ class WebSocketServer(Driver):
                 stream = await listener.accept()
             except anyio.ClosedResourceError:
                 return
-            except OSError as exc:
-                if exc.errno not in ACCEPT_RETRY:
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # (anyio's trio backend reports an accept's OSError as BrokenResourceError.)
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in ACCEPT_RETRY:
                     raise
-                logger.error("accept failed (%s); retrying in 0.1 s", exc)
+                logger.error("accept failed (%s); retrying in 0.1 s", cause)
                 await anyio.sleep(0.1)
                 continue
             self._start_connection(self._connection, stream)

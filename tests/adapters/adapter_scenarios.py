@@ -10,11 +10,13 @@ wait is bounded by :data:`TIMEOUT`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import gc
 import logging
 import os
+import resource
 import socket
 import ssl
 import struct
@@ -1106,6 +1108,77 @@ async def resets_right_after_connecting_stop_nothing(serve: Serve) -> None:
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+#: Holds connections to a port for a second, then leaves (a process of its own: the test's
+#: descriptors are the server's, and it runs out of them).
+_HOLDER = """
+import socket, sys, time
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(20)]
+print("held", flush=True)
+time.sleep(1.0)
+"""
+
+
+@contextlib.asynccontextmanager
+async def _accept_errors_reported() -> AsyncIterator[None]:
+    """On asyncio's own loop, take its reports of accepts out of descriptors for the block.
+
+    The default loop's server (the asyncio adapter's) reports each refused
+    accept to the loop's exception handler and tries again a second later;
+    Python before gh-151615 does so once per place in the backlog, and a retry
+    still due once the server closed fails on its closed socket. So the block
+    ends a retry delay after the last report, with every retry made. Other
+    reports go on to the handler that was there.
+    """
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        yield
+        return
+    previous = loop.get_exception_handler()
+    last: list[float] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            last[:] = [loop.time()]
+            return
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+        if last:
+            await anyio.sleep(max(0.0, last[0] + 1.2 - loop.time()))  # (asyncio retries at 1 s)
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def out_of_descriptors_it_waits_then_serves_on(serve: Serve) -> None:
+    """Accepting fails with EMFILE while the process has no descriptor left: it serves on.
+
+    Twenty clients connect while the server's process may open two more
+    descriptors; once they left and the limit is back, a client is served.
+    """
+    hub = echo_hub()
+    async with running(serve, hub) as server:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        command = [sys.executable, "-c", _HOLDER, str(server.port)]
+        async with _accept_errors_reported(), await anyio.open_process(command) as holder:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_open_fds() + 2, hard))
+            try:
+                assert holder.stdout is not None
+                with anyio.fail_after(10):
+                    assert await holder.stdout.receive() == b"held\n"
+                await anyio.sleep(0.5)  # the server meets EMFILE meanwhile
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await holder.wait()
+        async with clients(server.port, 1) as (client,):
+            await client.send("still here")
+            assert await client.recv() == "still here"
 
 
 async def nothing_left_after_clients_leave(serve: Serve) -> None:

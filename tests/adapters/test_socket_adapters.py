@@ -100,6 +100,7 @@ SCENARIOS: list[Callable[[scenarios.Serve], Awaitable[None]]] = [
     scenarios.tls_connections_hold_small_read_buffers,
     scenarios.reset_mid_message_is_a_disconnect,
     scenarios.resets_right_after_connecting_stop_nothing,
+    scenarios.out_of_descriptors_it_waits_then_serves_on,
     scenarios.nothing_left_after_clients_leave,
     scenarios.reuse_port_shares_a_port,
     scenarios.keepalive_timeout_fires_at_its_deadline,
