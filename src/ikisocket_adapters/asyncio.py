@@ -60,8 +60,11 @@ lose the very close frame or HTTP status that says why.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import sys
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -86,6 +89,7 @@ from ._common import (
 )
 
 __all__ = [
+    "ACCEPTS_PER_WAKE",
     "HELD_BYTES",
     "LONE_REPLIES",
     "TURN_BYTES",
@@ -94,6 +98,14 @@ __all__ = [
     "serve",
     "start_server",
 ]
+
+#: How many accepts a server on asyncio's own (selector) loop tries per wake-up (asyncio's
+#: default). That loop takes a server's ``backlog`` as this count, and on Python before
+#: gh-151615 (3.11 among them) it reports an accept out of file descriptors, and schedules a
+#: retry, once per accept tried: with the backlog (SOMAXCONN, 4,096 here), thousands of log
+#: records a second for as long as it lasts. So the server is made with this many, and its
+#: sockets listen again with the backlog asked for, which only the kernel's queue uses.
+ACCEPTS_PER_WAKE = 100
 
 #: Bytes a connection's input may feed the engine before the loop serves the
 #: other connections (the default loop's one read, 256 KiB).
@@ -339,7 +351,15 @@ class WebSocketServer(Driver):
         # Else no ssl= here: the protocol negotiates TLS itself (start_tls), so that a
         # handshake counts against handshake_timeout and one that fails or stalls is
         # known, aborted at shutdown, and never holds wait_closed().
+        backlog = kwargs.get("backlog", BACKLOG)
+        if backlog > ACCEPTS_PER_WAKE and isinstance(self.loop, BaseSelectorEventLoop):
+            kwargs["backlog"] = ACCEPTS_PER_WAKE  # (the loop's count of accepts per wake-up)
         self._listener = await self.loop.create_server(factory, host, port, **kwargs)
+        if kwargs.get("backlog", backlog) != backlog:
+            for listening in self._listener.sockets:
+                # The kernel's queue as asked: listen() again, on a duplicate of the socket.
+                with socket.socket(fileno=os.dup(listening.fileno())) as again:
+                    again.listen(backlog)
         logger.info("listening on %s://%s:%d", self.scheme, host or "*", self.port)
 
     async def _start_tls(self, proto: _Protocol) -> None:
