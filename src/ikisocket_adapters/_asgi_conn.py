@@ -207,6 +207,23 @@ class _Conn:
         # produced the output: its sends see the ASGI call's context variables.
         self._direct.run(self.tg.start_soon, self._sender)
 
+    def _hand_over(self, yielded: Any = None, failure: Exception | None = None) -> None:
+        """A write started outside the sender did not finish: the sender task takes over.
+
+        Either the send ``yielded`` what it waits on (the sender finishes it,
+        and the rest of its batch), or it raised ``failure`` (which ended the
+        writer; the sender reports it, as a failed send of its own).
+        """
+        if failure is not None:
+            self._writer = None
+            self._failure = failure
+        else:
+            writer = self._writer
+            assert writer is not None
+            self._pending = (writer, yielded)
+        self._parked = False
+        self._need_sender()
+
     def close_transport(self) -> None:
         self.closing = True
         self._parked = False
@@ -493,17 +510,11 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 # reader never waits on its client reading (max_queue still decides).
                 try:
                     yielded = owner._run_in(owner._write, out)
-                except Exception as exc:  # the sender reports it, as a failed send of its own
-                    owner._writer = None
-                    owner._failure = exc
+                except Exception as exc:
+                    owner._hand_over(failure=exc)
                 else:
-                    if yielded is _WRITTEN:
-                        continue
-                    writer = owner._writer
-                    assert writer is not None
-                    owner._pending = (writer, yielded)
-                owner._parked = False
-                owner._need_sender()
+                    if yielded is not _WRITTEN:
+                        owner._hand_over(yielded)
             elif event == "websocket.disconnect":
                 conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                 driver.drain()
@@ -533,14 +544,8 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
         try:
             # Bound at accept: while parked, the writer has not ended (see _writer).
             yielded = owner._run_in(owner._write, messages)
-        except Exception as exc:  # the sender reports it, as a failed send of its own
-            owner._writer = None  # (the send's exception ended it)
-            owner._failure = exc
+        except Exception as exc:
+            owner._hand_over(failure=exc)
         else:
-            if yielded is _WRITTEN:
-                continue
-            writer = owner._writer
-            assert writer is not None
-            owner._pending = (writer, yielded)
-        owner._parked = False
-        owner._need_sender()
+            if yielded is not _WRITTEN:
+                owner._hand_over(yielded)
