@@ -479,28 +479,35 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
             message = await receive()
             event = message["type"]
             if event == "websocket.receive":
-                data = message.get("bytes")
                 if stamping:  # driver.stamp(), inlined: the time before an input, for idle_timeout
                     engine.tick(clock())
-                if data is not None:
-                    kind = _BINARY
-                else:
+                # One of "text" and "bytes" is not None (a server sending neither gets an
+                # empty text message).
+                text = message.get("text")
+                if text is None:
+                    binary = message.get("bytes")
+                    if binary is not None:
+                        data, kind = binary, _BINARY
+                    else:
+                        text = ""
+                if text is not None:
                     # Kept beside its bytes: a reply of the same bytes is not decoded again.
-                    driver.text = text = message.get("text") or ""
-                    data = driver.text_of = text.encode("utf-8")
+                    driver.text = text
+                    data = driver.text_of = text.encode()  # (UTF-8; the fast path of no name)
                     kind = _TEXT
                 # Parked (asyncio servers): nobody writes for this connection now, so
                 # its reply can wait in the engine for the end of the loop's turn, when
                 # one drain writes the turn's replies together, as the asyncio adapter
                 # does (its module docstring says why); or, after a turn with a single
                 # reply, come back here at once.
-                if owner._parked and not holds.lone:
+                lone = holds.lone
+                if not lone and owner._parked:
                     conn.receive_message(data, kind)
                     if not holds.hold(engine, conn):
                         driver.drain()
                     continue
-                if holds.lone:
-                    holds.lone -= 1
+                if lone:
+                    holds.lone = lone - 1
                 out = conn.receive_message(data, kind, take=owner._parked)
                 if out is None:
                     driver.drain()

@@ -317,7 +317,8 @@ class ServerConnection:
             to do; else ``None`` (drain the node's actions).
         """
         kws = self.kws  # (the state property, inlined: once per message)
-        if (self._state if kws is None else kws.state) is _CLOSED:
+        state = self._state if kws is None else kws.state
+        if state is _CLOSED:
             return None
         node = self._node
         stats = node.stats
@@ -335,11 +336,12 @@ class ServerConnection:
             return None
         stats.messages_in += 1
         hub = node.hub
-        if kws.state is _OPEN:  # type: ignore[union-attr]
+        if state is _OPEN:  # (kws is set once OPEN)
             # hub.receive_message(kws, data, kind), inlined (once per message), with this
             # connection as the one whose input runs: a reply to it goes onto it directly.
+            # Naming the receiving connection also marks the hub as within an input (no
+            # wakeup for what listeners queue: the driver drains next), as _depth would.
             kws.last_activity = hub._now  # type: ignore[union-attr]
-            hub._depth += 1
             hub._receiving = self
             try:
                 if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
@@ -348,7 +350,6 @@ class ServerConnection:
                     hub._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
             finally:
                 hub._receiving = None
-                hub._depth -= 1
         if hub._queue:
             node._pump_hub()  # a RunHandler action raises self.blocked
         if take and self.dirty:

@@ -7,9 +7,11 @@ driver. Listeners run synchronously; an ``async def`` listener's awaitable
 leaves as a :class:`~ikisocket_core.RunHandler` action wrapped in a
 :class:`_Handler`, which the driver awaits.
 
-``_depth`` counts the input calls in progress: actions queued outside any of
-them (a timer's broadcast, an ``async def`` listener that resumed) make the
-hub call the driver's wakeup so that it drains them.
+``_depth`` counts the input calls in progress, and ``_receiving`` names the
+connection whose input runs (a message's input raises only that one, once per
+message): actions queued outside any input (a timer's broadcast, an ``async
+def`` listener that resumed) make the hub call the driver's wakeup so that it
+drains them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ L = TypeVar("L", bound=Listener)
 
 _OPEN = ConnectionState.OPEN
 _TEXT = MessageKind.TEXT
+_BINARY = MessageKind.BINARY
 
 
 def _payload(data: bytes | str, kind: MessageKind) -> bytes:
@@ -289,11 +292,17 @@ class _Dispatcher(_Registry):
 
     def _push(self, action: Action) -> None:
         self._queue.append(action)
-        if self._depth == 0:
+        if self._depth == 0 and self._receiving is None:
             self._flush_outside()
 
     def _flush_outside(self) -> None:
-        if self._queue and not self._wakeup_pending and self._depth == 0 and self._wakeup:
+        if (
+            self._queue
+            and not self._wakeup_pending
+            and self._depth == 0
+            and self._receiving is None
+            and self._wakeup
+        ):
             self._wakeup_pending = True
             self._wakeup()
 
@@ -332,7 +341,7 @@ class _Dispatcher(_Registry):
             send.kind = kind
             send.__class__ = Send
             self._queue.append(send)
-            if self._depth == 0:
+            if self._depth == 0 and self._receiving is None:
                 self._flush_outside()
 
     def _send_one(self, kws: Websocket, data: bytes | str, kind: MessageKind) -> None:
@@ -343,12 +352,12 @@ class _Dispatcher(_Registry):
         if receiving is None or kws.conn is not receiving or self._queue:
             self._send((kws,), data, kind)
             return
+        if data.__class__ is bytes and ((kind is _TEXT and data.isascii()) or kind is _BINARY):
+            receiving.deliver_own(data, kind)  # bytes that need no check (an echo)
+            return
         if kind.__class__ is not MessageKind:
             kind = _message_kind(kind)
-        if data.__class__ is bytes and (kind is not _TEXT or data.isascii()):
-            receiving.deliver_own(data, kind)
-        else:
-            receiving.deliver_own(_payload(data, kind), kind)
+        receiving.deliver_own(_payload(data, kind), kind)
 
     def _input_event(self, kws: Websocket, name: str, data: bytes) -> None:
         if kws.state is not _OPEN:

@@ -309,6 +309,25 @@ async def test_text_is_decoded_for_every_reply_but_the_very_bytes_received() -> 
     assert replies[1] is not sent
 
 
+async def test_receive_messages_in_every_servers_shape_keep_their_kind() -> None:
+    # uvicorn sends only the key in use, hypercorn and daphne both with the other None.
+    hub = chat_hub()
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        await alice.get_text()
+        shapes: list[tuple[Message, Message]] = [
+            ({"text": "a"}, {"text": "a"}),
+            ({"bytes": b"b"}, {"bytes": b"b"}),
+            ({"text": "c", "bytes": None}, {"text": "c"}),
+            ({"text": None, "bytes": b"d"}, {"bytes": b"d"}),
+            ({}, {"text": ""}),  # neither (not ASGI): an empty text message, not a failure
+            ({"text": None, "bytes": None}, {"text": ""}),
+        ]
+        for shape, reply in shapes:
+            await alice.put({"type": "websocket.receive", **shape})
+            assert await alice.get() == {"type": "websocket.send", **reply}
+
+
 class YieldingPeer(Peer):
     """A server whose ``send`` first gives the event loop a turn (anyio's memory streams do:
     Starlette's ``TestClient``)."""
