@@ -477,8 +477,7 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 finally:
                     owner._readable = None
             message = await receive()
-            event = message["type"]
-            if event == "websocket.receive":
+            if message["type"] == "websocket.receive":
                 if stamping:  # driver.stamp(), inlined: the time before an input, for idle_timeout
                     engine.tick(clock())
                 # One of "text" and "bytes" is not None (a server sending neither gets an
@@ -508,7 +507,9 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                     continue
                 if lone:
                     holds.lone = lone - 1
-                out = conn.receive_message(data, kind, take=owner._parked)
+                out = conn.receive_message(
+                    data, kind, owner._parked
+                )  # (take: positional is cheaper)
                 if out is None:
                     driver.drain()
                     continue
@@ -522,7 +523,7 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 else:
                     if yielded is not _WRITTEN:
                         owner._hand_over(yielded)
-            elif event == "websocket.disconnect":
+            elif message["type"] == "websocket.disconnect":
                 conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                 driver.drain()
                 return

@@ -295,7 +295,7 @@ class ServerConnection:
     # -- the message entry ---------------------------------------------------------------
 
     def receive_message(
-        self, data: bytes, kind: MessageKind, *, take: bool = False
+        self, data: bytes, kind: MessageKind, take: bool = False
     ) -> list[Any] | None:
         """A whole message arrived at a message-level connection.
 

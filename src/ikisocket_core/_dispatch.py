@@ -420,26 +420,30 @@ class _Dispatcher(_Registry):
         # Each listener is called from here, not from a helper: a Python call per listener
         # costs more than the rest of this loop. With a clock, each is timed (two reads).
         clock = self._clock
+        if clock is None:
+            for fn in listeners:
+                try:
+                    result = fn(ep)
+                except Exception as exc:
+                    self._listener_failed(ep, exc)
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    self._push(RunHandler(target=kws, awaitable=_Handler(self, ep, result)))
+            return
+        slow = self._slow
         for fn in listeners:
-            if clock is None:
-                try:
-                    result = fn(ep)
-                except Exception as exc:
-                    self._listener_failed(ep, exc)
-                    continue
-            else:
-                started = clock()
-                try:
-                    result = fn(ep)
-                except Exception as exc:
-                    elapsed = clock() - started
-                    if elapsed > self._slow:
-                        self._blocked(fn, name, elapsed)
-                    self._listener_failed(ep, exc)
-                    continue
+            started = clock()
+            try:
+                result = fn(ep)
+            except Exception as exc:
                 elapsed = clock() - started
-                if elapsed > self._slow:
+                if elapsed > slow:
                     self._blocked(fn, name, elapsed)
+                self._listener_failed(ep, exc)
+                continue
+            elapsed = clock() - started
+            if elapsed > slow:
+                self._blocked(fn, name, elapsed)
             if result is not None and inspect.isawaitable(result):
                 self._push(RunHandler(target=kws, awaitable=_Handler(self, ep, result)))
 

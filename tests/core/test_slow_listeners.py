@@ -134,3 +134,29 @@ def test_a_fast_failing_listener_is_not_logged_as_slow(caplog: pytest.LogCapture
         talk(TestClient(hub, listener_clock=clock), "fail")
     assert slow_lines(caplog) == []
     assert any("and then it failed" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+def test_async_listeners_run_when_listeners_are_timed(caplog: pytest.LogCaptureFixture) -> None:
+    # Only the plain call is timed: an async def listener's awaited part may take long.
+    clock = FakeClock()
+    hub = Hub()
+    hub.websocket("/ws", lambda kws: None)
+    seen: list[str] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def later(ep: EventPayload) -> None:
+        clock.now += 5.0
+        seen.append(ep.text)
+        ep.kws.emit(ep.text.upper())
+
+    client = TestClient(hub, listener_clock=clock)
+    with (
+        caplog.at_level(logging.WARNING, logger="ikisocket"),
+        client.websocket_connect("/ws") as ws,
+    ):
+        ws.send_text("one")
+        assert ws.receive_text() == "ONE"
+        ws.send_text("two")
+        assert ws.receive_text() == "TWO"
+    assert seen == ["one", "two"]
+    assert slow_lines(caplog) == []
