@@ -195,6 +195,8 @@ class ServerConnection:
             Byte chunks (write them in order), or for a message-level
             connection the messages as the node's ``encode_message`` made them.
         """
+        # (Inlined where it runs once per delivery: receive_message, receive_data and the
+        # ASGI adapter's flush. Change them with it.)
         out = self._out
         self._out = []
         self.buffered = 0

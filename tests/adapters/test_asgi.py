@@ -1017,6 +1017,39 @@ async def test_drop_policy_drops_for_the_slow_client_only_and_reports_once() -> 
         assert len(hub) == 2
 
 
+async def test_each_burst_past_max_queue_is_reported_once_after_what_was_kept_is_written() -> None:
+    # A burst queued in one go (one drain) overflows a reading client's buffer: what fits
+    # is written when the drain comes, the rest dropped and reported once. Once written,
+    # the next burst that overflows is reported again.
+    hub = Hub()
+    uuids: dict[str, str] = {}
+
+    @hub.websocket("/ws/:id")
+    def route(kws: Websocket) -> None:
+        kws.set_attribute("user_id", kws.params["id"])
+        uuids[kws.params["id"]] = kws.uuid
+
+    log = log_events(hub, EVENT_ERROR)
+
+    @hub.on(EVENT_MESSAGE)
+    def burst(ep: EventPayload) -> None:
+        for i in range(10):
+            hub.emit_to(ep.text, f"{i}" + "y" * 199)
+
+    app = asgi_app(hub, max_queue=1000, backpressure="drop")
+    async with serving(app) as h:
+        sender = await h.open("/ws/sender")
+        target = await h.open("/ws/target")
+        for round_ in (1, 2):
+            await sender.text(uuids["target"])
+            got = [(await target.get_text())[0] for _ in range(5)]
+            assert got == ["0", "1", "2", "3", "4"]  # 1,000 bytes fit, the others went
+            await until(lambda round_=round_: len(log) == round_)
+            assert app.stats.dropped_messages == 5 * round_
+        assert target.pending() == []
+    assert [(name, user) for name, user, _ in log] == [("error", "target")] * 2
+
+
 async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is_stuck() -> None:
     hub = chat_hub()
     log = log_events(hub, EVENT_ERROR, EVENT_DISCONNECT, EVENT_CLOSE)
