@@ -466,6 +466,8 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
         clock = running_clock()  # (this task's loop: anyio.current_time looks it up per call)
         engine = driver.install()  # (made before any connection)
         holds = driver.holds
+        # Set at the accept, used only while parked (see flush): where others may write.
+        run_in, write = owner._run_in, owner._write
         while True:
             # can_read is true when both are 0, as after nearly every message:
             # look at them before calling the property.
@@ -517,7 +519,7 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 # here up to a send that has to wait, which the sender finishes; so the
                 # reader never waits on its client reading (max_queue still decides).
                 try:
-                    yielded = owner._run_in(owner._write, out)
+                    yielded = run_in(write, out)
                 except Exception as exc:
                     owner._hand_over(failure=exc)
                 else:

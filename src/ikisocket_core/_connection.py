@@ -332,8 +332,7 @@ class ServerConnection:
             self._held.append((data, kind))
             return None
         # self._message(data, kind), inlined: once per message.
-        limit = node.config.max_message_size
-        if limit is not None and size > limit:
+        if size > node._message_limit:
             self._too_big(size)
             return None
         stats.messages_in += 1

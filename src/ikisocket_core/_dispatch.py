@@ -391,9 +391,12 @@ class _Dispatcher(_Registry):
         namespace = kws.namespace
         table = self._listeners if namespace == "/" else self._table(namespace)
         listeners = table.get(name, ())
-        own = kws.listeners
-        local = own.get(name, ()) if own else ()
-        if not listeners and not local:
+        own = kws.listeners  # (the connection's own listeners run after the hub's)
+        if own:
+            local = own.get(name)
+            if local:
+                listeners = (*listeners, *local)
+        if not listeners:
             if name == EVENT_ERROR and error is not None:
                 if isinstance(error, (RemoteProtocolError, SlowConsumer)):
                     # The peer's fault, not the application's: no traceback, and the
@@ -415,8 +418,6 @@ class _Dispatcher(_Registry):
         ep.kind = kind
         ep.arguments = None
         ep.__class__ = EventPayload
-        if local:
-            listeners = (*listeners, *local)
         # Each listener is called from here, not from a helper: a Python call per listener
         # costs more than the rest of this loop. With a clock, each is timed (two reads).
         clock = self._clock

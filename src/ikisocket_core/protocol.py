@@ -47,6 +47,7 @@ costs what expired, not what is connected.
 from __future__ import annotations
 
 import itertools
+import sys
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -149,6 +150,10 @@ class Server:
             merged.update(options)
             config = ServerConfig(**merged)
         self.config = config or ServerConfig()
+        # max_message_size as a number to compare with (read per message, and once here,
+        # like the slow listener threshold below).
+        limit = self.config.max_message_size
+        self._message_limit = sys.maxsize if limit is None else limit
         self.hub = hub
         self.stats = ServerStats()
         self.encode_message = encode_message or _as_tuple
