@@ -27,11 +27,34 @@ from ._common import discard, logger, running_clock
 if TYPE_CHECKING:
     from .asgi import ASGIApp, _Driver
 
-__all__: list[str] = []  # (flush, serve_asgi and _Conn are the ASGI module's)
+__all__: list[str] = []  # (flush, serve_asgi, _Conn and asyncio_context are the ASGI module's)
 
 _TEXT = MessageKind.TEXT
 _BINARY = MessageKind.BINARY
 _CLOSED = ConnectionState.CLOSED
+
+
+_async_library: contextvars.ContextVar[str | None] | None
+try:
+    from sniffio import current_async_library_cvar as _async_library
+except ImportError:  # (anyio then takes a running asyncio loop for asyncio, callbacks too)
+    _async_library = None
+
+
+def asyncio_context() -> contextvars.Context:
+    """A copy of the current context in which anyio finds asyncio, even in no task.
+
+    Sends that another task or a loop callback runs for a connection (see
+    :func:`flush`) may start its sender task or read the time through anyio.
+    With sniffio installed, anyio asks it which library runs; outside a task
+    sniffio answers only from its context variable, which servers that do not
+    run on anyio (uvicorn, daphne) leave unset. It is set to asyncio here:
+    these contexts only ever run on asyncio.
+    """
+    context = contextvars.copy_context()
+    if _async_library is not None:
+        context.run(_async_library.set, "asyncio")
+    return context
 
 
 def _asyncio_task() -> bool:
@@ -306,7 +329,7 @@ class _Conn:
             # other awaitables (granian's) may start their work when made, so they are
             # made and awaited by the sender only.
             if _asyncio_task() and inspect.iscoroutine(accepting):
-                self._direct = contextvars.copy_context()  # this call's, as its sends see it
+                self._direct = asyncio_context()  # this call's, as its sends see it
                 self._writer = writer = _writer(self.send)
                 next(writer)
                 self._run_in = self._direct.run
@@ -496,24 +519,22 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                     driver.text = text
                     data = driver.text_of = text.encode()  # (UTF-8; the fast path of no name)
                     kind = _TEXT
-                # Parked (asyncio servers): nobody writes for this connection now, so
-                # its reply can wait in the engine for the end of the loop's turn, when
-                # one drain writes the turn's replies together, as the asyncio adapter
-                # does (its module docstring says why); or, after a turn with a single
-                # reply, come back here at once.
-                lone = holds.lone
-                if not lone and owner._parked:
-                    conn.receive_message(data, kind)
-                    if not holds.hold(engine, conn):
-                        driver.drain()
-                    continue
-                if lone:
-                    holds.lone = lone - 1
-                out = conn.receive_message(
-                    data, kind, owner._parked
-                )  # (take: positional is cheaper)
+                # Parked (asyncio servers): nobody writes for this connection now. When
+                # the input's only output is this connection's own (an echo, a reply), it
+                # is taken and written at once: each ASGI send is a write of its own, so
+                # holding it would save none. Anything else (a broadcast, a message to
+                # another connection) waits in the engine for the end of the loop's turn,
+                # when one drain writes the turn's output together (the asyncio adapter's
+                # held replies), unless the last turn held only one input's: then the
+                # next LONE_REPLIES such inputs are drained at once.
+                out = conn.receive_message(data, kind, owner._parked)  # (take: positional)
                 if out is None:
-                    driver.drain()
+                    lone = holds.lone
+                    if lone:
+                        holds.lone = lone - 1
+                        driver.drain()
+                    elif not (owner._parked and holds.hold(engine, conn)):
+                        driver.drain()
                     continue
                 # flush((conn,)) for what was just taken, inlined (once per echo): written
                 # here up to a send that has to wait, which the sender finishes; so the

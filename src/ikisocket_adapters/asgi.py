@@ -59,7 +59,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn, flush, serve_asgi
+from ._asgi_conn import _Conn, asyncio_context, flush, serve_asgi
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -263,7 +263,12 @@ class ASGIApp:
 
 
 def _call_soon(callback: Callable[[], None]) -> None:
-    asyncio.get_running_loop().call_soon(callback)
+    """Call ``callback`` at the end of the loop's turn, in a context where anyio works.
+
+    The drain it runs may start a connection's sender or read the time through
+    anyio, from a loop callback: see :func:`_asgi_conn.asyncio_context`.
+    """
+    asyncio.get_running_loop().call_soon(callback, context=asyncio_context())
 
 
 class _Driver:

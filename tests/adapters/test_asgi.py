@@ -13,6 +13,7 @@ from typing import Any, cast
 import anyio
 import anyio.lowlevel
 import pytest
+import sniffio
 from adapter_scenarios import watchdog_hub
 from anyio.abc import TaskGroup
 
@@ -183,6 +184,10 @@ class Harness:
         peer = Peer(scope)
 
         async def run() -> None:
+            # As a server that does not run on anyio calls the app (uvicorn, daphne): no
+            # async library named in the context, where anyio's test runner names one. A
+            # loop callback (no task) then finds no event loop through anyio by itself.
+            sniffio.current_async_library_cvar.set(None)
             try:
                 await self.app(peer.scope, peer.receive, peer.send)
             finally:
@@ -1048,6 +1053,30 @@ async def test_each_burst_past_max_queue_is_reported_once_after_what_was_kept_is
             assert app.stats.dropped_messages == 5 * bursts
         assert target.pending() == []
     assert [(name, user) for name, user, _ in log] == [("error", "target")] * 2
+
+
+async def test_output_held_to_the_end_of_the_turn_reaches_a_client_whose_send_waits() -> None:
+    # A broadcast from an input waits in the engine for the end of the loop's turn, which
+    # writes it from a loop callback, in no task. A send that has to wait there (a client
+    # not reading) goes to that connection's sender task, started from the callback.
+    hub = chat_hub()
+    hub.on(EVENT_MESSAGE, lambda ep: hub.broadcast(ep.data) if ep.text == "all" else None)
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")
+        bob = await h.open("/ws/bob")
+        assert [await alice.get_text() for _ in range(2)] == [
+            "Hello user: alice",
+            "New user connected: bob",
+        ]
+        assert await bob.get_text() == "Hello user: bob"
+        bob.stall()
+        await alice.text("all")
+        assert [await alice.get_text() for _ in range(2)] == ["all", "all"]  # echo, broadcast
+        await anyio.sleep(0.05)
+        bob.unstall()
+        assert await bob.get_text() == "all"
+        await bob.text("still")
+        assert await bob.get_text() == "still"
 
 
 async def test_close_policy_closes_the_slow_client_with_1013_even_if_its_send_is_stuck() -> None:
