@@ -83,15 +83,17 @@ LONE_REPLIES = 64
 class HeldReplies:
     """Replies a driver leaves in the engine until the end of its loop's turn.
 
-    The asyncio and ASGI adapters feed an input without ``take`` and ask
-    :meth:`hold` whether its drain may wait: it may when the node has nothing to
-    do but write output (``Server.output_only``) and the connection's unwritten
-    output is under :data:`HELD_BYTES`. The first hold of a turn schedules
-    :meth:`end_turn`, which drains once for every input of the turn. The engine
-    keeps each connection's output in order, so any other drain in between
-    writes the held replies first. After a turn that held one reply,
+    The asyncio adapter feeds an input without ``take`` (the ASGI adapter, only
+    an input whose output is not all its own connection's: a reply there is
+    taken and written at once) and asks :meth:`hold` whether its drain may
+    wait: it may when the node has nothing to do but write output
+    (``Server.output_only``) and the connection's unwritten output is under
+    :data:`HELD_BYTES`. The first hold of a turn schedules :meth:`end_turn`,
+    which drains once for every input of the turn. The engine keeps each
+    connection's output in order, so any other drain in between writes the
+    held replies first. After a turn that held one input's output,
     :attr:`lone` counts the next :data:`LONE_REPLIES` inputs the driver feeds
-    and writes at once (``take``), as before.
+    and drains at once, as before.
     """
 
     __slots__ = ("_drain", "_schedule", "count", "lone")
