@@ -505,18 +505,12 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
             if message["type"] == "websocket.receive":
                 if stamping:  # driver.stamp(), inlined: the time before an input, for idle_timeout
                     engine.tick(clock())
-                # One of "text" and "bytes" is not None (a server sending neither gets an
-                # empty text message).
                 text = message.get("text")
-                if text is None:
-                    binary = message.get("bytes")
-                    if binary is not None:
-                        data, kind = binary, _BINARY
-                    else:
-                        text = ""
-                if text is not None:
+                if text is None and (binary := message.get("bytes")) is not None:
+                    data, kind = binary, _BINARY
+                else:  # text, or neither (not ASGI): an empty text message
                     # Kept beside its bytes: a reply of the same bytes is not decoded again.
-                    driver.text = text
+                    driver.text = text = text or ""
                     data = driver.text_of = text.encode()  # (UTF-8; the fast path of no name)
                     kind = _TEXT
                 # Parked (asyncio servers): nobody writes for this connection now. When
@@ -568,12 +562,7 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
         if not owner._parked:  # (never while closing or done: both unpark it)
             owner._wake_sender()
             continue
-        # conn.take(), inlined (a call per delivery costs a tenth of one): keep in step with
-        # ServerConnection.take. Empty if the sender took them: nothing is written then.
-        messages = conn._out
-        conn._out = []
-        conn.buffered = 0
-        conn._overflowing = False
+        messages = conn.take()  # (empty if the sender took them: nothing is written then)
         readable = owner._readable
         if readable is not None:  # the reader waited for the output to drain
             readable.set()

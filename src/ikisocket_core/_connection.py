@@ -195,8 +195,7 @@ class ServerConnection:
             Byte chunks (write them in order), or for a message-level
             connection the messages as the node's ``encode_message`` made them.
         """
-        # (Inlined where it runs once per delivery: receive_message, receive_data and the
-        # ASGI adapter's flush. Change them with it.)
+        # (Inlined where it runs once per input: receive_message and receive_data.)
         out = self._out
         self._out = []
         self.buffered = 0
@@ -483,8 +482,7 @@ class ServerConnection:
     def _message(self, data: bytes, kind: MessageKind) -> None:
         """A whole message at the message entry: the same limit as frames get."""
         node = self._node
-        limit = node.config.max_message_size
-        if limit is not None and len(data) > limit:
+        if len(data) > node._message_limit:
             self._too_big(len(data))
             return
         node.stats.messages_in += 1
