@@ -324,10 +324,9 @@ class _Driver:
         that is the very bytes a reader just encoded from a ``websocket.receive``
         (an echo, a relay) is not decoded again.
         """
-        if data is self.text_of and kind is _TEXT:  # (an echo: tested first)
-            return {"type": "websocket.send", "text": self.text}
         if kind is _TEXT:
-            return {"type": "websocket.send", "text": data.decode("utf-8")}
+            text = self.text if data is self.text_of else data.decode("utf-8")
+            return {"type": "websocket.send", "text": text}
         return {"type": "websocket.send", "bytes": data}
 
     def _woken(self) -> None:
