@@ -155,6 +155,22 @@ class _Handler:
 class _Dispatcher(_Registry):
     """The hub's middle layer: listeners, dispatch, the action queue and server-side closes."""
 
+    # What a message reads of the hub is here: slot reads (see ``_Registry.__slots__``).
+    __slots__ = (
+        "_clock",
+        "_depth",
+        "_listeners",
+        "_namespaced",
+        "_queue",
+        "_receiving",
+        "_reported_slow",
+        "_sio",
+        "_slow",
+        "_wakeup",
+        "_wakeup_pending",
+        "on_listener_error",
+    )
+
     def __init__(self, on_listener_error: Literal["keep", "close"]) -> None:
         super().__init__()
         self.on_listener_error = on_listener_error

@@ -154,6 +154,34 @@ class Room:
 class _Registry:
     """The hub's bottom layer: live connections, rooms, remote presence, the relay queue."""
 
+    # Slots for the attributes this layer sets (``_Dispatcher`` does the same for its own),
+    # so that reading them, several times per message, is a slot read. The hub has more
+    # attributes than CPython keeps in an instance's shared-key values (30): with all of
+    # them in its ``__dict__`` every read was a dict lookup. ``Hub`` declares no slots, so
+    # an instance keeps a ``__dict__`` for the rest (and for any attribute an application
+    # adds) and can be weakly referenced.
+    __slots__ = (
+        "_all",
+        "_conns",
+        "_federation_now",
+        "_heard",
+        "_max_relay_size",
+        "_max_relays",
+        "_next_presence",
+        "_node",
+        "_node_ttl",
+        "_presence_interval",
+        "_relay_wakeup",
+        "_relay_wakeup_pending",
+        "_relays",
+        "_relays_dropped",
+        "_relays_overflowing",
+        "_remote",
+        "_rooms",
+        "_snapshots",
+        "_watching",
+    )
+
     def __init__(self) -> None:
         self._conns: dict[str, Websocket] = {}
         #: ``tuple(self._conns.values())``, kept until the registry changes (broadcasts).

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -117,6 +119,28 @@ def test_repr_counts_connections_and_routes() -> None:
 
 
 # -- listeners ------------------------------------------------------------------------------
+
+
+def test_a_hub_takes_attributes_of_its_own_and_weak_references() -> None:
+    """Slots on the hub's layers must leave it an ordinary object to applications."""
+    hub = Hub()
+    hub.database = "db"  # type: ignore[attr-defined]
+    assert hub.database == "db"  # type: ignore[attr-defined]
+
+    class MyHub(Hub):
+        def __init__(self) -> None:
+            super().__init__()
+            self.users: dict[str, str] = {}
+
+    mine = MyHub()
+    mine.users["a"] = "b"
+    hub.on_listener_error = "close"  # a public attribute stays settable
+    assert hub.on_listener_error == "close"
+    ref = weakref.ref(mine)
+    assert ref() is mine
+    del mine
+    gc.collect()
+    assert ref() is None
 
 
 def test_on_as_decorator_and_plain_call_many_per_event_in_order() -> None:
