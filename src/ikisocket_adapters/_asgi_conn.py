@@ -557,6 +557,7 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
     order, and a slow reader holds up only itself. One function for a whole
     ``Flush`` (not a method per connection): it runs once per delivery.
     """
+    written = _WRITTEN
     for conn in connections:
         owner: _Conn = conn.transport
         if not owner._parked:  # (never while closing or done: both unpark it)
@@ -568,9 +569,10 @@ def flush(connections: tuple[ServerConnection, ...]) -> None:
             readable.set()
         try:
             # Bound at accept: while parked, the writer has not ended (see _writer).
-            yielded = owner._run_in(owner._write, messages)
+            run_in = owner._run_in  # (read, then called: see ServerConnection.deliver_own)
+            yielded = run_in(owner._write, messages)
         except Exception as exc:
             owner._hand_over(failure=exc)
         else:
-            if yielded is not _WRITTEN:
+            if yielded is not written:
                 owner._hand_over(yielded)

@@ -641,7 +641,11 @@ class ServerConnection:
             size = len(item)
             node.stats.broadcast_encodes += 1
         elif framing == _MESSAGE:
-            item = node.encode_message(kind, data)
+            # (A callable held in an attribute, read then called: in CPython 3.11 a call
+            # written ``node.encode_message(...)`` is never specialized, its lookup stays
+            # the generic one on every reply; the read alone is a specialized one.)
+            encode = node.encode_message
+            item = encode(kind, data)
             size = len(data)
         else:
             item = deflate_frame(self._ws, data, kind)

@@ -170,6 +170,7 @@ class _Registry:
         "_next_presence",
         "_node",
         "_node_ttl",
+        "_positions",
         "_presence_interval",
         "_relay_wakeup",
         "_relay_wakeup_pending",
@@ -186,6 +187,9 @@ class _Registry:
         self._conns: dict[str, Websocket] = {}
         #: ``tuple(self._conns.values())``, kept until the registry changes (broadcasts).
         self._all: tuple[Websocket, ...] | None = None
+        #: Each connection's index in ``_all``, built by the first broadcast that skips one
+        #: (``except_self``) after a change, kept and dropped with ``_all``.
+        self._positions: dict[Websocket, int] | None = None
         self._rooms: dict[str, dict[Websocket, None]] = {}
         # Federation (off until ``federate``): relays for the backplane, remote presence.
         self._node: str | None = None
@@ -300,14 +304,14 @@ class _Registry:
     def _register(self, kws: Websocket) -> None:
         uuid = kws.uuid
         self._conns[uuid] = kws
-        self._all = None
+        self._all = self._positions = None
         if self._node is not None:
             self._push_relay(PresenceRelay(node=self._node, uuids=(uuid,)))
 
     def _unregister(self, kws: Websocket) -> None:
         uuid = kws.uuid
         del self._conns[uuid]
-        self._all = None
+        self._all = self._positions = None
         if self._node is not None:
             self._push_relay(AbsenceRelay(node=self._node, uuids=(uuid,)))
         for room in kws.rooms:
@@ -323,7 +327,7 @@ class _Registry:
         old = kws.uuid
         del self._conns[old]
         self._conns[new] = kws
-        self._all = None
+        self._all = self._positions = None
         if self._node is not None:
             self._push_relay(AbsenceRelay(node=self._node, uuids=(old,)))
             self._push_relay(PresenceRelay(node=self._node, uuids=(new,)))

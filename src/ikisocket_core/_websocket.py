@@ -322,7 +322,8 @@ class Websocket:
             ValueError: ``TEXT`` data is not valid UTF-8.
         """
         if self.state is _OPEN:
-            self._owner.send_one(self, data, kind)
+            send_one = self._owner.send_one  # (read, then called: see ServerConnection.deliver_own)
+            send_one(self, data, kind)
 
     def emit_event(
         self,

@@ -395,6 +395,36 @@ def test_hub_broadcast_with_exclude_by_uuid_or_handle() -> None:
         assert inbox(b) == ["all", "not a", "unknown excluded"]
 
 
+def test_a_broadcast_skips_its_sender_as_connections_come_go_and_change_uuid() -> None:
+    hub = make_hub()
+    conns = [open_direct(hub) for _ in range(5)]
+
+    def targets_of(kws: Websocket) -> list[str]:
+        kws.broadcast("x")
+        (send,) = hub.drain_actions()
+        assert isinstance(send, Send)
+        return [t.uuid for t in send.targets]
+
+    assert targets_of(conns[0]) == ["c2", "c3", "c4", "c5"]
+    assert targets_of(conns[4]) == ["c1", "c2", "c3", "c4"]
+    assert targets_of(conns[2]) == ["c1", "c2", "c4", "c5"]
+    conns[1].close()  # gone from the middle: every later index moves
+    hub.drain_actions()
+    assert targets_of(conns[2]) == ["c1", "c4", "c5"]
+    assert targets_of(conns[4]) == ["c1", "c3", "c4"]
+    conns[0].uuid = "z"  # a new UUID moves it to the end
+    assert targets_of(conns[3]) == ["c3", "c5", "z"]
+    assert targets_of(conns[0]) == ["c3", "c4", "c5"]
+    late = open_direct(hub)
+    assert targets_of(late) == ["c3", "c4", "c5", "z"]
+    assert targets_of(conns[2]) == ["c4", "c5", "z", late.uuid]
+    assert conns[1].state is ConnectionState.CLOSING  # no longer a target
+    hub.broadcast("y", exclude=conns[1])  # nothing to skip
+    (send,) = hub.drain_actions()
+    assert isinstance(send, Send)
+    assert len(send.targets) == 5
+
+
 def test_broadcast_with_no_connection_queues_nothing() -> None:
     hub = make_hub()
     hub.broadcast("nobody")
