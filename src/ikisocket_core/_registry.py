@@ -59,6 +59,17 @@ class Room:
     def __len__(self) -> int:
         return len(self._hub._room_members(self.name))
 
+    def _targets(self) -> tuple[Websocket, ...]:
+        """The members on this node but the excluded one, in joining order."""
+        members = self._hub._room_members(self.name)
+        exclude = self._exclude
+        if exclude is None or exclude not in members:
+            return tuple(members)
+        # A copy without it: C loops, a third of a filter's cost per member.
+        rest = members.copy()
+        del rest[exclude]
+        return tuple(rest)
+
     def emit(self, data: bytes | str, kind: MessageKind = MessageKind.TEXT) -> None:
         """Send a message to every member (but the excluded one), on every node.
 
@@ -85,8 +96,7 @@ class Room:
                 kind=relay_kind,
                 exclude=None if self._exclude is None else self._exclude.uuid,
             )
-        members = hub._room_members(self.name)
-        targets = tuple(k for k in members if k is not self._exclude)
+        targets = self._targets()
         hub._send(targets, data, kind)
         if relay is not None:
             hub._push_relay(relay)
@@ -109,8 +119,7 @@ class Room:
         """
         hub = self._hub
         relay = hub._event_relay(event, args, None, room=self.name, exclude=self._exclude)
-        members = hub._room_members(self.name)
-        targets = tuple(k for k in members if k is not self._exclude)
+        targets = self._targets()
         hub._emit_event(targets, event, args)
         if relay is not None:
             hub._push_relay(relay)

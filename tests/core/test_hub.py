@@ -964,6 +964,34 @@ def test_rooms_join_leave_emit_and_membership() -> None:
         assert hub.rooms == {"red": ("c2",)}
 
 
+def test_a_room_send_skips_only_its_sender_and_keeps_the_joining_order() -> None:
+    hub = make_hub()
+    a, b, c, d = (open_direct(hub) for _ in range(4))
+    for kws in (c, a, d):
+        kws.join("red")
+    hub.drain_actions()
+
+    def targets(send: object) -> list[str]:
+        assert isinstance(send, Send)
+        return [t.uuid for t in send.targets]
+
+    a.to("red").emit("from a, in the middle")
+    d.to("red").emit("from d, the last")
+    b.to("red").emit("from b, not a member")
+    hub.to("red").emit("from the hub")
+    sends = hub.drain_actions()
+    assert [targets(send) for send in sends] == [
+        ["c3", "c4"],
+        ["c3", "c1"],
+        ["c3", "c1", "c4"],
+        ["c3", "c1", "c4"],
+    ]
+    a.to("red").emit_event("news", 1)  # the same targets for a named event
+    (event,) = hub.drain_actions()
+    assert targets(event) == ["c3", "c4"]
+    assert hub.rooms == {"red": ("c3", "c1", "c4")}  # the room itself is untouched
+
+
 def test_room_fire_runs_listeners_for_members_but_the_excluded() -> None:
     hub = make_hub()
     seen: list[str] = []
