@@ -27,6 +27,14 @@ processes need ``RLIMIT_NOFILE`` above the connection count: this raises it when
 the process may (root with CAP_SYS_RESOURCE); otherwise ``--idle`` is capped to
 fit the hard limit (20,000 on the development machines, whose containers lack
 that capability: 19,000 connections there).
+
+``--processes K`` spreads the idle connections over K server processes, each
+with a client process of its own, so that no process needs more descriptors
+than the limit allows: the CPU, pings and RSS are summed over the servers, and
+the window starts once every part has its connections open (the 50,000 of the
+second step on a machine whose limit is 20,000)::
+
+    python bench/scale.py --fanout 0 --idle 50000 --processes 3
 """
 
 from __future__ import annotations
@@ -233,6 +241,111 @@ async def idle(kind: str, count: int, ping_interval: float | None) -> dict[str, 
     }
 
 
+async def idle_worker(kind: str, count: int, ping_interval: float | None) -> None:
+    """One part of ``--processes`` (``--idle-worker KIND``): a server and ``count`` clients.
+
+    Tells the coordinating process on stdout ``OPEN connections server_pid connect_s
+    connect_cpu rss_before``; then answers each ``PINGS`` line on stdin with ``pings lost``
+    (pings answered so far, connections lost) and ends at ``CLOSE``.
+    """
+    proc, url = start(kind, ping_interval)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(0.3)
+        rss_before = loadgen.rss_kib(proc.pid) or 0
+        cpu_before = loadgen.cpu_seconds(proc.pid) or 0.0
+        began = time.perf_counter()
+        clients = await open_connections(url, count, 0)
+        connect_s = time.perf_counter() - began
+        connect_cpu = (loadgen.cpu_seconds(proc.pid) or 0.0) - cpu_before
+        print(
+            f"OPEN {len(clients)} {proc.pid} {connect_s:.2f} {connect_cpu:.4f} {rss_before}",
+            flush=True,
+        )
+        while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "PINGS":
+            print(f"{Client.pings} {sum(c.lost for c in clients)}", flush=True)
+        await loadgen.close_all(clients)  # type: ignore[arg-type]
+    finally:
+        stop(proc)
+
+
+async def idle_spread(
+    kind: str, count: int, ping_interval: float | None, processes: int
+) -> dict[str, Any]:
+    """``count`` connections over ``processes`` servers (each with its own client process).
+
+    What :func:`idle` measures, summed over the servers, for more connections than
+    one process may hold descriptors for. Every part opens its connections first;
+    the window starts when all are open.
+    """
+    cmd = [sys.executable, __file__, "--idle-worker", kind]
+    if ping_interval is not None:
+        cmd += ["--ping-interval", str(ping_interval)]
+    share, extra = divmod(count, processes)
+    workers = [
+        subprocess.Popen(
+            [*cmd, "--idle", str(share + (1 if n < extra else 0))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+
+    def ask(worker: subprocess.Popen[str], line: str) -> list[str]:
+        assert worker.stdin is not None
+        assert worker.stdout is not None
+        worker.stdin.write(line + "\n")
+        worker.stdin.flush()
+        return worker.stdout.readline().split()
+
+    try:
+        opened = []
+        for worker in workers:
+            assert worker.stdout is not None
+            words = worker.stdout.readline().split()
+            if not words or words[0] != "OPEN":
+                raise RuntimeError(f"{kind}: a part did not open its connections ({words})")
+            opened.append(words[1:])
+        pids = [int(words[1]) for words in opened]
+        await asyncio.sleep((ping_interval or 0) + 2.0)
+        window = 2 * (ping_interval or 5.0)
+        pings_before = sum(int(ask(w, "PINGS")[0]) for w in workers)
+        cpu0 = sum(loadgen.cpu_seconds(pid) or 0.0 for pid in pids)
+        t0 = time.perf_counter()
+        await asyncio.sleep(window)
+        wall = time.perf_counter() - t0
+        cpu = sum(loadgen.cpu_seconds(pid) or 0.0 for pid in pids) - cpu0
+        answers = [ask(w, "PINGS") for w in workers]
+        pings = sum(int(a[0]) for a in answers) - pings_before
+        lost = sum(int(a[1]) for a in answers)
+        rss = sum(loadgen.rss_kib(pid) or 0 for pid in pids)
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("CLOSE\n")
+            worker.stdin.flush()
+        for worker in workers:
+            worker.wait(60)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    connections = sum(int(words[0]) for words in opened)
+    rss_before = sum(int(words[4]) for words in opened)
+    return {
+        "connections": connections,
+        "processes": processes,
+        "lost": lost,
+        "connect_s": round(max(float(words[2]) for words in opened), 1),
+        "connect_us": round(sum(float(words[3]) for words in opened) / max(1, connections) * 1e6),
+        "window_s": round(wall, 1),
+        "cpu_pct": round(cpu / wall * 100, 2),
+        "pings": pings,
+        "cpu_us_per_ping": round(cpu / pings * 1e6, 1) if pings else None,
+        "kib_per_conn": round((rss - rss_before) / connections, 2) if connections else None,
+    }
+
+
 def fd_room(want: int) -> int:
     """Raise this process's (and so the server's) fd limit; the connections that fit."""
     need = want + 1000
@@ -246,23 +359,39 @@ def fd_room(want: int) -> int:
 
 
 async def main(args: argparse.Namespace) -> None:
-    count = fd_room(args.idle)
+    processes = args.processes
+    part = -(-args.idle // processes)  # the most one server (and one client) holds
+    room = fd_room(part)
+    count = args.idle if room >= part else room * processes
     if count < args.idle:
         print(
             f"fd limit: --idle capped at {count} (raising RLIMIT_NOFILE past its hard limit "
-            "needs CAP_SYS_RESOURCE)",
+            "needs CAP_SYS_RESOURCE; --processes spreads the connections over more servers)",
             file=sys.stderr,
         )
     results: dict[str, Any] = {}
     for kind in args.servers.split(","):
-        row: dict[str, Any] = {"fanout": await fanout(kind, args.fanout)}
-        row["idle_pings"] = await idle(kind, count, args.ping_interval)
-        row["idle_no_pings"] = await idle(kind, count, None)
+        row: dict[str, Any] = {}
+        if args.fanout:
+            row["fanout"] = await fanout(kind, args.fanout)
+        if processes == 1:
+            row["idle_pings"] = await idle(kind, count, args.ping_interval)
+            row["idle_no_pings"] = await idle(kind, count, None)
+        else:
+            row["idle_pings"] = await idle_spread(kind, count, args.ping_interval, processes)
+            row["idle_no_pings"] = await idle_spread(kind, count, None, processes)
         results[kind] = row
         print(json.dumps({kind: row}), flush=True)
+    if args.fanout:
+        print_fanout(args.fanout, results)
+    print_idle(args.ping_interval, results)
+
+
+def print_fanout(receivers: int, results: dict[str, Any]) -> None:
+    """The fan-out table of a run."""
     print()
     print(
-        f"| server | fan-out to {args.fanout:,}: burst deliveries/s | lockstep deliveries/s "
+        f"| server | fan-out to {receivers:,}: burst deliveries/s | lockstep deliveries/s "
         "| lockstep p50 / p99 ms | CPU us per delivery (burst / lockstep) |"
     )
     print("|---|---:|---:|---:|---:|")
@@ -272,17 +401,23 @@ async def main(args: argparse.Namespace) -> None:
             f"| ikisocket/{kind} | {b['rate']:,} | {s['rate']:,} | {s['p50_ms']} / "
             f"{s['p99_ms']} | {b['cpu_us_per_delivery']} / {s['cpu_us_per_delivery']} |"
         )
+
+
+def print_idle(ping_interval: float, results: dict[str, Any]) -> None:
+    """The idle table of a run (summed over the servers with ``--processes``)."""
     print()
     print(
-        f"| server | idle connections (pings every {args.ping_interval:g} s) | CPU % of a core "
+        f"| server | idle connections (pings every {ping_interval:g} s) | CPU % of a core "
         "| pings answered | CPU us per ping | CPU % with no pings | KiB per connection "
         "| connect s (CPU us each) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, row in results.items():
         i, q = row["idle_pings"], row["idle_no_pings"]
+        spread = f" over {i['processes']} processes" if "processes" in i else ""
         print(
-            f"| ikisocket/{kind} | {i['connections']:,} (lost {i['lost']}) | {i['cpu_pct']} | "
+            f"| ikisocket/{kind} | {i['connections']:,}{spread} (lost {i['lost']}) | "
+            f"{i['cpu_pct']} | "
             f"{i['pings']:,} | {i['cpu_us_per_ping']} | {q['cpu_pct']} ({q['connections']:,}) "
             f"| {i['kib_per_conn']} | {i['connect_s']} ({i['connect_us']}) |"
         )
@@ -294,10 +429,25 @@ if __name__ == "__main__":
     parser.add_argument("--fanout", type=int, default=10_000)
     parser.add_argument("--idle", type=int, default=50_000)
     parser.add_argument("--ping-interval", type=float, default=10.0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="idle: spread the connections over this many servers, each with a client process",
+    )
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--idle-worker", choices=SERVERS, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    pinging = "--ping-interval" in sys.argv
     if parsed.serve:
-        serve(parsed.serve, parsed.ping_interval if "--ping-interval" in sys.argv else None)
+        serve(parsed.serve, parsed.ping_interval if pinging else None)
+    elif parsed.idle_worker:
+        import uvloop
+
+        fd_room(parsed.idle)
+        uvloop.run(
+            idle_worker(parsed.idle_worker, parsed.idle, parsed.ping_interval if pinging else None)
+        )
     else:
         import uvloop
 
