@@ -593,20 +593,13 @@ class Hub(_IdleTimers):
             self._check_relay_size(payload)
             skipped = exclude if exclude is None or isinstance(exclude, str) else exclude.uuid
             relay = BroadcastRelay(node=self._node, data=payload, kind=relay_kind, exclude=skipped)
-        targets = self._all
-        if targets is None:
-            targets = self._all = tuple(self._conns.values())
-        if exclude is not None:
+        if exclude is None:
+            targets = self._all
+            if targets is None:
+                targets = self._all = tuple(self._conns.values())
+        else:
             skip = self._conns.get(exclude) if isinstance(exclude, str) else exclude
-            if skip is not None:
-                # Found by a lookup (a scan compared every connection with it, about 120
-                # instructions each: a chat's every broadcast skips its sender).
-                positions = self._positions
-                if positions is None:
-                    positions = self._positions = {kws: at for at, kws in enumerate(targets)}
-                at = positions.get(skip)
-                if at is not None:  # else closed, or another hub's: nothing to skip
-                    targets = targets[:at] + targets[at + 1 :]
+            targets = self._all_but(skip)
         self._send(targets, data, kind)
         if relay is not None:
             self._push_relay(relay)

@@ -398,31 +398,40 @@ def test_hub_broadcast_with_exclude_by_uuid_or_handle() -> None:
 def test_a_broadcast_skips_its_sender_as_connections_come_go_and_change_uuid() -> None:
     hub = make_hub()
     conns = [open_direct(hub) for _ in range(5)]
+    foreign = open_direct(make_hub())  # another hub's (its UUID is "c1" too)
 
-    def targets_of(kws: Websocket) -> list[str]:
-        kws.broadcast("x")
+    def targets_of(sender: Websocket | None = None, exclude: Websocket | None = None) -> list[str]:
+        if sender is not None:
+            sender.broadcast("x")
+        else:
+            hub.broadcast("x", exclude=exclude)
         (send,) = hub.drain_actions()
         assert isinstance(send, Send)
         return [t.uuid for t in send.targets]
 
-    assert targets_of(conns[0]) == ["c2", "c3", "c4", "c5"]
-    assert targets_of(conns[4]) == ["c1", "c2", "c3", "c4"]
-    assert targets_of(conns[2]) == ["c1", "c2", "c4", "c5"]
-    conns[1].close()  # gone from the middle: every later index moves
+    def every_sender_twice() -> None:
+        # Past the first few broadcasts of the same registry the sender is found by an
+        # index rather than a scan: both must give the same targets, in order.
+        live = [kws for kws in conns if kws.state is ConnectionState.OPEN]
+        order = list(hub.connections)
+        for _ in range(2):
+            for kws in live:
+                assert targets_of(kws) == [u for u in order if u != kws.uuid]
+            assert targets_of(exclude=foreign) == order
+            assert targets_of(exclude=conns[1]) == [u for u in order if u != conns[1].uuid]
+
+    every_sender_twice()
+    assert hub.connections == ("c1", "c2", "c3", "c4", "c5")
+    conns[1].close()  # gone from the middle: every later position moves
     hub.drain_actions()
-    assert targets_of(conns[2]) == ["c1", "c4", "c5"]
-    assert targets_of(conns[4]) == ["c1", "c3", "c4"]
-    conns[0].uuid = "z"  # a new UUID moves it to the end
-    assert targets_of(conns[3]) == ["c3", "c5", "z"]
-    assert targets_of(conns[0]) == ["c3", "c4", "c5"]
-    late = open_direct(hub)
-    assert targets_of(late) == ["c3", "c4", "c5", "z"]
-    assert targets_of(conns[2]) == ["c4", "c5", "z", late.uuid]
     assert conns[1].state is ConnectionState.CLOSING  # no longer a target
-    hub.broadcast("y", exclude=conns[1])  # nothing to skip
-    (send,) = hub.drain_actions()
-    assert isinstance(send, Send)
-    assert len(send.targets) == 5
+    every_sender_twice()
+    conns[0].uuid = "z"  # a new UUID moves it to the end
+    every_sender_twice()
+    assert hub.connections == ("c3", "c4", "c5", "z")
+    conns.append(open_direct(hub))
+    every_sender_twice()
+    assert hub.connections == ("c3", "c4", "c5", "z", "c6")
 
 
 def test_broadcast_with_no_connection_queues_nothing() -> None:
