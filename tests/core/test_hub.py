@@ -421,17 +421,17 @@ def test_a_broadcast_skips_its_sender_as_connections_come_go_and_change_uuid() -
             assert targets_of(exclude=conns[1]) == [u for u in order if u != conns[1].uuid]
 
     every_sender_twice()
-    assert hub.connections == ("c1", "c2", "c3", "c4", "c5")
+    assert list(hub.connections) == ["c1", "c2", "c3", "c4", "c5"]
     conns[1].close()  # gone from the middle: every later position moves
     hub.drain_actions()
     assert conns[1].state is ConnectionState.CLOSING  # no longer a target
     every_sender_twice()
     conns[0].uuid = "z"  # a new UUID moves it to the end
     every_sender_twice()
-    assert hub.connections == ("c3", "c4", "c5", "z")
+    assert list(hub.connections) == ["c3", "c4", "c5", "z"]
     conns.append(open_direct(hub))
     every_sender_twice()
-    assert hub.connections == ("c3", "c4", "c5", "z", "c6")
+    assert list(hub.connections) == ["c3", "c4", "c5", "z", "c6"]
 
 
 def test_broadcast_with_no_connection_queues_nothing() -> None:
