@@ -523,12 +523,11 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 # next LONE_REPLIES such inputs are drained at once.
                 out = conn.receive_message(data, kind, owner._parked)  # (take: positional)
                 if out is None:
-                    lone = holds.lone
-                    if lone:
-                        holds.lone = lone - 1
-                        driver.drain()
-                    elif not (owner._parked and holds.hold(engine, conn)):
-                        driver.drain()
+                    if holds.lone:
+                        holds.lone -= 1
+                    elif owner._parked and holds.hold(engine, conn):
+                        continue  # (drained at the end of the turn)
+                    driver.drain()
                     continue
                 # flush((conn,)) for what was just taken, inlined (once per echo): written
                 # here up to a send that has to wait, which the sender finishes; so the

@@ -593,14 +593,9 @@ class Hub(_IdleTimers):
             self._check_relay_size(payload)
             skipped = exclude if exclude is None or isinstance(exclude, str) else exclude.uuid
             relay = BroadcastRelay(node=self._node, data=payload, kind=relay_kind, exclude=skipped)
-        if exclude is None:
-            targets = self._all
-            if targets is None:
-                targets = self._all = tuple(self._conns.values())
-        else:
-            skip = self._conns.get(exclude) if isinstance(exclude, str) else exclude
-            targets = self._all_but(skip)
-        self._send(targets, data, kind)
+        if isinstance(exclude, str):
+            exclude = self._conns.get(exclude)
+        self._send(self._all_but(exclude), data, kind)
         if relay is not None:
             self._push_relay(relay)
 

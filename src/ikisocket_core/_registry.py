@@ -332,34 +332,36 @@ class _Registry:
         if skip is None:
             return everyone
         positions = self._positions
+        if positions is None and self._scans >= _SCANS_BEFORE_INDEX:
+            positions = self._positions = dict(zip(everyone, range(len(everyone)), strict=True))
         if positions is not None:
             at = positions.get(skip)
-        elif self._scans < _SCANS_BEFORE_INDEX:
+        else:
             self._scans += 1
             try:
                 at = everyone.index(skip)
             except ValueError:
                 at = None
-        else:
-            positions = self._positions = dict(zip(everyone, range(len(everyone)), strict=True))
-            at = positions.get(skip)
         if at is None:  # closed, or another hub's: nothing to skip
             return everyone
         return everyone[:at] + everyone[at + 1 :]
 
+    def _reorder(self) -> None:
+        """The set or order of connections changed: drop ``_all`` and what was learnt of it."""
+        self._all = self._positions = None
+        self._scans = 0
+
     def _register(self, kws: Websocket) -> None:
         uuid = kws.uuid
         self._conns[uuid] = kws
-        self._all = self._positions = None
-        self._scans = 0
+        self._reorder()
         if self._node is not None:
             self._push_relay(PresenceRelay(node=self._node, uuids=(uuid,)))
 
     def _unregister(self, kws: Websocket) -> None:
         uuid = kws.uuid
         del self._conns[uuid]
-        self._all = self._positions = None
-        self._scans = 0
+        self._reorder()
         if self._node is not None:
             self._push_relay(AbsenceRelay(node=self._node, uuids=(uuid,)))
         for room in kws.rooms:
@@ -375,8 +377,7 @@ class _Registry:
         old = kws.uuid
         del self._conns[old]
         self._conns[new] = kws
-        self._all = self._positions = None
-        self._scans = 0
+        self._reorder()
         if self._node is not None:
             self._push_relay(AbsenceRelay(node=self._node, uuids=(old,)))
             self._push_relay(PresenceRelay(node=self._node, uuids=(new,)))
