@@ -75,6 +75,8 @@ class Load:
     clients: int = 1
     #: Seconds the client waits before each message (each round): the server is then idle.
     gap: float = 0.0
+    #: echo and broadcast: characters per (ASCII text) message.
+    size: int = 32
 
     def per(self, mode: str) -> int:
         """Operations counted per round of ``mode``: deliveries, round trips, or one."""
@@ -122,23 +124,25 @@ async def drive(port: int, pid: int, mode: str, n: int, load: Load, *, dump: str
 
     elif mode == "echo":
         clients = [await client() for _ in range(load.clients)]
+        text = "a" * load.size
 
         async def rounds(k: int) -> None:
             for _ in range(k):
                 await asyncio.sleep(load.gap)  # (0: the client only yields to its own loop)
                 for ws in clients:
-                    await ws.send("a" * 32)
+                    await ws.send(text)
                 await asyncio.gather(*(ws.recv() for ws in clients))
 
     else:
         peers = [await client() for _ in range(load.receivers)]
         sender = await client()
+        text = "b" * load.size
         clients = [*peers, sender]
 
         async def rounds(k: int) -> None:
             for _ in range(k):
                 await asyncio.sleep(load.gap)  # (0: the client only yields to its own loop)
-                await sender.send("b" * 32)
+                await sender.send(text)
                 await asyncio.gather(*(p.recv() for p in peers))
 
     await asyncio.sleep(0.5)
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds the client waits before each message (the server is then always idle)",
     )
+    p.add_argument("--size", type=int, default=32, help="echo, broadcast: bytes per message")
     p.add_argument("--src", type=Path, default=BENCH.parent / "src", help="ikisocket's src/")
     args = p.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "ackecho": "acked event",
     }[args.mode]
     src = args.src.resolve()
-    load = Load(receivers=args.receivers, clients=args.clients, gap=args.gap)
+    load = Load(receivers=args.receivers, clients=args.clients, gap=args.gap, size=args.size)
     results = [(s, measure(s, src, args.mode, n, load, loop=args.loop)) for s in args.scripts]
     first = results[0][1]
     for script, per in results:

@@ -274,6 +274,31 @@ def read_line(stream: IO[str], timeout: float) -> str | None:
     return stream.readline()
 
 
+#: Where the processes run (unless ``--no-pin``, where there are two cores or more): every
+#: server on the last core, the load generator on the first. Unpinned, the scheduler may put
+#: both on one core for a while, or move a server between cores mid-repetition, and that
+#: server's CPU per message grows with the cache it loses (any server, either way). Empty:
+#: not pinned.
+PIN: dict[str, int] = {}
+
+
+def pin(pid: int, role: str) -> None:
+    """Keep process ``pid`` on its core (``role``: ``"server"`` or ``"load"``), if pinning."""
+    if PIN:
+        with contextlib.suppress(OSError):  # gone already, or not allowed: left unpinned
+            os.sched_setaffinity(pid, {PIN[role]})
+
+
+def pinning(wanted: bool) -> dict[str, int]:
+    """The cores to pin to: the first and the last usable ones, if ``wanted`` and possible."""
+    if not wanted or not hasattr(os, "sched_getaffinity"):
+        return {}
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return {}
+    return {"load": cores[0], "server": cores[-1]}
+
+
 def launch(
     spec: ServerSpec, mode: str, logs: Path, tag: str = ""
 ) -> tuple[subprocess.Popen[str], Path]:
@@ -289,6 +314,7 @@ def launch(
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(spec.src), env.get("PYTHONPATH"))))
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    pin(proc.pid, "server")  # (before it imports: its threads, if any, inherit the core)
     return proc, log
 
 
@@ -381,6 +407,7 @@ class LoadGen:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
             )
+            pin(self.proc.pid, "load")
             assert self.proc.stdout is not None
             self.lines = Lines(self.proc.stdout.fileno())
         return self.proc
@@ -960,10 +987,17 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "pinned": dict(PIN),
         "loadavg": os.getloadavg(),
         "versions": versions,
         "command": " ".join(["python", "bench/run.py", *argv]),
     }
+
+
+def _pinned(pinned: dict[str, int] | None) -> str:
+    if not pinned:
+        return "not pinned"
+    return f"servers on core {pinned['server']}, load generator on core {pinned['load']}"
 
 
 def describe(env: dict[str, Any]) -> str:
@@ -971,7 +1005,8 @@ def describe(env: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.1f}" for x in env["loadavg"])
     text = (
         f"{env['date']}; Python {env['python']} on {env['platform']}; "
-        f"{env['cores']} x {env['cpu']}; load average at start {load}\n{versions}\n"
+        f"{env['cores']} x {env['cpu']}; {_pinned(env.get('pinned'))}; "
+        f"load average at start {load}\n{versions}\n"
         f"command: {env['command']}"
     )
     if env.get("baseline"):
@@ -1154,6 +1189,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter cells (under a minute)")
     p.add_argument("--reps", type=int, default=3, help="repetitions per cell (median shown)")
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place the servers and the load generator (default: each on a "
+        "core of its own: servers on the last, the load generator on the first)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds per echo repetition")
     p.add_argument(
         "--servers",
@@ -1249,6 +1291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render:
         print(render(Path(args.render)))
         return 0
+    PIN.update(pinning(args.pin))
     if args.profile:
         return profile_command(args, logs)
     chosen = choose(args)
