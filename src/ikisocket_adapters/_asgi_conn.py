@@ -183,8 +183,11 @@ class _Conn:
         self._readable: anyio.Event | None = None
         #: Set when the handler runner finished; made when it starts.
         self._idle: anyio.Event | None = None
-        #: Cancelled to abandon what was taken (a write stuck on a client that stopped reading).
-        self._send_scope = anyio.CancelScope()
+        #: The sender's scope, cancelled to abandon what was taken (a write stuck on a client
+        #: that stopped reading). Made as a sender starts (or a close sets its deadline first)
+        #: and dropped as it ends: a connection whose sender never ran has none to cancel
+        #: (anyio's cancel formats the calling task's repr, dear to pay at every close).
+        self._send_scope: anyio.CancelScope | None = None
         self._reader_scope = anyio.CancelScope()
         #: Where other tasks run ``send`` (asyncio servers whose send is a coroutine), if they may.
         self._direct: contextvars.Context | None = None
@@ -252,12 +255,17 @@ class _Conn:
         self._parked = False
         if self.conn.close_code is None:
             self._wake_sender()
-            self._send_scope.cancel()  # the peer ended it: nothing more to write
+            if self._send_scope is not None:
+                self._send_scope.cancel()  # the peer ended it: nothing more to write
         else:
             self._need_sender()  # it writes what is left, then the close
             # What was taken, then the close, within close_timeout; past it the backlog goes.
+            # (A sender about to start at the accept enters the scope with its deadline set.)
+            scope = self._send_scope
+            if scope is None:
+                scope = self._send_scope = anyio.CancelScope()
             deadline = anyio.current_time() + self.driver.config.close_timeout
-            self._send_scope.deadline = min(self._send_scope.deadline, deadline)
+            scope.deadline = min(scope.deadline, deadline)
 
     def add_handler(self, awaitable: Awaitable[None]) -> None:
         if self._handlers is None:
@@ -296,7 +304,8 @@ class _Conn:
                     # From here on the task group takes no new tasks (trio closes it).
                     self.done = True
                     self._parked = False
-                    self._send_scope.cancel()
+                    if self._send_scope is not None:
+                        self._send_scope.cancel()
                     if not self._sender_on:
                         self._abandon()  # (a sender running does it as it ends)
                     driver.release(self)
@@ -348,6 +357,8 @@ class _Conn:
                 flush((conn,))
         else:
             self._sender_on = True
+            if self._send_scope is None:  # (else a close during the accept made it)
+                self._send_scope = anyio.CancelScope()
             self.tg.start_soon(self._sender)
         driver.drain()
         return True
@@ -356,8 +367,10 @@ class _Conn:
         conn = self.conn
         send = self.send
         idle = False  # it ends because nothing is in flight (where others may write)
+        scope = self._send_scope
+        assert scope is not None  # (made before it was started)
         try:
-            with self._send_scope:
+            with scope:
                 try:
                     while True:
                         pending = self._pending
@@ -402,6 +415,7 @@ class _Conn:
                 await self._send_close(code, conn.close_reason)
         finally:
             self._sender_on = False
+            self._send_scope = None
 
     async def _park(self) -> None:
         """Wait for output or the close: where no other task writes (no ``_direct``)."""
@@ -539,6 +553,8 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
                 else:
                     if yielded is not _WRITTEN:
                         owner._hand_over(yielded)
+                if engine.deadlines_armed != driver.seen:  # (drain() looks at it itself)
+                    driver.rearm()  # e.g. a reply that asked for an ack, with a timeout
             elif message["type"] == "websocket.disconnect":
                 conn.receive_close(message.get("code", 1005), message.get("reason") or "")
                 driver.drain()

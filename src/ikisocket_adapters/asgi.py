@@ -291,7 +291,10 @@ class _Driver:
         self.conns: dict[_Conn, None] = {}
         self._gone: anyio.Event | None = None
         self._wake: anyio.Event | None = None
+        #: The deadline the service sleeps until (None: none, or it is awake and looks again).
         self._sleep_until: float | None = None
+        #: ``Server.deadlines_armed`` when the service last looked at ``next_deadline``.
+        self.seen = -1
         self._service_scope: anyio.CancelScope | None = None
         self._service_tg: TaskGroup | None = None
         self._host: object = None  # the _Conn or pinned task group running the service
@@ -340,9 +343,31 @@ class _Driver:
             self.install().tick(anyio.current_time())
 
     def accepted(self) -> None:
-        """A connection opened: a service sleeping without a deadline may now have one."""
-        if self._wake is not None and self._sleep_until is None:
-            self._wake.set()
+        """A connection opened: it may have armed a deadline (a Socket.IO session's ping)."""
+        self.rearm()
+
+    def rearm(self) -> None:
+        """Wake the sleeping service if a deadline was armed that comes before its own.
+
+        Called after every input: one may arm a deadline earlier than the one the
+        service sleeps until (a pong schedules the next ping; an ack's timeout; a
+        new Socket.IO session). Only an armed deadline can be earlier, so the engine
+        is asked only when ``deadlines_armed`` moved; a plain WebSocket arms none,
+        and its accept does not wake the service for nothing.
+        """
+        server = self.server
+        if server is None:
+            return
+        armed = server.deadlines_armed
+        if armed == self.seen:
+            return
+        self.seen = armed
+        wake = self._wake
+        if wake is None:
+            return  # (no service sleeping: it looks before it sleeps)
+        when = server.next_deadline()
+        if when is not None and (self._sleep_until is None or when < self._sleep_until):
+            wake.set()
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 and wait (bounded) for them to finish."""
@@ -366,6 +391,7 @@ class _Driver:
                 action.connection.transport.close_transport()
             else:
                 self._run(action)  # type: ignore[arg-type]
+        self.rearm()
 
     def _run(self, action: RunHandler) -> None:
         conn = action.connection
@@ -468,10 +494,14 @@ class _Driver:
                 while True:
                     # Made before draining: a wakeup during the drain is not lost.
                     wake = self._wake = anyio.Event()
+                    # Awake: a deadline armed from here on (by the drain) wakes it again.
+                    self._sleep_until = None
                     now = anyio.current_time()
+                    self.seen = server.deadlines_armed
                     deadline = server.next_deadline()
                     if deadline is not None and deadline <= now:
                         server.tick(now)
+                        self.seen = server.deadlines_armed
                         deadline = server.next_deadline()
                     self.drain()
                     self._sleep_until = deadline

@@ -26,6 +26,7 @@ from ikisocket_core import (
     EVENT_DISCONNECT,
     EVENT_ERROR,
     EVENT_MESSAGE,
+    AckTimeout,
     ConnectionClosed,
     EventPayload,
     HandlerTimeout,
@@ -959,6 +960,63 @@ async def test_the_service_sleeps_until_the_next_deadline_instead_of_polling() -
     # the service slept until (the first was moved by the message; one more for float
     # rounding at most): never a tick per period (every 75 ms would be about eight).
     assert 3 <= len(ticks) <= 5
+
+
+async def test_a_socketio_session_gets_its_pings_from_a_service_that_slept_without_deadline() -> (
+    None
+):
+    # A plain WebSocket adds no deadline, so its accept leaves a sleeping service asleep;
+    # a Socket.IO session's accept arms its ping, and that one must wake the service.
+    hub = chat_hub()
+    hub.socketio(ping_interval=0.2, ping_timeout=5.0)
+    async with serving(asgi_app(hub)) as h:
+        plain = await h.open("/ws/alice")
+        assert await plain.get_text() == "Hello user: alice"
+        server = app_server(hub)
+        assert server.next_deadline() is None
+        started = time.monotonic()
+        sio = await h.open("/socket.io/", query=b"EIO=4&transport=websocket")
+        opened = await sio.get_text()
+        assert opened.startswith("0{")
+        assert '"pingInterval":200' in opened
+        # The second: the pong arms the next ping, due before the pong deadline (5 s) the
+        # service slept until meanwhile.
+        for _ in range(2):
+            assert await sio.get_text() == "2"
+            await sio.text("3")
+        assert time.monotonic() - started >= 0.35
+        for peer in (sio, plain):
+            await peer.disconnect()
+            await peer.wait_finished()
+
+
+async def test_an_ack_asked_in_a_reply_times_out_on_time_though_the_service_slept() -> None:
+    # The reply is the input's only output (written by the reader at once, no drain), and
+    # it arms the ack's timeout: earlier than anything the service sleeps until (the next
+    # ping, 30 s away), so it must be woken for it.
+    hub = Hub()
+    hub.socketio(ping_interval=30.0, ping_timeout=20.0)
+    outcomes: list[Any] = []
+
+    @hub.on("ask")
+    def ask(ep: EventPayload) -> None:
+        ep.kws.emit_event("question", ack=outcomes.append, timeout=0.2)
+
+    async with serving(asgi_app(hub)) as h:
+        sio = await h.open("/socket.io/", query=b"EIO=4&transport=websocket")
+        assert (await sio.get_text()).startswith("0{")
+        await sio.text("40")
+        assert (await sio.get_text()).startswith("40{")
+        started = time.monotonic()
+        await sio.text('42["ask"]')
+        assert await sio.get_text() == '420["question"]'
+        with anyio.fail_after(3):
+            while not outcomes:
+                await anyio.sleep(0.02)
+        assert isinstance(outcomes[0], AckTimeout)
+        assert time.monotonic() - started >= 0.2
+        await sio.disconnect()
+        await sio.wait_finished()
 
 
 def app_server(hub: Hub) -> Server:
