@@ -131,6 +131,33 @@ class _Resume:
                 return
 
 
+class _Gone:
+    """What an ended connection's ``transport`` becomes (see :meth:`_Conn._lifetime`).
+
+    The engine's connection and its hub handle refer to each other, and a
+    listener may keep the handle after the end: were the ended :class:`_Conn`
+    still its transport, the handle would keep it alive, and with it the ASGI
+    server's own objects for the connection (its protocol, transport and
+    parser, through ``send``), and their only way out would be a cyclic
+    garbage collection. This stands in for it: nothing is written for a
+    connection that ended, and what would be is dropped.
+    """
+
+    __slots__ = ()
+
+    _parked = False
+    done = True
+
+    def _wake_sender(self) -> None:
+        """There is no sender any more (:func:`flush`)."""
+
+    def close_transport(self) -> None:
+        """The connection is closed already (``CloseTransport``)."""
+
+
+_GONE = _Gone()
+
+
 class _Conn:
     """One accepted ASGI WebSocket: its reader, its sender and its handler runner.
 
@@ -321,6 +348,7 @@ class _Conn:
                     discard(awaitable)
                 self._handlers.clear()
             driver.detach(self)
+            conn.transport = _GONE
 
     async def _accept(self) -> bool:
         """Send the accept and start the sender; whether the connection was accepted."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import gc
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -1017,6 +1019,29 @@ async def test_an_ack_asked_in_a_reply_times_out_on_time_though_the_service_slep
         assert time.monotonic() - started >= 0.2
         await sio.disconnect()
         await sio.wait_finished()
+
+
+async def test_an_ended_connection_frees_the_servers_objects_without_the_cycle_collector() -> None:
+    # What the ASGI server made for a connection (here the peer, whose send the app
+    # holds) goes when the connection ends, by reference counting: a reference cycle
+    # through the app's connection would keep it (transport, protocol, parser on a real
+    # server) until a cyclic collection, which a busy server runs over every object.
+    hub = chat_hub()
+    gc.collect()
+    gc.disable()
+    try:
+        async with serving(asgi_app(hub)) as h:
+            alice = await h.open("/ws/alice")
+            assert await alice.get_text() == "Hello user: alice"
+            await alice.disconnect()
+            await alice.wait_finished()
+            for _ in range(3):  # (the task that ran the call is let go of)
+                await anyio.lowlevel.checkpoint()
+            gone = weakref.ref(alice)
+            del alice
+            assert gone() is None
+    finally:
+        gc.enable()
 
 
 def app_server(hub: Hub) -> Server:
