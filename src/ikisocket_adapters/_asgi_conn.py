@@ -11,8 +11,7 @@ import inspect
 import sys
 import types
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Generator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -132,7 +131,7 @@ class _Resume:
 
 
 class _Gone:
-    """What an ended connection's ``transport`` becomes (see :meth:`_Conn._lifetime`).
+    """What an ended connection's ``transport`` becomes (see :meth:`_Conn._end`).
 
     The engine's connection and its hub handle refer to each other, and a
     listener may keep the handle after the end: were the ended :class:`_Conn`
@@ -303,52 +302,40 @@ class _Conn:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[bool]:
-        """The connection's tasks around its reading; yields whether the accept went through.
+    def _leave(self) -> None:
+        """The reading and the terminal listeners are over: no more tasks for this connection.
 
-        The reading runs in the reader's cancel scope (cancelled once the
-        close is sent, see :meth:`_send_close`). On leaving, the terminal
-        listeners still running are waited for, then the sender and the engine
-        are told the connection is over (cancelled from outside too: a server
-        shutting down).
+        The sender is cancelled (a running one abandons what it holds as it
+        ends), and the service moves off this connection's task group.
+        """
+        # From here on the task group takes no new tasks (trio closes it).
+        self.done = True
+        self._parked = False
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+        if not self._sender_on:
+            self._abandon()  # (a sender running does it as it ends)
+        self.driver.release(self)
+
+    def _end(self) -> None:
+        """The ASGI call ends: the engine hears of it if it has not (a server shutting down).
+
+        The connection's transport becomes :data:`_GONE` (see :class:`_Gone`).
         """
         conn = self.conn
         driver = self.driver
-        try:
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
-                driver.attach(self)
-                try:
-                    accepted = await self._accept()
-                    with self._reader_scope:
-                        yield accepted
-                    # Terminal listeners may still be running; the connection ends after them.
-                    while self.running_handlers:
-                        assert self._idle is not None  # (made as the runner started)
-                        await self._idle.wait()
-                finally:
-                    # From here on the task group takes no new tasks (trio closes it).
-                    self.done = True
-                    self._parked = False
-                    if self._send_scope is not None:
-                        self._send_scope.cancel()
-                    if not self._sender_on:
-                        self._abandon()  # (a sender running does it as it ends)
-                    driver.release(self)
-        finally:
-            self.done = True
-            self._parked = False
-            if conn.state is not _CLOSED:
-                # Cancelled from outside (server shutdown): still end it in the engine.
-                driver.install().connection_lost(conn)
-                driver.drain()
-            if self._handlers is not None:
-                for awaitable in self._handlers:
-                    discard(awaitable)
-                self._handlers.clear()
-            driver.detach(self)
-            conn.transport = _GONE
+        self.done = True
+        self._parked = False
+        if conn.state is not _CLOSED:
+            # Cancelled from outside (server shutdown): still end it in the engine.
+            driver.install().connection_lost(conn)
+            driver.drain()
+        if self._handlers is not None:
+            for awaitable in self._handlers:
+                discard(awaitable)
+            self._handlers.clear()
+        driver.detach(self)
+        conn.transport = _GONE
 
     async def _accept(self) -> bool:
         """Send the accept and start the sender; whether the connection was accepted."""
@@ -502,9 +489,12 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
     A WebSocket's reading loop is this coroutine's own body, not a helper's:
     every message resumes the ASGI call through each coroutine frame between
     it and ``receive()`` (about 900 instructions per frame and message), so
-    the call itself reads. What surrounds the loop (the task group, the
-    accept, the ending) is :meth:`_Conn._lifetime`, a context manager, whose
-    frame is not resumed per message.
+    the call itself reads. What surrounds the loop is this frame's too: the
+    connection's task group (its sender and listener runner), the reader's
+    cancel scope, the wait for terminal listeners, then :meth:`_Conn._leave`
+    and :meth:`_Conn._end`. (An ``asynccontextmanager`` around the loop cost
+    an async generator, its manager and the loop's weak reference to it per
+    connection, each one more object for every garbage collection to visit.)
 
     Args:
         app: The application.
@@ -522,71 +512,92 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
     owner = await app._open(scope, path, receive, send)
     if owner is None:
         return
-    async with owner._lifetime() as accepted:
-        if not accepted:
-            return
-        conn = owner.conn
-        driver = owner.driver
-        stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
-        clock = running_clock()  # (this task's loop: anyio.current_time looks it up per call)
-        engine = driver.install()  # (made before any connection)
-        holds = driver.holds
-        # Set at the accept, used only while parked (see flush): where others may write.
-        run_in, write = owner._run_in, owner._write
-        while True:
-            # can_read is true when both are 0, as after nearly every message:
-            # look at them before calling the property.
-            while (conn.blocked or conn.buffered) and not conn.can_read:
-                # Async listeners run, or a big message waits: read once it is taken.
-                owner._readable = readable = anyio.Event()
-                try:
-                    await readable.wait()
-                finally:
-                    owner._readable = None
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                if stamping:  # driver.stamp(), inlined: the time before an input, for idle_timeout
-                    engine.tick(clock())
-                text = message.get("text")
-                if text is None and (binary := message.get("bytes")) is not None:
-                    data, kind = binary, _BINARY
-                else:  # text, or neither (not ASGI): an empty text message
-                    # Kept beside its bytes: a reply of the same bytes is not decoded again.
-                    driver.text = text = text or ""
-                    data = driver.text_of = text.encode()  # (UTF-8; the fast path of no name)
-                    kind = _TEXT
-                # Parked (asyncio servers): nobody writes for this connection now. When
-                # the input's only output is this connection's own (an echo, a reply), it
-                # is taken and written at once: each ASGI send is a write of its own, so
-                # holding it would save none. Anything else (a broadcast, a message to
-                # another connection) waits in the engine for the end of the loop's turn,
-                # when one drain writes the turn's output together (the asyncio adapter's
-                # held replies), unless the last turn held only one input's: then the
-                # next LONE_REPLIES such inputs are drained at once.
-                out = conn.receive_message(data, kind, owner._parked)  # (take: positional)
-                if out is None:
-                    if holds.lone:
-                        holds.lone -= 1
-                    elif owner._parked and holds.hold(engine, conn):
-                        continue  # (drained at the end of the turn)
-                    driver.drain()
-                    continue
-                # flush((conn,)) for what was just taken, inlined (once per echo): written
-                # here up to a send that has to wait, which the sender finishes; so the
-                # reader never waits on its client reading (max_queue still decides).
-                try:
-                    yielded = run_in(write, out)
-                except Exception as exc:
-                    owner._hand_over(failure=exc)
-                else:
-                    if yielded is not _WRITTEN:
-                        owner._hand_over(yielded)
-                if engine.deadlines_armed != driver.seen:  # (drain() looks at it itself)
-                    driver.rearm()  # e.g. a reply that asked for an ack, with a timeout
-            elif message["type"] == "websocket.disconnect":
-                conn.receive_close(message.get("code", 1005), message.get("reason") or "")
-                driver.drain()
-                return
+    conn = owner.conn
+    driver = owner.driver
+    stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
+    clock = running_clock()  # (this task's loop: anyio.current_time looks it up per call)
+    engine = driver.install()  # (made before any connection)
+    holds = driver.holds
+    try:
+        async with anyio.create_task_group() as tg:
+            owner.tg = tg
+            driver.attach(owner)
+            try:
+                accepted = await owner._accept()
+                # Set at the accept, used only while parked (see flush): where others write.
+                run_in, write = owner._run_in, owner._write
+                # Read in the reader's cancel scope (cancelled once the close is sent).
+                with owner._reader_scope:
+                    while accepted:
+                        # can_read is true when both are 0, as after nearly every
+                        # message: look at them before calling the property.
+                        while (conn.blocked or conn.buffered) and not conn.can_read:
+                            # Async listeners run, or a big message waits: read once
+                            # it is taken.
+                            owner._readable = readable = anyio.Event()
+                            try:
+                                await readable.wait()
+                            finally:
+                                owner._readable = None
+                        message = await receive()
+                        if message["type"] == "websocket.receive":
+                            if stamping:  # driver.stamp(), inlined: for idle_timeout
+                                engine.tick(clock())
+                            text = message.get("text")
+                            if text is None and (binary := message.get("bytes")) is not None:
+                                data, kind = binary, _BINARY
+                            else:  # text, or neither (not ASGI): an empty text message
+                                # Kept beside its bytes: a reply of the same bytes is
+                                # not decoded again. (UTF-8: the fast path of no name.)
+                                driver.text = text = text or ""
+                                data = driver.text_of = text.encode()
+                                kind = _TEXT
+                            # Parked (asyncio servers): nobody writes for this connection
+                            # now. When the input's only output is this connection's own
+                            # (an echo, a reply), it is taken and written at once: each
+                            # ASGI send is a write of its own, so holding it would save
+                            # none. Anything else (a broadcast, a message to another
+                            # connection) waits in the engine for the end of the loop's
+                            # turn, when one drain writes the turn's output together (the
+                            # asyncio adapter's held replies), unless the last turn held
+                            # only one input's: then the next LONE_REPLIES such inputs
+                            # are drained at once. (take: positional.)
+                            out = conn.receive_message(data, kind, owner._parked)
+                            if out is None:
+                                if holds.lone:
+                                    holds.lone -= 1
+                                elif owner._parked and holds.hold(engine, conn):
+                                    continue  # (drained at the end of the turn)
+                                driver.drain()
+                                continue
+                            # flush((conn,)) for what was just taken, inlined (once per
+                            # echo): written here up to a send that has to wait, which
+                            # the sender finishes; so the reader never waits on its
+                            # client reading (max_queue still decides).
+                            try:
+                                yielded = run_in(write, out)
+                            except Exception as exc:
+                                owner._hand_over(failure=exc)
+                            else:
+                                if yielded is not _WRITTEN:
+                                    owner._hand_over(yielded)
+                            # A reply may have asked for an ack, with a timeout (drain()
+                            # looks at this itself).
+                            if engine.deadlines_armed != driver.seen:
+                                driver.rearm()
+                        elif message["type"] == "websocket.disconnect":
+                            reason = message.get("reason") or ""
+                            conn.receive_close(message.get("code", 1005), reason)
+                            driver.drain()
+                            break
+                # Terminal listeners may still be running; the connection ends after them.
+                while owner.running_handlers:
+                    assert owner._idle is not None  # (made as the runner started)
+                    await owner._idle.wait()
+            finally:
+                owner._leave()
+    finally:
+        owner._end()
 
 
 def flush(connections: tuple[ServerConnection, ...]) -> None:

@@ -178,6 +178,8 @@ class Request:
             A new dict of the parameters.
         """
         params: dict[str, str] = {}
+        if not self.query_string:  # (most requests: every connection asks at its accept)
+            return params
         for key, value in parse_qsl(self.query_string, keep_blank_values=True):
             params.setdefault(key, value)
         return params

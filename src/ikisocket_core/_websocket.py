@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Websocket"]
 
+#: The attributes of every connection that has none yet: one read-only view, shared (a
+#: connection's attributes are replaced on change, never mutated).
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+
 _L = TypeVar("_L", bound=Listener)
 _OPEN = ConnectionState.OPEN
 
@@ -143,7 +147,9 @@ class Websocket:
         self.conn: Any = None
         #: A read-only view of a dict that is replaced, never mutated: payloads share it
         #: as a snapshot (one view per change of the attributes, not one per event).
-        self._attributes: Mapping[str, Any] = MappingProxyType(dict(attributes or {}))
+        self._attributes: Mapping[str, Any] = (
+            MappingProxyType(dict(attributes)) if attributes else _NO_ATTRIBUTES
+        )
         self.listeners: dict[str, tuple[Listener, ...]] | None = None
         self._rooms: dict[str, None] = {}
         self.state = ConnectionState.CONNECTING
