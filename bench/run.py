@@ -113,6 +113,27 @@ SERVERS = (
         "ikisocket+mypyc/uvloop", "ikisocket_asyncio.py", "uvloop", ("uvloop",), src=compiled.SITE
     ),
     ServerSpec(
+        "ikisocket+mypyc/trio",
+        "ikisocket_trio.py",
+        "trio",
+        ("ikisocket_adapters.trio", "trio"),
+        src=compiled.SITE,
+    ),
+    ServerSpec(
+        "ikisocket+mypyc/anyio",
+        "ikisocket_anyio.py",
+        "asyncio",
+        ("ikisocket_adapters.anyio", "anyio"),
+        src=compiled.SITE,
+    ),
+    ServerSpec(
+        "ikisocket+mypyc/uvicorn",
+        "ikisocket_uvicorn.py",
+        "uvloop",
+        ("ikisocket_adapters.asgi", "uvicorn", "uvloop"),
+        src=compiled.SITE,
+    ),
+    ServerSpec(
         "ikisocket/trio",
         "ikisocket_trio.py",
         "trio",
