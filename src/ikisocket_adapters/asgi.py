@@ -59,7 +59,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn, asyncio_context, flush, serve_asgi
+from ._asgi_conn import _Conn, _Group, asyncio_context, flush, serve_asgi
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -299,7 +299,7 @@ class _Driver:
         #: ``Server.deadlines_armed`` when the service last looked at ``next_deadline``.
         self.seen = -1
         self._service_scope: anyio.CancelScope | None = None
-        self._service_tg: TaskGroup | None = None
+        self._service_tg: _Group | None = None
         self._host: object = None  # the _Conn or pinned task group running the service
         self._pinned: TaskGroup | None = None
         self._moving = False
@@ -483,7 +483,7 @@ class _Driver:
                 self._start(conn.tg, conn)
                 return
 
-    def _start(self, tg: TaskGroup, host: object) -> None:
+    def _start(self, tg: _Group, host: object) -> None:
         self._host = host
         self._service_tg = tg
         # Made now, not in the task: the host may leave before the task first runs.

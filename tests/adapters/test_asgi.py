@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 import logging
@@ -20,6 +21,7 @@ from adapter_scenarios import watchdog_hub
 from anyio.abc import TaskGroup
 
 import ikisocket_adapters.asgi
+from ikisocket_adapters._asgi_conn import _Tasks
 from ikisocket_adapters.asgi import ASGIApp, asgi_app
 from ikisocket_core import (
     BINARY,
@@ -480,6 +482,72 @@ async def test_cancelling_the_call_still_ends_the_connection_in_the_hub() -> Non
         scopes[0].cancel()
     assert [name for name, _, _ in log] == ["disconnect"]
     assert len(hub) == 0
+
+
+async def test_cancelling_the_call_cancels_its_listeners_and_waits_for_them() -> None:
+    # The connection's own tasks (here an async listener) end with the ASGI call: they are
+    # cancelled, and the call returns only once they have finished, even one that takes
+    # a while to (its cleanup shielded), while the call's scope keeps cancelling it.
+    hub = Hub()
+    hub.websocket("/ws/:id")(lambda kws: None)
+    started = anyio.Event()
+    steps: list[str] = []
+
+    @hub.on(EVENT_MESSAGE)
+    async def slow(ep: EventPayload) -> None:
+        started.set()
+        try:
+            await anyio.sleep(LIMIT * 10)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)
+            steps.append("listener cleaned up")
+
+    app = asgi_app(hub)
+    scope = anyio.CancelScope()
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            peer = Peer(ws_scope("/ws/alice"))
+
+            async def run() -> None:
+                with scope:
+                    await app(peer.scope, peer.receive, peer.send)
+                steps.append("call returned")
+
+            tg.start_soon(run)
+            assert (await peer.connect())["type"] == "websocket.accept"
+            await peer.text("work")
+            await started.wait()
+            scope.cancel()
+    assert steps == ["listener cleaned up", "call returned"]
+    assert len(hub) == 0
+
+
+def test_a_connection_task_that_fails_is_logged_and_ends_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On asyncio a connection's own tasks run in _Tasks; none should fail (each handles its
+    # own errors), and one that does anyway is logged with its traceback, not raised into
+    # the ASGI call; the others still run to their end.
+    finished: list[str] = []
+
+    async def fails() -> None:
+        raise ValueError("a bug")
+
+    async def works() -> None:
+        await asyncio.sleep(0.01)
+        finished.append("works")
+
+    async def main() -> None:
+        async with _Tasks() as tasks:
+            tasks.start_soon(fails)
+            tasks.start_soon(works)
+
+    with caplog.at_level(logging.ERROR, logger="ikisocket"):
+        asyncio.run(main())
+    assert finished == ["works"]
+    assert "a task of an ASGI connection failed" in caplog.text
+    assert "ValueError: a bug" in caplog.text
 
 
 async def test_a_client_that_leaves_before_the_handshake_is_never_opened() -> None:
