@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import inspect
 import sys
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -594,7 +595,9 @@ async def serve_asgi(  # noqa: PLR0915 (the reading loop is this frame's own bod
     conn = owner.conn
     driver = owner.driver
     stamping = driver.hub.idle_timeout is not None  # (fixed when the hub is made)
-    clock = running_clock()  # (this task's loop: anyio.current_time looks it up per call)
+    # This task's loop's clock (anyio.current_time looks it up per call). Read only for
+    # idle_timeout: else a module function, not a bound method held per connection.
+    clock = running_clock() if stamping else time.monotonic
     engine = driver.install()  # (made before any connection)
     holds = driver.holds
     group: AbstractAsyncContextManager[_Group] = (
