@@ -1003,6 +1003,30 @@ async def test_idle_connections_are_closed_by_the_timer() -> None:
     assert isinstance(error.cause, IdleTimeout)
 
 
+async def test_the_service_moves_to_another_connection_when_its_host_leaves() -> None:
+    # Without a lifespan the service runs among a connection's own tasks; when that
+    # connection ends, it moves to another's, and the timers keep firing there.
+    hub = chat_hub(idle_timeout=0.3)
+    async with serving(asgi_app(hub)) as h:
+        alice = await h.open("/ws/alice")  # (the first: the service starts among its tasks)
+        assert await alice.get_text() == "Hello user: alice"
+        bob = await h.open("/ws/bob")
+        assert await bob.get_text() == "Hello user: bob"
+        assert await alice.get_text() == "New user connected: bob"
+        await alice.disconnect()
+        await alice.wait_finished()
+        started = time.monotonic()
+        await bob.text("still here")
+        assert await bob.get_text() == "still here"
+        assert await bob.get() == {
+            "type": "websocket.close",
+            "code": 1001,
+            "reason": "idle timeout",
+        }
+        assert time.monotonic() - started >= 0.25
+        await bob.wait_finished()
+
+
 async def test_the_service_sleeps_until_the_next_deadline_instead_of_polling() -> None:
     hub = chat_hub(idle_timeout=0.3)
     ticks: list[float] = []
