@@ -10,6 +10,8 @@ asyncio, asyncio on uvloop, trio, and anyio on both of its backends.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -190,3 +192,28 @@ async def test_without_epoll_plain_sockets_are_served_as_streams(
     monkeypatch.setattr(ikisocket_adapters.anyio, "Reads", no_reads)
     await scenarios.echo_text_and_binary(ADAPTERS[adapter][0])
     await scenarios.broadcast_reaches_everyone(ADAPTERS[adapter][0])
+
+
+@pytest.mark.parametrize("adapter", ["uvloop"], indirect=True)
+async def test_a_closed_connection_lets_go_of_its_transport_at_once(adapter: str) -> None:
+    # The engine connection, its hub handle and the protocol refer to each other (a cycle
+    # for the collector); the closed transport is not held by them, so it goes at once.
+    # (uvloop's: the default loop's selector transport holds a bound method of its own,
+    # a cycle of the standard library's, and waits for the collector whatever we do.)
+    hub = scenarios.echo_hub()
+    gc.collect()
+    gc.disable()
+    try:
+        async with ikisocket_adapters.asyncio.open_server(hub, "127.0.0.1", 0) as server:
+            async with scenarios.clients(server.port, 1) as (client,):
+                await client.send("hello")
+                assert await client.recv() == "hello"
+                (proto,) = server.protocols
+                assert proto.transport is not None
+                transport = weakref.ref(proto.transport)
+            await scenarios.wait_for(lambda: not server.protocols)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert transport() is None
+    finally:
+        gc.enable()
