@@ -75,12 +75,12 @@ async def serve_polling(
     sio = driver.hub._sio
     assert sio is not None
     body = await _body(receive, sio.max_payload)
-    driver.stamp()
+    now = driver.stamp()
     waiter = _Waiter(server)
     method = str(scope.get("method", "GET"))
-    waits = server.serve_poll(_request(scope, path), method, body, waiter, now=anyio.current_time())
+    waits = server.serve_poll(_request(scope, path), method, body, waiter, now=now)
     driver.drain()
-    driver.accepted()  # the service may have a deadline now (the session's ping)
+    driver.rearm()  # the service may have an earlier deadline now (the session's ping)
     if waits and waiter.answer_ is None:
         async with anyio.create_task_group() as tg:
 
