@@ -59,7 +59,7 @@ from ikisocket_core.protocol import (
     ServerStats,
 )
 
-from ._asgi_conn import _Conn, _Group, asyncio_context, flush, serve_asgi
+from ._asgi_conn import _Conn, flush, serve_asgi
 from ._asgi_polling import serve_polling
 from ._asgi_scope import (
     ASGIApplication,
@@ -73,6 +73,7 @@ from ._asgi_scope import (
     _respond,
     _route_path,
 )
+from ._asgi_tasks import _Group, asyncio_context
 from ._common import SHUTDOWN_CODE, HeldReplies, discard, logger, running_clock
 
 __all__ = ["ASGIApp", "asgi_app"]
@@ -266,7 +267,7 @@ def _call_soon(callback: Callable[[], None]) -> None:
     """Call ``callback`` at the end of the loop's turn, in a context where anyio works.
 
     The drain it runs may start a connection's sender or read the time through
-    anyio, from a loop callback: see :func:`_asgi_conn.asyncio_context`.
+    anyio, from a loop callback: see :func:`_asgi_tasks.asyncio_context`.
     """
     asyncio.get_running_loop().call_soon(callback, context=asyncio_context())
 

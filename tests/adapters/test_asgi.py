@@ -21,7 +21,7 @@ from adapter_scenarios import watchdog_hub
 from anyio.abc import TaskGroup
 
 import ikisocket_adapters.asgi
-from ikisocket_adapters._asgi_conn import _Tasks
+from ikisocket_adapters._asgi_tasks import _Tasks
 from ikisocket_adapters.asgi import ASGIApp, asgi_app
 from ikisocket_core import (
     BINARY,
