@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
@@ -47,30 +47,32 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 # What a connection counts against in the node's connection limits.
-UNCOUNTED = 0
-COUNTED_HANDSHAKE = 1  # max_handshakes: in its HTTP phase
-COUNTED_OPEN = 2  # max_connections and max_connections_per_ip: upgraded
+UNCOUNTED: Final = 0
+COUNTED_HANDSHAKE: Final = 1  # max_handshakes: in its HTTP phase
+COUNTED_OPEN: Final = 2  # max_connections and max_connections_per_ip: upgraded
 
-_CONNECTING = ConnectionState.CONNECTING
-_OPEN = ConnectionState.OPEN
-_CLOSED = ConnectionState.CLOSED
-_TEXT = MessageKind.TEXT
-_BINARY = MessageKind.BINARY
-_KINDS = (_BINARY, _TEXT, _BINARY)  # by opcode (1: text, 2: binary)
-_pack_ping = struct.Struct("!I").pack
+_CONNECTING: Final[ConnectionState] = ConnectionState.CONNECTING
+_OPEN: Final[ConnectionState] = ConnectionState.OPEN
+_CLOSED: Final[ConnectionState] = ConnectionState.CLOSED
+_TEXT: Final[MessageKind] = MessageKind.TEXT
+_BINARY: Final[MessageKind] = MessageKind.BINARY
+_KINDS: Final = (_BINARY, _TEXT, _BINARY)  # by opcode (1: text, 2: binary)
+_pack_ping: Final = struct.Struct("!I").pack
 
 # What a connection's one armed deadline is for.
-_HANDSHAKE = 0  # the request must be complete by then
-_SCHEDULE_PING = 1  # stamp the next ping with a fresh clock reading
-_PING = 2  # send a keepalive ping
-_PONG = 3  # the pong is due
-_STAMP_CLOSE = 4  # stamp the closing handshake's deadline with a fresh clock reading
-_CLOSE = 5  # the peer's close frame is due
+_HANDSHAKE: Final = 0  # the request must be complete by then
+_SCHEDULE_PING: Final = 1  # stamp the next ping with a fresh clock reading
+_PING: Final = 2  # send a keepalive ping
+_PONG: Final = 3  # the pong is due
+_STAMP_CLOSE: Final = 4  # stamp the closing handshake's deadline with a fresh clock reading
+_CLOSE: Final = 5  # the peer's close frame is due
 
 # What a connection gets of a broadcast (its ``_framing``; see ``deliver``).
-_SHARED_FRAME = 0  # the frame built once for every such target
-_MESSAGE = 1  # the message encoded once by the node's encode_message (message level)
-_OWN_FRAME = 2  # a frame of its own (permessage-deflate: its own compression context)
+_SHARED_FRAME: Final = 0  # the frame built once for every such target
+_MESSAGE: Final = 1  # the message encoded once by the node's encode_message (message level)
+_OWN_FRAME: Final = 2  # a frame of its own (permessage-deflate: its own compression context)
+#: (A name of this module's own: the compiled build reads it without a dict lookup.)
+_ENGINE_SOCKET: Final = EngineSocket
 
 
 class ServerConnection:
@@ -95,12 +97,16 @@ class ServerConnection:
 
     __slots__ = (
         "_counted",
+        "_encode",
         "_exchange",
         "_flush",
         "_framing",
         "_held",
         "_host",
         "_http",
+        "_hub",
+        "_limit",
+        "_max_queue",
         "_node",
         "_out",
         "_out_closed",
@@ -108,6 +114,7 @@ class ServerConnection:
         "_ping",
         "_reader",
         "_state",
+        "_stats",
         "_timer",
         "_ws",
         "blocked",
@@ -134,6 +141,14 @@ class ServerConnection:
         message_level: bool = False,
     ) -> None:
         self._node = node
+        # What the node fixed when it was made, read per message: held here, one lookup
+        # fewer each (and in the compiled build a field of this object's own instead of
+        # an attribute of a Python one).
+        self._hub = node.hub
+        self._stats = node.stats
+        self._limit = node._message_limit
+        self._max_queue = node.config.max_queue
+        self._encode = node.encode_message
         self.transport = transport
         self.client = client
         self.scheme = scheme
@@ -186,7 +201,7 @@ class ServerConnection:
         reads, pings included); read again once it is ``True`` (after
         :meth:`take` or ``handler_done``).
         """
-        return self.blocked == 0 and self.buffered <= self._node.config.max_queue
+        return self.blocked == 0 and self.buffered <= self._max_queue
 
     def take(self) -> list[Any]:
         """Take everything waiting to be written, oldest first.
@@ -225,11 +240,11 @@ class ServerConnection:
         if not data or (self._state if kws is None else kws.state) is _CLOSED:
             return None
         node = self._node
-        node.stats.bytes_in += len(data)
+        self._stats.bytes_in += len(data)
         reader = self._reader
         if reader is not None:
             reader.feed(data)
-            hub = node.hub
+            hub = self._hub
             hub._receiving = self  # a reply to it goes onto it directly (Hub._send)
             try:
                 self._read_frames(reader)
@@ -322,7 +337,7 @@ class ServerConnection:
         if state is _CLOSED:
             return None
         node = self._node
-        stats = node.stats
+        stats = self._stats
         size = len(data)
         stats.bytes_in += size
         if self.blocked:
@@ -331,11 +346,11 @@ class ServerConnection:
             self._held.append((data, kind))
             return None
         # self._message(data, kind), inlined: once per message.
-        if size > node._message_limit:
+        if size > self._limit:
             self._too_big(size)
             return None
         stats.messages_in += 1
-        hub = node.hub
+        hub = self._hub
         if state is _OPEN:  # (kws is set once OPEN)
             # hub.receive_message(kws, data, kind), inlined (once per message), with this
             # connection as the one whose input runs: a reply to it goes onto it directly.
@@ -344,7 +359,7 @@ class ServerConnection:
             kws.last_activity = hub._now  # type: ignore[union-attr]
             hub._receiving = self
             try:
-                if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
+                if type(kws) is _ENGINE_SOCKET:  # a Socket.IO session's transport
                     kws.session.receive(data, kind)
                 else:
                     hub._dispatch(kws, EVENT_MESSAGE, data, kind)  # type: ignore[arg-type]
@@ -429,8 +444,8 @@ class ServerConnection:
         kws = self.kws
         assert kws is not None
         node = self._node
-        hub = node.hub
-        stats = node.stats
+        hub = self._hub
+        stats = self._stats
         # Emits queued so far go out first, and an async listener (a route callback
         # included) holds every later frame back until handler_done.
         if hub._queue:
@@ -450,7 +465,7 @@ class ServerConnection:
                     # hub.receive_message(kws, payload, kind), inlined: once per message.
                     if kws.state is _OPEN:
                         kws.last_activity = hub._now
-                        if kws.__class__ is EngineSocket:  # a Socket.IO session's transport
+                        if type(kws) is _ENGINE_SOCKET:  # a Socket.IO session's transport
                             kws.session.receive(payload, kinds[opcode])
                         else:
                             hub._dispatch(kws, EVENT_MESSAGE, payload, kinds[opcode])
@@ -481,14 +496,14 @@ class ServerConnection:
 
     def _message(self, data: bytes, kind: MessageKind) -> None:
         """A whole message at the message entry: the same limit as frames get."""
-        node = self._node
-        if len(data) > node._message_limit:
+        if len(data) > self._limit:
             self._too_big(len(data))
             return
-        node.stats.messages_in += 1
-        node.hub.receive_message(self.kws, data, kind)  # type: ignore[arg-type]
-        if node.hub._queue:
-            node._pump_hub()  # a RunHandler action raises self.blocked
+        self._stats.messages_in += 1
+        hub = self._hub
+        hub.receive_message(self.kws, data, kind)  # type: ignore[arg-type]
+        if hub._queue:
+            self._node._pump_hub()  # a RunHandler action raises self.blocked
 
     def _peer_closed(self, code: int, reason: str) -> None:
         self._node._pump_hub()  # what listeners emitted before the close frame goes out first
@@ -634,32 +649,32 @@ class ServerConnection:
         """
         if self._out_closed:
             return
-        node = self._node
         framing = self._framing
+        stats = self._stats
         if framing == _SHARED_FRAME:
             item: Any = _frame(kind, data)
             size = len(item)
-            node.stats.broadcast_encodes += 1
+            stats.broadcast_encodes += 1
         elif framing == _MESSAGE:
             # (A callable held in an attribute, read then called: in CPython 3.11 a call
-            # written ``node.encode_message(...)`` is never specialized, its lookup stays
-            # the generic one on every reply; the read alone is a specialized one.)
-            encode = node.encode_message
+            # written ``self._encode(...)`` is never specialized, its lookup stays the
+            # generic one on every reply; the read alone is a specialized one.)
+            encode = self._encode
             item = encode(kind, data)
             size = len(data)
         else:
             item = deflate_frame(self._ws, data, kind)
             size = len(item)
-        node.stats.frames_out += 1
+        stats.frames_out += 1
         buffered = self.buffered
-        if buffered and buffered + size > node.config.max_queue:
+        if buffered and buffered + size > self._max_queue:
             self._overflow(buffered + size)
             return
         self._out.append(item)
         self.buffered = buffered + size
         if not self.dirty:
             self.dirty = True
-            node._dirty.append(self)
+            self._node._dirty.append(self)
 
     def _write_control(self, data: bytes) -> None:
         """Queue an HTTP response or a control frame: never dropped, at most 131 bytes each.

@@ -6,7 +6,7 @@ import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._websocket import Websocket
@@ -29,19 +29,19 @@ __all__ = [
 ]
 
 #: A text or binary message arrived.
-EVENT_MESSAGE = "message"
+EVENT_MESSAGE: Final = "message"
 #: A ping frame arrived (the pong is sent for you).
-EVENT_PING = "ping"
+EVENT_PING: Final = "ping"
 #: A pong frame arrived.
-EVENT_PONG = "pong"
+EVENT_PONG: Final = "pong"
 #: The peer went away: it closed, the transport dropped, it timed out or broke the protocol.
-EVENT_DISCONNECT = "disconnect"
+EVENT_DISCONNECT: Final = "disconnect"
 #: The connection was accepted; fired right after the route callback.
-EVENT_CONNECT = "connect"
+EVENT_CONNECT: Final = "connect"
 #: The server closed the connection (``kws.close()``, ``hub.close_all()``, a policy).
-EVENT_CLOSE = "close"
+EVENT_CLOSE: Final = "close"
 #: Something went wrong: a listener raised, or the peer misbehaved.
-EVENT_ERROR = "error"
+EVENT_ERROR: Final = "error"
 
 #: The built-in event names; any other name is a custom event.
 RESERVED_EVENTS = frozenset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Final
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.events import BytesMessage, TextMessage
@@ -16,10 +17,10 @@ from ._events import MessageKind
 __all__: list[str] = []
 
 #: The two header bytes of every short (< 126 bytes) final frame, indexed by opcode.
-_SHORT_HEADS = tuple(tuple(bytes((0x80 | op, n)) for n in range(126)) for op in range(11))
-_pack_head_16 = struct.Struct("!BBH").pack
-_pack_head_64 = struct.Struct("!BBQ").pack
-_pack_code = struct.Struct("!H").pack
+_SHORT_HEADS: Final = tuple(tuple(bytes((0x80 | op, n)) for n in range(126)) for op in range(11))
+_pack_head_16: Final = struct.Struct("!BBH").pack
+_pack_head_64: Final = struct.Struct("!BBQ").pack
+_pack_code: Final = struct.Struct("!H").pack
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:

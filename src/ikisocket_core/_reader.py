@@ -43,6 +43,7 @@ import codecs
 import struct
 from collections.abc import Callable
 from importlib import import_module
+from typing import Final
 
 from ._errors import RemoteProtocolError
 from ._frames import _Inflater
@@ -50,33 +51,33 @@ from ._frames import _Inflater
 __all__: list[str] = []
 
 #: Opcodes (RFC 6455 5.2).
-CONTINUATION = 0x0
-TEXT = 0x1
-BINARY = 0x2
-CLOSE = 0x8
-PING = 0x9
-PONG = 0xA
+CONTINUATION: Final = 0x0
+TEXT: Final = 0x1
+BINARY: Final = 0x2
+CLOSE: Final = 0x8
+PING: Final = 0x9
+PONG: Final = 0xA
 
-_unpack_16 = struct.Struct("!H").unpack_from
-_unpack_64 = struct.Struct("!Q").unpack_from
-_from_bytes = int.from_bytes
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
-_XOR_TABLES = tuple(bytes(a ^ b for a in range(256)) for b in range(256))
+_unpack_16: Final = struct.Struct("!H").unpack_from
+_unpack_64: Final = struct.Struct("!Q").unpack_from
+_from_bytes: Final = int.from_bytes
+_utf8_decoder: Final = codecs.getincrementaldecoder("utf-8")
+_XOR_TABLES: Final = tuple(bytes(a ^ b for a in range(256)) for b in range(256))
 
 #: Below this many bytes one big-integer XOR unmasks fastest; above it, four translates.
-_INT_XOR_MAX = 1024
+_INT_XOR_MAX: Final = 1024
 #: From this many bytes the C unmasking reads the payload where it lies in the read buffer
 #: (a memoryview) instead of a copy: a copy that large is freshly mapped memory, which
 #: costs a page fault per 4 KiB on first touch.
-_VIEW_MIN = 64 * 1024
+_VIEW_MIN: Final = 64 * 1024
 
 #: Close codes a peer may send (RFC 6455 7.4.1-7.4.2): the registered ones below 3000
 #: (1004, 1005, 1006 and 1015 excluded), and 3000-4999.
-_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
+_VALID_CLOSE: Final = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
 
 #: Whether a first header byte needs a closer look: an RSV bit, a reserved opcode, or a
 #: fragmented control frame (the RSV1 of a compressed data frame is let through there).
-_ODD_FIRST_BYTE = tuple(
+_ODD_FIRST_BYTE: Final = tuple(
     bool(b0 & 0x70) or (2 < b0 & 0x0F < 8) or b0 & 0x0F > 10 or (b0 & 0x08 and not b0 & 0x80)
     for b0 in range(256)
 )
@@ -93,7 +94,7 @@ def _load_c_unmask() -> Callable[[bytes | memoryview, bytes], bytes] | None:
 
 
 #: The C unmasking function in use, or ``None``: the pure-Python one below.
-_c_unmask = _load_c_unmask()
+_c_unmask: Final = _load_c_unmask()
 
 
 def _unmask(data: bytes, mask: bytes) -> bytes:

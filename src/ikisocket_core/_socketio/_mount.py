@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from ikisocket_core._actions import Reject, RunHandler
 from ikisocket_core._dispatch import _Handler
@@ -55,12 +55,12 @@ ConnectHook = Callable[[Websocket], "bool | Awaitable[bool | None] | None"]
 
 H = TypeVar("H", bound=ConnectHook)
 
-_OPEN = ConnectionState.OPEN
-_TEXT = MessageKind.TEXT
-_BINARY = MessageKind.BINARY
-_ACK = SocketType.ACK
+_OPEN: Final[ConnectionState] = ConnectionState.OPEN
+_TEXT: Final[MessageKind] = MessageKind.TEXT
+_BINARY: Final[MessageKind] = MessageKind.BINARY
+_ACK: Final[SocketType] = SocketType.ACK
 #: Exact types of what a listener returns that are never awaitable (no isawaitable call).
-_NOT_AWAITABLE = frozenset({str, int, float, bool, bytes, list, dict, tuple})
+_NOT_AWAITABLE: Final = frozenset({str, int, float, bool, bytes, list, dict, tuple})
 
 
 class SocketIO:

@@ -23,7 +23,7 @@ cannot answer acks: they are not asked, and not in the mapping.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ikisocket_core._errors import LocalProtocolError
 from ikisocket_core._events import MessageKind
@@ -42,7 +42,7 @@ __all__ = ["AcksCallback", "Namespace", "NamespaceRoom"]
 #: answers by UUID (a tuple, or the exception that stands for the answer).
 AcksCallback = Callable[[Mapping[str, Any]], Any]
 
-_OPEN = ConnectionState.OPEN
+_OPEN: Final[ConnectionState] = ConnectionState.OPEN
 
 
 class _Collector:

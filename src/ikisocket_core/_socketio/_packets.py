@@ -27,16 +27,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Final
 
 from ikisocket_core._errors import LocalProtocolError, RemoteProtocolError
 
 __all__: list[str] = []
 
 #: Digits accepted in an ack id: more than any client counts to, fewer than a float loses.
-MAX_ID_DIGITS = 15
+MAX_ID_DIGITS: Final = 15
 #: The longest namespace name accepted (names are declared by the server anyway).
-MAX_NAMESPACE = 256
+MAX_NAMESPACE: Final = 256
 
 
 class PacketError(RemoteProtocolError):
@@ -129,12 +129,12 @@ def decode_engine(payload: bytes, binary: bool) -> EnginePacket:
     return EnginePacket(type=_ENGINE_TYPES[payload[0] - 0x30], data=text)
 
 
-_ENGINE_TYPES = tuple(EngineType)
+_ENGINE_TYPES: Final = tuple(EngineType)
 
 
 # -- Socket.IO ----------------------------------------------------------------------------
 
-_PLAIN = (
+_PLAIN: Final = (
     SocketType.CONNECT,
     SocketType.DISCONNECT,
     SocketType.EVENT,
@@ -195,7 +195,7 @@ def _invalid(kind: SocketType, namespace: str, data: Any, ack_id: int | None) ->
 
 
 #: Exact types that hold no bytes and no other value (checked before anything else).
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def _has_binary(value: Any) -> bool:
@@ -243,7 +243,7 @@ def dumps(value: Any) -> str:
 
 # One encoder and one decoder for every packet: json.dumps and json.loads build a new one per
 # call when given options (timeit on a 3-item event: loads 5.8x and dumps 1.8x the cost).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_socket(packet: SocketPacket) -> tuple[str, tuple[bytes, ...]]:
@@ -315,15 +315,15 @@ def encode_fields(
     return head, _NO_ATTACHMENTS if attachments is None else tuple(attachments)
 
 
-_DIGITS = tuple(str(int(kind)) for kind in SocketType)
-_quote = encode_basestring  # what _ENCODER writes a str with (ensure_ascii=False)
+_DIGITS: Final = tuple(str(int(kind)) for kind in SocketType)
+_quote: Final = encode_basestring  # what _ENCODER writes a str with (ensure_ascii=False)
 
 
 def _reject_constant(name: str) -> Any:
     raise PacketError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _loads(text: str) -> Any:
@@ -398,8 +398,8 @@ def _parse_head(text: str, max_attachments: int) -> _Head:
     return _Head(plain, namespace, data, ack_id, count, plain is not kind)
 
 
-_SOCKET_TYPES = tuple(SocketType)
-_PLAIN_OF = (*_PLAIN, SocketType.EVENT, SocketType.ACK)  # BINARY_EVENT and BINARY_ACK last
+_SOCKET_TYPES: Final = tuple(SocketType)
+_PLAIN_OF: Final = (*_PLAIN, SocketType.EVENT, SocketType.ACK)  # BINARY_EVENT and BINARY_ACK last
 #: One JSON value from an index, no whitespace skipped (``raw_decode`` without its frame).
 _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 

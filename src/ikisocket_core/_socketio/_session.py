@@ -30,7 +30,7 @@ receiver MUST close the connection"); its namespace connections get
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ikisocket_core._actions import Close, _send_action
 from ikisocket_core._errors import ConnectionClosed, RemoteProtocolError
@@ -57,12 +57,12 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
-_OPEN = ConnectionState.OPEN
-_TEXT = MessageKind.TEXT
-_BINARY = MessageKind.BINARY
-_EVENT = SocketType.EVENT
+_OPEN: Final[ConnectionState] = ConnectionState.OPEN
+_TEXT: Final[MessageKind] = MessageKind.TEXT
+_BINARY: Final[MessageKind] = MessageKind.BINARY
+_EVENT: Final[SocketType] = SocketType.EVENT
 #: How a text EVENT or ACK message starts (Engine.IO ``message``, then the Socket.IO type).
-_PLAIN_HEADS = (b"42", b"43")
+_PLAIN_HEADS: Final = (b"42", b"43")
 
 
 class PingTimeout(RemoteProtocolError):
