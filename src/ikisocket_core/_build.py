@@ -19,6 +19,7 @@ HOT_MODULES: tuple[str, ...] = (
     "ikisocket_core._frames",
     "ikisocket_core._connection",
     "ikisocket_core._delivery",
+    "ikisocket_core._stats",
     "ikisocket_core._handshake",
     "ikisocket_core._socketio._packets",
     "ikisocket_core._socketio._session",

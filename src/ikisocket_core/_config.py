@@ -107,35 +107,6 @@ class ServerConfig:
                 raise LocalProtocolError(f"{name} must be positive or None")
 
 
-@dataclass(slots=True)
-class ServerStats:
-    """Counters of a server's connections (read them; they only grow).
-
-    ``rejected`` counts upgrades the hub refused; the refusals of the
-    connection limits have their own counters (``over_max_connections``,
-    ``over_max_connections_per_ip``, ``over_max_handshakes``), and the hub
-    never sees those requests.
-    """
-
-    connections: int = 0
-    upgrades: int = 0
-    rejected: int = 0
-    messages_in: int = 0
-    bytes_in: int = 0
-    frames_out: int = 0
-    broadcast_encodes: int = 0
-    dropped_messages: int = 0
-    overflow_closes: int = 0
-    protocol_errors: int = 0
-    keepalive_timeouts: int = 0
-    handshake_timeouts: int = 0
-    close_timeouts: int = 0
-    over_max_connections: int = 0
-    over_max_connections_per_ip: int = 0
-    over_max_handshakes: int = 0
-    handler_timeouts: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Flush:
     """These connections have output waiting: write ``conn.take()`` to each."""

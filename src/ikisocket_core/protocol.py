@@ -59,7 +59,6 @@ from ._config import (
     KeepaliveTimeout,
     RunHandler,
     ServerConfig,
-    ServerStats,
 )
 from ._connection import (
     COUNTED_HANDSHAKE,
@@ -76,6 +75,7 @@ from ._log import log_refusal
 from ._routing import Request
 from ._socketio._polling import Polling, Waiter
 from ._state import ConnectionState
+from ._stats import ServerStats
 from ._timers import ARMED, Deadlines
 
 __all__ = [
