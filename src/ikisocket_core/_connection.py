@@ -302,7 +302,14 @@ class ServerConnection:
         if self.blocked or self.state is _CLOSED:
             return
         if self._reader is not None:
-            self._read_frames(self._reader)
+            # Within an input for the hub, as receive_data's naming of the receiving
+            # connection makes it: what listeners send waits for the drain that follows.
+            hub = self._hub
+            hub._depth += 1
+            try:
+                self._read_frames(self._reader)
+            finally:
+                hub._depth -= 1
         held = self._held
         while held and not self.blocked and self.state is not _CLOSED:
             data, kind = held.popleft()
@@ -454,9 +461,8 @@ class ServerConnection:
             return
         next_frame = reader.next
         kinds = _KINDS
-        # Within this input for the hub (as its receive_message raises it per message):
-        # what listeners send is queued for the drain that follows, with no wakeup.
-        hub._depth += 1
+        # (Within an input for the hub: receive_data names this connection the receiving
+        # one, handler_done raises the hub's depth.)
         try:
             while (item := next_frame()) is not None:
                 opcode, payload = item
@@ -491,8 +497,6 @@ class ServerConnection:
         except RemoteProtocolError as error:
             stats.protocol_errors += 1
             self._fail(error)
-        finally:
-            hub._depth -= 1
 
     def _message(self, data: bytes, kind: MessageKind) -> None:
         """A whole message at the message entry: the same limit as frames get."""
