@@ -18,14 +18,12 @@ and collects their output for the driver; it decides nothing itself.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 
-from ._config import KeepaliveTimeout
 from ._errors import LocalProtocolError, RemoteProtocolError, SlowConsumer
 from ._events import EVENT_MESSAGE, MessageKind
 from ._frames import _SHORT_HEADS, _close_frame, _frame, _Inflater, deflate_frame
@@ -34,6 +32,13 @@ from ._log import logger, peer_name
 from ._reader import CLOSE, PING, PONG, FrameReader
 from ._socketio._socket import EngineSocket
 from ._state import ConnectionState, StateInput, transition
+from ._timeouts import (
+    _HANDSHAKE,
+    _PONG,
+    _SCHEDULE_PING,
+    _STAMP_CLOSE,
+    on_deadline,
+)
 
 if TYPE_CHECKING:
     from wsproto.extensions import PerMessageDeflate
@@ -57,15 +62,6 @@ _CLOSED: Final[ConnectionState] = ConnectionState.CLOSED
 _TEXT: Final[MessageKind] = MessageKind.TEXT
 _BINARY: Final[MessageKind] = MessageKind.BINARY
 _KINDS: Final = (_BINARY, _TEXT, _BINARY)  # by opcode (1: text, 2: binary)
-_pack_ping: Final = struct.Struct("!I").pack
-
-# What a connection's one armed deadline is for.
-_HANDSHAKE: Final = 0  # the request must be complete by then
-_SCHEDULE_PING: Final = 1  # stamp the next ping with a fresh clock reading
-_PING: Final = 2  # send a keepalive ping
-_PONG: Final = 3  # the pong is due
-_STAMP_CLOSE: Final = 4  # stamp the closing handshake's deadline with a fresh clock reading
-_CLOSE: Final = 5  # the peer's close frame is due
 
 # What a connection gets of a broadcast (its ``_framing``; see ``deliver``).
 _SHARED_FRAME: Final = 0  # the frame built once for every such target
@@ -604,37 +600,12 @@ class ServerConnection:
         self._node._deadlines.arm(self, when)
 
     def on_deadline(self, now: float) -> None:
-        """The node's clock reached this connection's deadline.
+        """The node's clock reached this connection's deadline (``_timeouts.on_deadline``).
 
         Args:
             now: The current time.
         """
-        node = self._node
-        config = node.config
-        timer = self._timer
-        if timer == _HANDSHAKE:
-            exchange = self._exchange
-            if exchange is None or exchange.busy:  # else an idle keep-alive connection
-                node.stats.handshake_timeouts += 1
-                logger.info("failed %s: handshake timeout", peer_name(self.client))
-            self._http = None
-            self._end(1006, "handshake timeout", None)
-            self._close_transport(linger=False)
-        elif timer == _SCHEDULE_PING:
-            self._arm(_PING, now + config.ping_interval)  # type: ignore[operator]
-        elif timer == _PING:
-            self._ping = _pack_ping(node._next_ping_number())
-            self._write_control(_frame(PING, self._ping))
-            self._arm(_PONG, now + config.ping_timeout)
-        elif timer == _PONG:
-            node.stats.keepalive_timeouts += 1
-            self._fail(KeepaliveTimeout(config.ping_timeout))
-        elif timer == _STAMP_CLOSE:
-            self._arm(_CLOSE, now + config.close_timeout)
-        else:  # _CLOSE
-            node.stats.close_timeouts += 1
-            self._end(1006, "close timeout", None)
-            self._close_transport(linger=False)
+        on_deadline(self, now)
 
     # -- output --------------------------------------------------------------------------
 
