@@ -419,7 +419,7 @@ class ServerConnection:
         else:
             self._reader = FrameReader(limit)
         node._count_open(self)
-        node.stats.upgrades += 1
+        self._stats.upgrades += 1
         # Nothing was written yet (hub actions are converted later): the 101 goes first.
         self._write_control(response)
         if node.config.ping_interval is None:
@@ -427,7 +427,7 @@ class ServerConnection:
         else:
             self._arm(_SCHEDULE_PING, node._now)
         if trailing:
-            node.stats.bytes_in -= len(trailing)  # counted once already, as they arrived
+            self._stats.bytes_in -= len(trailing)  # counted once already, as they arrived
             self.receive_data(trailing)
 
     def _idle(self, when: float) -> None:
@@ -519,7 +519,7 @@ class ServerConnection:
         self._close_transport(linger=False)
 
     def _too_big(self, size: int) -> None:
-        self._node.stats.protocol_errors += 1
+        self._stats.protocol_errors += 1
         limit = self._node.config.max_message_size
         self._fail(
             RemoteProtocolError(f"message of {size}+ bytes exceeds {limit}", close_code=1009)
@@ -536,7 +536,7 @@ class ServerConnection:
         self._write_close(code, reason)
         kws = self.kws
         if kws is not None and kws.state is _OPEN:
-            self._node.hub.receive_error(kws, error)
+            self._hub.receive_error(kws, error)
         self._end(code, reason, error)
         self._close_transport()
 
@@ -559,7 +559,7 @@ class ServerConnection:
             if self._state is _CONNECTING:
                 self._state = transition(self._state, StateInput.PEER_GONE)
         elif kws.state is not _CLOSED:
-            self._node.hub.receive_disconnect(kws, code, reason, error)
+            self._hub.receive_disconnect(kws, code, reason, error)
 
     def _close_transport(self, *, linger: bool = True) -> None:
         self._node._deadlines.disarm(self)
@@ -668,22 +668,22 @@ class ServerConnection:
     def _overflow(self, size: int) -> None:
         """The output bound was hit: the ``backpressure`` policy decides, here only."""
         node = self._node
-        error = SlowConsumer(size, node.config.max_queue)
+        error = SlowConsumer(size, self._max_queue)
         kws = self.kws
         assert kws is not None
         if node.config.backpressure == "close":
-            node.stats.overflow_closes += 1
+            self._stats.overflow_closes += 1
             # What is queued will never be read in time: drop it and fail the connection.
             self._out = []
             self.buffered = 0
             self._log_failure(1013, str(error))
-            node.hub.receive_error(kws, error)  # ignored if the hub already closed it
+            self._hub.receive_error(kws, error)  # ignored if the hub already closed it
             self._write_close(1013, "output buffer overflow")
             self._end(1013, "output buffer overflow", error)
             self._close_transport()
             return
-        node.stats.dropped_messages += 1
+        self._stats.dropped_messages += 1
         if not self._overflowing:
             self._overflowing = True
             logger.info("dropping messages to %s (%s): %s", peer_name(self.client), kws.uuid, error)
-            node.hub.receive_error(kws, error)
+            self._hub.receive_error(kws, error)
