@@ -78,7 +78,8 @@ class ServerConnection:
         transport: The driver's own object (socket, transport, stream, ASGI
             send); never touched by the engine.
         client: The peer's address, as the driver gave it.
-        kws: The hub's handle once accepted, else ``None``.
+        kws: The hub's handle from the accept to the connection's end, else ``None``
+            (the engine lets go of it at the end; :attr:`state` stays ``CLOSED``).
         message_level: Whether the driver frames messages itself (ASGI):
             :meth:`take` then returns encoded messages, not bytes.
         blocked: How many ``async def`` listeners of this connection are
@@ -558,8 +559,18 @@ class ServerConnection:
         if kws is None:
             if self._state is _CONNECTING:
                 self._state = transition(self._state, StateInput.PEER_GONE)
-        elif kws.state is not _CLOSED:
+        elif kws.state is not _CLOSED:  # pragma: no branch - (closed: let go of, kws is None)
             self._hub.receive_disconnect(kws, code, reason, error)
+            if self not in self._node._conns:  # (the node forgot it first: a server close)
+                self._let_go()
+
+    def _let_go(self) -> None:
+        # Ended for the node and the hub: drop the handle, so that the two (each refers to
+        # the other) wait in no cycle for the collector; only a listener keeps it now.
+        kws = self.kws
+        if kws is not None and kws.state is _CLOSED:
+            self._state = _CLOSED
+            self.kws = None
 
     def _close_transport(self, *, linger: bool = True) -> None:
         self._node._deadlines.disarm(self)

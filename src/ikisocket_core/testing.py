@@ -173,6 +173,8 @@ class WebSocketTestSession:
         self._client_closed = False
         self._reading = True
         self._accepted = False
+        #: The server-side handle, kept: the engine lets go of it once the connection ended.
+        self._kws: Any = None
         self._rejection: tuple[int, tuple[tuple[str, str], ...], bytearray] | None = None
         self._pongs: list[bytes] = []
         #: Called with each message as it arrives instead of queueing it (a protocol
@@ -182,12 +184,16 @@ class WebSocketTestSession:
     @property
     def kws(self) -> Any:
         """The server-side handle of this connection (a :class:`~ikisocket_core.Websocket`)."""
-        return self.conn.kws
+        kws = self.conn.kws
+        if kws is None:
+            return self._kws
+        self._kws = kws
+        return kws
 
     @property
     def uuid(self) -> str:
         """The connection's UUID on the server (follows re-keying)."""
-        return str(self.conn.kws.uuid)  # type: ignore[union-attr]
+        return str(self.kws.uuid)
 
     @property
     def close_code(self) -> int | None:
@@ -438,6 +444,7 @@ class WebSocketTestSession:
                     self._client._feed(self.conn, ws.send(event.response()))
             elif isinstance(event, AcceptConnection):
                 self._accepted = True
+                self._kws = self.conn.kws
             elif isinstance(event, RejectConnection):
                 head = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
                 self._rejection = (event.status_code, head, bytearray())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 import zlib
 from typing import Any
 
@@ -82,6 +84,36 @@ def test_accept_starts_open_and_output_is_whole_messages() -> None:
     assert conn.take() == [(BINARY, b"\x00\x01")]
     assert server.stats.messages_in == 1
     assert server.next_deadline() is None  # no keepalive: the ASGI server owns the transport
+
+
+@pytest.mark.parametrize("end", ["peer close", "transport lost", "server close"])
+def test_an_ended_message_level_connection_lets_go_of_its_handle(end: str) -> None:
+    # Behind an ASGI server too: at the end the handle (with its request) is freed by
+    # reference counting, not left in a cycle with the engine's connection.
+    server = Server(echo_hub())
+    conn = accepted(server)
+    assert conn.kws is not None
+    handle = weakref.ref(conn.kws)
+    server.drain_actions()
+    conn.take()
+    gc.disable()
+    try:
+        if end == "peer close":
+            conn.receive_close(1000, "bye")
+        elif end == "transport lost":
+            conn.connection_lost()
+        else:
+            handle().close(1001, "going")  # type: ignore[union-attr]
+            server.drain_actions()
+            assert conn.close_code == 1001
+            conn.receive_close(1001, "going")  # the driver sent it: the engine is done
+        server.drain_actions()
+        assert conn.state is ConnectionState.CLOSED
+        assert conn.kws is None
+        assert handle() is None
+        assert conn.receive_message(b"late", TEXT, take=True) is None  # ignored, as before
+    finally:
+        gc.enable()
 
 
 def test_take_hands_back_the_reply_when_it_is_all_there_is_to_do() -> None:

@@ -7,6 +7,8 @@ from its upgrade (or, for handshakes, its accept) until it ends, whatever ends i
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -331,9 +333,10 @@ def _keepalive_timeout(net: Network, p: Pair) -> None:
 
 def _overflow(net: Network, p: Pair) -> None:
     p.paused = True
-    assert p.conn.kws is not None
+    kws = p.conn.kws  # (the engine lets go of it once the overflow ended the connection)
+    assert kws is not None
     for _ in range(4):
-        p.conn.kws.emit(b"y" * 600)
+        kws.emit(b"y" * 600)
         net.drain()
 
 
@@ -357,11 +360,9 @@ END_PATHS: list[Callable[[Network, Pair], None]] = [
 ]
 
 
-@pytest.mark.parametrize("end", END_PATHS, ids=lambda f: f.__name__.strip("_"))
-def test_every_end_path_frees_the_place_exactly_once(end: Callable[[Network, Pair], None]) -> None:
-    hub = CountingHub()
-    log = record(hub, [EVENT_DISCONNECT, EVENT_CLOSE])
-    net = Network(
+def _end_paths_network(hub: Hub) -> Network:
+    """Two places, small limits and short timeouts: every end path can be taken quickly."""
+    return Network(
         hub,
         max_connections=2,
         max_connections_per_ip=2,
@@ -372,6 +373,13 @@ def test_every_end_path_frees_the_place_exactly_once(end: Callable[[Network, Pai
         ping_timeout=1.0,
         close_timeout=1.0,
     )
+
+
+@pytest.mark.parametrize("end", END_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_every_end_path_frees_the_place_exactly_once(end: Callable[[Network, Pair], None]) -> None:
+    hub = CountingHub()
+    log = record(hub, [EVENT_DISCONNECT, EVENT_CLOSE])
+    net = _end_paths_network(hub)
     stays = net.pair(host="10.0.0.9")
     p = net.pair()
     assert counts(net.server) == (2, 1, 0)
@@ -391,6 +399,30 @@ def test_every_end_path_frees_the_place_exactly_once(end: Callable[[Network, Pai
         return
     assert stays.conn.state is ConnectionState.OPEN
     assert net.pair().accepted
+
+
+@pytest.mark.parametrize("end", END_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_an_ended_connection_needs_no_garbage_collection(
+    end: Callable[[Network, Pair], None],
+) -> None:
+    # The engine's connection and the hub's handle refer to each other while it is open; at
+    # its end the engine lets go of the handle, so the handle (with its request and
+    # headers) is freed as soon as nothing else holds it: with connections coming and
+    # going, nothing waits in reference cycles for the collector. (No listener here keeps
+    # the handle, or an error whose traceback would.)
+    net = _end_paths_network(CountingHub())
+    net.pair(host="10.0.0.9")  # (the end paths expect another connection that stays)
+    p = net.pair()
+    handle = weakref.ref(p.conn.kws)
+    gc.disable()
+    try:
+        end(net, p)
+        net.drain()
+        assert p.conn.state is ConnectionState.CLOSED  # (the engine's own, now)
+        assert p.conn.kws is None
+        assert handle() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(
