@@ -417,6 +417,9 @@ class WebSocketServer(Driver):
             finally:
                 self.clients.discard(client)
                 self.changed.wake()
+                # It and the engine's connection (its transport) refer to each other: let go
+                # now, not when a cyclic collection frees both (a running listener holds its own).
+                client.conn = None
 
     async def _reader(self, client: _Stream, conn: ServerConnection) -> None:
         engine, receive, now = self.engine, client.stream.receive, self.now

@@ -267,10 +267,11 @@ class _Protocol(Peer, asyncio.Protocol):
         if self.conn is not None:
             node.engine.connection_lost(self.conn, exc)
             node.pump()
-        # The engine connection and its hub handle refer to each other and to this protocol
-        # (the connection's transport): let go of the closed transport now, not when a
-        # cyclic collection frees them all (every use of these looks for None).
+        # The engine connection and this protocol (its transport) refer to each other: let
+        # go of it and of the closed transport now, not when a cyclic collection frees them
+        # all (every use of these looks for None; a running listener holds its own).
         self.transport = self.write = self.sized = self.raw = None
+        self.conn = None
         node._check_idle()
 
     def pause_writing(self) -> None:

@@ -490,7 +490,9 @@ class Server:
             conn.dirty = False
             flush = conn._flush
             if flush is None:
-                flush = conn._flush = _flush_of((conn,))
+                flush = _flush_of((conn,))
+                if conn._counted:  # kept while the node has it (it refers back to it)
+                    conn._flush = flush
         else:
             for conn in dirty:
                 conn.dirty = False

@@ -21,6 +21,7 @@ from adapter_scenarios import watchdog_hub
 from anyio.abc import TaskGroup
 
 import ikisocket_adapters.asgi
+from ikisocket_adapters._asgi_conn import _Conn
 from ikisocket_adapters._asgi_tasks import _Tasks
 from ikisocket_adapters.asgi import ASGIApp, asgi_app
 from ikisocket_core import (
@@ -42,7 +43,7 @@ from ikisocket_core import (
     SlowConsumer,
     Websocket,
 )
-from ikisocket_core.protocol import Server, ServerConfig, ServerStats
+from ikisocket_core.protocol import Server, ServerConfig, ServerConnection, ServerStats
 
 Message = MutableMapping[str, Any]
 
@@ -1132,7 +1133,15 @@ async def test_an_ended_connection_frees_the_servers_objects_without_the_cycle_c
             gone = weakref.ref(alice)
             del alice
             assert gone() is None
+            # Nor does anything of ours wait in a cycle (the engine's connection, its handle,
+            # the adapter's connection object): the collector would free none of them.
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            ours = (ServerConnection, Websocket, _Conn)
+            assert [type(o).__name__ for o in gc.garbage if isinstance(o, ours)] == []
     finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
         gc.enable()
 
 

@@ -23,9 +23,10 @@ import pytest
 import ikisocket_adapters.anyio
 import ikisocket_adapters.asyncio
 import ikisocket_adapters.trio
+from ikisocket_adapters._common import Peer
 from ikisocket_adapters.asyncio import WebSocketServer, start_server
-from ikisocket_core import Hub
-from ikisocket_core.protocol import Server
+from ikisocket_core import Hub, Websocket
+from ikisocket_core.protocol import Server, ServerConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -196,8 +197,8 @@ async def test_without_epoll_plain_sockets_are_served_as_streams(
 
 @pytest.mark.parametrize("adapter", ["uvloop"], indirect=True)
 async def test_a_closed_connection_lets_go_of_its_transport_at_once(adapter: str) -> None:
-    # The engine connection, its hub handle and the protocol refer to each other (a cycle
-    # for the collector); the closed transport is not held by them, so it goes at once.
+    # The closed transport is not held by the engine connection, its hub handle or the
+    # protocol, so it goes at once (and they go too: see the next test).
     # (uvloop's: the default loop's selector transport holds a bound method of its own,
     # a cycle of the standard library's, and waits for the collector whatever we do.)
     hub = scenarios.echo_hub()
@@ -216,4 +217,35 @@ async def test_a_closed_connection_lets_go_of_its_transport_at_once(adapter: str
                 await asyncio.sleep(0)
             assert transport() is None
     finally:
+        gc.enable()
+
+
+async def test_a_closed_connection_leaves_nothing_for_the_collector(adapter: str) -> None:
+    # The engine's connection refers to its hub handle and to the adapter's object for it
+    # (its transport: a protocol, a stream), and each refers back; at the connection's end
+    # they let go of each other, so once the clients have gone, none of them is left in a
+    # reference cycle for the collector (off until the look at what it would free). (The
+    # node's deadline heap may still hold a closed connection until it is compacted.)
+    ours = (ServerConnection, Websocket, Peer)
+    gc.collect()
+    gc.disable()
+    try:
+        async with scenarios.running(ADAPTERS[adapter][0], scenarios.echo_hub()) as server:
+            async with scenarios.clients(server.port, 3) as opened:
+                for client in opened:
+                    await client.send("hello")
+                    assert await client.recv() == "hello"
+            adapter_side = getattr(server, "server", server)  # (the asyncio shim's server)
+            await scenarios.wait_for(
+                lambda: (
+                    not getattr(adapter_side, "protocols", None)
+                    and not getattr(adapter_side, "clients", None)
+                )
+            )
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            assert [type(o).__name__ for o in gc.garbage if isinstance(o, ours)] == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
         gc.enable()
