@@ -176,8 +176,8 @@ class _Protocol(Peer, asyncio.Protocol):
         self.write: Any = None
         self.raw: asyncio.Transport | None = None  # the TCP transport while TLS is negotiated
         # Decrypted bytes that arrive between the end of the TLS handshake and the moment
-        # its task resumes (start_tls returns a turn of the loop later).
-        self.early: list[bytes] = []
+        # its task resumes (start_tls returns a turn of the loop later); made if any do.
+        self.early: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         node = self.node
@@ -206,13 +206,15 @@ class _Protocol(Peer, asyncio.Protocol):
         )
         node.protocols.add(self)
         node.pump()  # arms the handshake deadline
-        if self.early:
-            early, self.early = b"".join(self.early), []
+        if self.early is not None:
+            early, self.early = b"".join(self.early), None
             self.data_received(early)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None:
+            if self.early is None:
+                self.early = []
             self.early.append(data)
         else:
             node = self.node
