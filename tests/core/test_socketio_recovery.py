@@ -431,7 +431,10 @@ def test_without_recovery_closing_a_transport_disconnects_at_once() -> None:
     client = TestClient(hub)
     ann = client.socketio_connect()
     assert ann.pid is None
-    sio.close_transport(ann.kws)
+    kws = ann.kws
+    sio.close_transport(kws)
+    assert gone == [ann.uuid]
+    sio.close_transport(kws)  # again, once it ended: nothing more happens
     assert gone == [ann.uuid]
     hub.emit_event("n", 1)
     assert not client.socketio_connect(auth={"pid": "x"}).recovered

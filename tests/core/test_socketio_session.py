@@ -6,6 +6,7 @@ socket.io-client would send, no network.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 
@@ -27,8 +28,9 @@ from ikisocket_core import (
     RemoteProtocolError,
     Request,
     SocketIO,
+    Websocket,
 )
-from ikisocket_core._socketio._session import ConnectTimeout, PingTimeout
+from ikisocket_core._socketio._session import ConnectTimeout, EngineSession, Joined, PingTimeout
 from ikisocket_core.testing import (
     SocketIOTestSession,
     TestClient,
@@ -473,6 +475,42 @@ def test_a_closed_session_ignores_what_still_arrives() -> None:
     assert [name for name, _ in seen] == [EVENT_CONNECT]
     with pytest.raises(WebSocketDisconnect):
         sio.ws.receive()
+
+
+@pytest.mark.parametrize("how", ["client disconnect", "transport closed", "server disconnect"])
+def test_an_ended_socketio_connection_needs_no_garbage_collection(how: str) -> None:
+    # A namespace connection's handle and the session's record of it (Joined) refer to
+    # each other while it is open; at its end the handle lets go of it, so that nothing of
+    # the session waits in a reference cycle for the collector.
+    hub = Hub()
+    hub.on("ping", lambda ep: ep.kws.emit_event("pong", 1))
+    hub.socketio()
+    client = TestClient(hub)
+    client.socketio_connect().close()  # (a first session: imports, caches)
+    gc.collect()
+    gc.disable()
+    try:
+        sio = client.socketio_connect()
+        sio.emit("ping")
+        if how == "client disconnect":
+            sio.disconnect()
+        elif how == "transport closed":
+            sio.close()
+        else:
+            sio.kws.close()
+        client.advance(1)
+        del sio
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        # (The Engine.IO session and its transport's handle, an EngineSocket, still refer
+        # to each other when the session ends: not the namespace connection's objects.)
+        ours = (Websocket, Joined)
+        assert [type(o).__name__ for o in gc.garbage if type(o) in ours] == []
+        assert any(type(o) is EngineSession for o in gc.garbage)  # (the collector did look)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 def test_a_connect_timeout_error_has_its_close_code() -> None:

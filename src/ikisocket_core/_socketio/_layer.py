@@ -23,6 +23,7 @@ from ._namespace import AcksCallback, emit_with_acks
 from ._packets import PacketError, _deconstruct, _loads, _reconstruct, dumps
 from ._recovery import Recovery
 from ._remote_acks import _RemoteAcks
+from ._session import Joined
 from ._settings import check_settings
 
 if TYPE_CHECKING:
@@ -320,3 +321,11 @@ class _SocketIOLayer(_RemoteAcks, _HandoffLayer):
             sio._call_back(kws, ack, ConnectionClosed(1000, "the connection is closed"))
             return
         sio._emit_with_ack(kws, event, args, ack, float(timeout))
+
+    def _end(self, kws: Websocket) -> None:
+        super()._end(kws)
+        if kws.conn.__class__ is Joined:
+            # A namespace connection's handle and the session's record of it (its ``conn``)
+            # refer to each other: at its end the handle lets go, so that neither waits in
+            # a cycle for the collector (the record is the mount's, never the application's).
+            kws.conn = None

@@ -229,6 +229,8 @@ class SocketIO:
         """
         if kws.transport is None:
             raise LocalProtocolError("a plain WebSocket connection has no Socket.IO transport")
+        if kws.conn is None:
+            return  # it ended (its session with it)
         session = kws.conn.session
         session.end(
             ConnectionClosed(1001, "the server closed the transport"),
