@@ -560,15 +560,9 @@ class ServerConnection:
             if self._state is _CONNECTING:
                 self._state = transition(self._state, StateInput.PEER_GONE)
         elif kws.state is not _CLOSED:  # pragma: no branch - (closed: let go of, kws is None)
-            self._hub.receive_disconnect(kws, code, reason, error)
-            if self not in self._node._conns:  # (the node forgot it first: a server close)
-                self._let_go()
-
-    def _let_go(self) -> None:
-        # Ended for the node and the hub: drop the handle, so that the two (each refers to
-        # the other) wait in no cycle for the collector; only a listener keeps it now.
-        kws = self.kws
-        if kws is not None and kws.state is _CLOSED:
+            self._hub.receive_disconnect(kws, code, reason, error)  # (the handle is CLOSED)
+            # The handle and this connection refer to each other: drop it, so that neither
+            # waits in a cycle for the collector; only a listener keeps it now.
             self._state = _CLOSED
             self.kws = None
 

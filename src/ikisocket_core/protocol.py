@@ -576,7 +576,6 @@ class Server:
         if conn in self._conns:
             del self._conns[conn]
             conn._flush = None  # it refers back to the connection
-            conn._let_go()
             counted = conn._counted
             conn._counted = UNCOUNTED
             if counted == COUNTED_HANDSHAKE:

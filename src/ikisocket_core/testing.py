@@ -173,7 +173,7 @@ class WebSocketTestSession:
         self._client_closed = False
         self._reading = True
         self._accepted = False
-        #: The server-side handle, kept: the engine lets go of it once the connection ended.
+        #: The server-side handle, taken at the accept: the engine lets go of it at the end.
         self._kws: Any = None
         self._rejection: tuple[int, tuple[tuple[str, str], ...], bytearray] | None = None
         self._pongs: list[bytes] = []
@@ -184,11 +184,7 @@ class WebSocketTestSession:
     @property
     def kws(self) -> Any:
         """The server-side handle of this connection (a :class:`~ikisocket_core.Websocket`)."""
-        kws = self.conn.kws
-        if kws is None:
-            return self._kws
-        self._kws = kws
-        return kws
+        return self._kws
 
     @property
     def uuid(self) -> str:
