@@ -10,6 +10,7 @@ run has a timeout.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import os
@@ -288,3 +289,101 @@ def test_a_plain_client_and_a_socket_io_client_share_rooms() -> None:
 
     with asyncio_server(hub) as port:
         assert asyncio.run(asyncio.wait_for(scenario(port), RUN_TIMEOUT)) == ["from socket.io"]
+
+
+def _ours_in_cycles() -> list[str]:
+    """Collect what is in reference cycles; the names of this library's objects among it."""
+    control: list[object] = []
+    control.append(control)  # the test's own cycle: proof that the collector looked
+    del control
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.collect()
+    assert any(type(o) is list and o and o[0] is o for o in gc.garbage)
+    return [
+        type(o).__qualname__
+        for o in gc.garbage
+        if type(o).__module__.startswith(("ikisocket_core", "ikisocket_adapters"))
+    ]
+
+
+@pytest.mark.parametrize("end", ["client", "server", "dropped"])
+@pytest.mark.parametrize("transport", ["websocket", "polling", "upgrade"])
+def test_an_ended_socket_io_session_leaves_nothing_for_the_collector(
+    transport: str, end: str
+) -> None:
+    # While a session is open its objects refer to each other: a namespace connection's
+    # handle and the session's record of it, the Engine.IO session and its transport's
+    # handle (and the probe of an upgrade), a polling transport and the session, the
+    # session's timers and the acks it waits for. At the end every link goes: nothing of
+    # the session waits in a reference cycle for the collector (off until the look).
+    socketio = _import("socketio")
+    hub = Hub()
+    hub.socketio()
+    answered: list[Any] = []
+    ended: list[str] = []
+    handles: list[Any] = []
+
+    @hub.on("hello")
+    def hello(ep: Any) -> None:
+        handles.append(ep.kws)
+        ep.kws.emit_event("question", 1, ack=answered.append, timeout=5)
+        ep.kws.emit_event("unanswered", ack=answered.append, timeout=0.2)
+
+    hub.on("disconnect", lambda ep: ended.append(ep.kws.uuid))
+    hub.on("close", lambda ep: ended.append(ep.kws.uuid))  # (a server close)
+
+    async def session(port: int) -> None:
+        client = socketio.AsyncClient(reconnection=False)
+        client.on("question", lambda n: n + 1)
+        await client.connect(
+            f"http://127.0.0.1:{port}",
+            transports=["polling", "websocket"] if transport == "upgrade" else [transport],
+            wait_timeout=5,
+        )
+        for _ in range(100):  # (an upgrade follows the connect)
+            if transport != "upgrade" or client.transport() == "websocket":
+                break
+            await asyncio.sleep(0.02)
+        await client.emit("hello")
+        for _ in range(100):
+            if len(answered) == 2:  # the answer, then the timeout
+                break
+            await asyncio.sleep(0.02)
+        assert answered[0] == (2,)
+        if end == "client":
+            await client.disconnect()
+        elif end == "server":
+            handles.pop().close()
+        else:  # the transport goes without a word (the session ends as a drop)
+            await client.eio._reset()  # (its transport's close)
+            if client.eio.ws is not None:
+                await client.eio.ws.close()
+            if client.eio.http is not None:
+                await client.eio.http.close()
+        for _ in range(250):
+            if ended and not hub.connections:
+                break
+            await asyncio.sleep(0.02)
+        assert len(ended) == 1
+        handles.clear()
+        if end != "client":
+            await client.disconnect()
+
+    async def scenario() -> None:
+        async with asyncio_adapter.open_server(hub, "127.0.0.1", 0) as server:
+            await session(server.port)  # (a first one: imports, caches)
+            ended.clear()
+            answered.clear()
+            gc.collect()
+            gc.disable()
+            await session(server.port)
+            for _ in range(10):
+                await asyncio.sleep(0.02)
+            assert _ours_in_cycles() == []
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), RUN_TIMEOUT))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

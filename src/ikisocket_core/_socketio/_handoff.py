@@ -66,7 +66,7 @@ from ._connect import recovered, resume_fresh
 from ._packets import PacketError, _loads, _reconstruct
 from ._recovery import Backlog, _offset
 from ._session import Joined
-from ._timer import Timer
+from ._timer import Callback, Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._hub import Hub
@@ -93,6 +93,7 @@ class Claim(Timer):
     """A ``CONNECT`` waiting for another node's handoff, until its deadline.
 
     Attributes:
+        handoffs: The node's claims (it tells them when this one expires).
         session: The session the client came back on.
         name: The namespace.
         auth: The ``CONNECT`` payload.
@@ -108,6 +109,7 @@ class Claim(Timer):
     __slots__ = (
         "auth",
         "echoed",
+        "handoffs",
         "heard",
         "name",
         "own",
@@ -121,7 +123,8 @@ class Claim(Timer):
     def __init__(
         self, handoffs: Handoffs, session: EngineSession, name: str, auth: dict[str, Any]
     ) -> None:
-        super().__init__(lambda now: handoffs.expired(self))
+        super().__init__()
+        self.handoffs = handoffs
         self.session = session
         self.name = name
         self.auth = auth
@@ -132,6 +135,14 @@ class Claim(Timer):
         self.own: deque[Relay] = deque()
         self.size = 0
         self.spilled = False
+
+    def fire(self, now: float) -> None:
+        """No handoff came in time (see :meth:`Handoffs.expired`).
+
+        Args:
+            now: The hub's time.
+        """
+        self.handoffs.expired(self)
 
 
 class Handoffs:
@@ -381,7 +392,7 @@ class Handoffs:
             kws.join(room)
         recoveries.offset = max(recoveries.offset, state["top"])
         mount.connections += 1
-        timer = backlog.held = Timer(lambda now: recoveries.give_up(joined))
+        timer = backlog.held = Callback(lambda now: recoveries.give_up(joined))
         recoveries.held[backlog.pid] = joined
         mount._arm(timer, recoveries.settings.max_disconnection_duration)
         return joined

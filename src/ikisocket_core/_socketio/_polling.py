@@ -43,7 +43,7 @@ from ikisocket_core._state import ConnectionState, StateInput, transition
 
 from ._packets import PacketError
 from ._session import EngineSession
-from ._socket import EngineSocket
+from ._socket import ENDED, EngineSocket
 
 if TYPE_CHECKING:
     from ikisocket_core._routing import Request
@@ -283,8 +283,10 @@ class Polling:
             self.queue.append((b"1", _TEXT))
             self._schedule()
         self.closed = True
-        socket = self.session.socket
+        session = self.session
+        socket = session.socket
         socket.state = transition(socket.state, StateInput.PEER_GONE)
+        session.let_go()  # (it ended: this is the Close it asked for)
 
     def gone(self, waiter: Waiter) -> None:
         """The pending GET's connection closed before its answer: the session ends.
@@ -399,6 +401,7 @@ class Probe:
         """
         socket = self.socket
         socket.state = transition(socket.state, StateInput.PEER_GONE)
+        socket.session = ENDED  # (CLOSED: nothing reads it again; no cycle left with this)
         if self.upgraded:
             self.session.transport_gone(code, reason, error)
         elif self.polling is not None:  # back to plain polling: a GET waits for packets again

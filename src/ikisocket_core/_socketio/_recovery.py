@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ikisocket_core._errors import LocalProtocolError
 
-from ._timer import Timer
+from ._timer import Callback, Timer
 
 if TYPE_CHECKING:
     from ikisocket_core._websocket import Websocket
@@ -278,7 +278,7 @@ class Recoveries:
             self.give_up(next(iter(held.values())))
         backlog.ended_by = (code, reason, cause)
         backlog.held_from = backlog.last
-        timer = backlog.held = Timer(lambda now: self.give_up(joined))
+        timer = backlog.held = Callback(lambda now: self.give_up(joined))
         held[backlog.pid] = joined
         self.mount._arm(timer, self.settings.max_disconnection_duration)
 

@@ -155,7 +155,7 @@ class _Ask(Timer):
     def __init__(
         self, table: _Asks, ask_id: int, callback: Any, timeout: float, single: str | None
     ) -> None:
-        super().__init__(self._expired)
+        super().__init__()
         self.table = table
         self.id = ask_id
         self.callback = callback
@@ -180,7 +180,8 @@ class _Ask(Timer):
 
         return answered
 
-    def _expired(self, now: float) -> None:
+    def fire(self, now: float) -> None:
+        """The request's time is up: settle it with the answers so far."""
         self.table.expire(self)
 
 

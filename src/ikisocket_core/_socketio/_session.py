@@ -48,8 +48,8 @@ from ._packets import (
     decode_engine,
     dumps,
 )
-from ._socket import EngineSocket
-from ._timer import Timer
+from ._socket import ENDED, EngineSocket
+from ._timer import Callback
 
 if TYPE_CHECKING:
     from ._mount import SocketIO
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _OPEN: Final[ConnectionState] = ConnectionState.OPEN
+_CLOSED: Final[ConnectionState] = ConnectionState.CLOSED
 _TEXT: Final[MessageKind] = MessageKind.TEXT
 _BINARY: Final[MessageKind] = MessageKind.BINARY
 _EVENT: Final[SocketType] = SocketType.EVENT
@@ -157,8 +158,8 @@ class EngineSession:
         self.pinged = False
         # How the transport is closed once the server closed its last namespace.
         self.close_with = (1000, "server disconnect")
-        self.ping_timer = Timer(self._ping_due)
-        self.connect_timer = Timer(self._connect_due)
+        self.ping_timer = Callback(self._ping_due)
+        self.connect_timer = Callback(self._connect_due)
 
     def __repr__(self) -> str:
         return f"<EngineSession {self.socket.uuid} {sorted(self.joined)}>"
@@ -407,6 +408,9 @@ class EngineSession:
         mount = self.mount
         mount._disarm(self.ping_timer)
         mount._disarm(self.connect_timer)
+        # Never armed again (leave arms nothing once ended): they let go of this session.
+        self.ping_timer.release()
+        self.connect_timer.release()
         socket = self.socket
         if close is not None and socket.state is _OPEN:
             socket.state = transition(socket.state, StateInput.SERVER_CLOSE)
@@ -422,6 +426,22 @@ class EngineSession:
             self.leave(joined, why)
             mount.hub.receive_disconnect(joined.kws, code, text, cause)
         mount._forget(self)
+        if socket.state is _CLOSED:
+            self.let_go()
+
+    def let_go(self) -> None:
+        """The session ended and its socket is ``CLOSED``: the socket lets go of it.
+
+        The socket and the session refer to each other (as do a polling
+        transport and the session); once both are over, nothing reads the
+        socket's ``session`` (the hub and the engine do only while it is not
+        ``CLOSED``), so the links go and neither waits for the garbage
+        collector. Called by whichever of the two ends last.
+        """
+        socket = self.socket
+        socket.session = ENDED
+        if self.transport == "polling":  # (its conn is the Polling, which holds this session)
+            socket.conn = None
 
     def transport_gone(self, code: int, reason: str, error: BaseException | None) -> None:
         """The engine reports the transport ended (the peer closed it, or it dropped).
@@ -433,4 +453,7 @@ class EngineSession:
         """
         socket = self.socket  # OPEN, or CLOSING when the server closed it (never CLOSED)
         socket.state = transition(socket.state, StateInput.PEER_GONE)
-        self.end(ConnectionClosed(code, reason, error), recoverable=True)
+        if self.ended:  # (the server ended it first: its socket is CLOSED only now)
+            self.let_go()
+        else:
+            self.end(ConnectionClosed(code, reason, error), recoverable=True)

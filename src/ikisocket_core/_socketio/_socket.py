@@ -45,3 +45,30 @@ class EngineSocket(Websocket):
     __slots__ = ("session",)
 
     session: Receiver
+
+
+class _Ended:
+    """What an :class:`EngineSocket` hands to once its end was reported: nothing more comes.
+
+    The socket and its receiver refer to each other; once the hub has told
+    the receiver that the transport ended (the socket is ``CLOSED``, and the
+    hub and the engine read ``session`` only while it is not), the socket lets
+    go of it, so neither waits for the garbage collector.
+    """
+
+    __slots__ = ()
+
+    @property
+    def joined(self) -> dict[str, Any]:
+        """None left."""
+        return {}  # pragma: no cover (the hub reads it only while the socket is open)
+
+    def receive(self, data: bytes, kind: MessageKind) -> None:
+        """Nothing is received after the end."""
+
+    def transport_gone(self, code: int, reason: str, error: BaseException | None) -> None:
+        """Reported once already."""
+
+
+#: The receiver of every ended :class:`EngineSocket`.
+ENDED: Receiver = _Ended()
