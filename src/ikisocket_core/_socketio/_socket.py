@@ -48,12 +48,12 @@ class EngineSocket(Websocket):
 
 
 class _Ended:
-    """What an :class:`EngineSocket` hands to once its end was reported: nothing more comes.
+    """What an :class:`EngineSocket` hands to once it ended: nothing more comes.
 
-    The socket and its receiver refer to each other; once the hub has told
-    the receiver that the transport ended (the socket is ``CLOSED``, and the
-    hub and the engine read ``session`` only while it is not), the socket lets
-    go of it, so neither waits for the garbage collector.
+    The socket and its receiver refer to each other; once the socket is
+    ``CLOSED`` (the hub and the engine read ``session`` only while it is not)
+    and its receiver is done with it, the receiver (the session, or a probe)
+    puts this in its place, so neither waits for the garbage collector.
     """
 
     __slots__ = ()
